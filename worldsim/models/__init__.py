@@ -1,0 +1,1 @@
+"""Models: the frame autoencoder, action encoders and the world-model transformer."""

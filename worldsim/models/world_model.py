@@ -1,0 +1,255 @@
+"""The world-model transformer: a frame-causal diffusion transformer over latent patches.
+
+Read top to bottom:
+
+* Tokens are ``patch_size x patch_size`` patches of each frame's latent grid: a clip of ``T`` frames of
+  ``(C, h, w)`` latents becomes ``T * N`` tokens, ``N = (h / p) * (w / p)``.
+* Attention is block-causal over frames (torch SDPA with a boolean mask): a token sees every token of its own
+  frame and of earlier frames, never later ones. Queries and keys are RMS-normalised and rotated by a 3-D rotary
+  embedding (time, row, column). Temporal positions are relative, so any window of frames is valid, however long
+  the rollout.
+* Each frame carries its own diffusion timestep (diffusion forcing: every frame its own noise level) and its own
+  action. Timestep embedding + action embedding modulate each block through per-frame adaLN-Zero (DiT, Peebles &
+  Xie 2023), and the action embedding also enters each block through a zero-initialised action-aware adapter
+  (Astra).
+* Frame ``t`` is conditioned on the action that produced it, ``action[t - 1]`` (the package's alignment, see
+  :mod:`worldsim.constants`); frame 0 and dropped actions use a learned null action embedding.
+
+The model maps ``(sample, timestep, action) -> model_output``, the flow-matching velocity ``noise - sample_0``
+(rectified flow, as in diffusers' ``FlowMatchEulerDiscreteScheduler``). The denoising loop lives in
+:mod:`worldsim.pipelines`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from einops import rearrange
+from torch import nn
+
+from worldsim.models.actions import ActionAdapter, BoxActionEncoder
+
+
+def rope_frequencies(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
+    """Rotary angles for one axis: `(L,)` positions -> `(L, dim / 2)` angles (RoFormer, Su et al. 2021)."""
+    inverse = 1.0 / (theta ** (torch.arange(0, dim, 2, device=positions.device, dtype=torch.float32) / dim))
+    return positions.float()[:, None] * inverse[None, :]
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotates consecutive channel pairs of ``x`` `(B, heads, L, head_dim)` by angles with cos/sin `(L, head_dim/2)`."""
+    x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)
+    rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
+    return rotated.flatten(-2)
+
+
+def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
+    """Boolean attention mask `(T*N, T*N)`: True where a query token may attend to a key token (same or earlier frame)."""
+    frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
+    return frame[:, None] >= frame[None, :]
+
+
+class FrameCausalAttention(nn.Module):
+    """Multi-head self-attention with QK RMS-norm, 3-D rotary positions and a block-causal frame mask."""
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, head_dim
+        self.to_qkv = nn.Linear(dim, 3 * num_heads * head_dim)
+        self.norm_q = nn.RMSNorm(head_dim, eps=1e-6)
+        self.norm_k = nn.RMSNorm(head_dim, eps=1e-6)
+        self.to_out = nn.Linear(num_heads * head_dim, dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        qkv = rearrange(self.to_qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
+        q, k, v = qkv.unbind(0)  # each (B, heads, L, head_dim)
+        # QK-norm and rotation in float32, then back to the compute dtype for SDPA
+        q = apply_rope(self.norm_q(q.float()), cos, sin).to(v.dtype)
+        k = apply_rope(self.norm_k(k.float()), cos, sin).to(v.dtype)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(rearrange(out, "b h l d -> b l (h d)"))
+
+
+class WorldModelBlock(nn.Module):
+    """Transformer block with per-frame adaLN-Zero modulation and an action-aware adapter.
+
+    Shapes:
+        hidden_states `(B, T, N, D)`, conditioning `(B, T, D)`, action_embedding `(B, T, D)` -> `(B, T, N, D)`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, head_dim: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = FrameCausalAttention(dim, num_heads, head_dim)
+        self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        nn.init.zeros_(self.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.adaLN_modulation[-1].bias)
+        self.action_adapter = ActionAdapter(dim)
+
+    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask):
+        batch, frames, tokens, dim = hidden_states.shape
+        # 1. per-frame modulation parameters, broadcast over the frame's tokens
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(conditioning).unsqueeze(2).chunk(6, dim=-1)
+        # 2. frame-causal attention
+        x = self.norm1(hidden_states) * (1 + scale1) + shift1
+        x = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask).reshape(batch, frames, tokens, dim)
+        hidden_states = hidden_states + gate1 * x
+        # 3. action-aware adapter (zero at initialisation)
+        hidden_states = self.action_adapter(hidden_states, action_embedding)
+        # 4. MLP
+        x = self.norm2(hidden_states) * (1 + scale2) + shift2
+        return hidden_states + gate2 * self.mlp(x)
+
+
+class WorldModelTransformer(ModelMixin, ConfigMixin):
+    """Action-conditioned, frame-causal diffusion transformer over latent video (diffusers ``ModelMixin``).
+
+    Args:
+        in_channels: C, latent channels.
+        sample_size: h = w, latent grid size.
+        patch_size: p, latent patch size; N = (sample_size / p)^2 tokens per frame.
+        num_layers, num_attention_heads, attention_head_dim, mlp_ratio: transformer size; width
+            D = num_attention_heads * attention_head_dim.
+        action_dim: A, continuous action size (normalised to [-1, 1]).
+        action_num_frequencies: Fourier octaves of the action encoder.
+        rope_axes_dim: rotary channels for (time, row, column); even, summing to ``attention_head_dim``.
+        rope_theta: rotary base.
+
+    >>> model = WorldModelTransformer(in_channels=4, sample_size=4, num_layers=2, action_dim=2)
+    >>> out = model(torch.randn(1, 3, 4, 4, 4), torch.full((1, 3), 500.0), torch.zeros(1, 3, 2))
+    >>> tuple(out.shape)
+    (1, 3, 4, 4, 4)
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 8,
+        sample_size: int = 8,
+        patch_size: int = 2,
+        num_layers: int = 6,
+        num_attention_heads: int = 4,
+        attention_head_dim: int = 64,
+        mlp_ratio: float = 4.0,
+        action_dim: int = 2,
+        action_num_frequencies: int = 6,
+        rope_axes_dim: tuple[int, int, int] = (32, 16, 16),
+        rope_theta: float = 10000.0,
+    ):
+        super().__init__()
+        if sample_size % patch_size:
+            raise ValueError(f"sample_size {sample_size} is not divisible by patch_size {patch_size}")
+        if sum(rope_axes_dim) != attention_head_dim or any(d % 2 for d in rope_axes_dim):
+            raise ValueError(f"rope_axes_dim {rope_axes_dim} must be even and sum to attention_head_dim {attention_head_dim}")
+        dim = num_attention_heads * attention_head_dim
+        self.grid = sample_size // patch_size
+        self.patch_embed = nn.Linear(in_channels * patch_size * patch_size, dim)
+        self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid * self.grid, dim))
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.timestep_embedder = TimestepEmbedding(256, dim)
+        self.action_encoder = BoxActionEncoder(action_dim, dim, action_num_frequencies)
+        self.null_action = nn.Parameter(torch.zeros(dim))
+        self.blocks = nn.ModuleList(
+            [WorldModelBlock(dim, num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
+        )
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.proj_out = nn.Linear(dim, in_channels * patch_size * patch_size)
+        for layer in (self.adaLN_out[-1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.spatial_embed, std=0.02)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return self.grid * self.grid
+
+    def rotary(self, num_frames: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin `(T*N, head_dim/2)` for frames ``0 .. T-1`` of the input window."""
+        t_dim, h_dim, w_dim = self.config.rope_axes_dim
+        frame = torch.arange(num_frames, device=device).repeat_interleave(self.tokens_per_frame)
+        row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(num_frames)
+        col = torch.arange(self.grid, device=device).repeat(self.grid * num_frames)
+        theta = self.config.rope_theta
+        angles = torch.cat([rope_frequencies(frame, t_dim, theta), rope_frequencies(row, h_dim, theta),
+                            rope_frequencies(col, w_dim, theta)], dim=-1)
+        return angles.cos(), angles.sin()
+
+    def embed_actions(self, action: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-frame action embedding: frame t gets ``action[:, t - 1]``; frame 0 and masked frames get the null action.
+
+        Args:
+            action: `(B, T, A)` float, normalised; ``action[:, t]`` is applied after frame t.
+            action_mask: `(B, T)` bool or None; False drops the action that *produced* frame t.
+
+        Returns:
+            `(B, T, D)`.
+        """
+        batch, frames, _ = action.shape
+        embedding = self.action_encoder(action[:, :-1])  # (B, T-1, D): the actions that produced frames 1..T-1
+        null = self.null_action.to(embedding.dtype).expand(batch, 1, -1)
+        embedding = torch.cat([null, embedding], dim=1)
+        if action_mask is not None:
+            embedding = torch.where(action_mask.unsqueeze(-1), embedding, null)
+        return embedding
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        action: torch.Tensor,
+        action_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predicts the flow-matching velocity for every frame.
+
+        Args:
+            sample: `(B, T, C, h, w)` noisy latents, each frame at its own noise level.
+            timestep: `(B, T)` float, per-frame timestep ``sigma * 1000`` (diffusers' flow-matching convention).
+            action: `(B, T, A)` float normalised actions, ``action[:, t]`` applied after frame t (the last one is
+                unused: nothing in the window shows its effect).
+            action_mask: `(B, T)` bool or None; False replaces the action that produced frame t by the null action
+                (action dropout in training, the unconditional branch of action guidance).
+
+        Returns:
+            `torch.Tensor` `(B, T, C, h, w)`: predicted velocity ``noise - clean`` per frame.
+
+        Raises:
+            ValueError: shapes that do not match each other or the config.
+        """
+        batch, frames, channels, height, width = sample.shape
+        if channels != self.config.in_channels or height != self.config.sample_size or width != self.config.sample_size:
+            raise ValueError(
+                f"sample has shape {tuple(sample.shape)}, expected (B, T, {self.config.in_channels}, "
+                f"{self.config.sample_size}, {self.config.sample_size})"
+            )
+        if timestep.shape != (batch, frames):
+            raise ValueError(f"timestep has shape {tuple(timestep.shape)}, expected {(batch, frames)}")
+        if action.shape[:2] != (batch, frames):
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, {frames}, A)")
+        p = self.config.patch_size
+        # 1. patchify: (B, T, C, h, w) -> (B, T, N, C*p*p) -> (B, T, N, D)
+        tokens = rearrange(sample, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
+        hidden_states = self.patch_embed(tokens) + self.spatial_embed
+        # 2. per-frame conditioning: timestep + action
+        temb = self.timestep_embedder(self.time_proj(timestep.flatten()).to(hidden_states.dtype))
+        temb = temb.view(batch, frames, -1)
+        action_embedding = self.embed_actions(action.to(hidden_states.dtype), action_mask)
+        conditioning = temb + action_embedding
+        # 3. frame-causal blocks
+        cos, sin = self.rotary(frames, sample.device)
+        mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
+        for block in self.blocks:
+            hidden_states = block(hidden_states, conditioning, action_embedding, cos, sin, mask)
+        # 4. final adaLN and unpatchify
+        shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
+        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        out = self.proj_out(hidden_states)
+        return rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid, p1=p, p2=p)

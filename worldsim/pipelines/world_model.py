@@ -1,0 +1,272 @@
+"""``WorldModelPipeline``: autoencoder + world-model transformer + diffusers scheduler, and the autoregressive loop.
+
+Rollout (noise-augmented history, after Astra and diffusion forcing): context frames are encoded to latents and
+noised once to ``context_noise``; each new frame starts from Gaussian noise and is denoised in
+``num_inference_steps`` Euler steps of diffusers' ``FlowMatchEulerDiscreteScheduler`` while attending to the
+history window (the last ``window_size - 1`` frames); the finished frame is noised to ``context_noise`` and
+joins the history. The window slides, so a rollout can run for any number of steps.
+
+A saved pipeline is a folder::
+
+    model_index.json        what this folder is (worldsim version, component classes)
+    autoencoder/            diffusers AutoencoderKL (config.json + safetensors)
+    transformer/            WorldModelTransformer (config.json + safetensors)
+    scheduler/              scheduler_config.json
+    worldsim.json           embodiment, env id, fps, image size, window, action space and normalisation, defaults
+    start_frames.safetensors   bundled start set for resets without context (uint8 frames + actions)
+
+Components are loaded by fixed classes (never by a class name read from a file), and weights only from
+safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from worldsim.data.clips import ActionNormalizer
+from worldsim.models.autoencoders import decode_latents, encode_frames
+from worldsim.models.world_model import WorldModelTransformer
+
+PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
+
+
+@dataclass
+class RolloutState:
+    """The history window of a batch of rollouts.
+
+    Attributes:
+        latents: `(B, L, C, h, w)` float32, history latents as the model sees them (noised to ``context_noise``).
+        action: `(B, L, A)` float32 normalised; ``action[:, i]`` was applied after history frame i (the last entry
+            is filled by the next :meth:`WorldModelPipeline.step`).
+        frames: `(B, H, W, 3)` uint8, the newest frame in pixels.
+        num_steps: frames generated so far.
+    """
+
+    latents: torch.Tensor
+    action: torch.Tensor
+    frames: torch.Tensor
+    num_steps: int = 0
+
+    @property
+    def batch_size(self) -> int:
+        return self.latents.shape[0]
+
+
+class WorldModelPipeline:
+    """A trained world model, ready to imagine: encode context, step with actions, decode frames.
+
+    Args:
+        autoencoder: diffusers ``AutoencoderKL`` with ``shift_factor`` / ``scaling_factor`` set.
+        transformer: :class:`~worldsim.models.WorldModelTransformer`.
+        scheduler: diffusers ``FlowMatchEulerDiscreteScheduler``.
+        metadata: dict with ``window_size``, ``image_size``, ``fps``, ``action_normalizer`` (``min``/``max``),
+            ``action_space``, ``embodiment``, ``env_id``, ``num_inference_steps``, ``context_noise``.
+        start_frames: optional dict ``{"frames": (K, n, H, W, 3) uint8, "action": (K, n - 1, A) float32}``.
+
+    >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/pusht")          # doctest: +SKIP
+    >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
+    >>> frames.shape  # (B, S, 64, 64, 3) uint8                                  # doctest: +SKIP
+    """
+
+    def __init__(self, autoencoder: AutoencoderKL, transformer: WorldModelTransformer,
+                 scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None):
+        self.autoencoder = autoencoder.eval()
+        self.transformer = transformer.eval()
+        self.scheduler = scheduler
+        self.metadata = dict(metadata)
+        self.start_frames = start_frames
+        self.normalizer = ActionNormalizer(metadata["action_normalizer"]["min"], metadata["action_normalizer"]["max"])
+        for key in ("window_size", "image_size"):
+            if key not in self.metadata:
+                raise ValueError(f"pipeline metadata lacks {key!r}")
+
+    # ------------------------------------------------------------------ save / load
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Writes the pipeline folder (see the module docstring); returns it."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.autoencoder.save_pretrained(path / "autoencoder")
+        self.transformer.save_pretrained(path / "transformer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        (path / "worldsim.json").write_text(json.dumps(self.metadata, indent=2))
+        from worldsim import __version__
+
+        (path / "model_index.json").write_text(json.dumps({
+            "_class_name": "WorldModelPipeline", "worldsim_version": __version__,
+            "autoencoder": ["diffusers", "AutoencoderKL"], "transformer": ["worldsim", "WorldModelTransformer"],
+            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}, indent=2))
+        if self.start_frames is not None:
+            save_file({k: torch.as_tensor(v).contiguous() for k, v in self.start_frames.items()},
+                      path / "start_frames.safetensors")
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModelPipeline":
+        """Loads a pipeline folder written by :meth:`save_pretrained`.
+
+        Raises:
+            FileNotFoundError: the folder or one of its parts is missing (the message names it).
+            ValueError: ``worldsim.json`` is malformed or disagrees with the transformer's config.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise FileNotFoundError(f"model folder not found: {path}")
+        for name in PIPELINE_FILES:
+            if not (path / name).exists():
+                raise FileNotFoundError(f"model folder {path} lacks {name}")
+        try:
+            metadata = json.loads((path / "worldsim.json").read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path / 'worldsim.json'} is not valid JSON: {error}") from error
+        autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder", use_safetensors=True).to(device)
+        transformer = WorldModelTransformer.from_pretrained(path / "transformer", use_safetensors=True).to(device)
+        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler")
+        action_dim = len(metadata.get("action_normalizer", {}).get("min", []))
+        if action_dim != transformer.config.action_dim:
+            raise ValueError(
+                f"{path / 'worldsim.json'}: action_normalizer has {action_dim} dimensions but the transformer "
+                f"expects action_dim={transformer.config.action_dim}"
+            )
+        start_frames = None
+        if (path / "start_frames.safetensors").is_file():
+            start_frames = load_file(path / "start_frames.safetensors")
+        return cls(autoencoder, transformer, scheduler, metadata, start_frames)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def window_size(self) -> int:
+        return int(self.metadata["window_size"])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.metadata["image_size"])
+
+    @property
+    def action_dim(self) -> int:
+        return int(self.transformer.config.action_dim)
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
+
+    # ------------------------------------------------------------------ the loop
+    def _noise_history(self, latents: torch.Tensor, context_noise: float, generator) -> torch.Tensor:
+        if context_noise == 0:
+            return latents
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
+        return (1.0 - context_noise) * latents + context_noise * noise
+
+    @torch.no_grad()
+    def encode_context(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
+                       context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+        """Starts rollouts from real context.
+
+        Args:
+            frames: `(B, n, H, W, 3)` uint8, ``n >= 1`` context frames at the model's ``image_size``.
+            action: `(B, n - 1, A)` float32 in env units (PushT: pixels 0-512), the actions between the frames.
+            context_noise: noise level (sigma in [0, 1)) of history latents; default: the model's.
+            generator: torch RNG for the context noise.
+
+        Returns:
+            :class:`RolloutState` holding the last ``window_size - 1`` context frames.
+
+        Raises:
+            ValueError: wrong shapes, dtype or frame size; the message names the value and what was expected.
+        """
+        frames = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
+            raise ValueError(f"context frames must be uint8 (B, n, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
+        if frames.shape[2:4] != (self.image_size, self.image_size):
+            raise ValueError(f"context frames are {tuple(frames.shape[2:4])}, the model expects "
+                             f"{(self.image_size, self.image_size)}")
+        batch, num_context = frames.shape[:2]
+        if action.shape != (batch, num_context - 1, self.action_dim):
+            raise ValueError(f"context action has shape {tuple(action.shape)}, expected "
+                             f"{(batch, num_context - 1, self.action_dim)} (one action between each pair of frames)")
+        context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
+        keep = min(num_context, self.window_size - 1)
+        frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
+        latents = encode_frames(self.autoencoder, frames.to(self.device))
+        normalized = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
+        # one slot per history frame; the slot of the newest frame is filled by the next step's action
+        slots = torch.cat([normalized, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        return RolloutState(self._noise_history(latents, context_noise, generator), slots, frames[:, -1].clone())
+
+    @torch.no_grad()
+    def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
+             context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+        """Imagines the next frame of every rollout in ``state``.
+
+        Args:
+            state: from :meth:`encode_context` or a previous :meth:`step`.
+            action: `(B, A)` float32 in env units, applied after the newest frame.
+            num_inference_steps: Euler steps per frame; default: the model's.
+            context_noise: sigma of the finished frame when it joins the history; default: the model's.
+            generator: torch RNG (the initial noise and the history noise).
+
+        Returns:
+            A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame.
+        """
+        num_inference_steps = num_inference_steps or int(self.metadata.get("num_inference_steps", 10))
+        context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
+        action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
+        if action.shape != (state.batch_size, self.action_dim):
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, self.action_dim)}")
+        history = state.action.clone()
+        history[:, -1] = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
+        batch, length = state.latents.shape[:2]
+        window_action = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
+
+        shape = (batch, 1, *state.latents.shape[2:])
+        sample = torch.randn(shape, generator=generator).to(self.device)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for timestep in self.scheduler.timesteps:
+            model_input = torch.cat([state.latents, sample], dim=1)
+            frame_timestep = torch.cat([history_timestep, timestep.expand(batch, 1).float()], dim=1)
+            with self._autocast():
+                model_output = self.transformer(model_input, frame_timestep, window_action)[:, -1:].float()
+            sample = self.scheduler.step(model_output, timestep, sample).prev_sample
+        frames = decode_latents(self.autoencoder, sample[:, 0])
+        latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
+        slots = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        keep = self.window_size - 1
+        return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1)
+
+    @torch.no_grad()
+    def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
+                context_noise: float | None = None, generator: torch.Generator | None = None,
+                progress: bool = False) -> np.ndarray:
+        """Open-loop rollout: imagines one frame per action.
+
+        Args:
+            context_frames: `(B, n, H, W, 3)` uint8 real frames.
+            context_action: `(B, n - 1, A)` actions between them, env units.
+            action: `(B, S, A)` actions to apply after the last context frame, env units.
+            num_inference_steps, context_noise, generator: see :meth:`step`.
+            progress: show a progress bar over the S steps.
+
+        Returns:
+            `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``.
+        """
+        action = np.asarray(action, dtype=np.float32)
+        if action.ndim != 3:
+            raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
+        state = self.encode_context(context_frames, context_action, context_noise, generator)
+        frames = []
+        for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
+            state = self.step(state, action[:, s], num_inference_steps, context_noise, generator)
+            frames.append(state.frames.cpu().numpy())
+        return np.stack(frames, axis=1)

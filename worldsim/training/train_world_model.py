@@ -1,0 +1,307 @@
+"""``worldsim train``: trains the world-model transformer on accelerate.
+
+Objective: flow matching (rectified flow; Lipman et al. 2023, Liu et al. 2023) with an independent noise level
+per frame (diffusion forcing; Chen et al. 2024). Each frame of a clip is, independently, either *history*
+(probability ``history_prob``: sigma ~ U[0, max_history_noise], no loss: the noise-augmented history the model
+sees at inference) or a *target* (sigma ~ logit-normal, loss on the velocity ``noise - latents``). Block-causal
+attention makes every target frame a next-frame prediction from the frames before it.
+
+Runs on accelerate (bf16 autocast on CPU, gradient accumulation, multi-GPU by ``accelerate launch``), keeps an EMA
+of the weights (diffusers ``EMAModel``), writes ``checkpoint-<step>/`` folders atomically, each a loadable
+:class:`~worldsim.pipelines.WorldModelPipeline` (EMA weights) plus ``training_state/`` to resume from, and a
+fixed-seed validation rollout video beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from worldsim.constants import ACTION
+from worldsim.data.clips import ActionNormalizer, ClipDataset
+from worldsim.data.frame_cache import load_frame_cache
+from worldsim.data.lerobot import LeRobotDataset
+from worldsim.models.autoencoders import encode_frames
+from worldsim.models.world_model import WorldModelTransformer
+from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.training.config import RunConfig, config_to_yaml
+from worldsim.training.state import load_optimizer, rng_state, save_optimizer, set_rng_state
+from worldsim.training.train_autoencoder import split_episodes
+from worldsim.utils.video import write_video
+
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def action_normalizer_for(dataset: LeRobotDataset) -> ActionNormalizer:
+    """Bounds for action normalisation: the env's Box bounds when the dataset records them, else the data's min/max."""
+    space = dataset.action_space
+    if space and space.get("type") == "Box" and np.all(np.isfinite(space["low"])) and np.all(np.isfinite(space["high"])):
+        return ActionNormalizer(space["low"], space["high"])
+    return ActionNormalizer(dataset.stats[ACTION]["min"], dataset.stats[ACTION]["max"])
+
+
+def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: AutoencoderKL, autoencoder_path: Path,
+                      cache_dir: Path, progress: bool = True) -> np.ndarray:
+    """Encodes every frame once with the autoencoder (posterior mean, normalised) and caches it.
+
+    Returns:
+        `np.ndarray` `(N, C, h, w)` float16 (memory map).
+    """
+    digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+    path = cache_dir / f"latents_{frames.shape[1]}_{len(frames)}_{digest}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    latents = None
+    chunk = 1024
+    for start in tqdm(range(0, len(frames), chunk), desc="encoding latents", disable=not progress):
+        encoded = encode_frames(autoencoder, torch.from_numpy(np.asarray(frames[start:start + chunk])))
+        if latents is None:
+            tmp = path.with_suffix(".partial.npy")
+            latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(frames), *encoded.shape[1:]))
+        latents[start:start + len(encoded)] = encoded.numpy().astype(np.float16)
+    latents.flush()
+    del latents
+    os.replace(path.with_suffix(".partial.npy"), path)
+    return np.load(path, mmap_mode="r")
+
+
+def sample_noise_levels(batch: int, frames: int, config, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame sigma and loss mask for diffusion-forcing training.
+
+    Returns:
+        sigma `(B, T)` float32 in [0, 1); target `(B, T)` bool (True: loss on this frame). The last frame of every
+        clip is always a target, so every clip contributes.
+    """
+    target_sigma = torch.sigmoid(torch.randn(batch, frames, generator=generator) * config.logit_std + config.logit_mean)
+    history_sigma = torch.rand(batch, frames, generator=generator) * config.max_history_noise
+    is_history = torch.rand(batch, frames, generator=generator) < config.history_prob
+    is_history[:, -1] = False
+    return torch.where(is_history, history_sigma, target_sigma), ~is_history
+
+
+def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, config, generator: torch.Generator):
+    """Flow-matching loss with per-frame noise levels.
+
+    Args:
+        latents: `(B, T, C, h, w)` clean latents; action: `(B, T, A)` normalised actions.
+
+    Returns:
+        Scalar loss: mean squared velocity error over target frames.
+    """
+    batch, frames = latents.shape[:2]
+    sigma, target_mask = sample_noise_levels(batch, frames, config, generator)
+    sigma, target_mask = sigma.to(latents.device), target_mask.to(latents.device)
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    s = sigma[:, :, None, None, None]
+    noisy = (1.0 - s) * latents + s * noise
+    action_mask = None
+    if config.action_dropout_prob > 0:
+        action_mask = (torch.rand(batch, frames, generator=generator) >= config.action_dropout_prob).to(latents.device)
+    prediction = model(noisy, sigma * 1000.0, action, action_mask).float()
+    error = (prediction - (noise - latents)).square().mean(dim=(2, 3, 4))  # (B, T)
+    return (error * target_mask).sum() / target_mask.sum()
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The ``checkpoint-<step>`` folder with the highest step, or None."""
+    if not output_dir.is_dir():
+        return None
+    found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
+    return max(found)[1] if found else None
+
+
+def start_set(dataset: LeRobotDataset, frames: np.ndarray, normalizer_episodes: np.ndarray, num_context: int,
+              count: int = 16) -> dict:
+    """Bundled start set: ``count`` real context clips of ``num_context`` frames (first frames of episodes)."""
+    clips, actions = [], []
+    for episode in normalizer_episodes[:count]:
+        segment = dataset.episode_slice(int(episode))
+        if segment.stop - segment.start < num_context:
+            continue
+        clips.append(np.asarray(frames[segment.start:segment.start + num_context]))
+        actions.append(dataset.action[segment.start:segment.start + num_context - 1])
+    return {"frames": torch.from_numpy(np.stack(clips)), "action": torch.from_numpy(np.stack(actions).astype(np.float32))}
+
+
+def train_world_model(config: RunConfig, progress: bool = True) -> Path:
+    """Trains (or resumes training of) the world model described by ``config``.
+
+    Returns:
+        ``<output_dir>/final``: a :class:`WorldModelPipeline` folder with the EMA weights.
+
+    Raises:
+        FileNotFoundError: the autoencoder folder (``train.autoencoder``) is missing; train it first.
+    """
+    train_config, data_config = config.train, config.dataset
+    output_dir = Path(train_config.output_dir)
+    autoencoder_path = Path(train_config.autoencoder)
+    if not (autoencoder_path / "config.json").is_file():
+        raise FileNotFoundError(f"autoencoder not found at {autoencoder_path}; run `worldsim train-autoencoder` first")
+    accelerator = Accelerator(mixed_precision=train_config.mixed_precision,
+                              gradient_accumulation_steps=train_config.gradient_accumulation_steps)
+    torch.manual_seed(train_config.seed)
+
+    # 1. data: frames -> latents (cached), actions normalised
+    dataset = LeRobotDataset(data_config.root)
+    frames = load_frame_cache(dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+    autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).eval()
+    cache_dir = Path(data_config.cache_dir) if data_config.cache_dir else dataset.root / "cache"
+    latents = np.asarray(load_latent_cache(dataset, frames, autoencoder, autoencoder_path, cache_dir, progress))
+    normalizer = action_normalizer_for(dataset)
+    train_episodes, val_episodes = split_episodes(dataset.num_episodes, data_config.val_episodes)
+    clips = ClipDataset(latents, normalizer.normalize(dataset.action), dataset.episode_from, dataset.episode_to,
+                        data_config.num_frames, episodes=train_episodes)
+    loader_generator = torch.Generator().manual_seed(train_config.seed)
+    loader = torch.utils.data.DataLoader(clips, batch_size=train_config.batch_size, shuffle=True, drop_last=True,
+                                         generator=loader_generator, num_workers=0)
+
+    # 2. model, optimizer, EMA
+    model = WorldModelTransformer(
+        in_channels=latents.shape[1], sample_size=latents.shape[2], patch_size=config.transformer.patch_size,
+        num_layers=config.transformer.num_layers, num_attention_heads=config.transformer.num_attention_heads,
+        attention_head_dim=config.transformer.attention_head_dim, mlp_ratio=config.transformer.mlp_ratio,
+        action_dim=dataset.action_dim, action_num_frequencies=config.transformer.action_num_frequencies,
+        rope_axes_dim=tuple(config.transformer.rope_axes_dim),
+    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
+                                  weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
+    ema = EMAModel(model.parameters(), decay=train_config.ema_decay, use_ema_warmup=True,
+                   model_cls=WorldModelTransformer, model_config=model.config)
+
+    step = 0
+    noise_generator = torch.Generator().manual_seed(train_config.seed + 1)
+    resume_from = latest_checkpoint(output_dir) if train_config.resume else None
+    if resume_from is not None:
+        state_dir = resume_from / "training_state"
+        model.load_state_dict(load_file(state_dir / "model.safetensors"))
+        ema_tensors = load_file(state_dir / "ema.safetensors")
+        ema.shadow_params = [ema_tensors[f"{i}"] for i in range(len(ema.shadow_params))]
+        load_optimizer(optimizer, state_dir / "optimizer")
+        meta = json.loads((state_dir / "state.json").read_text())
+        step, ema.optimization_step = meta["step"], meta["ema_optimization_step"]
+        lr_scheduler.load_state_dict(meta["lr_scheduler"])
+        rng = load_file(state_dir / "rng.safetensors")
+        set_rng_state(rng)
+        loader_generator.set_state(rng["loader"])
+        noise_generator.set_state(rng["noise"])
+        accelerator.print(f"resumed from {resume_from} at step {step}")
+
+    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    model.train()
+    metadata = {
+        "embodiment": dataset.info.get("robot_type", "unknown"),
+        "env_id": dataset.env_id,
+        "fps": dataset.fps,
+        "image_size": data_config.image_size,
+        "dataset_frame_shape": list(dataset.frame_shape),
+        "window_size": data_config.num_frames,
+        "action_space": dataset.action_space,
+        "action_normalizer": normalizer.to_dict(),
+        "num_inference_steps": config.rollout.num_inference_steps,
+        "context_noise": config.rollout.context_noise,
+        "outcome_heads": False,
+    }
+    start_frames = start_set(dataset, frames, val_episodes if len(val_episodes) else train_episodes,
+                             train_config.validation_context_frames)
+    scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=config.rollout.shift)
+
+    def save_checkpoint(at_step: int, final: bool = False) -> Path:
+        unwrapped = accelerator.unwrap_model(model)
+        ema_model = WorldModelTransformer.from_config(unwrapped.config)
+        ema.copy_to(ema_model.parameters())
+        pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames)
+        name = "final" if final else f"checkpoint-{at_step}"
+        target = output_dir / name
+        tmp = output_dir / f".{name}.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        pipeline.save_pretrained(tmp)
+        (tmp / "run_config.yaml").write_text(config_to_yaml(config))
+        if not final:
+            state_dir = tmp / "training_state"
+            state_dir.mkdir()
+            save_file({k: v.contiguous() for k, v in unwrapped.state_dict().items()}, state_dir / "model.safetensors")
+            save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, state_dir / "ema.safetensors")
+            save_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, state_dir / "optimizer")
+            save_file({**rng_state(), "loader": loader_generator.get_state(), "noise": noise_generator.get_state()},
+                      state_dir / "rng.safetensors")
+            (state_dir / "state.json").write_text(json.dumps({
+                "step": at_step, "ema_optimization_step": ema.optimization_step,
+                "lr_scheduler": lr_scheduler.scheduler.state_dict() if hasattr(lr_scheduler, "scheduler") else lr_scheduler.state_dict(),
+            }))
+        if len(val_episodes):
+            validation_video(pipeline, dataset, frames, int(val_episodes[0]), train_config, tmp / "validation.mp4")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+        if not final:
+            checkpoints = sorted((int(m.group(1)), p) for p in output_dir.iterdir()
+                                 if (m := CHECKPOINT_PATTERN.match(p.name)))
+            for _, old in checkpoints[:-train_config.checkpoints_total_limit]:
+                shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "run_config.yaml").write_text(config_to_yaml(config))
+    log = open(output_dir / "train_log.jsonl", "a")
+    start_time = time.monotonic()
+    bar = tqdm(total=train_config.max_steps, initial=step, desc="train world model", disable=not progress)
+    while step < train_config.max_steps:
+        for batch in loader:
+            with accelerator.accumulate(model):
+                with accelerator.autocast():
+                    loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config, noise_generator)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            if not accelerator.sync_gradients:
+                continue
+            ema.step(accelerator.unwrap_model(model).parameters())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+            log.write(json.dumps({"step": step, "loss": loss.item(), "time_s": time.monotonic() - start_time}) + "\n")
+            out_of_time = train_config.max_minutes is not None and time.monotonic() - start_time > 60 * train_config.max_minutes
+            if step % train_config.checkpointing_steps == 0 or step == train_config.max_steps or out_of_time:
+                log.flush()
+                save_checkpoint(step)
+            if step >= train_config.max_steps or out_of_time:
+                break
+        if train_config.max_minutes is not None and time.monotonic() - start_time > 60 * train_config.max_minutes:
+            break
+    bar.close()
+    log.close()
+    return save_checkpoint(step, final=True)
+
+
+def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, frames: np.ndarray, episode: int,
+                     config, path: Path) -> None:
+    """Fixed-seed rollout on a validation episode, written side by side (real | imagined)."""
+    segment = dataset.episode_slice(episode)
+    context, horizon = config.validation_context_frames, config.validation_frames
+    horizon = min(horizon, segment.stop - segment.start - context)
+    if horizon < 1:
+        return
+    real = np.asarray(frames[segment.start:segment.start + context + horizon])
+    actions = dataset.action[segment.start:segment.start + context + horizon - 1]
+    imagined = pipeline.rollout(real[None, :context], actions[None, :context - 1], actions[None, context - 1:],
+                                generator=torch.Generator().manual_seed(0))[0]
+    write_video(path, np.concatenate([real[context:], imagined], axis=2), fps=dataset.fps)
