@@ -5,3 +5,7 @@ Gymnasium environment (``worldsim/WorldModel-v0``).
 """
 
 __version__ = "0.1.0"
+
+from gymnasium.envs.registration import register as _register
+
+_register(id="worldsim/WorldModel-v0", entry_point="worldsim.envs:WorldModelEnv", max_episode_steps=300)

@@ -69,7 +69,7 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
     latents = None
     chunk = 1024
     for start in tqdm(range(0, len(frames), chunk), desc="encoding latents", disable=not progress):
-        encoded = encode_frames(autoencoder, torch.from_numpy(np.asarray(frames[start:start + chunk])))
+        encoded = encode_frames(autoencoder, torch.from_numpy(np.array(frames[start:start + chunk])))
         if latents is None:
             tmp = path.with_suffix(".partial.npy")
             latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(frames), *encoded.shape[1:]))
@@ -166,9 +166,18 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     train_episodes, val_episodes = split_episodes(dataset.num_episodes, data_config.val_episodes)
     clips = ClipDataset(latents, normalizer.normalize(dataset.action), dataset.episode_from, dataset.episode_to,
                         data_config.num_frames, episodes=train_episodes)
-    loader_generator = torch.Generator().manual_seed(train_config.seed)
-    loader = torch.utils.data.DataLoader(clips, batch_size=train_config.batch_size, shuffle=True, drop_last=True,
-                                         generator=loader_generator, num_workers=0)
+    batches_per_epoch = len(clips) // train_config.batch_size
+    if batches_per_epoch == 0:
+        raise ValueError(f"train.batch_size {train_config.batch_size} exceeds the {len(clips)} training clips")
+
+    def epoch_loader(epoch: int, skip: int):
+        # The data order is a function of (seed, epoch) alone, so a resumed run sees the batches an uninterrupted
+        # run would have seen: reshuffle with seed + epoch, then skip the batches already consumed.
+        generator = torch.Generator().manual_seed(train_config.seed + epoch)
+        loader = torch.utils.data.DataLoader(clips, batch_size=train_config.batch_size, shuffle=True, drop_last=True,
+                                             generator=generator, num_workers=0)
+        loader = accelerator.prepare(loader)
+        return accelerator.skip_first_batches(loader, skip) if skip else loader
 
     # 2. model, optimizer, EMA
     model = WorldModelTransformer(
@@ -198,11 +207,10 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         lr_scheduler.load_state_dict(meta["lr_scheduler"])
         rng = load_file(state_dir / "rng.safetensors")
         set_rng_state(rng)
-        loader_generator.set_state(rng["loader"])
         noise_generator.set_state(rng["noise"])
         accelerator.print(f"resumed from {resume_from} at step {step}")
 
-    model, optimizer, loader, lr_scheduler = accelerator.prepare(model, optimizer, loader, lr_scheduler)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     model.train()
     metadata = {
         "embodiment": dataset.info.get("robot_type", "unknown"),
@@ -238,7 +246,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
             save_file({k: v.contiguous() for k, v in unwrapped.state_dict().items()}, state_dir / "model.safetensors")
             save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, state_dir / "ema.safetensors")
             save_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, state_dir / "optimizer")
-            save_file({**rng_state(), "loader": loader_generator.get_state(), "noise": noise_generator.get_state()},
+            save_file({**rng_state(), "noise": noise_generator.get_state()},
                       state_dir / "rng.safetensors")
             (state_dir / "state.json").write_text(json.dumps({
                 "step": at_step, "ema_optimization_step": ema.optimization_step,
@@ -261,8 +269,11 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     log = open(output_dir / "train_log.jsonl", "a")
     start_time = time.monotonic()
     bar = tqdm(total=train_config.max_steps, initial=step, desc="train world model", disable=not progress)
+    accumulation = train_config.gradient_accumulation_steps
     while step < train_config.max_steps:
-        for batch in loader:
+        micro_batches = step * accumulation
+        epoch = micro_batches // batches_per_epoch
+        for batch in epoch_loader(epoch, micro_batches % batches_per_epoch):
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config, noise_generator)

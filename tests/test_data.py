@@ -1,0 +1,160 @@
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from worldsim.constants import ACTION, OBS_ENV_STATE
+from worldsim.data.clips import ActionNormalizer, ClipDataset, clip_starts
+from worldsim.data.frame_cache import load_frame_cache
+from worldsim.data.lerobot import DatasetError, Episode, LeRobotDataset, LeRobotDatasetWriter
+
+
+def synthetic_episode(length: int, offset: int, size: int = 32) -> Episode:
+    frames = np.zeros((length, size, size, 3), np.uint8)
+    for t in range(length):
+        frames[t, :, :, 0] = (offset + t) * 5 % 256  # frame t is identifiable by its red level
+        frames[t, t % size, :, 1] = 200
+    action = np.stack([np.arange(length) + offset, -np.arange(length)], 1).astype(np.float32)
+    return Episode(frames=frames, action=action, reward=np.linspace(0, 1, length, dtype=np.float32),
+                   terminated=np.r_[np.zeros(length - 1, bool), True], truncated=np.zeros(length, bool),
+                   success=np.zeros(length, bool), task="synthetic")
+
+
+def write_synthetic(root, lengths=(12, 9, 15)):
+    writer = LeRobotDatasetWriter(root, fps=10, robot_type="synthetic")
+    offset = 0
+    for length in lengths:
+        writer.add_episode(synthetic_episode(length, offset))
+        offset += length
+    return writer.close()
+
+
+def test_round_trip_through_lerobot_layout(tmp_path):
+    root = write_synthetic(tmp_path / "ds")
+    for relative in ("meta/info.json", "meta/stats.json", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet",
+                     "data/chunk-000/file-000.parquet", "videos/observation.image/chunk-000/file-000.mp4"):
+        assert (root / relative).is_file(), relative
+    dataset = LeRobotDataset(root)
+    assert dataset.num_episodes == 3 and dataset.num_frames == 36
+    assert dataset.info["codebase_version"] == "v3.0"
+    np.testing.assert_array_equal(dataset.episode_from, [0, 12, 21])
+    offset = 0
+    for episode, length in enumerate((12, 9, 15)):
+        original = synthetic_episode(length, offset)
+        frames = dataset.decode_episode(episode)
+        assert frames.shape == original.frames.shape
+        assert np.abs(frames.astype(int) - original.frames.astype(int)).mean() < 2.0  # lossy codec, near-exact
+        np.testing.assert_array_equal(dataset.action[dataset.episode_slice(episode)], original.action)
+        offset += length
+    tasks = pq.read_table(root / "meta/tasks.parquet").to_pylist()
+    assert tasks == [{"task": "synthetic", "task_index": 0}]
+
+
+def test_writer_leaves_nothing_when_aborted(tmp_path):
+    writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10)
+    writer.add_episode(synthetic_episode(5, 0))
+    writer.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_clip_alignment_action_t_produces_frame_t_plus_1(tmp_path):
+    dataset = LeRobotDataset(write_synthetic(tmp_path / "ds"))
+    frames = load_frame_cache(dataset, 32, progress=False)
+    clips = ClipDataset(frames, dataset.action, dataset.episode_from, dataset.episode_to, num_frames=4)
+    assert len(clips) == (12 - 3) + (9 - 3) + (15 - 3)  # clips never cross episode boundaries
+    item = clips[5]
+    start = item["index"]
+    # frame t of the clip is dataset frame start + t, and its action is the action recorded with that frame
+    np.testing.assert_array_equal(item["action"].numpy()[:, 0], np.arange(start, start + 4))
+    reds = item["frames"].numpy()[:, 0, 0, 0].astype(int)
+    assert np.all(np.abs(reds - (np.arange(start, start + 4) * 5 % 256)) <= 3)
+
+
+def test_real_pusht_alignment(pusht_dataset):
+    """In real PushT data, action[t] (the agent's target) is reached in frame t + 1, not in frame t."""
+    dataset = LeRobotDataset(pusht_dataset)
+    agent = dataset.columns[OBS_ENV_STATE][:, :2]
+    closer = []
+    for episode in range(dataset.num_episodes):
+        s = dataset.episode_slice(episode)
+        action, position = dataset.action[s], agent[s]
+        before = np.linalg.norm(position[:-1] - action[:-1], axis=1)
+        after = np.linalg.norm(position[1:] - action[:-1], axis=1)
+        closer.append(after < before)
+    assert np.mean(np.concatenate(closer)) > 0.8
+
+
+def test_action_normalizer_round_trip():
+    normalizer = ActionNormalizer([0, 0], [512, 512])
+    actions = np.array([[0, 512], [256, 128]], np.float32)
+    normalized = normalizer.normalize(actions)
+    np.testing.assert_allclose(normalized, [[-1, 1], [0, -0.5]])
+    np.testing.assert_allclose(normalizer.unnormalize(normalized), actions, atol=1e-4)
+    with pytest.raises(ValueError, match="below min"):
+        ActionNormalizer([1.0], [0.0])
+
+
+def test_clip_starts_errors_when_episodes_too_short():
+    with pytest.raises(ValueError, match="no episode has 10 frames"):
+        clip_starts(np.array([0]), np.array([5]), 10)
+
+
+def _edit_parquet(path, column, function):
+    table = pq.read_table(path)
+    values = function(table[column].to_pylist())
+    index = table.column_names.index(column)
+    pq.write_table(table.set_column(index, column, pa.array(values, type=table.schema.field(column).type)), path)
+
+
+def test_corrupt_datasets_name_file_and_field(tmp_path):
+    root = write_synthetic(tmp_path / "ds")
+    dataset_copy = lambda name: __import__("shutil").copytree(root, tmp_path / name)
+
+    missing_video = dataset_copy("missing_video")
+    (missing_video / "videos/observation.image/chunk-000/file-000.mp4").unlink()
+    with pytest.raises(DatasetError, match=r"video file missing: .*file-000\.mp4"):
+        LeRobotDataset(missing_video)
+
+    bad_length = dataset_copy("bad_length")
+    _edit_parquet(bad_length / "meta/episodes/chunk-000/file-000.parquet", "length", lambda v: [v[0] + 1, *v[1:]])
+    with pytest.raises(DatasetError, match=r"file-000\.parquet.*'length'"):
+        LeRobotDataset(bad_length)
+
+    bad_rows = dataset_copy("bad_rows")
+    _edit_parquet(bad_rows / "data/chunk-000/file-000.parquet", "episode_index", lambda v: [1 if i == 0 else x for i, x in enumerate(v)])
+    with pytest.raises(DatasetError, match=r"data/chunk-000/file-000\.parquet: episode 0 has 11 rows.*'length'"):
+        LeRobotDataset(bad_rows)
+
+    bad_dim = dataset_copy("bad_dim")
+    info = json.loads((bad_dim / "meta/info.json").read_text())
+    info["features"][ACTION]["shape"] = [3]
+    (bad_dim / "meta/info.json").write_text(json.dumps(info))
+    with pytest.raises(DatasetError, match=r"column 'action' has dimension 2, meta/info.json says 3"):
+        LeRobotDataset(bad_dim)
+
+    gap = dataset_copy("gap")
+    _edit_parquet(gap / "meta/episodes/chunk-000/file-000.parquet", "episode_index", lambda v: [0, 1, 3])
+    with pytest.raises(DatasetError, match=r"'episode_index' has gaps"):
+        LeRobotDataset(gap)
+
+    no_info = dataset_copy("no_info")
+    (no_info / "meta/info.json").unlink()
+    with pytest.raises(DatasetError, match=r"metadata file missing: .*info\.json"):
+        LeRobotDataset(no_info)
+
+
+def test_truncated_video_is_reported(tmp_path):
+    root = write_synthetic(tmp_path / "ds")
+    video = root / "videos/observation.image/chunk-000/file-000.mp4"
+    video.write_bytes(video.read_bytes()[: len(video.read_bytes()) // 3])
+    dataset = LeRobotDataset(root)
+    with pytest.raises(ValueError, match=r"file-000\.mp4"):
+        dataset.decode_episode(2)
+
+
+def test_writer_refuses_existing_folder(tmp_path):
+    (tmp_path / "ds").mkdir()
+    with pytest.raises(FileExistsError, match="exists already"):
+        LeRobotDatasetWriter(tmp_path / "ds", fps=10)

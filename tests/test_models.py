@@ -1,0 +1,128 @@
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+
+from tests.conftest import make_tiny_pipeline, randomize, tiny_autoencoder, tiny_transformer
+from worldsim.models.actions import ActionAdapter
+from worldsim.models.autoencoders import decode_latents, encode_frames
+from worldsim.models.world_model import WorldModelTransformer, block_causal_mask
+from worldsim.pipelines.world_model import WorldModelPipeline
+
+
+def inputs(batch=2, frames=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, frames, 4, 4, 4, generator=g), torch.rand(batch, frames, generator=g) * 1000,
+            torch.rand(batch, frames, 2, generator=g) * 2 - 1)
+
+
+def test_output_shape_and_shape_errors():
+    model = tiny_transformer()
+    sample, timestep, action = inputs()
+    assert model(sample, timestep, action).shape == sample.shape
+    with pytest.raises(ValueError, match=r"timestep has shape \(2, 2\), expected \(2, 3\)"):
+        model(sample, timestep[:, :2], action)
+    with pytest.raises(ValueError, match="sample has shape"):
+        model(sample[:, :, :3], timestep, action)
+    with pytest.raises(ValueError, match="action has last dimension 3, expected 2"):
+        model(sample, timestep, torch.zeros(2, 3, 3))
+
+
+def test_attention_is_block_causal_over_frames():
+    model = randomize(tiny_transformer()).eval()
+    sample, timestep, action = inputs()
+    out = model(sample, timestep, action)
+    changed = sample.clone()
+    changed[:, 2] += 1.0  # perturb the last frame
+    changed_action = action.clone()
+    changed_action[:, 1:] += 0.5  # actions that produce frames 2 and later
+    out2 = model(changed, timestep, changed_action)
+    torch.testing.assert_close(out[:, :2], out2[:, :2])  # earlier frames do not see later frames or actions
+    assert not torch.allclose(out[:, 2], out2[:, 2])
+    mask = block_causal_mask(3, 2)
+    assert mask[0, :2].all() and not mask[0, 2:].any() and mask[5].all()
+
+
+def test_frame_is_conditioned_on_the_action_that_produced_it():
+    model = randomize(tiny_transformer()).eval()
+    sample, timestep, action = inputs()
+    changed = action.clone()
+    changed[:, 0] += 0.5  # action[0] produces frame 1
+    out, out2 = model(sample, timestep, action), model(sample, timestep, changed)
+    torch.testing.assert_close(out[:, 0], out2[:, 0])
+    assert not torch.allclose(out[:, 1], out2[:, 1])
+    last = action.clone()
+    last[:, -1] += 0.5  # the last action produces nothing inside the window
+    torch.testing.assert_close(out, model(sample, timestep, last))
+
+
+def test_action_adapter_starts_as_identity():
+    adapter = ActionAdapter(8)
+    hidden = torch.randn(2, 3, 4, 8)
+    torch.testing.assert_close(adapter(hidden, torch.randn(2, 3, 8)), hidden)
+
+
+def test_relative_time_positions_make_windows_shift_invariant():
+    """Temporal RoPE is relative: the same frames give the same outputs wherever the window starts."""
+    model = randomize(tiny_transformer()).eval()
+    sample, timestep, action = inputs(frames=4)
+    full = model(sample, timestep, action)
+    # the first frame sees only itself, so a window starting one frame later reproduces it for frame 1
+    shifted = model(sample[:, 1:2], timestep[:, 1:2], action[:, 1:2])
+    assert shifted.shape == (2, 1, 4, 4, 4)
+    torch.testing.assert_close(model(sample[:, :1], timestep[:, :1], action[:, :1]), full[:, :1])
+
+
+def test_transformer_save_load_round_trip(tmp_path):
+    model = randomize(tiny_transformer()).eval()
+    model.save_pretrained(tmp_path / "t")
+    assert (tmp_path / "t" / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = WorldModelTransformer.from_pretrained(tmp_path / "t", use_safetensors=True).eval()
+    sample, timestep, action = inputs()
+    torch.testing.assert_close(model(sample, timestep, action), loaded(sample, timestep, action))
+
+
+def test_autoencoder_round_trip_and_save_load(tmp_path):
+    autoencoder = tiny_autoencoder().eval()
+    frames = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    latents = encode_frames(autoencoder, frames)
+    assert latents.shape == (2, 3, 4, 4, 4)
+    assert decode_latents(autoencoder, latents).shape == frames.shape
+    autoencoder.save_pretrained(tmp_path / "ae")
+    loaded = AutoencoderKL.from_pretrained(tmp_path / "ae", use_safetensors=True).eval()
+    torch.testing.assert_close(encode_frames(loaded, frames), latents)
+
+
+def test_pipeline_save_load_round_trip_and_seed_determinism(tmp_path):
+    pipeline = make_tiny_pipeline()
+    pipeline.save_pretrained(tmp_path / "p")
+    loaded = WorldModelPipeline.from_pretrained(tmp_path / "p")
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (2, 3, 16, 16, 3), dtype=np.uint8)
+    context_action = rng.uniform(0, 512, (2, 2, 2)).astype(np.float32)
+    action = rng.uniform(0, 512, (2, 5, 2)).astype(np.float32)
+    run = lambda p, seed: p.rollout(frames, context_action, action, generator=torch.Generator().manual_seed(seed))
+    first = run(pipeline, 3)
+    assert first.shape == (2, 5, 16, 16, 3) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, run(pipeline, 3))
+    np.testing.assert_array_equal(first, run(loaded, 3))
+    assert not np.array_equal(first, run(pipeline, 4))
+    torch.testing.assert_close(loaded.start_frames["frames"], pipeline.start_frames["frames"])
+
+
+def test_pipeline_refuses_bad_context():
+    pipeline = make_tiny_pipeline()
+    frames = np.zeros((1, 3, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"context action has shape \(1, 3, 2\), expected \(1, 2, 2\)"):
+        pipeline.encode_context(frames, np.zeros((1, 3, 2), np.float32))
+    with pytest.raises(ValueError, match="the model expects"):
+        pipeline.encode_context(np.zeros((1, 3, 8, 8, 3), np.uint8), np.zeros((1, 2, 2), np.float32))
+    with pytest.raises(ValueError, match="must be uint8"):
+        pipeline.encode_context(frames.astype(np.float32), np.zeros((1, 2, 2), np.float32))
+
+
+def test_pipeline_folder_missing_part_is_named(tmp_path):
+    make_tiny_pipeline().save_pretrained(tmp_path / "p")
+    (tmp_path / "p" / "worldsim.json").unlink()
+    with pytest.raises(FileNotFoundError, match="lacks worldsim.json"):
+        WorldModelPipeline.from_pretrained(tmp_path / "p")

@@ -1,0 +1,88 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.training.config import load_config
+from worldsim.training.train_autoencoder import train_autoencoder
+from worldsim.training.train_world_model import flow_matching_loss, sample_noise_levels, train_world_model
+
+
+def tiny_overrides(dataset, out):
+    return [f"dataset.root={dataset}", "dataset.image_size=16", "dataset.num_frames=4", "dataset.val_episodes=1",
+            f"dataset.cache_dir={out}/cache",
+            "autoencoder.block_out_channels=[8,8,16]", "autoencoder.latent_channels=4", "autoencoder.norm_num_groups=4",
+            "autoencoder.steps=3", "autoencoder.batch_size=4", f"autoencoder.output_dir={out}/ae",
+            "transformer.num_layers=1", "transformer.num_attention_heads=2", "transformer.attention_head_dim=16",
+            "transformer.rope_axes_dim=[8,4,4]", "train.batch_size=4", "train.checkpointing_steps=2",
+            f"train.output_dir={out}/wm", f"train.autoencoder={out}/ae/final", "train.validation_frames=3",
+            "train.validation_context_frames=2", "train.warmup_steps=1", "rollout.num_inference_steps=2"]
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(ValueError, match="not_a_key"):
+        load_config("configs/pusht.yaml", ["train.not_a_key=1"])
+    with pytest.raises(ValueError, match="max_steps"):
+        load_config("configs/pusht.yaml", ["train.max_steps=many"])
+    with pytest.raises(ValueError, match=r"train.history_prob must be in \[0, 1\]"):
+        load_config("configs/pusht.yaml", ["train.history_prob=1.5"])
+    with pytest.raises(ValueError, match="rope_axes_dim"):
+        load_config(None, ["transformer.attention_head_dim=32"])
+    with pytest.raises(FileNotFoundError):
+        load_config(tmp_path / "missing.yaml")
+    assert load_config("configs/pusht.yaml", ["train.max_steps=7"]).train.max_steps == 7
+
+
+def test_noise_levels_per_frame():
+    config = load_config(None).train
+    sigma, target = sample_noise_levels(512, 8, config, torch.Generator().manual_seed(0))
+    assert sigma.shape == (512, 8) and target[:, -1].all()
+    history = sigma[~target]
+    assert history.max() <= config.max_history_noise and 0.4 < (~target[:, :-1]).float().mean() < 0.6
+    assert sigma[target].std() > 0.1  # independent levels, not one per clip
+
+
+def test_flow_matching_loss_is_zero_for_the_exact_velocity():
+    config = load_config(None).train
+    latents = torch.randn(2, 3, 4, 4, 4)
+
+    class Oracle(torch.nn.Module):
+        def forward(self, noisy, timestep, action, action_mask=None):
+            sigma = (timestep / 1000.0)[:, :, None, None, None]
+            # noisy = (1 - s) x0 + s n  =>  n - x0 = (noisy - x0) / s, the velocity the loss expects
+            return (noisy - latents) / sigma.clamp_min(1e-6)
+
+    loss = flow_matching_loss(Oracle(), latents, torch.zeros(2, 3, 2), config, torch.Generator().manual_seed(0))
+    assert loss.item() < 1e-6
+
+
+def test_tiny_training_end_to_end_with_resume(pusht_dataset, tmp_path):
+    config = load_config("configs/pusht.yaml", tiny_overrides(pusht_dataset, tmp_path) + ["train.max_steps=2"])
+    ae_path = train_autoencoder(config, progress=False)
+    metrics = json.loads((ae_path / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and np.isfinite(metrics["val_psnr"])
+
+    final = train_world_model(config, progress=False)
+    assert (tmp_path / "wm" / "checkpoint-2" / "training_state" / "optimizer.safetensors").is_file()
+    assert (tmp_path / "wm" / "checkpoint-2" / "validation.mp4").stat().st_size > 0
+    pipeline = WorldModelPipeline.from_pretrained(final)  # checkpoints load with from_pretrained
+    assert pipeline.window_size == 4 and pipeline.start_frames["frames"].shape[1:] == (2, 16, 16, 3)
+
+    # a run killed after checkpoint-2 resumes there and reproduces the uninterrupted run's losses
+    full = load_config("configs/pusht.yaml", tiny_overrides(pusht_dataset, tmp_path) +
+                       ["train.max_steps=4", f"train.output_dir={tmp_path}/wm2"])
+    train_world_model(full, progress=False)
+    log_path = tmp_path / "wm2" / "train_log.jsonl"
+    uninterrupted = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [entry["step"] for entry in uninterrupted] == [1, 2, 3, 4]
+    import shutil
+
+    shutil.rmtree(tmp_path / "wm2" / "checkpoint-4")
+    shutil.rmtree(tmp_path / "wm2" / "final")
+    log_path.write_text("".join(line + "\n" for line in log_path.read_text().splitlines()[:2]))
+    train_world_model(full, progress=False)
+    resumed = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [entry["step"] for entry in resumed] == [1, 2, 3, 4]
+    np.testing.assert_allclose([e["loss"] for e in resumed], [e["loss"] for e in uninterrupted], rtol=1e-5)

@@ -1,0 +1,226 @@
+"""``worldsim <verb>``: collect, train-autoencoder, train, rollout, evaluate, demo.
+
+Run configs are YAML presets under ``configs/`` plus dotted overrides (``worldsim train --config
+configs/pusht.yaml train.max_steps=100``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+
+def _key_values(items: list[str] | None, flag: str) -> dict:
+    """``["noise_std=[0,5]", "wander_prob=0.1"]`` -> dict (values parsed as YAML)."""
+    result = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"{flag} expects key=value, got {item!r}")
+        result[key] = yaml.safe_load(value)
+    return result
+
+
+def cmd_collect(args) -> None:
+    from worldsim.data.collect import collect
+
+    out = collect(args.env, args.policy, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
+                  policy_kwargs=_key_values(args.policy_kwargs, "--policy-kwargs"),
+                  env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"))
+    from worldsim.data.lerobot import LeRobotDataset
+
+    dataset = LeRobotDataset(out)
+    print(f"wrote {dataset.num_episodes} episodes, {dataset.num_frames} frames to {out}")
+
+
+def cmd_train_autoencoder(args) -> None:
+    from worldsim.training.config import load_config
+    from worldsim.training.train_autoencoder import train_autoencoder
+
+    out = train_autoencoder(load_config(args.config, args.overrides))
+    print(f"autoencoder written to {out}")
+    print((out / "metrics.json").read_text())
+
+
+def cmd_train(args) -> None:
+    from worldsim.training.config import load_config
+    from worldsim.training.train_world_model import train_world_model
+
+    out = train_world_model(load_config(args.config, args.overrides))
+    print(f"world model written to {out}")
+
+
+def _load_pipeline(path: str):
+    from worldsim.pipelines.world_model import WorldModelPipeline
+
+    return WorldModelPipeline.from_pretrained(path)
+
+
+def cmd_rollout(args) -> None:
+    import torch
+
+    from worldsim.data.frame_cache import load_frame_cache
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.evaluation.report import side_by_side
+    from worldsim.utils.video import write_video
+
+    pipeline = _load_pipeline(args.model)
+    generator = torch.Generator().manual_seed(args.seed)
+    real = None
+    if args.dataset:
+        dataset = LeRobotDataset(args.dataset)
+        if not 0 <= args.episode < dataset.num_episodes:
+            raise SystemExit(f"--episode {args.episode} out of range: {args.dataset} has {dataset.num_episodes} episodes")
+        frames = load_frame_cache(dataset, pipeline.image_size)
+        segment = dataset.episode_slice(args.episode)
+        start = segment.start + args.start
+        available = segment.stop - start - args.context
+        if available < 1:
+            raise SystemExit(f"episode {args.episode} is too short for --start {args.start} and --context {args.context}")
+        steps = args.steps
+        episode_action = dataset.action[start:segment.stop]
+        context_frames = np.asarray(frames[start:start + args.context])
+        context_action = episode_action[:args.context - 1]
+        if args.actions:
+            action = np.load(args.actions).astype(np.float32)[:steps]
+        else:
+            action = episode_action[args.context - 1:args.context - 1 + steps]
+            if len(action) < steps:
+                print(f"episode has {len(action)} actions after the context; rolling out {len(action)} steps")
+            real = np.asarray(frames[start + args.context:start + args.context + len(action)])
+    else:
+        if not args.actions:
+            raise SystemExit("give --dataset (real context and actions) or --actions with the model's start set")
+        start_set = pipeline.start_frames
+        context_frames = start_set["frames"][args.episode % len(start_set["frames"])].numpy()
+        context_action = start_set["action"][args.episode % len(start_set["frames"])].numpy()
+        action = np.load(args.actions).astype(np.float32)[:args.steps]
+    started = time.perf_counter()
+    imagined = pipeline.rollout(context_frames[None], context_action[None], action[None], args.num_inference_steps,
+                                args.context_noise, generator, progress=True)
+    elapsed = time.perf_counter() - started
+    if real is not None and len(real) < imagined.shape[1]:
+        real = np.concatenate([real, np.zeros((imagined.shape[1] - len(real), *real.shape[1:]), np.uint8)])
+    video = side_by_side(None if real is None else real[None], imagined)
+    write_video(args.out, video, fps=pipeline.metadata.get("fps", 10))
+    print(f"imagined {imagined.shape[1]} frames in {elapsed:.1f} s ({imagined.shape[1] / elapsed:.1f} frames/s); "
+          f"wrote {args.out}" + (" (left: real, right: imagined)" if real is not None else ""))
+
+
+def cmd_evaluate(args) -> None:
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.evaluation.fidelity import evaluate_fidelity
+    from worldsim.evaluation.report import markdown_table, plot_per_step, side_by_side
+    from worldsim.utils.video import write_video
+
+    pipeline = _load_pipeline(args.model)
+    dataset = LeRobotDataset(args.dataset)
+    started = time.perf_counter()
+    report, imagined, windows = evaluate_fidelity(
+        pipeline, dataset, args.horizon, args.context, args.starts_per_episode, args.max_windows, args.batch_size,
+        args.num_inference_steps, args.context_noise, args.seed)
+    report["model"] = args.model
+    report["wall_seconds"] = time.perf_counter() - started
+    table = markdown_table(report)
+    print(table)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot_per_step(report, args.plot)}")
+    if args.video:
+        real = windows.frames[:, args.context:]
+        write_video(args.video, side_by_side(real, imagined, max_rows=4), fps=pipeline.metadata.get("fps", 10))
+        print(f"wrote {args.video} (rows: windows; left: real, right: imagined)")
+
+
+def cmd_demo(args) -> None:
+    from worldsim.demo import run_demo
+
+    run_demo(args.model, args.out, args.episodes, args.steps, args.context, args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="worldsim", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("collect", help="record episodes from a Gymnasium env into a LeRobot v3.0 dataset")
+    p.add_argument("--env", required=True, help="Gymnasium id, e.g. gym_pusht/PushT-v0")
+    p.add_argument("--policy", default="random", help="random | pusht-scripted | module:callable")
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--out", required=True, help="dataset folder to create")
+    p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE",
+                   help="policy arguments; a list value is cycled over episodes, e.g. noise_std=[0,5,15,30]")
+    p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="gym.make arguments")
+    p.set_defaults(func=cmd_collect)
+
+    for name, func, help_text in (("train-autoencoder", cmd_train_autoencoder, "train the frame autoencoder"),
+                                  ("train", cmd_train, "train the world model (resumes from the latest checkpoint)")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--config", default="configs/pusht.yaml")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=100")
+        p.set_defaults(func=func)
+
+    def sampler_args(p):
+        p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
+        p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
+        p.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("rollout", help="imagine a rollout and write a video (real | imagined with --dataset)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", help="take context frames and actions from this episode")
+    p.add_argument("--episode", type=int, default=0)
+    p.add_argument("--start", type=int, default=0, help="first context frame within the episode")
+    p.add_argument("--context", type=int, default=4, help="number of real context frames")
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--actions", help=".npy file (S, A) of actions in env units, instead of the episode's")
+    p.add_argument("--out", default="rollout.mp4", help=".mp4 or .gif")
+    sampler_args(p)
+    p.set_defaults(func=cmd_rollout)
+
+    p = sub.add_parser("evaluate", help="open-loop fidelity vs real held-out episodes and copy-last-frame")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--horizon", type=int, default=32)
+    p.add_argument("--context", type=int, default=4)
+    p.add_argument("--starts-per-episode", type=int, default=2)
+    p.add_argument("--max-windows", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--plot", help="write per-step curves here (PNG)")
+    p.add_argument("--video", help="write real | imagined for a few windows here")
+    sampler_args(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("demo", help="record fresh real PushT episodes and imagine them with the shipped model")
+    p.add_argument("--model", default="checkpoints/pusht")
+    p.add_argument("--out", default="outputs/demo")
+    p.add_argument("--episodes", type=int, default=4)
+    p.add_argument("--steps", type=int, default=64)
+    p.add_argument("--context", type=int, default=4)
+    p.add_argument("--seed", type=int, default=20_000)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError) as error:
+        print(f"worldsim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Gymnasium environments backed by a trained world model."""
+
+from worldsim.envs.world_model_env import WorldModelEnv
+
+__all__ = ["WorldModelEnv"]

@@ -1,0 +1,160 @@
+"""``WorldModelEnv``: a trained world model served as a ``gymnasium.Env``.
+
+Each ``step(action)`` imagines the next frame with :class:`~worldsim.pipelines.WorldModelPipeline` (one
+autoregressive step: ``num_inference_steps`` denoising passes over the history window). Observations are the
+imagined frames. Reward and termination are 0 / False until the model has outcome heads (a later issue);
+``info["outcome_heads"]`` says whether they are real.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from worldsim.constants import ACTION, OBS_IMAGE
+from worldsim.data.collect import space_from_json
+from worldsim.data.frame_cache import resize_frames
+from worldsim.pipelines.world_model import WorldModelPipeline
+
+NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
+
+
+def validate_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
+    """Checks an action against a Box space and returns it as float32.
+
+    Raises:
+        ValueError: non-numeric dtype, wrong shape, NaN / inf, or a value outside ``[low, high]``; the message
+            names the offending value and the expected space.
+    """
+    array = np.asarray(action)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"action {action!r} has dtype {array.dtype}; expected numbers for {space}")
+    if array.shape != space.shape:
+        raise ValueError(f"action has shape {array.shape}; expected {space.shape} for {space}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"action {array.tolist()} contains NaN or inf; expected finite values in {space}")
+    array = array.astype(np.float32)
+    if np.any(array < space.low) or np.any(array > space.high):
+        raise ValueError(f"action {array.tolist()} is outside the action space: low {space.low.tolist()}, "
+                         f"high {space.high.tolist()}")
+    return array
+
+
+class WorldModelEnv(gym.Env):
+    """A Gymnasium env whose dynamics are a trained world model.
+
+    Args:
+        model: a pipeline folder (``checkpoints/pusht``) or a loaded :class:`WorldModelPipeline`.
+        render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the current frame).
+        num_inference_steps: denoising steps per frame; default: the model's.
+        context_noise: history noise level; default: the model's.
+        device: torch device for the model.
+
+    Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
+    Action: the dataset env's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position).
+
+    ``reset(options={"context": {"observation.image": frames, "action": actions}})`` starts from real frames:
+    ``frames`` `(n, H', W', 3)` uint8 (resized to the model's size if needed) and ``actions`` `(n - 1, A)`, the
+    actions between consecutive frames. Without a context the env starts from a clip of the model's bundled start
+    set, chosen with the env's seeded RNG.
+
+    >>> import gymnasium as gym, worldsim                                              # doctest: +SKIP
+    >>> env = gym.make("worldsim/WorldModel-v0", model="checkpoints/pusht")           # doctest: +SKIP
+    >>> obs, info = env.reset(seed=0)                                                  # doctest: +SKIP
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample()) # doctest: +SKIP
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
+                 num_inference_steps: int | None = None, context_noise: float | None = None,
+                 device: str = "cpu"):
+        self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model, device)
+        metadata = self.pipeline.metadata
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} not supported; use None or 'rgb_array'")
+        self.render_mode = render_mode
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": int(metadata.get("fps", 10))}
+        size = self.pipeline.image_size
+        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
+        if metadata.get("action_space"):
+            self.action_space = space_from_json(metadata["action_space"])
+        else:
+            bounds = metadata["action_normalizer"]
+            self.action_space = gym.spaces.Box(np.asarray(bounds["min"], np.float32), np.asarray(bounds["max"], np.float32))
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise NotImplementedError(f"action space {self.action_space} not supported yet (Box is)")
+        self.num_inference_steps = num_inference_steps
+        self.context_noise = context_noise
+        self._state = None
+        self._generator = torch.Generator()
+        self._observation = None
+
+    def _context_from_options(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
+        if not isinstance(context, dict) or OBS_IMAGE not in context:
+            raise ValueError(f"options['context'] must be a dict with {OBS_IMAGE!r} and {ACTION!r}, got {type(context)}")
+        frames = np.asarray(context[OBS_IMAGE])
+        if frames.ndim == 3:
+            frames = frames[None]
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
+            raise ValueError(f"context {OBS_IMAGE!r} must be uint8 (n, H, W, 3) with n >= 1, "
+                             f"got {frames.dtype} {frames.shape}")
+        if frames.shape[1] != frames.shape[2]:
+            raise ValueError(f"context frames must be square, got {frames.shape[1]}x{frames.shape[2]}")
+        action = np.asarray(context.get(ACTION, np.zeros((0, *self.action_space.shape))), dtype=np.float64)
+        expected = (len(frames) - 1, *self.action_space.shape)
+        if action.shape != expected:
+            raise ValueError(f"context {ACTION!r} has shape {action.shape}; expected {expected} (one action between "
+                             f"each pair of the {len(frames)} context frames)")
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"context {ACTION!r} contains NaN or inf")
+        return resize_frames(frames, self.pipeline.image_size), action.astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Starts a new imagined episode. See the class docstring for ``options["context"]``.
+
+        Raises:
+            ValueError: malformed context (the env keeps its previous state).
+        """
+        options = options or {}
+        if "context" in options and options["context"] is not None:
+            frames, action = self._context_from_options(options["context"])  # validate before touching state
+            super().reset(seed=seed)
+        else:
+            super().reset(seed=seed)
+            start = self.pipeline.start_frames
+            if start is None:
+                raise ValueError("this model has no bundled start set; pass options={'context': {...}}")
+            index = int(self.np_random.integers(len(start["frames"])))
+            frames, action = start["frames"][index].numpy(), start["action"][index].numpy()
+        self._generator.manual_seed(int(self.np_random.integers(0, 2**62)))
+        self._state = self.pipeline.encode_context(frames[None], action[None], self.context_noise, self._generator)
+        self._observation = frames[-1].copy()
+        return self._observation.copy(), self._info()
+
+    def _info(self) -> dict:
+        return {"outcome_heads": False, "note": NO_OUTCOME_NOTE, "imagined_steps": self._state.num_steps}
+
+    def step(self, action):
+        """Imagines the frame that follows ``action``.
+
+        Raises:
+            RuntimeError: called before ``reset``.
+            ValueError: bad action (see :func:`validate_action`); the env state is unchanged.
+        """
+        if self._state is None:
+            raise RuntimeError("call reset() before step()")
+        action = validate_action(action, self.action_space)
+        self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
+                                         self._generator)
+        self._observation = self._state.frames[0].cpu().numpy()
+        return self._observation.copy(), 0.0, False, False, self._info()
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return None if self._observation is None else self._observation.copy()
+        return None

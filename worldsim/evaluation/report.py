@@ -1,0 +1,73 @@
+"""Turning fidelity reports into things people read: a terminal / markdown table, a plot, a video grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+ROWS = (
+    ("agent_error", "agent-position error (px, 0-512 workspace), mean over steps", "{:.1f}"),
+    ("agent_error_at_horizon", "agent-position error at the last step (px)", "{:.1f}"),
+    ("psnr", "PSNR (dB)", "{:.2f}"),
+    ("ssim", "SSIM", "{:.3f}"),
+    ("block_error", "T-block position error (px)", "{:.1f}"),
+    ("block_area_ratio", "T-block area, imagined / real", "{:.2f}"),
+    ("agent_missing", "frames with the agent missing (fraction)", "{:.3f}"),
+)
+
+
+def markdown_table(report: dict) -> str:
+    """A markdown table: one row per metric, columns model | copy-last-frame baseline."""
+    summary = report["summary"]
+    lines = [f"| metric (horizon {report['horizon']}, {report['num_context']} context frames, "
+             f"{report['num_windows']} windows) | model | copy-last-frame |", "|---|---|---|"]
+    for key, label, fmt in ROWS:
+        model, baseline = summary.get(f"{key}/model"), summary.get(f"{key}/copy_last_frame")
+        if model is None:
+            continue
+        lines.append(f"| {label} | {fmt.format(model)} | {fmt.format(baseline)} |")
+    lines.append(f"| agent error, model / baseline | {summary['agent_error_ratio']:.2f} | 1.00 |")
+    return "\n".join(lines)
+
+
+def plot_per_step(report: dict, path: str | Path) -> Path:
+    """Plots agent error, PSNR, SSIM and block area ratio against the step, model vs baseline (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("agent_error", "agent error (px)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
+            ("block_area_ratio", "block area imagined / real")]
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for axis, (key, label) in zip(axes, keys):
+        for name, style in (("model", "-"), ("copy_last_frame", "--")):
+            values = report["per_step"][key][name]
+            axis.plot(np.arange(1, len(values) + 1), values, style, label=name)
+        axis.set_xlabel("imagined step")
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def side_by_side(real: np.ndarray | None, imagined: np.ndarray, max_rows: int = 4) -> np.ndarray:
+    """Video frames `(H, rows * S, cols * S, 3)`: one row per rollout, real | imagined, separated by a white line.
+
+    Args:
+        real: `(W, H, S, S, 3)` uint8 or None (imagined only).
+        imagined: `(W, H, S, S, 3)` uint8.
+    """
+    rows = []
+    for index in range(min(max_rows, len(imagined))):
+        parts = [real[index], np.full_like(imagined[index][:, :, :2], 255), imagined[index]] if real is not None \
+            else [imagined[index]]
+        rows.append(np.concatenate(parts, axis=2))
+        rows.append(np.full_like(rows[-1][:, :2], 255))
+    return np.concatenate(rows[:-1], axis=1)
