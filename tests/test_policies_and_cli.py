@@ -75,3 +75,15 @@ def test_cli_collect_and_rollout(tmp_path, tiny_pipeline_path):
     assert summary["psnr/copy_last_frame"] > 0 and "agent_error/model" in summary
     # errors are reported, not raised as tracebacks
     assert main(["collect", "--env", "gym_pusht/PushT-v0", "--episodes", "1", "--out", str(out)]) == 2
+
+
+def test_collect_any_env_through_render(tmp_path):
+    """An env with vector observations is recorded through render(); Discrete actions are stored as (T, 1)."""
+    from worldsim.data.collect import collect
+
+    root = collect("CartPole-v1", "random", 2, tmp_path / "cartpole", max_steps=5, progress=False)
+    dataset = LeRobotDataset(root)
+    assert dataset.frame_shape == (400, 600, 3)
+    assert dataset.action.shape == (10, 1) and set(np.unique(dataset.action)) <= {0.0, 1.0}
+    assert dataset.action_space == {"type": "Discrete", "n": 2, "start": 0}
+    assert dataset.decode_episode(1).shape == (5, 400, 600, 3)
