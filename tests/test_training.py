@@ -86,3 +86,17 @@ def test_tiny_training_end_to_end_with_resume(pusht_dataset, tmp_path):
     resumed = [json.loads(line) for line in log_path.read_text().splitlines()]
     assert [entry["step"] for entry in resumed] == [1, 2, 3, 4]
     np.testing.assert_allclose([e["loss"] for e in resumed], [e["loss"] for e in uninterrupted], rtol=1e-5)
+
+
+def test_motion_weights_depend_only_on_history():
+    from worldsim.training.train_world_model import motion_weights
+
+    latents = torch.zeros(1, 4, 2, 6, 6)
+    latents[:, 2, :, 1, 1] = 1.0  # something appears at cell (1, 1) in frame 2
+    weights = motion_weights(latents, motion_weight=4.0, motion_threshold=0.5)
+    assert torch.all(weights[:, :3] == 1.0)  # frames 0-2 cannot know about that change
+    assert weights[0, 3, 1, 1] == 5.0 and weights[0, 3, 2, 2] == 5.0  # dilated by one cell
+    assert weights[0, 3, 4, 4] == 1.0
+    changed = latents.clone()
+    changed[:, 3] += torch.randn(1, 2, 6, 6)  # the predicted frame does not move its own weights
+    torch.testing.assert_close(motion_weights(changed, 4.0, 0.5), weights)

@@ -105,6 +105,8 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     action_dropout_prob: float = 0.0
+    motion_weight: float = 4.0
+    motion_threshold: float = 0.3
     validation_context_frames: int = 4
     validation_frames: int = 32
     resume: bool = True
@@ -119,6 +121,9 @@ class TrainConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"train.{name} must be in [0, 1], got {value}")
+        if self.motion_weight < 0 or self.motion_threshold <= 0:
+            raise ValueError(f"train.motion_weight must be >= 0 and train.motion_threshold > 0, got "
+                             f"{self.motion_weight}, {self.motion_threshold}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
 
