@@ -126,3 +126,16 @@ def test_pipeline_folder_missing_part_is_named(tmp_path):
     (tmp_path / "p" / "worldsim.json").unlink()
     with pytest.raises(FileNotFoundError, match="lacks worldsim.json"):
         WorldModelPipeline.from_pretrained(tmp_path / "p")
+
+
+def test_action_guidance():
+    """Scale 0 is the unconditional branch (the current action is ignored); scale 1 equals no guidance."""
+    pipeline = make_tiny_pipeline()
+    rng = np.random.default_rng(2)
+    state = pipeline.encode_context(rng.integers(0, 255, (1, 2, 16, 16, 3), dtype=np.uint8),
+                                    rng.uniform(0, 512, (1, 1, 2)).astype(np.float32))
+    step = lambda action, scale: pipeline.step(state, np.array([action], np.float32), generator=torch.Generator().manual_seed(0),
+                                               action_guidance_scale=scale).frames
+    torch.testing.assert_close(step([10.0, 10.0], 0.0), step([500.0, 300.0], 0.0))
+    assert not torch.equal(step([10.0, 10.0], 1.0), step([500.0, 300.0], 1.0))
+    assert not torch.equal(step([10.0, 10.0], 3.0), step([10.0, 10.0], 1.0))

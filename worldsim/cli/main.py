@@ -103,7 +103,8 @@ def cmd_rollout(args) -> None:
         action = np.load(args.actions).astype(np.float32)[:args.steps]
     started = time.perf_counter()
     imagined = pipeline.rollout(context_frames[None], context_action[None], action[None], args.num_inference_steps,
-                                args.context_noise, generator, progress=True)
+                                args.context_noise, generator, progress=True,
+                                action_guidance_scale=args.action_guidance_scale)
     elapsed = time.perf_counter() - started
     if real is not None and len(real) < imagined.shape[1]:
         real = np.concatenate([real, np.zeros((imagined.shape[1] - len(real), *real.shape[1:]), np.uint8)])
@@ -124,7 +125,7 @@ def cmd_evaluate(args) -> None:
     started = time.perf_counter()
     report, imagined, windows = evaluate_fidelity(
         pipeline, dataset, args.horizon, args.context, args.starts_per_episode, args.max_windows, args.batch_size,
-        args.num_inference_steps, args.context_noise, args.seed)
+        args.num_inference_steps, args.context_noise, args.seed, action_guidance_scale=args.action_guidance_scale)
     report["model"] = args.model
     report["wall_seconds"] = time.perf_counter() - started
     table = markdown_table(report)
@@ -173,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     def sampler_args(p):
         p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
+        p.add_argument("--action-guidance-scale", type=float, default=None,
+                       help="classifier-free guidance on the action (1.0: off)")
         p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("rollout", help="imagine a rollout and write a video (real | imagined with --dataset)")

@@ -52,6 +52,7 @@ class WorldModelEnv(gym.Env):
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the current frame).
         num_inference_steps: denoising steps per frame; default: the model's.
         context_noise: history noise level; default: the model's.
+        action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
@@ -72,7 +73,7 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
                  num_inference_steps: int | None = None, context_noise: float | None = None,
-                 device: str = "cpu"):
+                 action_guidance_scale: float | None = None, device: str = "cpu"):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model, device)
         metadata = self.pipeline.metadata
         if render_mode not in (None, "rgb_array"):
@@ -90,6 +91,7 @@ class WorldModelEnv(gym.Env):
             raise NotImplementedError(f"action space {self.action_space} not supported yet (Box is)")
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
+        self.action_guidance_scale = action_guidance_scale
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
@@ -150,7 +152,7 @@ class WorldModelEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         action = validate_action(action, self.action_space)
         self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
-                                         self._generator)
+                                         self._generator, self.action_guidance_scale)
         self._observation = self._state.frames[0].cpu().numpy()
         return self._observation.copy(), 0.0, False, False, self._info()
 

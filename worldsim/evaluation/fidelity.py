@@ -77,7 +77,7 @@ def _per_step(imagined: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
 
 def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context: int, batch_size: int = 16,
                     num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
-                    progress: bool = True) -> np.ndarray:
+                    progress: bool = True, action_guidance_scale: float | None = None) -> np.ndarray:
     """Imagines every window open-loop from its first ``num_context`` frames under its real actions.
 
     Returns:
@@ -89,7 +89,7 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
         chunk = slice(start, start + batch_size)
         imagined.append(pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
                                          windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
-                                         generator))
+                                         generator, action_guidance_scale=action_guidance_scale))
     return np.concatenate(imagined)
 
 
@@ -121,7 +121,7 @@ def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) ->
 def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, horizon: int = 32, num_context: int = 4,
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
-                      progress: bool = True) -> tuple[dict, np.ndarray, Windows]:
+                      progress: bool = True, action_guidance_scale: float | None = None) -> tuple[dict, np.ndarray, Windows]:
     """Runs the open-loop fidelity evaluation on a dataset of held-out real episodes.
 
     Args:
@@ -131,7 +131,7 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         num_context: real context frames per window.
         starts_per_episode, max_windows: how many windows to cut (see :func:`evaluation_windows`).
         batch_size: windows imagined together in one batch.
-        num_inference_steps, context_noise: sampler settings (default: the model's).
+        num_inference_steps, context_noise, action_guidance_scale: sampler settings (default: the model's).
         seed: generator seed; the same seed gives the same figures on the same machine.
 
     Returns:
@@ -141,12 +141,14 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
     imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
-                               progress)
+                               progress, action_guidance_scale)
     report = fidelity_report(imagined, windows, num_context)
     report.update({
         "dataset": str(dataset.root),
         "num_inference_steps": num_inference_steps or pipeline.metadata.get("num_inference_steps"),
         "context_noise": pipeline.metadata.get("context_noise") if context_noise is None else context_noise,
+        "action_guidance_scale": (pipeline.metadata.get("action_guidance_scale", 1.0) if action_guidance_scale is None
+                                  else action_guidance_scale),
         "seed": seed,
     })
     return report, imagined, windows

@@ -206,7 +206,8 @@ class WorldModelPipeline:
 
     @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
-             context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+             context_noise: float | None = None, generator: torch.Generator | None = None,
+             action_guidance_scale: float | None = None) -> RolloutState:
         """Imagines the next frame of every rollout in ``state``.
 
         Args:
@@ -215,11 +216,17 @@ class WorldModelPipeline:
             num_inference_steps: Euler steps per frame; default: the model's.
             context_noise: sigma of the finished frame when it joins the history; default: the model's.
             generator: torch RNG (the initial noise and the history noise).
+            action_guidance_scale: classifier-free guidance on the action (Ho & Salimans 2022): the velocity is
+                ``v_uncond + scale * (v_cond - v_uncond)``, where the unconditional branch drops the action that
+                produces the new frame (null action embedding). 1.0 disables it (one forward pass per step
+                instead of two); default: the model's.
 
         Returns:
             A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame.
         """
         num_inference_steps = num_inference_steps or int(self.metadata.get("num_inference_steps", 10))
+        if action_guidance_scale is None:
+            action_guidance_scale = float(self.metadata.get("action_guidance_scale", 1.0))
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         if action.shape != (state.batch_size, self.action_dim):
@@ -230,14 +237,29 @@ class WorldModelPipeline:
         window_action = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
         history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
 
+        guided = action_guidance_scale != 1.0
+        action_mask = None
+        if guided:
+            # unconditional branch: the same window with the new frame's producing action dropped
+            action_mask = torch.ones(2 * batch, length + 1, dtype=torch.bool, device=self.device)
+            action_mask[batch:, -1] = False
+            window_action = window_action.repeat(2, 1, 1)
+            history_latents, history_timestep = state.latents.repeat(2, 1, 1, 1, 1), history_timestep.repeat(2, 1)
+        else:
+            history_latents = state.latents
+
         shape = (batch, 1, *state.latents.shape[2:])
         sample = torch.randn(shape, generator=generator).to(self.device)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         for timestep in self.scheduler.timesteps:
-            model_input = torch.cat([state.latents, sample], dim=1)
-            frame_timestep = torch.cat([history_timestep, timestep.expand(batch, 1).float()], dim=1)
+            current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
+            model_input = torch.cat([history_latents, current], dim=1)
+            frame_timestep = torch.cat([history_timestep, timestep.expand(current.shape[0], 1).float()], dim=1)
             with self._autocast():
-                model_output = self.transformer(model_input, frame_timestep, window_action)[:, -1:].float()
+                model_output = self.transformer(model_input, frame_timestep, window_action, action_mask)[:, -1:].float()
+            if guided:
+                conditional, unconditional = model_output.chunk(2)
+                model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
         frames = decode_latents(self.autoencoder, sample[:, 0])
         latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
@@ -248,14 +270,14 @@ class WorldModelPipeline:
     @torch.no_grad()
     def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
                 context_noise: float | None = None, generator: torch.Generator | None = None,
-                progress: bool = False) -> np.ndarray:
+                progress: bool = False, action_guidance_scale: float | None = None) -> np.ndarray:
         """Open-loop rollout: imagines one frame per action.
 
         Args:
             context_frames: `(B, n, H, W, 3)` uint8 real frames.
             context_action: `(B, n - 1, A)` actions between them, env units.
             action: `(B, S, A)` actions to apply after the last context frame, env units.
-            num_inference_steps, context_noise, generator: see :meth:`step`.
+            num_inference_steps, context_noise, generator, action_guidance_scale: see :meth:`step`.
             progress: show a progress bar over the S steps.
 
         Returns:
@@ -267,6 +289,6 @@ class WorldModelPipeline:
         state = self.encode_context(context_frames, context_action, context_noise, generator)
         frames = []
         for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
-            state = self.step(state, action[:, s], num_inference_steps, context_noise, generator)
+            state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale)
             frames.append(state.frames.cpu().numpy())
         return np.stack(frames, axis=1)

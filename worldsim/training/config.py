@@ -88,6 +88,7 @@ class TrainConfig:
 
     output_dir: str = "runs/pusht/world_model"
     autoencoder: str = "runs/pusht/autoencoder/final"
+    init_from: str | None = None
     max_steps: int = 6000
     max_minutes: float | None = None
     batch_size: int = 32
@@ -134,10 +135,13 @@ class RolloutConfig:
 
     num_inference_steps: int = 10
     context_noise: float = 0.05
+    action_guidance_scale: float = 1.0
     shift: float = 1.0
 
     def __post_init__(self):
         _positive("rollout", num_inference_steps=self.num_inference_steps, shift=self.shift)
+        if self.action_guidance_scale < 0:
+            raise ValueError(f"rollout.action_guidance_scale must be >= 0, got {self.action_guidance_scale}")
         if not 0.0 <= self.context_noise < 1.0:
             raise ValueError(f"rollout.context_noise must be in [0, 1), got {self.context_noise}")
 

@@ -209,6 +209,15 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         action_dim=dataset.action_dim, action_num_frequencies=config.transformer.action_num_frequencies,
         rope_axes_dim=tuple(config.transformer.rope_axes_dim),
     )
+    if train_config.init_from:
+        # fine-tuning: start from a trained transformer (a pipeline folder or a transformer folder)
+        source = Path(train_config.init_from)
+        source = source / "transformer" if (source / "transformer").is_dir() else source
+        pretrained = WorldModelTransformer.from_pretrained(source, use_safetensors=True)
+        if dict(pretrained.config) != dict(model.config):
+            raise ValueError(f"train.init_from {source}: its config {dict(pretrained.config)} differs from this "
+                             f"run's {dict(model.config)}")
+        model.load_state_dict(pretrained.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
@@ -245,6 +254,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         "action_normalizer": normalizer.to_dict(),
         "num_inference_steps": config.rollout.num_inference_steps,
         "context_noise": config.rollout.context_noise,
+        "action_guidance_scale": config.rollout.action_guidance_scale,
         "outcome_heads": False,
     }
     start_frames = start_set(dataset, frames, val_episodes if len(val_episodes) else train_episodes,
