@@ -214,9 +214,11 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         source = Path(train_config.init_from)
         source = source / "transformer" if (source / "transformer").is_dir() else source
         pretrained = WorldModelTransformer.from_pretrained(source, use_safetensors=True)
-        if dict(pretrained.config) != dict(model.config):
-            raise ValueError(f"train.init_from {source}: its config {dict(pretrained.config)} differs from this "
-                             f"run's {dict(model.config)}")
+        architecture = lambda cfg: {k: list(v) if isinstance(v, (list, tuple)) else v
+                                    for k, v in cfg.items() if not k.startswith("_")}
+        if architecture(pretrained.config) != architecture(model.config):
+            raise ValueError(f"train.init_from {source}: its architecture {architecture(pretrained.config)} differs "
+                             f"from this run's {architecture(model.config)}")
         model.load_state_dict(pretrained.state_dict())
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
