@@ -184,7 +184,7 @@ class WorldModelPipeline:
         Raises:
             ValueError: wrong shapes, dtype or frame size; the message names the value and what was expected.
         """
-        frames = torch.as_tensor(np.asarray(frames) if not isinstance(frames, torch.Tensor) else frames)
+        frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.array(frames))
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"context frames must be uint8 (B, n, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
