@@ -1,0 +1,206 @@
+"""Recording episodes from any Gymnasium env with pixel observations (or ``render()``).
+
+>>> from worldsim.data.collect import collect  # doctest: +SKIP
+>>> collect("gym_pusht/PushT-v0", "pusht-scripted", num_episodes=200, out="data/pusht")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldsim.data.lerobot import Episode, LeRobotDatasetWriter
+from worldsim.data.policies import make_policy
+
+# Per-env defaults: constructor kwargs, embodiment name and task text.
+ENV_PRESETS: dict[str, dict[str, Any]] = {
+    "gym_pusht/PushT-v0": {
+        "kwargs": {"obs_type": "pixels", "observation_width": 96, "observation_height": 96},
+        "robot_type": "pusht",
+        "task": "Push the T-shaped block onto the green target.",
+    },
+}
+
+
+def import_env_package(env_id: str) -> None:
+    """Imports the package that registers ``env_id`` (``gym_pusht/PushT-v0`` -> ``gym_pusht``), if any."""
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    if namespace and namespace not in ("ALE",):
+        try:
+            __import__(namespace)
+        except ImportError as error:
+            hint = " (pip install 'worldsim[pusht]')" if namespace == "gym_pusht" else ""
+            raise ImportError(f"env {env_id!r} needs the package {namespace!r}{hint}") from error
+    elif namespace == "ALE":
+        import ale_py
+
+        gym.register_envs(ale_py)
+
+
+def make_recording_env(env_id: str, **kwargs) -> gym.Env:
+    """Makes ``env_id`` with the preset keyword arguments for pixel observations (overridden by ``kwargs``)."""
+    import_env_package(env_id)
+    preset = dict(ENV_PRESETS.get(env_id, {}).get("kwargs", {}))
+    preset.update(kwargs)
+    preset.setdefault("render_mode", "rgb_array")
+    return gym.make(env_id, **preset)
+
+
+def space_to_json(space: gym.Space) -> dict:
+    """Describes a Box or Discrete action space as JSON (what the world-model env rebuilds it from).
+
+    Raises:
+        NotImplementedError: other space types (issue: action spaces across embodiments).
+    """
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
+                "dtype": str(space.dtype)}
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise NotImplementedError(f"action space {space} is not supported yet (Box and Discrete are)")
+
+
+def space_from_json(description: dict) -> gym.Space:
+    """Inverse of :func:`space_to_json`.
+
+    Raises:
+        ValueError: unknown ``type``.
+    """
+    if description["type"] == "Box":
+        return gym.spaces.Box(
+            low=np.asarray(description["low"], dtype=description.get("dtype", "float32")),
+            high=np.asarray(description["high"], dtype=description.get("dtype", "float32")),
+            dtype=description.get("dtype", "float32"),
+        )
+    if description["type"] == "Discrete":
+        return gym.spaces.Discrete(description["n"], start=description.get("start", 0))
+    raise ValueError(f"unknown action space type {description['type']!r}; known: Box, Discrete")
+
+
+def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
+    if isinstance(observation, np.ndarray) and observation.ndim == 3 and observation.shape[-1] == 3:
+        return observation
+    if isinstance(observation, dict) and "pixels" in observation:
+        return np.asarray(observation["pixels"])
+    frame = env.render()
+    if frame is None:
+        raise ValueError("the env has no pixel observation and render() returned None; make it with render_mode='rgb_array'")
+    return np.asarray(frame)
+
+
+def _action_vector(action: Any) -> np.ndarray:
+    return np.atleast_1d(np.asarray(action, dtype=np.float32))
+
+
+def _pusht_state(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    if "pos_agent" not in info or "block_pose" not in info:
+        return None
+    agent = np.asarray(info["pos_agent"], dtype=np.float32)
+    return agent, np.concatenate([agent, np.asarray(info["block_pose"], dtype=np.float32)])
+
+
+def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None, task: str = "") -> Episode:
+    """Runs one episode and returns it with frames, actions, rewards and (PushT) env states.
+
+    Frames are the observations *before* each action (the observation after the last action is dropped, as in
+    LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``.
+    """
+    observation, info = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset(seed)
+    frames, actions, rewards, terminated, truncated, success, states, env_states = [], [], [], [], [], [], [], []
+    for step in itertools.count():
+        frames.append(_pixels(observation, env))
+        state = _pusht_state(info)
+        if state is not None:
+            states.append(state[0])
+            env_states.append(state[1])
+        action = policy(observation, info)
+        observation, reward, term, trunc, info = env.step(action)
+        if max_steps is not None and step + 1 >= max_steps:
+            trunc = True
+        actions.append(_action_vector(action))
+        rewards.append(float(reward))
+        terminated.append(bool(term))
+        truncated.append(bool(trunc))
+        success.append(bool(info.get("is_success", info.get("success", False))))
+        if term or trunc:
+            break
+    return Episode(
+        frames=np.stack(frames).astype(np.uint8),
+        action=np.stack(actions),
+        reward=np.asarray(rewards, dtype=np.float32),
+        terminated=np.asarray(terminated),
+        truncated=np.asarray(truncated),
+        success=np.asarray(success),
+        state=np.stack(states) if states else None,
+        environment_state=np.stack(env_states) if env_states else None,
+        task=task,
+    )
+
+
+def _policy_kwargs_for(policy_kwargs: dict, episode: int) -> dict:
+    return {key: value[episode % len(value)] if isinstance(value, (list, tuple)) else value
+            for key, value in policy_kwargs.items()}
+
+
+def collect(
+    env_id: str,
+    policy: str,
+    num_episodes: int,
+    out: str | Path,
+    seed: int = 0,
+    max_steps: int | None = None,
+    policy_kwargs: dict | None = None,
+    env_kwargs: dict | None = None,
+    progress: bool = True,
+) -> Path:
+    """Records ``num_episodes`` episodes of ``env_id`` under ``policy`` into a LeRobot v3.0 dataset at ``out``.
+
+    Args:
+        env_id: a registered Gymnasium id (``gym_pusht/PushT-v0``; its package is imported for you).
+        policy: a policy name for :func:`~worldsim.data.policies.make_policy`.
+        num_episodes: how many episodes.
+        out: dataset folder to create (must not exist).
+        seed: episode ``i`` resets the env and the policy with ``seed + i``.
+        max_steps: cut episodes after this many steps (the env's own time limit applies too).
+        policy_kwargs: keyword arguments for the policy; a list value is cycled over episodes (episode ``i``
+            uses ``value[i % len(value)]``), so one call can mix noise levels.
+        env_kwargs: keyword arguments for ``gym.make``.
+
+    Returns:
+        The dataset folder.
+
+    Raises:
+        FileExistsError: ``out`` exists. ValueError: ``num_episodes < 1`` or a bad policy name.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    policy_kwargs = dict(policy_kwargs or {})
+    env = make_recording_env(env_id, **(env_kwargs or {}))
+    preset = ENV_PRESETS.get(env_id, {})
+    writer = LeRobotDatasetWriter(
+        out,
+        fps=int(env.metadata.get("render_fps", 10)),
+        robot_type=preset.get("robot_type", env_id.split("/")[-1].lower()),
+        env_id=env_id,
+        action_space=space_to_json(env.action_space),
+    )
+    try:
+        bar = tqdm(range(num_episodes), desc=f"collect {env_id}", unit="ep", disable=not progress)
+        for index in bar:
+            agent = make_policy(policy, env.action_space, **_policy_kwargs_for(policy_kwargs, index))
+            episode = record_episode(env, agent, seed + index, max_steps, preset.get("task", ""))
+            writer.add_episode(episode)
+            bar.set_postfix(frames=writer.total_frames, last_len=len(episode.frames))
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        env.close()
