@@ -8,6 +8,7 @@ from worldsim.models.actions import ActionAdapter
 from worldsim.models.autoencoders import decode_latents, encode_frames
 from worldsim.models.world_model import WorldModelTransformer, block_causal_mask
 from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.models.kv_cache import FrameKVCache
 
 
 def inputs(batch=2, frames=3, seed=0):
@@ -134,8 +135,90 @@ def test_action_guidance():
     rng = np.random.default_rng(2)
     state = pipeline.encode_context(rng.integers(0, 255, (1, 2, 16, 16, 3), dtype=np.uint8),
                                     rng.uniform(0, 512, (1, 1, 2)).astype(np.float32))
-    step = lambda action, scale: pipeline.step(state, np.array([action], np.float32), generator=torch.Generator().manual_seed(0),
+    step = lambda action, scale: pipeline.step(state.clone(), np.array([action], np.float32), generator=torch.Generator().manual_seed(0),
                                                action_guidance_scale=scale).frames
     torch.testing.assert_close(step([10.0, 10.0], 0.0), step([500.0, 300.0], 0.0))
     assert not torch.equal(step([10.0, 10.0], 1.0), step([500.0, 300.0], 1.0))
     assert not torch.equal(step([10.0, 10.0], 3.0), step([10.0, 10.0], 1.0))
+
+
+def _rollout_pair(pipeline, steps, **kwargs):
+    rng = np.random.default_rng(5)
+    frames = rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8)
+    context_action = rng.uniform(0, 512, (2, 1, 2)).astype(np.float32)
+    action = rng.uniform(0, 512, (2, steps, 2)).astype(np.float32)
+    run = lambda use_cache: pipeline.rollout(frames, context_action, action, use_cache=use_cache,
+                                             generator=torch.Generator().manual_seed(0), **kwargs)
+    return run(True), run(False)
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cached_rollout_matches_full_recomputation(bf16):
+    """While the history fits the window, the KV-cache path and the full recomputation give the same frames."""
+    pipeline = make_tiny_pipeline()
+    pipeline.metadata.update(bf16=bf16, window_size=6)
+    cached, full = _rollout_pair(pipeline, steps=4)
+    difference = np.abs(cached.astype(int) - full.astype(int))
+    if bf16:  # bf16 rounding differs between the two batch layouts: a few grey levels at most
+        assert difference.mean() < 1.0 and difference.max() <= 12
+    else:
+        assert difference.max() <= 1
+
+
+def test_cached_rollout_with_guidance_matches_full_recomputation():
+    pipeline = make_tiny_pipeline()
+    pipeline.metadata.update(bf16=False, window_size=6)
+    cached, full = _rollout_pair(pipeline, steps=3, action_guidance_scale=2.0)
+    assert np.abs(cached.astype(int) - full.astype(int)).max() <= 1
+
+
+def test_model_forward_cached_equals_forward():
+    """One window through forward() equals the same window written frame by frame through the cache."""
+    model = randomize(tiny_transformer()).eval()
+    generator = torch.Generator().manual_seed(0)
+    sample, action = torch.randn(2, 5, 4, 4, 4, generator=generator), torch.randn(2, 5, 2, generator=generator)
+    timestep = torch.rand(2, 5, generator=generator) * 1000
+    with torch.no_grad():
+        full = model(sample, timestep, action)
+        cache = model.new_cache(2, local_attn_size=5)
+        producing = torch.cat([torch.zeros(2, 1, 2), action[:, :-1]], dim=1)
+        mask = torch.ones(2, 5, dtype=torch.bool)
+        mask[:, 0] = False
+        first_two = model.forward_cached(sample[:, :2], timestep[:, :2], producing[:, :2], mask[:, :2], cache,
+                                         update_cache=True)
+        rest = [model.forward_cached(sample[:, t:t + 1], timestep[:, t:t + 1], producing[:, t:t + 1], None, cache,
+                                     update_cache=True) for t in range(2, 5)]
+    torch.testing.assert_close(torch.cat([first_two, *rest], dim=1), full, atol=1e-5, rtol=1e-4)
+    assert cache.num_frames == 4 and cache.frames_seen == 5  # capacity local_attn_size - 1
+
+
+def test_kv_cache_keeps_sinks_and_recent_frames_within_capacity():
+    cache = FrameKVCache(num_layers=1, batch_size=1, num_heads=1, head_dim=1, tokens_per_frame=1,
+                         local_attn_size=3, sink_size=1)
+    for frame in range(10_000):
+        value = torch.full((1, 1, 1, 1), float(frame))
+        cache.append([value], [value])
+    keys, _ = cache.layer(0)
+    assert keys.flatten().tolist() == [0.0, 9998.0, 9999.0] and cache.frames_seen == 10_000
+    with pytest.raises(ValueError, match="local_attn_size must be >= 2"):
+        FrameKVCache(1, 1, 1, 1, 1, local_attn_size=1)
+    with pytest.raises(ValueError, match="expected keys and values for 1 layers"):
+        cache.append([], [])
+
+
+def test_stepping_a_stale_state_raises_and_clone_branches():
+    pipeline = make_tiny_pipeline()
+    rng = np.random.default_rng(3)
+    state = pipeline.encode_context(rng.integers(0, 255, (1, 2, 16, 16, 3), dtype=np.uint8),
+                                    rng.uniform(0, 512, (1, 1, 2)).astype(np.float32))
+    branch = state.clone()
+    action = np.array([[100.0, 200.0]], np.float32)
+    first = pipeline.step(state, action, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="already stepped"):
+        pipeline.step(state, action)
+    again = pipeline.step(branch, action, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(first.frames, again.frames)
+    longer = first
+    for _ in range(12):  # far past the window: positions stay valid
+        longer = pipeline.step(longer, action)
+    assert longer.cache.num_frames == pipeline.local_attn_size - 1 and longer.num_steps == 13

@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
 
     p = sub.add_parser("rollout", help="imagine a rollout and write a video (real | imagined with --dataset)")
     p.add_argument("--model", required=True)
@@ -193,11 +193,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="open-loop fidelity vs real held-out episodes and copy-last-frame")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", required=True)
-    p.add_argument("--horizon", type=int, default=32)
-    p.add_argument("--context", type=int, default=4)
-    p.add_argument("--starts-per-episode", type=int, default=2)
-    p.add_argument("--max-windows", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--horizon", type=int, default=32, help="imagined steps per window")
+    p.add_argument("--context", type=int, default=4, help="real context frames per window")
+    p.add_argument("--starts-per-episode", type=int, default=2,
+                   help="evenly spaced windows per held-out episode")
+    p.add_argument("--max-windows", type=int, default=None, help="stop after this many windows")
+    p.add_argument("--batch-size", type=int, default=16, help="windows imagined together")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--plot", help="write per-step curves here (PNG)")
     p.add_argument("--video", help="write real | imagined for a few windows here")

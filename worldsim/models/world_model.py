@@ -31,6 +31,7 @@ from einops import rearrange
 from torch import nn
 
 from worldsim.models.actions import ActionAdapter, BoxActionEncoder
+from worldsim.models.kv_cache import FrameKVCache
 
 
 def rope_frequencies(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
@@ -53,7 +54,11 @@ def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> to
 
 
 class FrameCausalAttention(nn.Module):
-    """Multi-head self-attention with QK RMS-norm, 3-D rotary positions and a block-causal frame mask."""
+    """Multi-head self-attention with QK RMS-norm, 3-D rotary positions and a block-causal frame mask.
+
+    With ``past`` (keys and values of cached history frames, QK-normed, un-rotated), the queries of the new frames
+    attend to ``past + new`` keys; ``key_cos``/``key_sin`` then cover the concatenated keys.
+    """
 
     def __init__(self, dim: int, num_heads: int, head_dim: int):
         super().__init__()
@@ -63,14 +68,27 @@ class FrameCausalAttention(nn.Module):
         self.norm_k = nn.RMSNorm(head_dim, eps=1e-6)
         self.to_out = nn.Linear(num_heads * head_dim, dim)
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, key_cos: torch.Tensor | None = None,
+                key_sin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(B, L, D)` -> `(B, L, D)`, plus this call's un-rotated keys and values `(B, heads, L, head_dim)`."""
         qkv = rearrange(self.to_qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = qkv.unbind(0)  # each (B, heads, L, head_dim)
-        # QK-norm and rotation in float32, then back to the compute dtype for SDPA
-        q = apply_rope(self.norm_q(q.float()), cos, sin).to(v.dtype)
-        k = apply_rope(self.norm_k(k.float()), cos, sin).to(v.dtype)
+        # QK-norm in float32; rotation happens after the cached keys are joined
+        q, k = self.norm_q(q.float()), self.norm_k(k.float()).to(v.dtype)
+        new_k, new_v = k, v
+        if past is not None:
+            past_k, past_v = past
+            if past_k.shape[0] != q.shape[0]:  # one cache shared by guidance branches stacked along the batch
+                past_k = past_k.repeat(q.shape[0] // past_k.shape[0], 1, 1, 1)
+                past_v = past_v.repeat(q.shape[0] // past_v.shape[0], 1, 1, 1)
+            k, v = torch.cat([past_k.to(v.dtype), k], dim=2), torch.cat([past_v.to(v.dtype), v], dim=2)
+        else:
+            key_cos, key_sin = cos, sin
+        q = apply_rope(q, cos, sin).to(v.dtype)
+        k = apply_rope(k.float(), key_cos, key_sin).to(v.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.to_out(rearrange(out, "b h l d -> b l (h d)"))
+        return self.to_out(rearrange(out, "b h l d -> b l (h d)")), new_k, new_v
 
 
 class WorldModelBlock(nn.Module):
@@ -92,19 +110,21 @@ class WorldModelBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
         self.action_adapter = ActionAdapter(dim)
 
-    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask):
+    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask, past=None, key_cos=None,
+                key_sin=None):
+        """Returns the new hidden states and this block's un-rotated keys and values (for a KV cache)."""
         batch, frames, tokens, dim = hidden_states.shape
         # 1. per-frame modulation parameters, broadcast over the frame's tokens
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(conditioning).unsqueeze(2).chunk(6, dim=-1)
         # 2. frame-causal attention
         x = self.norm1(hidden_states) * (1 + scale1) + shift1
-        x = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask).reshape(batch, frames, tokens, dim)
-        hidden_states = hidden_states + gate1 * x
+        x, keys, values = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask, past, key_cos, key_sin)
+        hidden_states = hidden_states + gate1 * x.reshape(batch, frames, tokens, dim)
         # 3. action-aware adapter (zero at initialisation)
         hidden_states = self.action_adapter(hidden_states, action_embedding)
         # 4. MLP
         x = self.norm2(hidden_states) * (1 + scale2) + shift2
-        return hidden_states + gate2 * self.mlp(x)
+        return hidden_states + gate2 * self.mlp(x), keys, values
 
 
 class WorldModelTransformer(ModelMixin, ConfigMixin):
@@ -172,16 +192,34 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
     def tokens_per_frame(self) -> int:
         return self.grid * self.grid
 
-    def rotary(self, num_frames: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(T*N, head_dim/2)` for frames ``0 .. T-1`` of the input window."""
+    def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1``."""
         t_dim, h_dim, w_dim = self.config.rope_axes_dim
-        frame = torch.arange(num_frames, device=device).repeat_interleave(self.tokens_per_frame)
+        frame = torch.arange(first_frame, first_frame + num_frames, device=device).repeat_interleave(self.tokens_per_frame)
         row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(num_frames)
         col = torch.arange(self.grid, device=device).repeat(self.grid * num_frames)
         theta = self.config.rope_theta
         angles = torch.cat([rope_frequencies(frame, t_dim, theta), rope_frequencies(row, h_dim, theta),
                             rope_frequencies(col, w_dim, theta)], dim=-1)
         return angles.cos(), angles.sin()
+
+    def _check_shapes(self, sample: torch.Tensor, timestep: torch.Tensor, action: torch.Tensor) -> None:
+        if sample.ndim != 5:
+            raise ValueError(f"sample must be (B, T, C, h, w), got shape {tuple(sample.shape)}")
+        batch, frames, channels, height, width = sample.shape
+        if channels != self.config.in_channels or height != self.config.sample_size or width != self.config.sample_size:
+            raise ValueError(
+                f"sample has shape {tuple(sample.shape)}, expected (B, T, {self.config.in_channels}, "
+                f"{self.config.sample_size}, {self.config.sample_size})"
+            )
+        if timestep.shape != (batch, frames):
+            raise ValueError(f"timestep has shape {tuple(timestep.shape)}, expected {(batch, frames)}")
+        if action.shape[:2] != (batch, frames):
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, {frames}, A)")
+
+    def encode_actions(self, action: torch.Tensor) -> torch.Tensor:
+        """Action embedding `(B, T, D)` of normalised actions `(B, T, A)` (no time shift)."""
+        return self.action_encoder(action)
 
     def embed_actions(self, action: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Per-frame action embedding: frame t gets ``action[:, t - 1]``; frame 0 and masked frames get the null action.
@@ -194,7 +232,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             `(B, T, D)`.
         """
         batch, frames, _ = action.shape
-        embedding = self.action_encoder(action[:, :-1])  # (B, T-1, D): the actions that produced frames 1..T-1
+        embedding = self.encode_actions(action[:, :-1])  # (B, T-1, D): the actions that produced frames 1..T-1
         null = self.null_action.to(embedding.dtype).expand(batch, 1, -1)
         embedding = torch.cat([null, embedding], dim=1)
         if action_mask is not None:
@@ -224,16 +262,17 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         Raises:
             ValueError: shapes that do not match each other or the config.
         """
-        batch, frames, channels, height, width = sample.shape
-        if channels != self.config.in_channels or height != self.config.sample_size or width != self.config.sample_size:
-            raise ValueError(
-                f"sample has shape {tuple(sample.shape)}, expected (B, T, {self.config.in_channels}, "
-                f"{self.config.sample_size}, {self.config.sample_size})"
-            )
-        if timestep.shape != (batch, frames):
-            raise ValueError(f"timestep has shape {tuple(timestep.shape)}, expected {(batch, frames)}")
-        if action.shape[:2] != (batch, frames):
-            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, {frames}, A)")
+        self._check_shapes(sample, timestep, action)
+        frames = sample.shape[1]
+        action_embedding = self.embed_actions(action.to(self.patch_embed.weight.dtype), action_mask)
+        cos, sin = self.rotary(frames, sample.device)
+        mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
+        out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask)
+        return out
+
+    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, key_cos=None, key_sin=None):
+        """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values."""
+        batch, frames = sample.shape[:2]
         p = self.config.patch_size
         # 1. patchify: (B, T, C, h, w) -> (B, T, N, C*p*p) -> (B, T, N, D)
         tokens = rearrange(sample, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
@@ -241,15 +280,81 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         # 2. per-frame conditioning: timestep + action
         temb = self.timestep_embedder(self.time_proj(timestep.flatten()).to(hidden_states.dtype))
         temb = temb.view(batch, frames, -1)
-        action_embedding = self.embed_actions(action.to(hidden_states.dtype), action_mask)
+        action_embedding = action_embedding.to(temb.dtype)
         conditioning = temb + action_embedding
         # 3. frame-causal blocks
-        cos, sin = self.rotary(frames, sample.device)
-        mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
-        for block in self.blocks:
-            hidden_states = block(hidden_states, conditioning, action_embedding, cos, sin, mask)
+        keys, values = [], []
+        for index, block in enumerate(self.blocks):
+            past = cache.layer(index) if cache is not None and cache.num_frames else None
+            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past,
+                                        key_cos, key_sin)
+            keys.append(k)
+            values.append(v)
         # 4. final adaLN and unpatchify
         shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
         out = self.proj_out(hidden_states)
-        return rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid, p1=p, p2=p)
+        out = rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid, p1=p, p2=p)
+        return out, keys, values
+
+    def new_cache(self, batch_size: int, local_attn_size: int, sink_size: int = 0,
+                  dtype: torch.dtype | None = None) -> FrameKVCache:
+        """An empty :class:`~worldsim.models.kv_cache.FrameKVCache` whose shapes follow this model's config."""
+        config = self.config
+        return FrameKVCache(config.num_layers, batch_size, config.num_attention_heads, config.attention_head_dim,
+                            self.tokens_per_frame, local_attn_size, sink_size,
+                            dtype=dtype or self.patch_embed.weight.dtype, device=self.patch_embed.weight.device)
+
+    def forward_cached(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        producing_action: torch.Tensor,
+        producing_action_mask: torch.Tensor | None,
+        cache: FrameKVCache,
+        update_cache: bool = False,
+    ) -> torch.Tensor:
+        """Streaming forward pass: ``F`` new frames attend to the cached history and to each other (block-causal).
+
+        The output equals :meth:`forward` on the window ``history + new frames`` whenever the cache holds exactly
+        that history (computed at the same noise levels with the same actions).
+
+        Args:
+            sample: `(B', F, C, h, w)` latents of the new frames; ``B'`` is the cache's batch size or a multiple of it
+                (guidance branches stacked along the batch share one cache).
+            timestep: `(B', F)` float, per-frame ``sigma * 1000``.
+            producing_action: `(B', F, A)` float normalised, the action that produced each new frame.
+            producing_action_mask: `(B', F)` bool or None; False uses the null action (no producing action: the
+                first frame of a rollout, or the unconditional branch of action guidance).
+            cache: keys and values of the history; read, and appended to when ``update_cache``.
+            update_cache: write the new frames' keys and values into ``cache`` (evicting the oldest frames when the
+                window is full).
+
+        Returns:
+            `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame.
+
+        Raises:
+            ValueError: shapes that disagree with each other, the config or the cache; appending guidance-stacked
+                branches to the cache.
+        """
+        batch, frames = sample.shape[:2]
+        self._check_shapes(sample, timestep, producing_action)
+        if batch % cache.batch_size:
+            raise ValueError(f"sample batch {batch} is not a multiple of the cache batch {cache.batch_size}")
+        if update_cache and batch != cache.batch_size:
+            raise ValueError(f"only a batch equal to the cache's ({cache.batch_size}) can be appended, got {batch}")
+        embedding = self.encode_actions(producing_action.to(self.patch_embed.weight.dtype))
+        null = self.null_action.to(embedding.dtype).expand_as(embedding)
+        if producing_action_mask is not None:
+            embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
+        past = cache.num_frames
+        cos, sin = self.rotary(frames, sample.device, first_frame=past)
+        key_cos, key_sin = self.rotary(past + frames, sample.device)
+        mask = None
+        if frames > 1:  # new frames see all of the cache and themselves block-causally
+            causal = block_causal_mask(frames, self.tokens_per_frame, sample.device)
+            mask = torch.cat([causal.new_ones(causal.shape[0], past * self.tokens_per_frame), causal], dim=1)
+        out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, key_cos, key_sin)
+        if update_cache:
+            cache.append(keys, values)
+        return out

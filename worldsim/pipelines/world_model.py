@@ -3,8 +3,18 @@
 Rollout (noise-augmented history, after Astra and diffusion forcing): context frames are encoded to latents and
 noised once to ``context_noise``; each new frame starts from Gaussian noise and is denoised in
 ``num_inference_steps`` Euler steps of diffusers' ``FlowMatchEulerDiscreteScheduler`` while attending to the
-history window (the last ``window_size - 1`` frames); the finished frame is noised to ``context_noise`` and
-joins the history. The window slides, so a rollout can run for any number of steps.
+history; the finished frame is noised to ``context_noise`` and joins the history. A rollout can run for any
+number of steps.
+
+Two equivalent ways to attend to the history:
+
+* cached (default, ``use_cache=True``): history frames live in a :class:`~worldsim.models.kv_cache.FrameKVCache`.
+  A finished frame enters it by one extra forward pass at the history noise level (the clean-context re-encoding of
+  streaming video diffusion); each denoising step then costs attention over the cache. The cache keeps
+  ``sink_size`` first frames plus the last ``local_attn_size - 1`` frames.
+* full recomputation (``use_cache=False``): every denoising step runs the whole window, the last
+  ``window_size - 1`` history latents plus the new frame. Same frames while the history fits the window; kept as
+  the reference the cache is tested and benchmarked against.
 
 A saved pipeline is a folder::
 
@@ -33,6 +43,7 @@ from tqdm.auto import tqdm
 
 from worldsim.data.clips import ActionNormalizer
 from worldsim.models.autoencoders import decode_latents, encode_frames
+from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
 
 PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
@@ -48,16 +59,38 @@ class RolloutState:
             is filled by the next :meth:`WorldModelPipeline.step`).
         frames: `(B, H, W, 3)` uint8, the newest frame in pixels.
         num_steps: frames generated so far.
+        cache: the history's keys and values on the cached path, else None. :meth:`WorldModelPipeline.step`
+            appends to it in place, so a state is consumed by stepping it (stepping it again raises); :meth:`clone`
+            first to branch.
+        cache_version: ``cache.frames_seen`` when this state was made.
     """
 
     latents: torch.Tensor
     action: torch.Tensor
     frames: torch.Tensor
     num_steps: int = 0
+    cache: FrameKVCache | None = None
+    cache_version: int = -1
+
+    def __post_init__(self):
+        if self.cache is not None and self.cache_version < 0:
+            self.cache_version = self.cache.frames_seen
+
+    @property
+    def is_stale(self) -> bool:
+        """True when the cache has moved on since this state was made (it was already stepped)."""
+        return self.cache is not None and self.cache.frames_seen != self.cache_version
 
     @property
     def batch_size(self) -> int:
         return self.latents.shape[0]
+
+    def clone(self) -> "RolloutState":
+        """An independent copy (the cache included), for branching rollouts from one state."""
+        if self.is_stale:
+            raise ValueError("cannot clone a rollout state that was already stepped (its cache has moved on)")
+        cache = None if self.cache is None else self.cache.reorder(torch.arange(self.batch_size))
+        return RolloutState(self.latents.clone(), self.action.clone(), self.frames.clone(), self.num_steps, cache)
 
 
 class WorldModelPipeline:
@@ -154,8 +187,21 @@ class WorldModelPipeline:
         return int(self.metadata["image_size"])
 
     @property
+    def local_attn_size(self) -> int:
+        """Frames the cached path attends to (the new one included); default: the training window."""
+        return int(self.metadata.get("local_attn_size", self.window_size))
+
+    @property
+    def sink_size(self) -> int:
+        """First frames the cached path keeps for ever (attention sinks); default 0."""
+        return int(self.metadata.get("sink_size", 0))
+
+    @property
     def action_dim(self) -> int:
         return int(self.transformer.config.action_dim)
+
+    def _cache_dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.metadata.get("bf16", True) else torch.float32
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
@@ -169,7 +215,8 @@ class WorldModelPipeline:
 
     @torch.no_grad()
     def encode_context(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
-                       context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+                       context_noise: float | None = None, generator: torch.Generator | None = None,
+                       use_cache: bool = True) -> RolloutState:
         """Starts rollouts from real context.
 
         Args:
@@ -177,9 +224,12 @@ class WorldModelPipeline:
             action: `(B, n - 1, A)` float32 in env units (PushT: pixels 0-512), the actions between the frames.
             context_noise: noise level (sigma in [0, 1)) of history latents; default: the model's.
             generator: torch RNG for the context noise.
+            use_cache: encode the context into a KV cache (the streaming path) instead of keeping latents for full
+                recomputation.
 
         Returns:
-            :class:`RolloutState` holding the last ``window_size - 1`` context frames.
+            :class:`RolloutState` holding the last ``window_size - 1`` context frames (cached path: the last
+            ``sink_size + local_attn_size - 1``).
 
         Raises:
             ValueError: wrong shapes, dtype or frame size; the message names the value and what was expected.
@@ -196,13 +246,25 @@ class WorldModelPipeline:
             raise ValueError(f"context action has shape {tuple(action.shape)}, expected "
                              f"{(batch, num_context - 1, self.action_dim)} (one action between each pair of frames)")
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
-        keep = min(num_context, self.window_size - 1)
+        capacity = self.sink_size + self.local_attn_size - 1 if use_cache else self.window_size - 1
+        keep = min(num_context, capacity)
         frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
         latents = encode_frames(self.autoencoder, frames.to(self.device))
         normalized = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
         # one slot per history frame; the slot of the newest frame is filled by the next step's action
         slots = torch.cat([normalized, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
-        return RolloutState(self._noise_history(latents, context_noise, generator), slots, frames[:, -1].clone())
+        latents = self._noise_history(latents, context_noise, generator)
+        if not use_cache:
+            return RolloutState(latents, slots, frames[:, -1].clone())
+        cache = self.transformer.new_cache(batch, self.local_attn_size, self.sink_size, dtype=self._cache_dtype())
+        # frame i was produced by action i - 1; the first context frame has no producing action (null embedding)
+        producing = torch.cat([torch.zeros(batch, 1, self.action_dim, device=self.device), normalized], dim=1)
+        mask = torch.ones(batch, keep, dtype=torch.bool, device=self.device)
+        mask[:, 0] = False
+        timestep = torch.full((batch, keep), context_noise * 1000.0, device=self.device)
+        with self._autocast():
+            self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True)
+        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache)
 
     @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
@@ -222,7 +284,12 @@ class WorldModelPipeline:
                 instead of two); default: the model's.
 
         Returns:
-            A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame.
+            A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame. On the cached
+            path ``state``'s cache is advanced in place and ``state`` becomes stale.
+
+        Raises:
+            ValueError: an action of the wrong shape, or a stale ``state`` (already stepped; clone to branch). The
+                state is left unchanged.
         """
         num_inference_steps = num_inference_steps or int(self.metadata.get("num_inference_steps", 10))
         if action_guidance_scale is None:
@@ -231,8 +298,14 @@ class WorldModelPipeline:
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         if action.shape != (state.batch_size, self.action_dim):
             raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, self.action_dim)}")
+        if state.is_stale:
+            raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
+                             "call state.clone() before stepping to branch several futures from one state")
         history = state.action.clone()
         history[:, -1] = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
+        if state.cache is not None:
+            return self._step_cached(state, history[:, -1], num_inference_steps, context_noise, generator,
+                                     action_guidance_scale)
         batch, length = state.latents.shape[:2]
         window_action = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
         history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
@@ -267,10 +340,43 @@ class WorldModelPipeline:
         keep = self.window_size - 1
         return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1)
 
+    def _step_cached(self, state: RolloutState, producing: torch.Tensor, num_inference_steps: int,
+                     context_noise: float, generator, action_guidance_scale: float) -> RolloutState:
+        """:meth:`step` on the cached path: the new frame attends to the cache, then is re-encoded into it."""
+        batch = state.batch_size
+        guided = action_guidance_scale != 1.0
+        producing = producing[:, None]  # (B, 1, A)
+        mask = None
+        if guided:  # [conditional; unconditional] share the cache; the second drops the producing action
+            producing = producing.repeat(2, 1, 1)
+            mask = torch.ones(2 * batch, 1, dtype=torch.bool, device=self.device)
+            mask[batch:] = False
+        sample = torch.randn((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        for timestep in self.scheduler.timesteps:
+            current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
+            frame_timestep = timestep.expand(current.shape[0], 1).float()
+            with self._autocast():
+                model_output = self.transformer.forward_cached(current, frame_timestep, producing, mask,
+                                                               state.cache).float()
+            if guided:
+                conditional, unconditional = model_output.chunk(2)
+                model_output = unconditional + action_guidance_scale * (conditional - unconditional)
+            sample = self.scheduler.step(model_output, timestep, sample).prev_sample
+        frames = decode_latents(self.autoencoder, sample[:, 0])
+        # re-encode the finished frame at the history noise level: one extra pass that writes its keys/values
+        latents = self._noise_history(sample, context_noise, generator)
+        with self._autocast():
+            self.transformer.forward_cached(latents, torch.full((batch, 1), context_noise * 1000.0, device=self.device),
+                                            producing[:batch], None, state.cache, update_cache=True)
+        slots = torch.zeros(batch, 1, self.action_dim, device=self.device)
+        return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache)
+
     @torch.no_grad()
     def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
                 context_noise: float | None = None, generator: torch.Generator | None = None,
-                progress: bool = False, action_guidance_scale: float | None = None) -> np.ndarray:
+                progress: bool = False, action_guidance_scale: float | None = None,
+                use_cache: bool = True) -> np.ndarray:
         """Open-loop rollout: imagines one frame per action.
 
         Args:
@@ -279,6 +385,7 @@ class WorldModelPipeline:
             action: `(B, S, A)` actions to apply after the last context frame, env units.
             num_inference_steps, context_noise, generator, action_guidance_scale: see :meth:`step`.
             progress: show a progress bar over the S steps.
+            use_cache: stream through a KV cache (default) or recompute the history window at every step.
 
         Returns:
             `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``.
@@ -286,7 +393,7 @@ class WorldModelPipeline:
         action = np.asarray(action, dtype=np.float32)
         if action.ndim != 3:
             raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
-        state = self.encode_context(context_frames, context_action, context_noise, generator)
+        state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache)
         frames = []
         for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
             state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale)

@@ -1,0 +1,112 @@
+"""Key/value cache for the frame-causal world model: history frames are encoded once and reused.
+
+Streaming generation (after CausVid / Self-Forcing style autoregressive video diffusion and StreamingLLM's
+attention sinks): every finished frame is run through the transformer once, at the history noise level
+``context_noise``, and its per-layer keys and values are kept. A new frame then costs attention over the cache,
+not a recomputation of the history.
+
+Memory is bounded: the cache keeps the first ``sink_size`` frames it ever saw (attention sinks) plus the most
+recent ``local_attn_size - 1`` frames (the frame being generated is the last of the local window). Keys are
+stored after QK-norm but *before* the rotary embedding; rotary angles are applied at attention time with positions
+counted along the cache slots (sinks first, then the recent frames, then the new frame), so temporal positions
+stay inside the range seen in training however long the rollout runs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class FrameKVCache:
+    """Per-layer keys and values of finished frames, bounded to ``sink_size + local_attn_size - 1`` frames.
+
+    Args:
+        num_layers: transformer blocks.
+        batch_size: B, rollouts sharing the cache.
+        num_heads, head_dim: attention geometry of each block.
+        tokens_per_frame: N, latent patches per frame.
+        local_attn_size: frames of the local attention window, the frame being generated included (>= 2).
+        sink_size: first frames kept for ever (>= 0).
+        dtype, device: storage of keys and values.
+
+    Storage is preallocated: ``keys`` and ``values`` are `(num_layers, B, heads, capacity * N, head_dim)` with
+    ``capacity = sink_size + local_attn_size - 1`` frames, so memory does not grow with the rollout.
+
+    Raises:
+        ValueError: ``local_attn_size < 2`` or ``sink_size < 0``.
+    """
+
+    def __init__(self, num_layers: int, batch_size: int, num_heads: int, head_dim: int, tokens_per_frame: int,
+                 local_attn_size: int, sink_size: int = 0, dtype: torch.dtype = torch.float32,
+                 device: torch.device | str = "cpu"):
+        if local_attn_size < 2:
+            raise ValueError(f"local_attn_size must be >= 2 (history + the new frame), got {local_attn_size}")
+        if sink_size < 0:
+            raise ValueError(f"sink_size must be >= 0, got {sink_size}")
+        self.local_attn_size, self.sink_size = int(local_attn_size), int(sink_size)
+        self.tokens_per_frame = int(tokens_per_frame)
+        self.capacity = self.sink_size + self.local_attn_size - 1
+        shape = (num_layers, batch_size, num_heads, self.capacity * self.tokens_per_frame, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.num_frames = 0  # frames held now
+        self.frames_seen = 0  # frames ever appended
+
+    @property
+    def batch_size(self) -> int:
+        return self.keys.shape[1]
+
+    def layer(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of layer ``index`` held now: two `(B, heads, num_frames * N, head_dim)` views."""
+        end = self.num_frames * self.tokens_per_frame
+        return self.keys[index, :, :, :end], self.values[index, :, :, :end]
+
+    def append(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Adds the keys and values of ``F`` new frames for every layer, evicting the oldest non-sink frames.
+
+        Args:
+            keys, values: one `(B, heads, F * N, head_dim)` tensor per layer, un-rotated.
+
+        Raises:
+            ValueError: wrong number of layers or a shape that does not match the cache.
+        """
+        if len(keys) != self.keys.shape[0] or len(values) != self.keys.shape[0]:
+            raise ValueError(f"expected keys and values for {self.keys.shape[0]} layers, got {len(keys)}, {len(values)}")
+        expected = (*self.keys.shape[1:3], None, self.keys.shape[-1])
+        tokens = keys[0].shape[2]
+        for tensor in (*keys, *values):
+            if (*tensor.shape[:2], tensor.shape[-1]) != (*expected[:2], expected[-1]) or tensor.shape[2] != tokens:
+                raise ValueError(f"cache entry has shape {tuple(tensor.shape)}, expected (B={expected[0]}, "
+                                 f"heads={expected[1]}, F*N, head_dim={expected[-1]})")
+        if tokens % self.tokens_per_frame:
+            raise ValueError(f"{tokens} tokens is not a whole number of {self.tokens_per_frame}-token frames")
+        new_frames = tokens // self.tokens_per_frame
+        new_keys, new_values = torch.stack(keys), torch.stack(values)
+        for index in range(new_frames):
+            frame = slice(index * self.tokens_per_frame, (index + 1) * self.tokens_per_frame)
+            self._append_one(new_keys[..., frame, :], new_values[..., frame, :])
+
+    def _append_one(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        n = self.tokens_per_frame
+        if self.num_frames == self.capacity:
+            # evict the oldest frame after the sinks: shift the recent frames one slot left
+            start, end = self.sink_size * n, self.capacity * n
+            self.keys[..., start:end - n, :] = self.keys[..., start + n:end, :].clone()
+            self.values[..., start:end - n, :] = self.values[..., start + n:end, :].clone()
+            self.num_frames -= 1
+        slot = slice(self.num_frames * n, (self.num_frames + 1) * n)
+        self.keys[..., slot, :] = keys.to(self.keys.dtype)
+        self.values[..., slot, :] = values.to(self.values.dtype)
+        self.num_frames += 1
+        self.frames_seen += 1
+
+    def reorder(self, index: torch.Tensor) -> "FrameKVCache":
+        """Returns a cache whose batch entries are ``self``'s at ``index`` `(B',)` long (branching rollouts)."""
+        out = FrameKVCache.__new__(FrameKVCache)
+        out.__dict__.update(self.__dict__)
+        out.keys, out.values = self.keys[:, index].clone(), self.values[:, index].clone()
+        return out
+
+    def nbytes(self) -> int:
+        """Bytes held by keys and values."""
+        return self.keys.numel() * self.keys.element_size() * 2
