@@ -51,6 +51,7 @@ class FrameKVCache:
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.num_frames = 0  # frames held now
         self.frames_seen = 0  # frames ever appended
+        self._rotated: dict[int, torch.Tensor] = {}  # per layer: rotated keys of the current content
 
     @property
     def batch_size(self) -> int:
@@ -60,6 +61,17 @@ class FrameKVCache:
         """Keys and values of layer ``index`` held now: two `(B, heads, num_frames * N, head_dim)` views."""
         end = self.num_frames * self.tokens_per_frame
         return self.keys[index, :, :, :end], self.values[index, :, :, :end]
+
+    def rotated_layer(self, index: int, rotate) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``index``'s keys passed through ``rotate`` (memoised until the next append) and its values.
+
+        The rotary angles of cached keys depend only on their slots, which change only on append, so the several
+        denoising passes of one frame rotate the cache once.
+        """
+        keys, values = self.layer(index)
+        if index not in self._rotated:
+            self._rotated[index] = rotate(keys)
+        return self._rotated[index], values
 
     def append(self, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         """Adds the keys and values of ``F`` new frames for every layer, evicting the oldest non-sink frames.
@@ -82,6 +94,7 @@ class FrameKVCache:
             raise ValueError(f"{tokens} tokens is not a whole number of {self.tokens_per_frame}-token frames")
         new_frames = tokens // self.tokens_per_frame
         new_keys, new_values = torch.stack(keys), torch.stack(values)
+        self._rotated.clear()
         for index in range(new_frames):
             frame = slice(index * self.tokens_per_frame, (index + 1) * self.tokens_per_frame)
             self._append_one(new_keys[..., frame, :], new_values[..., frame, :])
@@ -105,6 +118,7 @@ class FrameKVCache:
         out = FrameKVCache.__new__(FrameKVCache)
         out.__dict__.update(self.__dict__)
         out.keys, out.values = self.keys[:, index].clone(), self.values[:, index].clone()
+        out._rotated = {}
         return out
 
     def nbytes(self) -> int:

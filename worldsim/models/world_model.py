@@ -69,24 +69,25 @@ class FrameCausalAttention(nn.Module):
         self.to_out = nn.Linear(num_heads * head_dim, dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None, key_cos: torch.Tensor | None = None,
-                key_sin: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`(B, L, D)` -> `(B, L, D)`, plus this call's un-rotated keys and values `(B, heads, L, head_dim)`."""
+                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`(B, L, D)` -> `(B, L, D)`, plus this call's un-rotated keys and values `(B, heads, L, head_dim)`.
+
+        ``past`` holds cached keys (already rotated to their slots) and values, `(B or B/k, heads, P, head_dim)`;
+        ``cos``/``sin`` `(L, head_dim/2)` are the angles of this call's tokens.
+        """
         qkv = rearrange(self.to_qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = qkv.unbind(0)  # each (B, heads, L, head_dim)
-        # QK-norm in float32; rotation happens after the cached keys are joined
-        q, k = self.norm_q(q.float()), self.norm_k(k.float()).to(v.dtype)
-        new_k, new_v = k, v
+        # QK-norm and rotation in float32, then back to the compute dtype for SDPA; keys are cached un-rotated
+        new_k = self.norm_k(k.float()).to(v.dtype)
+        q = apply_rope(self.norm_q(q.float()), cos, sin).to(v.dtype)
+        k = apply_rope(new_k.float(), cos, sin).to(v.dtype)
+        new_v = v
         if past is not None:
             past_k, past_v = past
             if past_k.shape[0] != q.shape[0]:  # one cache shared by guidance branches stacked along the batch
                 past_k = past_k.repeat(q.shape[0] // past_k.shape[0], 1, 1, 1)
                 past_v = past_v.repeat(q.shape[0] // past_v.shape[0], 1, 1, 1)
             k, v = torch.cat([past_k.to(v.dtype), k], dim=2), torch.cat([past_v.to(v.dtype), v], dim=2)
-        else:
-            key_cos, key_sin = cos, sin
-        q = apply_rope(q, cos, sin).to(v.dtype)
-        k = apply_rope(k.float(), key_cos, key_sin).to(v.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(rearrange(out, "b h l d -> b l (h d)")), new_k, new_v
 
@@ -110,15 +111,14 @@ class WorldModelBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
         self.action_adapter = ActionAdapter(dim)
 
-    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask, past=None, key_cos=None,
-                key_sin=None):
+    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask, past=None):
         """Returns the new hidden states and this block's un-rotated keys and values (for a KV cache)."""
         batch, frames, tokens, dim = hidden_states.shape
         # 1. per-frame modulation parameters, broadcast over the frame's tokens
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(conditioning).unsqueeze(2).chunk(6, dim=-1)
         # 2. frame-causal attention
         x = self.norm1(hidden_states) * (1 + scale1) + shift1
-        x, keys, values = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask, past, key_cos, key_sin)
+        x, keys, values = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask, past)
         hidden_states = hidden_states + gate1 * x.reshape(batch, frames, tokens, dim)
         # 3. action-aware adapter (zero at initialisation)
         hidden_states = self.action_adapter(hidden_states, action_embedding)
@@ -193,7 +193,16 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         return self.grid * self.grid
 
     def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1``."""
+        """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1`` (memoised)."""
+        key = (num_frames, first_frame, str(device))
+        memo = self.__dict__.setdefault("_rotary_memo", {})
+        if key not in memo:
+            if len(memo) > 256:
+                memo.clear()
+            memo[key] = self._rotary(num_frames, device, first_frame)
+        return memo[key]
+
+    def _rotary(self, num_frames: int, device, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
         t_dim, h_dim, w_dim = self.config.rope_axes_dim
         frame = torch.arange(first_frame, first_frame + num_frames, device=device).repeat_interleave(self.tokens_per_frame)
         row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(num_frames)
@@ -270,7 +279,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask)
         return out
 
-    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, key_cos=None, key_sin=None):
+    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None):
         """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values."""
         batch, frames = sample.shape[:2]
         p = self.config.patch_size
@@ -285,9 +294,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         # 3. frame-causal blocks
         keys, values = [], []
         for index, block in enumerate(self.blocks):
-            past = cache.layer(index) if cache is not None and cache.num_frames else None
-            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past,
-                                        key_cos, key_sin)
+            past = cache.rotated_layer(index, rotate_past) if cache is not None and cache.num_frames else None
+            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past)
             keys.append(k)
             values.append(v)
         # 4. final adaLN and unpatchify
@@ -349,12 +357,18 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
         past = cache.num_frames
         cos, sin = self.rotary(frames, sample.device, first_frame=past)
-        key_cos, key_sin = self.rotary(past + frames, sample.device)
+        past_cos, past_sin = self.rotary(past, sample.device)
+        dtype = self.patch_embed.weight.dtype if not torch.is_autocast_enabled(sample.device.type) else \
+            torch.get_autocast_dtype(sample.device.type)
+
+        def rotate_past(keys: torch.Tensor) -> torch.Tensor:  # cached keys sit at slots 0 .. past - 1
+            return apply_rope(keys.float(), past_cos, past_sin).to(dtype)
+
         mask = None
         if frames > 1:  # new frames see all of the cache and themselves block-causally
             causal = block_causal_mask(frames, self.tokens_per_frame, sample.device)
             mask = torch.cat([causal.new_ones(causal.shape[0], past * self.tokens_per_frame), causal], dim=1)
-        out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, key_cos, key_sin)
+        out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past)
         if update_cache:
             cache.append(keys, values)
         return out

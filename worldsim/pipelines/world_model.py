@@ -203,6 +203,9 @@ class WorldModelPipeline:
     def _cache_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.metadata.get("bf16", True) else torch.float32
 
+    def _fp32(self):
+        return torch.autocast(self.device.type, enabled=False)
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
 
@@ -303,9 +306,17 @@ class WorldModelPipeline:
                              "call state.clone() before stepping to branch several futures from one state")
         history = state.action.clone()
         history[:, -1] = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
-        if state.cache is not None:
-            return self._step_cached(state, history[:, -1], num_inference_steps, context_noise, generator,
-                                     action_guidance_scale)
+        # one autocast region for the whole step: weights are cast to bf16 once, not once per forward pass
+        with self._autocast():
+            if state.cache is not None:
+                return self._step_cached(state, history[:, -1], num_inference_steps, context_noise, generator,
+                                         action_guidance_scale)
+            return self._step_full(state, history, num_inference_steps, context_noise, generator,
+                                   action_guidance_scale)
+
+    def _step_full(self, state: RolloutState, history: torch.Tensor, num_inference_steps: int,
+                   context_noise: float, generator, action_guidance_scale: float) -> RolloutState:
+        """:meth:`step` recomputing the whole history window at every denoising step."""
         batch, length = state.latents.shape[:2]
         window_action = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
         history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
@@ -334,7 +345,8 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.autoencoder, sample[:, 0])
+        with self._fp32():
+            frames = decode_latents(self.autoencoder, sample[:, 0])
         latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
         slots = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
         keep = self.window_size - 1
@@ -363,7 +375,8 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.autoencoder, sample[:, 0])
+        with self._fp32():
+            frames = decode_latents(self.autoencoder, sample[:, 0])
         # re-encode the finished frame at the history noise level: one extra pass that writes its keys/values
         latents = self._noise_history(sample, context_noise, generator)
         with self._autocast():
