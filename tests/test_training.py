@@ -49,7 +49,7 @@ def test_flow_matching_loss_is_zero_for_the_exact_velocity():
     latents = torch.randn(2, 3, 4, 4, 4)
 
     class Oracle(torch.nn.Module):
-        def forward(self, noisy, timestep, action, action_mask=None):
+        def forward(self, noisy, timestep, action, action_mask=None, embodiment=None):
             sigma = (timestep / 1000.0)[:, :, None, None, None]
             # noisy = (1 - s) x0 + s n  =>  n - x0 = (noisy - x0) / s, the velocity the loss expects
             return (noisy - latents) / sigma.clamp_min(1e-6)

@@ -3,7 +3,7 @@
 Measures, on a saved pipeline:
 
 1. speed: seconds per generated frame with the cache and with full recomputation, both attending to the same
-   ``--window`` frames (history + the new frame), after a warm-up; and the largest pixel difference between the two
+   ``--window`` frames (history + the new frame), after a warm-up (one step of B rollouts makes B frames); and the largest pixel difference between the two
    paths' frames while the history still fits the window (the paths are equal there by construction);
 2. memory: peak resident memory of a ``--short``-step and a ``--long``-step cached rollout, each in a fresh process
    (``ru_maxrss``; on CUDA ``torch.cuda.max_memory_allocated``), and their ratio;
@@ -50,6 +50,7 @@ def inputs(pipeline, batch: int, steps: int, seed: int = 0):
 
 
 def time_per_frame(pipeline, use_cache: bool, batch: int, steps: int, warmup: int) -> float:
+    """Seconds per generated frame (one step of ``batch`` rollouts makes ``batch`` frames)."""
     frames, context_action, action = inputs(pipeline, batch, warmup + steps)
     generator = torch.Generator().manual_seed(0)
     state = pipeline.encode_context(frames, context_action, generator=generator, use_cache=use_cache)
@@ -60,7 +61,7 @@ def time_per_frame(pipeline, use_cache: bool, batch: int, steps: int, warmup: in
         state = pipeline.step(state, action[:, s], generator=generator)
     if pipeline.device.type == "cuda":
         torch.cuda.synchronize()
-    return (time.perf_counter() - start) / steps
+    return (time.perf_counter() - start) / (steps * batch)  # seconds per generated frame
 
 
 def memory_child(args) -> None:

@@ -1,4 +1,4 @@
-"""``worldsim <verb>``: collect, train-autoencoder, train, rollout, evaluate, demo.
+"""``worldsim <verb>``: collect, train-autoencoder, train, rollout, evaluate, sensitivity, router-stats, demo.
 
 Run configs are YAML presets under ``configs/`` plus dotted overrides (``worldsim train --config
 configs/pusht.yaml train.max_steps=100``).
@@ -97,14 +97,16 @@ def cmd_rollout(args) -> None:
     else:
         if not args.actions:
             raise SystemExit("give --dataset (real context and actions) or --actions with the model's start set")
-        start_set = pipeline.start_frames
-        context_frames = start_set["frames"][args.episode % len(start_set["frames"])].numpy()
-        context_action = start_set["action"][args.episode % len(start_set["frames"])].numpy()
+        start_set = pipeline.start_set(args.embodiment)
+        if start_set is None:
+            raise SystemExit("this model has no bundled start set; give --dataset")
+        context_frames = start_set[0][args.episode % len(start_set[0])].numpy()
+        context_action = start_set[1][args.episode % len(start_set[0])].numpy()
         action = np.load(args.actions).astype(np.float32)[:args.steps]
     started = time.perf_counter()
     imagined = pipeline.rollout(context_frames[None], context_action[None], action[None], args.num_inference_steps,
                                 args.context_noise, generator, progress=True,
-                                action_guidance_scale=args.action_guidance_scale)
+                                action_guidance_scale=args.action_guidance_scale, embodiment=args.embodiment)
     elapsed = time.perf_counter() - started
     if real is not None and len(real) < imagined.shape[1]:
         real = np.concatenate([real, np.zeros((imagined.shape[1] - len(real), *real.shape[1:]), np.uint8)])
@@ -125,7 +127,8 @@ def cmd_evaluate(args) -> None:
     started = time.perf_counter()
     report, imagined, windows = evaluate_fidelity(
         pipeline, dataset, args.horizon, args.context, args.starts_per_episode, args.max_windows, args.batch_size,
-        args.num_inference_steps, args.context_noise, args.seed, action_guidance_scale=args.action_guidance_scale)
+        args.num_inference_steps, args.context_noise, args.seed, action_guidance_scale=args.action_guidance_scale,
+        embodiment=args.embodiment)
     report["model"] = args.model
     report["wall_seconds"] = time.perf_counter() - started
     table = markdown_table(report)
@@ -140,6 +143,63 @@ def cmd_evaluate(args) -> None:
         real = windows.frames[:, args.context:]
         write_video(args.video, side_by_side(real, imagined, max_rows=4), fps=pipeline.metadata.get("fps", 10))
         print(f"wrote {args.video} (rows: windows; left: real, right: imagined)")
+
+
+def cmd_sensitivity(args) -> None:
+    from worldsim.evaluation.sensitivity import action_sensitivity
+    from worldsim.utils.video import write_video
+
+    pipeline = _load_pipeline(args.model)
+    names = args.embodiment or [pipeline.default_embodiment]
+    results = {}
+    for name in names:
+        report, video = action_sensitivity(pipeline, name, args.contexts, args.branches, args.horizon, args.context,
+                                           args.seed, args.policy, args.min_accuracy)
+        results[name] = report.to_dict()
+        verdict = "PASS" if report.passed else "FAIL"
+        print(f"{name}: {verdict}  following accuracy {report.accuracy:.2f} (chance {report.chance:.2f}), "
+              f"imagined spread {report.imagined_spread:.3f} vs real {report.real_spread:.3f}, "
+              f"own-branch distance {report.mean_own_distance:.3f} (frame units)")
+        if args.video:
+            path = Path(args.video)
+            path = path.with_name(f"{path.stem}-{name}{path.suffix}") if len(names) > 1 else path
+            contexts, branches, steps, height, width, _ = video.shape
+            grid = video[0].transpose(1, 0, 2, 3, 4).reshape(steps, branches * height, width, 3)
+            write_video(path, grid, fps=pipeline.embodiment(name).fps)
+            print(f"wrote {path} (rows: branches of the first context; left: real, right: imagined)")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2))
+        print(f"wrote {args.json}")
+    if not all(result["passed"] for result in results.values()):
+        raise SystemExit(1)
+
+
+def cmd_router_stats(args) -> None:
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.evaluation.router import router_statistics
+
+    pipeline = _load_pipeline(args.model)
+    datasets = {}
+    for item in args.dataset:
+        name, sep, root = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--dataset expects embodiment=path, got {item!r}")
+        datasets[name] = LeRobotDataset(root)
+    report = router_statistics(pipeline, datasets)
+    experts = len(next(iter(report["expert_load"].values())))
+    print("| embodiment | " + " | ".join(f"expert {e}" for e in range(experts)) + " |")
+    print("|---" * (experts + 1) + "|")
+    for name, load in report["expert_load"].items():
+        if report["dispatches"][name]:
+            print(f"| {name} | " + " | ".join(f"{f:.3f}" for f in load) + " |")
+    print(f"dead experts: {report['dead_experts'] or 'none'}")
+    for pair, distance in report["total_variation"].items():
+        print(f"total-variation distance {pair}: {distance:.3f}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
 
 
 def cmd_demo(args) -> None:
@@ -177,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
         p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
+        p.add_argument("--embodiment", default=None, help="which embodiment's actions (multi-embodiment models)")
 
     p = sub.add_parser("rollout", help="imagine a rollout and write a video (real | imagined with --dataset)")
     p.add_argument("--model", required=True)
@@ -204,6 +265,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="write real | imagined for a few windows here")
     sampler_args(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sensitivity", help="action-sensitivity check: branch action sequences from one real state "
+                       "in the real env and in imagination; does each imagined branch follow its own actions?")
+    p.add_argument("--model", required=True)
+    p.add_argument("--embodiment", action="append", help="embodiment to check (repeat for several; default: the "
+                   "model's default)")
+    p.add_argument("--contexts", type=int, default=4, help="real starting states (env seeds)")
+    p.add_argument("--branches", type=int, default=4, help="action sequences per starting state")
+    p.add_argument("--horizon", type=int, default=16, help="imagined steps per branch")
+    p.add_argument("--context", type=int, default=8, help="policy steps played before branching")
+    p.add_argument("--policy", default="random", help="policy for the context steps")
+    p.add_argument("--min-accuracy", type=float, default=0.6, help="following accuracy needed to pass")
+    p.add_argument("--seed", type=int, default=0, help="first env seed; also seeds the branch actions")
+    p.add_argument("--json", help="write the reports here")
+    p.add_argument("--video", help="write real | imagined branches of the first context here")
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", action="append", required=True, help="embodiment=path to a LeRobot dataset (repeat)")
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(func=cmd_router_stats)
 
     p = sub.add_parser("demo", help="record fresh real PushT episodes and imagine them with the shipped model")
     p.add_argument("--model", default="checkpoints/pusht")

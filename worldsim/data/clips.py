@@ -14,32 +14,52 @@ import torch
 class ActionNormalizer:
     """Min-max normalisation of continuous actions to [-1, 1] (LeRobot's ``MIN_MAX`` mode).
 
+    Only the continuous entries of the flat action layout (:mod:`worldsim.data.spaces`) are normalised; discrete
+    indices and binary entries pass through unchanged, for the embodiment's encoder to embed.
+
     Args:
         minimum, maximum: `np.ndarray` `(A,)`, per-dimension bounds in the env's units (PushT: pixels, 0-512).
+        continuous: `(A,)` bool or None (all True): which entries to normalise.
 
     Raises:
         ValueError: shapes differ or some ``maximum < minimum``.
     """
 
-    def __init__(self, minimum, maximum):
+    def __init__(self, minimum, maximum, continuous=None):
         self.minimum = np.asarray(minimum, dtype=np.float32).reshape(-1)
         self.maximum = np.asarray(maximum, dtype=np.float32).reshape(-1)
         if self.minimum.shape != self.maximum.shape:
             raise ValueError(f"min shape {self.minimum.shape} != max shape {self.maximum.shape}")
         if np.any(self.maximum < self.minimum):
             raise ValueError(f"max {self.maximum} below min {self.minimum}")
+        self.continuous = np.ones(self.minimum.shape, bool) if continuous is None else \
+            np.asarray(continuous, dtype=bool).reshape(-1)
+        if self.continuous.shape != self.minimum.shape:
+            raise ValueError(f"continuous mask shape {self.continuous.shape} != action shape {self.minimum.shape}")
         self.scale = np.maximum(self.maximum - self.minimum, 1e-6)
 
     def normalize(self, action: np.ndarray) -> np.ndarray:
-        """`(..., A)` env units -> `(..., A)` float32 in [-1, 1] for actions inside the bounds."""
-        return ((np.asarray(action, dtype=np.float32) - self.minimum) / self.scale * 2.0 - 1.0).astype(np.float32)
+        """`(..., A)` env units -> `(..., A)` float32, continuous entries in [-1, 1] for actions inside the bounds."""
+        action = np.asarray(action, dtype=np.float32)
+        scaled = (action - self.minimum) / self.scale * 2.0 - 1.0
+        return np.where(self.continuous, scaled, action).astype(np.float32)
 
     def unnormalize(self, action: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`normalize`."""
-        return ((np.asarray(action, dtype=np.float32) + 1.0) / 2.0 * self.scale + self.minimum).astype(np.float32)
+        action = np.asarray(action, dtype=np.float32)
+        scaled = (action + 1.0) / 2.0 * self.scale + self.minimum
+        return np.where(self.continuous, scaled, action).astype(np.float32)
 
     def to_dict(self) -> dict:
-        return {"min": self.minimum.tolist(), "max": self.maximum.tolist()}
+        out = {"min": self.minimum.tolist(), "max": self.maximum.tolist()}
+        if not self.continuous.all():
+            out["continuous"] = self.continuous.tolist()
+        return out
+
+    @classmethod
+    def from_dict(cls, description: dict) -> "ActionNormalizer":
+        """Inverse of :meth:`to_dict`."""
+        return cls(description["min"], description["max"], description.get("continuous"))
 
 
 def clip_starts(episode_from: np.ndarray, episode_to: np.ndarray, num_frames: int, stride: int = 1) -> np.ndarray:

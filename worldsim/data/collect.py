@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from worldsim.data.lerobot import Episode, LeRobotDatasetWriter
 from worldsim.data.policies import make_policy
+from worldsim.data.spaces import flatten_action, space_to_json
 
 # Per-env defaults: constructor kwargs, embodiment name and task text.
 ENV_PRESETS: dict[str, dict[str, Any]] = {
@@ -24,22 +25,43 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "robot_type": "pusht",
         "task": "Push the T-shaped block onto the green target.",
     },
+    "ALE/Breakout-v5": {
+        # sticky actions off: the recorded action is the one that moved the paddle
+        "kwargs": {"repeat_action_probability": 0.0},
+        "robot_type": "breakout",
+        "task": "Break the bricks with the ball; move the paddle (NOOP, FIRE, RIGHT, LEFT).",
+    },
+    "MiniGrid-Empty-8x8-v0": {
+        # 8 x 8 cells of 8 px: a 64 x 64 full-grid render
+        "kwargs": {"tile_size": 8},
+        "robot_type": "minigrid",
+        "task": "Reach the green goal square (turn left, turn right, forward; the other actions do nothing here).",
+    },
 }
 
 
 def import_env_package(env_id: str) -> None:
-    """Imports the package that registers ``env_id`` (``gym_pusht/PushT-v0`` -> ``gym_pusht``), if any."""
-    namespace = env_id.split("/")[0] if "/" in env_id else None
-    if namespace and namespace not in ("ALE",):
-        try:
-            __import__(namespace)
-        except ImportError as error:
-            hint = " (pip install 'worldsim[pusht]')" if namespace == "gym_pusht" else ""
-            raise ImportError(f"env {env_id!r} needs the package {namespace!r}{hint}") from error
-    elif namespace == "ALE":
-        import ale_py
+    """Imports the package that registers ``env_id`` (``gym_pusht/PushT-v0`` -> ``gym_pusht``, ``ALE/...`` ->
+    ``ale_py``, ``MiniGrid-...`` -> ``minigrid``), if any.
 
-        gym.register_envs(ale_py)
+    Raises:
+        ImportError: the package is not installed (the message names the extra that installs it).
+    """
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    package, extra = namespace, {"gym_pusht": "pusht"}.get(namespace or "")
+    if namespace == "ALE":
+        package, extra = "ale_py", "atari"
+    elif env_id.startswith("MiniGrid-"):
+        package, extra = "minigrid", "minigrid"
+    if not package:
+        return
+    try:
+        module = __import__(package)
+    except ImportError as error:
+        hint = f" (pip install 'worldsim[{extra}]')" if extra else ""
+        raise ImportError(f"env {env_id!r} needs the package {package!r}{hint}") from error
+    if package == "ale_py":
+        gym.register_envs(module)
 
 
 def make_recording_env(env_id: str, **kwargs) -> gym.Env:
@@ -49,37 +71,6 @@ def make_recording_env(env_id: str, **kwargs) -> gym.Env:
     preset.update(kwargs)
     preset.setdefault("render_mode", "rgb_array")
     return gym.make(env_id, **preset)
-
-
-def space_to_json(space: gym.Space) -> dict:
-    """Describes a Box or Discrete action space as JSON (what the world-model env rebuilds it from).
-
-    Raises:
-        NotImplementedError: other space types (issue: action spaces across embodiments).
-    """
-    if isinstance(space, gym.spaces.Box):
-        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
-                "dtype": str(space.dtype)}
-    if isinstance(space, gym.spaces.Discrete):
-        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
-    raise NotImplementedError(f"action space {space} is not supported yet (Box and Discrete are)")
-
-
-def space_from_json(description: dict) -> gym.Space:
-    """Inverse of :func:`space_to_json`.
-
-    Raises:
-        ValueError: unknown ``type``.
-    """
-    if description["type"] == "Box":
-        return gym.spaces.Box(
-            low=np.asarray(description["low"], dtype=description.get("dtype", "float32")),
-            high=np.asarray(description["high"], dtype=description.get("dtype", "float32")),
-            dtype=description.get("dtype", "float32"),
-        )
-    if description["type"] == "Discrete":
-        return gym.spaces.Discrete(description["n"], start=description.get("start", 0))
-    raise ValueError(f"unknown action space type {description['type']!r}; known: Box, Discrete")
 
 
 def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
@@ -93,10 +84,6 @@ def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
     return np.asarray(frame)
 
 
-def _action_vector(action: Any) -> np.ndarray:
-    return np.atleast_1d(np.asarray(action, dtype=np.float32))
-
-
 def _pusht_state(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
     if "pos_agent" not in info or "block_pose" not in info:
         return None
@@ -108,8 +95,10 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
     """Runs one episode and returns it with frames, actions, rewards and (PushT) env states.
 
     Frames are the observations *before* each action (the observation after the last action is dropped, as in
-    LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``.
+    LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``. Actions are stored in the flat layout of
+    :mod:`worldsim.data.spaces` (discrete parts as indices).
     """
+    space = space_to_json(env.action_space)
     observation, info = env.reset(seed=seed)
     if hasattr(policy, "reset"):
         policy.reset(seed)
@@ -124,7 +113,7 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
         observation, reward, term, trunc, info = env.step(action)
         if max_steps is not None and step + 1 >= max_steps:
             trunc = True
-        actions.append(_action_vector(action))
+        actions.append(flatten_action(space, action))
         rewards.append(float(reward))
         terminated.append(bool(term))
         truncated.append(bool(trunc))

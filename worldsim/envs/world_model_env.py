@@ -16,32 +16,47 @@ import numpy as np
 import torch
 
 from worldsim.constants import ACTION, OBS_IMAGE
-from worldsim.data.collect import space_from_json
+from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
 from worldsim.data.frame_cache import resize_frames
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
 
 
-def validate_action(action: Any, space: gym.spaces.Box) -> np.ndarray:
-    """Checks an action against a Box space and returns it as float32.
+def validate_action(action: Any, space: gym.Space) -> Any:
+    """Checks an action against its space and returns it in canonical form.
+
+    Box actions come back as float32 arrays; Discrete as a Python int; MultiBinary / MultiDiscrete as int64 arrays;
+    Dict as a dict of those.
 
     Raises:
-        ValueError: non-numeric dtype, wrong shape, NaN / inf, or a value outside ``[low, high]``; the message
-            names the offending value and the expected space.
+        ValueError: non-numeric dtype, wrong shape, NaN / inf, a non-integer where an index is expected, or a value
+            outside the space; the message names the offending value and the expected space.
     """
+    if isinstance(space, gym.spaces.Dict):
+        if not isinstance(action, dict) or set(action) != set(space.spaces):
+            raise ValueError(f"action {action!r} must be a dict with keys {sorted(space.spaces)} for {space}")
+        return {key: validate_action(action[key], sub) for key, sub in space.spaces.items()}
     array = np.asarray(action)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
+                                     or array.dtype == bool):
         raise ValueError(f"action {action!r} has dtype {array.dtype}; expected numbers for {space}")
     if array.shape != space.shape:
         raise ValueError(f"action has shape {array.shape}; expected {space.shape} for {space}")
     if not np.all(np.isfinite(array)):
         raise ValueError(f"action {array.tolist()} contains NaN or inf; expected finite values in {space}")
-    array = array.astype(np.float32)
-    if np.any(array < space.low) or np.any(array > space.high):
-        raise ValueError(f"action {array.tolist()} is outside the action space: low {space.low.tolist()}, "
-                         f"high {space.high.tolist()}")
-    return array
+    if isinstance(space, gym.spaces.Box):
+        array = array.astype(np.float32)
+        if np.any(array < space.low) or np.any(array > space.high):
+            raise ValueError(f"action {array.tolist()} is outside the action space: low {space.low.tolist()}, "
+                             f"high {space.high.tolist()}")
+        return array
+    if np.any(array != np.round(array)):
+        raise ValueError(f"action {array.tolist()} is not integer-valued; expected indices for {space}")
+    integer = array.astype(np.int64)
+    if not space.contains(integer if not isinstance(space, gym.spaces.Discrete) else int(integer)):
+        raise ValueError(f"action {array.tolist()} is outside the action space {space}")
+    return int(integer) if isinstance(space, gym.spaces.Discrete) else integer
 
 
 class WorldModelEnv(gym.Env):
@@ -54,9 +69,12 @@ class WorldModelEnv(gym.Env):
         context_noise: history noise level; default: the model's.
         action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
+        embodiment: which of the model's embodiments to serve (its action space and start set); default: the
+            model's default embodiment.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
-    Action: the dataset env's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position).
+    Action: the embodiment's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position; Breakout:
+    ``Discrete(4)``; any Box / Discrete / MultiBinary / MultiDiscrete / Dict of those).
 
     ``reset(options={"context": {"observation.image": frames, "action": actions}})`` starts from real frames:
     ``frames`` `(n, H', W', 3)` uint8 (resized to the model's size if needed) and ``actions`` `(n - 1, A)`, the
@@ -73,22 +91,22 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
                  num_inference_steps: int | None = None, context_noise: float | None = None,
-                 action_guidance_scale: float | None = None, device: str = "cpu"):
+                 action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model, device)
+        self.embodiment = self.pipeline.embodiment(embodiment)
         metadata = self.pipeline.metadata
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": int(metadata.get("fps", 10))}
+        self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.embodiment.fps}
         size = self.pipeline.image_size
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
-        if metadata.get("action_space"):
-            self.action_space = space_from_json(metadata["action_space"])
+        if self.embodiment.action_space:
+            self.action_space = space_from_json(self.embodiment.action_space)
         else:
-            bounds = metadata["action_normalizer"]
-            self.action_space = gym.spaces.Box(np.asarray(bounds["min"], np.float32), np.asarray(bounds["max"], np.float32))
-        if not isinstance(self.action_space, gym.spaces.Box):
-            raise NotImplementedError(f"action space {self.action_space} not supported yet (Box is)")
+            bounds = self.embodiment.normalizer
+            self.action_space = gym.spaces.Box(bounds.minimum, bounds.maximum, dtype=np.float32)
+        self._space_json = space_to_json(self.action_space)
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
@@ -107,11 +125,12 @@ class WorldModelEnv(gym.Env):
                              f"got {frames.dtype} {frames.shape}")
         if frames.shape[1] != frames.shape[2]:
             raise ValueError(f"context frames must be square, got {frames.shape[1]}x{frames.shape[2]}")
-        action = np.asarray(context.get(ACTION, np.zeros((0, *self.action_space.shape))), dtype=np.float64)
-        expected = (len(frames) - 1, *self.action_space.shape)
+        action = np.asarray(context.get(ACTION, np.zeros((0, self.embodiment.action_dim))), dtype=np.float64)
+        expected = (len(frames) - 1, self.embodiment.action_dim)
         if action.shape != expected:
             raise ValueError(f"context {ACTION!r} has shape {action.shape}; expected {expected} (one action between "
-                             f"each pair of the {len(frames)} context frames)")
+                             f"each pair of the {len(frames)} context frames, in the flat layout of "
+                             f"worldsim.data.spaces)")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"context {ACTION!r} contains NaN or inf")
         return resize_frames(frames, self.pipeline.image_size), action.astype(np.float32)
@@ -128,18 +147,21 @@ class WorldModelEnv(gym.Env):
             super().reset(seed=seed)
         else:
             super().reset(seed=seed)
-            start = self.pipeline.start_frames
+            start = self.pipeline.start_set(self.embodiment.name)
             if start is None:
-                raise ValueError("this model has no bundled start set; pass options={'context': {...}}")
-            index = int(self.np_random.integers(len(start["frames"])))
-            frames, action = start["frames"][index].numpy(), start["action"][index].numpy()
+                raise ValueError(f"this model has no bundled start set for {self.embodiment.name!r}; "
+                                 f"pass options={{'context': {{...}}}}")
+            index = int(self.np_random.integers(len(start[0])))
+            frames, action = start[0][index].numpy(), start[1][index].numpy()
         self._generator.manual_seed(int(self.np_random.integers(0, 2**62)))
-        self._state = self.pipeline.encode_context(frames[None], action[None], self.context_noise, self._generator)
+        self._state = self.pipeline.encode_context(frames[None], action[None], self.context_noise, self._generator,
+                                                   embodiment=self.embodiment.name)
         self._observation = frames[-1].copy()
         return self._observation.copy(), self._info()
 
     def _info(self) -> dict:
-        return {"outcome_heads": False, "note": NO_OUTCOME_NOTE, "imagined_steps": self._state.num_steps}
+        return {"outcome_heads": False, "note": NO_OUTCOME_NOTE, "imagined_steps": self._state.num_steps,
+                "embodiment": self.embodiment.name}
 
     def step(self, action):
         """Imagines the frame that follows ``action``.
@@ -150,7 +172,7 @@ class WorldModelEnv(gym.Env):
         """
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        action = validate_action(action, self.action_space)
+        action = flatten_action(self._space_json, validate_action(action, self.action_space))
         self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
                                          self._generator, self.action_guidance_scale)
         self._observation = self._state.frames[0].cpu().numpy()

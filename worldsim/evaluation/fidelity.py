@@ -77,8 +77,11 @@ def _per_step(imagined: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
 
 def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context: int, batch_size: int = 16,
                     num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
-                    progress: bool = True, action_guidance_scale: float | None = None) -> np.ndarray:
+                    progress: bool = True, action_guidance_scale: float | None = None,
+                    embodiment: str | None = None) -> np.ndarray:
     """Imagines every window open-loop from its first ``num_context`` frames under its real actions.
+
+    ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default).
 
     Returns:
         `np.ndarray` `(W, H, S, S, 3)` uint8, H = window length - ``num_context``.
@@ -89,7 +92,8 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
         chunk = slice(start, start + batch_size)
         imagined.append(pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
                                          windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
-                                         generator, action_guidance_scale=action_guidance_scale))
+                                         generator, action_guidance_scale=action_guidance_scale,
+                                         embodiment=embodiment))
     return np.concatenate(imagined)
 
 
@@ -121,7 +125,8 @@ def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) ->
 def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, horizon: int = 32, num_context: int = 4,
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
-                      progress: bool = True, action_guidance_scale: float | None = None) -> tuple[dict, np.ndarray, Windows]:
+                      progress: bool = True, action_guidance_scale: float | None = None,
+                      embodiment: str | None = None) -> tuple[dict, np.ndarray, Windows]:
     """Runs the open-loop fidelity evaluation on a dataset of held-out real episodes.
 
     Args:
@@ -133,6 +138,7 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         batch_size: windows imagined together in one batch.
         num_inference_steps, context_noise, action_guidance_scale: sampler settings (default: the model's).
         seed: generator seed; the same seed gives the same figures on the same machine.
+        embodiment: which embodiment's actions the dataset holds (multi-embodiment models).
 
     Returns:
         (report, imagined, windows): the :func:`fidelity_report` dict plus the settings, the imagined frames
@@ -141,7 +147,7 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
     imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
-                               progress, action_guidance_scale)
+                               progress, action_guidance_scale, embodiment)
     report = fidelity_report(imagined, windows, num_context)
     report.update({
         "dataset": str(dataset.root),

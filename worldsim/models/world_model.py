@@ -30,7 +30,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
-from worldsim.models.actions import ActionAdapter, BoxActionEncoder
+from worldsim.models.actions import ActionAdapter, ActionMixtureOfExperts, BoxActionEncoder, build_action_encoder
 from worldsim.models.kv_cache import FrameKVCache
 
 
@@ -140,6 +140,16 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         action_num_frequencies: Fourier octaves of the action encoder.
         rope_axes_dim: rotary channels for (time, row, column); even, summing to ``attention_head_dim``.
         rope_theta: rotary base.
+        embodiments: None (one continuous embodiment of ``action_dim``) or a list of ``{"name": str,
+            "action_space": space JSON}``: one action encoder per embodiment (:func:`build_action_encoder`), chosen
+            per sample by the ``embodiment`` index; ``action_dim`` must then be the largest flat action size
+            (smaller ones are zero-padded).
+        num_action_experts: E > 0 routes every action embedding through a mixture of action experts shared by all
+            embodiments (:class:`~worldsim.models.actions.ActionMixtureOfExperts`); 0 disables it.
+        action_experts_top_k: experts per action.
+
+    After a forward pass with experts, ``last_routing`` holds ``(router_probs (M, E), dispatch (M, E),
+    embodiment (M,))`` for the load-balancing loss and router statistics.
 
     >>> model = WorldModelTransformer(in_channels=4, sample_size=4, num_layers=2, action_dim=2)
     >>> out = model(torch.randn(1, 3, 4, 4, 4), torch.full((1, 3), 500.0), torch.zeros(1, 3, 2))
@@ -163,6 +173,9 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         action_num_frequencies: int = 6,
         rope_axes_dim: tuple[int, int, int] = (32, 16, 16),
         rope_theta: float = 10000.0,
+        embodiments: list[dict] | None = None,
+        num_action_experts: int = 0,
+        action_experts_top_k: int = 2,
     ):
         super().__init__()
         if sample_size % patch_size:
@@ -175,7 +188,22 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid * self.grid, dim))
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.timestep_embedder = TimestepEmbedding(256, dim)
-        self.action_encoder = BoxActionEncoder(action_dim, dim, action_num_frequencies)
+        if embodiments:
+            names = [embodiment["name"] for embodiment in embodiments]
+            if len(set(names)) != len(names):
+                raise ValueError(f"embodiment names must be unique, got {names}")
+            self.action_encoder = None
+            self.action_encoders = nn.ModuleDict({embodiment["name"]: build_action_encoder(
+                embodiment["action_space"], dim, action_num_frequencies) for embodiment in embodiments})
+            widest = max(encoder.action_dim for encoder in self.action_encoders.values())
+            if action_dim != widest:
+                raise ValueError(f"action_dim must be the widest embodiment's flat action size {widest}, got {action_dim}")
+        else:
+            self.action_encoder = BoxActionEncoder(action_dim, dim, action_num_frequencies)
+            self.action_encoders = None
+        self.action_experts = (ActionMixtureOfExperts(dim, num_action_experts, action_experts_top_k)
+                               if num_action_experts else None)
+        self.last_routing = None
         self.null_action = nn.Parameter(torch.zeros(dim))
         self.blocks = nn.ModuleList(
             [WorldModelBlock(dim, num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
@@ -226,22 +254,70 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         if action.shape[:2] != (batch, frames):
             raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, {frames}, A)")
 
-    def encode_actions(self, action: torch.Tensor) -> torch.Tensor:
-        """Action embedding `(B, T, D)` of normalised actions `(B, T, A)` (no time shift)."""
-        return self.action_encoder(action)
+    @property
+    def embodiment_names(self) -> list[str]:
+        """Embodiment names in index order (``["default"]`` for a single-embodiment model)."""
+        return [e["name"] for e in self.config.embodiments] if self.config.embodiments else ["default"]
 
-    def embed_actions(self, action: torch.Tensor, action_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def embodiment_index(self, name: str | None) -> int:
+        """Index of the embodiment called ``name`` (None: the first).
+
+        Raises:
+            ValueError: unknown name (the message lists the known ones).
+        """
+        names = self.embodiment_names
+        if name is None:
+            return 0
+        if name not in names:
+            raise ValueError(f"unknown embodiment {name!r}; this model knows {names}")
+        return names.index(name)
+
+    def encode_actions(self, action: torch.Tensor, embodiment: torch.Tensor | None = None) -> torch.Tensor:
+        """Action embedding `(B, T, D)` of normalised actions `(B, T, A)` (no time shift).
+
+        Args:
+            action: `(B, T, A)` float in the flat layout, zero-padded to ``action_dim``.
+            embodiment: `(B,)` long embodiment indices, or None (all 0).
+        """
+        batch, frames = action.shape[:2]
+        if self.action_encoders is None:
+            embedding = self.action_encoder(action)
+        else:
+            if embodiment is None:
+                embodiment = torch.zeros(batch, dtype=torch.long, device=action.device)
+            if embodiment.shape != (batch,):
+                raise ValueError(f"embodiment has shape {tuple(embodiment.shape)}, expected ({batch},)")
+            embedding = None
+            for index in embodiment.unique().tolist():
+                if not 0 <= index < len(self.action_encoders):
+                    raise ValueError(f"embodiment index {index} is outside [0, {len(self.action_encoders)})")
+                encoder = self.action_encoders[self.embodiment_names[index]]
+                rows = (embodiment == index).nonzero(as_tuple=True)[0]
+                part = encoder(action[rows, :, :encoder.action_dim])
+                if embedding is None:
+                    embedding = part.new_zeros(batch, frames, part.shape[-1])
+                embedding = embedding.index_copy(0, rows, part)
+        if self.action_experts is not None:
+            flat, probs, dispatch = self.action_experts(embedding.flatten(0, 1))
+            ids = embodiment if embodiment is not None else torch.zeros(batch, dtype=torch.long, device=action.device)
+            self.last_routing = (probs, dispatch, ids.repeat_interleave(frames))
+            embedding = flat.view(batch, frames, -1)
+        return embedding
+
+    def embed_actions(self, action: torch.Tensor, action_mask: torch.Tensor | None = None,
+                      embodiment: torch.Tensor | None = None) -> torch.Tensor:
         """Per-frame action embedding: frame t gets ``action[:, t - 1]``; frame 0 and masked frames get the null action.
 
         Args:
             action: `(B, T, A)` float, normalised; ``action[:, t]`` is applied after frame t.
             action_mask: `(B, T)` bool or None; False drops the action that *produced* frame t.
+            embodiment: `(B,)` long or None, see :meth:`encode_actions`.
 
         Returns:
             `(B, T, D)`.
         """
         batch, frames, _ = action.shape
-        embedding = self.encode_actions(action[:, :-1])  # (B, T-1, D): the actions that produced frames 1..T-1
+        embedding = self.encode_actions(action[:, :-1], embodiment)  # (B, T-1, D): the actions that produced frames 1..T-1
         null = self.null_action.to(embedding.dtype).expand(batch, 1, -1)
         embedding = torch.cat([null, embedding], dim=1)
         if action_mask is not None:
@@ -254,6 +330,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         timestep: torch.Tensor,
         action: torch.Tensor,
         action_mask: torch.Tensor | None = None,
+        embodiment: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicts the flow-matching velocity for every frame.
 
@@ -264,6 +341,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
                 unused: nothing in the window shows its effect).
             action_mask: `(B, T)` bool or None; False replaces the action that produced frame t by the null action
                 (action dropout in training, the unconditional branch of action guidance).
+            embodiment: `(B,)` long embodiment indices (multi-embodiment models), or None (all 0).
 
         Returns:
             `torch.Tensor` `(B, T, C, h, w)`: predicted velocity ``noise - clean`` per frame.
@@ -273,7 +351,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         """
         self._check_shapes(sample, timestep, action)
         frames = sample.shape[1]
-        action_embedding = self.embed_actions(action.to(self.patch_embed.weight.dtype), action_mask)
+        action_embedding = self.embed_actions(action.to(self.patch_embed.weight.dtype), action_mask, embodiment)
         cos, sin = self.rotary(frames, sample.device)
         mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
         out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask)
@@ -321,6 +399,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         producing_action_mask: torch.Tensor | None,
         cache: FrameKVCache,
         update_cache: bool = False,
+        embodiment: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Streaming forward pass: ``F`` new frames attend to the cached history and to each other (block-causal).
 
@@ -337,6 +416,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             cache: keys and values of the history; read, and appended to when ``update_cache``.
             update_cache: write the new frames' keys and values into ``cache`` (evicting the oldest frames when the
                 window is full).
+            embodiment: `(B',)` long or None, see :meth:`encode_actions`.
 
         Returns:
             `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame.
@@ -351,7 +431,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             raise ValueError(f"sample batch {batch} is not a multiple of the cache batch {cache.batch_size}")
         if update_cache and batch != cache.batch_size:
             raise ValueError(f"only a batch equal to the cache's ({cache.batch_size}) can be appended, got {batch}")
-        embedding = self.encode_actions(producing_action.to(self.patch_embed.weight.dtype))
+        embedding = self.encode_actions(producing_action.to(self.patch_embed.weight.dtype), embodiment)
         null = self.null_action.to(embedding.dtype).expand_as(embedding)
         if producing_action_mask is not None:
             embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)

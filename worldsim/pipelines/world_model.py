@@ -63,6 +63,7 @@ class RolloutState:
             appends to it in place, so a state is consumed by stepping it (stepping it again raises); :meth:`clone`
             first to branch.
         cache_version: ``cache.frames_seen`` when this state was made.
+        embodiment: name of the embodiment whose actions drive these rollouts.
     """
 
     latents: torch.Tensor
@@ -71,6 +72,7 @@ class RolloutState:
     num_steps: int = 0
     cache: FrameKVCache | None = None
     cache_version: int = -1
+    embodiment: str | None = None
 
     def __post_init__(self):
         if self.cache is not None and self.cache_version < 0:
@@ -90,7 +92,64 @@ class RolloutState:
         if self.is_stale:
             raise ValueError("cannot clone a rollout state that was already stepped (its cache has moved on)")
         cache = None if self.cache is None else self.cache.reorder(torch.arange(self.batch_size))
-        return RolloutState(self.latents.clone(), self.action.clone(), self.frames.clone(), self.num_steps, cache)
+        return RolloutState(self.latents.clone(), self.action.clone(), self.frames.clone(), self.num_steps, cache,
+                            embodiment=self.embodiment)
+
+
+@dataclass
+class Embodiment:
+    """One action source a pipeline can be driven by.
+
+    Attributes:
+        name: e.g. ``"pusht"``.
+        index: the transformer's embodiment index, or None for a single-embodiment transformer.
+        action_space: the env's action space as JSON (:mod:`worldsim.data.spaces`), or None.
+        normalizer: action normalisation of the flat layout.
+        env_id: the Gymnasium id the data came from.
+        fps: frames per second of the data.
+    """
+
+    name: str
+    index: int | None
+    action_space: dict | None
+    normalizer: ActionNormalizer
+    env_id: str | None = None
+    fps: int = 10
+
+    @property
+    def action_dim(self) -> int:
+        """Flat action size A of this embodiment."""
+        return int(self.normalizer.minimum.size)
+
+
+def embodiments_from_metadata(metadata: dict, transformer: WorldModelTransformer) -> dict[str, Embodiment]:
+    """The embodiments a pipeline's ``worldsim.json`` describes, checked against the transformer.
+
+    A single-embodiment pipeline keeps its fields at the top level (``embodiment``, ``action_space``,
+    ``action_normalizer``, ``env_id``, ``fps``); a multi-embodiment one lists them under ``embodiments`` by name.
+
+    Raises:
+        ValueError: an embodiment the transformer does not know, or an action size the transformer cannot take.
+    """
+    if "embodiments" not in metadata:
+        name = metadata.get("embodiment") or "default"
+        entries = {name: metadata}
+    else:
+        entries = metadata["embodiments"]
+    known = transformer.embodiment_names if transformer.config.embodiments else None
+    out = {}
+    for name, entry in entries.items():
+        if known is not None and name not in known:
+            raise ValueError(f"worldsim.json names embodiment {name!r}, the transformer knows {known}")
+        spec = Embodiment(name, None if known is None else known.index(name), entry.get("action_space"),
+                          ActionNormalizer.from_dict(entry["action_normalizer"]), entry.get("env_id"),
+                          int(entry.get("fps", metadata.get("fps", 10))))
+        if spec.action_dim > transformer.config.action_dim or (known is None and
+                                                               spec.action_dim != transformer.config.action_dim):
+            raise ValueError(f"embodiment {name!r}: action_normalizer has {spec.action_dim} dimensions but the "
+                             f"transformer expects action_dim={transformer.config.action_dim}")
+        out[name] = spec
+    return out
 
 
 class WorldModelPipeline:
@@ -116,7 +175,11 @@ class WorldModelPipeline:
         self.scheduler = scheduler
         self.metadata = dict(metadata)
         self.start_frames = start_frames
-        self.normalizer = ActionNormalizer(metadata["action_normalizer"]["min"], metadata["action_normalizer"]["max"])
+        self.embodiments = embodiments_from_metadata(self.metadata, transformer)
+        self.default_embodiment = self.metadata.get("embodiment") or next(iter(self.embodiments))
+        if self.default_embodiment not in self.embodiments:
+            raise ValueError(f"default embodiment {self.default_embodiment!r} is not among {list(self.embodiments)}")
+        self.normalizer = self.embodiments[self.default_embodiment].normalizer
         for key in ("window_size", "image_size"):
             if key not in self.metadata:
                 raise ValueError(f"pipeline metadata lacks {key!r}")
@@ -162,12 +225,8 @@ class WorldModelPipeline:
         autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder", use_safetensors=True).to(device)
         transformer = WorldModelTransformer.from_pretrained(path / "transformer", use_safetensors=True).to(device)
         scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler")
-        action_dim = len(metadata.get("action_normalizer", {}).get("min", []))
-        if action_dim != transformer.config.action_dim:
-            raise ValueError(
-                f"{path / 'worldsim.json'}: action_normalizer has {action_dim} dimensions but the transformer "
-                f"expects action_dim={transformer.config.action_dim}"
-            )
+        if "embodiments" not in metadata and "action_normalizer" not in metadata:
+            raise ValueError(f"{path / 'worldsim.json'} lacks action_normalizer")
         start_frames = None
         if (path / "start_frames.safetensors").is_file():
             start_frames = load_file(path / "start_frames.safetensors")
@@ -198,7 +257,38 @@ class WorldModelPipeline:
 
     @property
     def action_dim(self) -> int:
-        return int(self.transformer.config.action_dim)
+        """Flat action size of the default embodiment."""
+        return self.embodiments[self.default_embodiment].action_dim
+
+    def embodiment(self, name: str | None = None) -> Embodiment:
+        """The embodiment called ``name`` (None: the default one).
+
+        Raises:
+            ValueError: unknown name (the message lists the known ones).
+        """
+        name = self.default_embodiment if name is None else name
+        if name not in self.embodiments:
+            raise ValueError(f"unknown embodiment {name!r}; this model knows {sorted(self.embodiments)}")
+        return self.embodiments[name]
+
+    def start_set(self, name: str | None = None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The bundled start clips of an embodiment: frames `(K, n, H, W, 3)` uint8, actions `(K, n - 1, A)`."""
+        spec = self.embodiment(name)
+        if self.start_frames is None:
+            return None
+        for prefix in (f"{spec.name}.", "") if spec.name == self.default_embodiment else (f"{spec.name}.",):
+            if f"{prefix}frames" in self.start_frames:
+                return self.start_frames[f"{prefix}frames"], self.start_frames[f"{prefix}action"]
+        return None
+
+    def _normalize(self, spec: Embodiment, action: np.ndarray) -> torch.Tensor:
+        """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded."""
+        normalized = torch.from_numpy(spec.normalizer.normalize(action)).to(self.device)
+        pad = self.transformer.config.action_dim - spec.action_dim
+        return torch.nn.functional.pad(normalized, (0, pad)) if pad else normalized
+
+    def _ids(self, spec: Embodiment, batch: int) -> torch.Tensor | None:
+        return None if spec.index is None else torch.full((batch,), spec.index, dtype=torch.long, device=self.device)
 
     def _cache_dtype(self) -> torch.dtype:
         return torch.bfloat16 if self.metadata.get("bf16", True) else torch.float32
@@ -219,7 +309,7 @@ class WorldModelPipeline:
     @torch.no_grad()
     def encode_context(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
                        context_noise: float | None = None, generator: torch.Generator | None = None,
-                       use_cache: bool = True) -> RolloutState:
+                       use_cache: bool = True, embodiment: str | None = None) -> RolloutState:
         """Starts rollouts from real context.
 
         Args:
@@ -229,6 +319,7 @@ class WorldModelPipeline:
             generator: torch RNG for the context noise.
             use_cache: encode the context into a KV cache (the streaming path) instead of keeping latents for full
                 recomputation.
+            embodiment: whose actions these are (multi-embodiment models); default: the model's default.
 
         Returns:
             :class:`RolloutState` holding the last ``window_size - 1`` context frames (cached path: the last
@@ -245,29 +336,32 @@ class WorldModelPipeline:
             raise ValueError(f"context frames are {tuple(frames.shape[2:4])}, the model expects "
                              f"{(self.image_size, self.image_size)}")
         batch, num_context = frames.shape[:2]
-        if action.shape != (batch, num_context - 1, self.action_dim):
+        spec = self.embodiment(embodiment)
+        if action.shape != (batch, num_context - 1, spec.action_dim):
             raise ValueError(f"context action has shape {tuple(action.shape)}, expected "
-                             f"{(batch, num_context - 1, self.action_dim)} (one action between each pair of frames)")
+                             f"{(batch, num_context - 1, spec.action_dim)} (one action between each pair of frames)")
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
         capacity = self.sink_size + self.local_attn_size - 1 if use_cache else self.window_size - 1
         keep = min(num_context, capacity)
         frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
         latents = encode_frames(self.autoencoder, frames.to(self.device))
-        normalized = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
+        normalized = self._normalize(spec, action.numpy())
+        width = normalized.shape[-1]
         # one slot per history frame; the slot of the newest frame is filled by the next step's action
-        slots = torch.cat([normalized, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        slots = torch.cat([normalized, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         latents = self._noise_history(latents, context_noise, generator)
         if not use_cache:
-            return RolloutState(latents, slots, frames[:, -1].clone())
+            return RolloutState(latents, slots, frames[:, -1].clone(), embodiment=spec.name)
         cache = self.transformer.new_cache(batch, self.local_attn_size, self.sink_size, dtype=self._cache_dtype())
         # frame i was produced by action i - 1; the first context frame has no producing action (null embedding)
-        producing = torch.cat([torch.zeros(batch, 1, self.action_dim, device=self.device), normalized], dim=1)
+        producing = torch.cat([torch.zeros(batch, 1, width, device=self.device), normalized], dim=1)
         mask = torch.ones(batch, keep, dtype=torch.bool, device=self.device)
         mask[:, 0] = False
         timestep = torch.full((batch, keep), context_noise * 1000.0, device=self.device)
         with self._autocast():
-            self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True)
-        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache)
+            self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True,
+                                            embodiment=self._ids(spec, batch))
+        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name)
 
     @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
@@ -299,26 +393,29 @@ class WorldModelPipeline:
             action_guidance_scale = float(self.metadata.get("action_guidance_scale", 1.0))
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
-        if action.shape != (state.batch_size, self.action_dim):
-            raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, self.action_dim)}")
+        spec = self.embodiment(state.embodiment)
+        if action.shape != (state.batch_size, spec.action_dim):
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, spec.action_dim)}")
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
                              "call state.clone() before stepping to branch several futures from one state")
         history = state.action.clone()
-        history[:, -1] = torch.from_numpy(self.normalizer.normalize(action.numpy())).to(self.device)
+        history[:, -1] = self._normalize(spec, action.numpy())
         # one autocast region for the whole step: weights are cast to bf16 once, not once per forward pass
         with self._autocast():
             if state.cache is not None:
                 return self._step_cached(state, history[:, -1], num_inference_steps, context_noise, generator,
-                                         action_guidance_scale)
+                                         action_guidance_scale, spec)
             return self._step_full(state, history, num_inference_steps, context_noise, generator,
-                                   action_guidance_scale)
+                                   action_guidance_scale, spec)
 
     def _step_full(self, state: RolloutState, history: torch.Tensor, num_inference_steps: int,
-                   context_noise: float, generator, action_guidance_scale: float) -> RolloutState:
+                   context_noise: float, generator, action_guidance_scale: float, spec: Embodiment) -> RolloutState:
         """:meth:`step` recomputing the whole history window at every denoising step."""
         batch, length = state.latents.shape[:2]
-        window_action = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        width = history.shape[-1]
+        window_action = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
+        ids = self._ids(spec, batch)
         history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
 
         guided = action_guidance_scale != 1.0
@@ -328,6 +425,7 @@ class WorldModelPipeline:
             action_mask = torch.ones(2 * batch, length + 1, dtype=torch.bool, device=self.device)
             action_mask[batch:, -1] = False
             window_action = window_action.repeat(2, 1, 1)
+            ids = None if ids is None else ids.repeat(2)
             history_latents, history_timestep = state.latents.repeat(2, 1, 1, 1, 1), history_timestep.repeat(2, 1)
         else:
             history_latents = state.latents
@@ -340,7 +438,8 @@ class WorldModelPipeline:
             model_input = torch.cat([history_latents, current], dim=1)
             frame_timestep = torch.cat([history_timestep, timestep.expand(current.shape[0], 1).float()], dim=1)
             with self._autocast():
-                model_output = self.transformer(model_input, frame_timestep, window_action, action_mask)[:, -1:].float()
+                model_output = self.transformer(model_input, frame_timestep, window_action, action_mask,
+                                                embodiment=ids)[:, -1:].float()
             if guided:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
@@ -348,19 +447,20 @@ class WorldModelPipeline:
         with self._fp32():
             frames = decode_latents(self.autoencoder, sample[:, 0])
         latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
-        slots = torch.cat([history, torch.zeros(batch, 1, self.action_dim, device=self.device)], dim=1)
+        slots = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         keep = self.window_size - 1
-        return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1)
+        return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1, embodiment=spec.name)
 
     def _step_cached(self, state: RolloutState, producing: torch.Tensor, num_inference_steps: int,
-                     context_noise: float, generator, action_guidance_scale: float) -> RolloutState:
+                     context_noise: float, generator, action_guidance_scale: float, spec: Embodiment) -> RolloutState:
         """:meth:`step` on the cached path: the new frame attends to the cache, then is re-encoded into it."""
         batch = state.batch_size
         guided = action_guidance_scale != 1.0
         producing = producing[:, None]  # (B, 1, A)
-        mask = None
+        mask, ids = None, self._ids(spec, batch)
         if guided:  # [conditional; unconditional] share the cache; the second drops the producing action
             producing = producing.repeat(2, 1, 1)
+            ids = None if ids is None else ids.repeat(2)
             mask = torch.ones(2 * batch, 1, dtype=torch.bool, device=self.device)
             mask[batch:] = False
         sample = torch.randn((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
@@ -370,7 +470,7 @@ class WorldModelPipeline:
             frame_timestep = timestep.expand(current.shape[0], 1).float()
             with self._autocast():
                 model_output = self.transformer.forward_cached(current, frame_timestep, producing, mask,
-                                                               state.cache).float()
+                                                               state.cache, embodiment=ids).float()
             if guided:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
@@ -381,15 +481,16 @@ class WorldModelPipeline:
         latents = self._noise_history(sample, context_noise, generator)
         with self._autocast():
             self.transformer.forward_cached(latents, torch.full((batch, 1), context_noise * 1000.0, device=self.device),
-                                            producing[:batch], None, state.cache, update_cache=True)
-        slots = torch.zeros(batch, 1, self.action_dim, device=self.device)
-        return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache)
+                                            producing[:batch], None, state.cache, update_cache=True,
+                                            embodiment=self._ids(spec, batch))
+        slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
+        return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache, embodiment=spec.name)
 
     @torch.no_grad()
     def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
                 context_noise: float | None = None, generator: torch.Generator | None = None,
                 progress: bool = False, action_guidance_scale: float | None = None,
-                use_cache: bool = True) -> np.ndarray:
+                use_cache: bool = True, embodiment: str | None = None) -> np.ndarray:
         """Open-loop rollout: imagines one frame per action.
 
         Args:
@@ -399,6 +500,7 @@ class WorldModelPipeline:
             num_inference_steps, context_noise, generator, action_guidance_scale: see :meth:`step`.
             progress: show a progress bar over the S steps.
             use_cache: stream through a KV cache (default) or recompute the history window at every step.
+            embodiment: whose actions these are; default: the model's default embodiment.
 
         Returns:
             `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``.
@@ -406,7 +508,7 @@ class WorldModelPipeline:
         action = np.asarray(action, dtype=np.float32)
         if action.ndim != 3:
             raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
-        state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache)
+        state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache, embodiment)
         frames = []
         for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
             state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale)

@@ -22,13 +22,19 @@ def _positive(owner: str, **values) -> None:
 
 @dataclass
 class DatasetConfig:
-    """Which data, at what resolution, in clips of how many frames."""
+    """Which data, at what resolution, in clips of how many frames.
+
+    ``embodiment`` names the action source (default: the dataset's ``robot_type``); ``repeat`` oversamples the
+    dataset's clips in joint training (an integer factor).
+    """
 
     root: str = "data/pusht"
     image_size: int = 64
     num_frames: int = 8
     val_episodes: int = 4
     cache_dir: str | None = None
+    embodiment: str | None = None
+    repeat: int = 1
 
     def __post_init__(self):
         _positive("dataset", image_size=self.image_size, num_frames=self.num_frames)
@@ -36,6 +42,8 @@ class DatasetConfig:
             raise ValueError(f"dataset.num_frames must be >= 2 (history + target), got {self.num_frames}")
         if self.val_episodes < 0:
             raise ValueError(f"dataset.val_episodes must be >= 0, got {self.val_episodes}")
+        if self.repeat < 1:
+            raise ValueError(f"dataset.repeat must be >= 1, got {self.repeat}")
 
 
 @dataclass
@@ -71,8 +79,14 @@ class TransformerConfig:
     mlp_ratio: float = 4.0
     action_num_frequencies: int = 6
     rope_axes_dim: list[int] = field(default_factory=lambda: [32, 16, 16])
+    num_action_experts: int = 0
+    action_experts_top_k: int = 2
 
     def __post_init__(self):
+        if self.num_action_experts < 0 or (self.num_action_experts and not
+                                           1 <= self.action_experts_top_k <= self.num_action_experts):
+            raise ValueError(f"transformer.num_action_experts must be >= 0 and action_experts_top_k in [1, "
+                             f"num_action_experts], got {self.num_action_experts}, {self.action_experts_top_k}")
         _positive("transformer", patch_size=self.patch_size, num_layers=self.num_layers,
                   num_attention_heads=self.num_attention_heads, attention_head_dim=self.attention_head_dim)
         if sum(self.rope_axes_dim) != self.attention_head_dim or any(d % 2 for d in self.rope_axes_dim):
@@ -108,6 +122,7 @@ class TrainConfig:
     action_dropout_prob: float = 0.0
     motion_weight: float = 4.0
     motion_threshold: float = 0.3
+    router_aux_weight: float = 0.01
     validation_context_frames: int = 4
     validation_frames: int = 32
     resume: bool = True
@@ -148,10 +163,15 @@ class RolloutConfig:
 
 @dataclass
 class RunConfig:
-    """Everything one ``worldsim train-autoencoder`` / ``worldsim train`` run needs."""
+    """Everything one ``worldsim train-autoencoder`` / ``worldsim train`` run needs.
+
+    ``extra_datasets`` are trained jointly with ``dataset`` (one model, one embodiment per dataset); they must
+    share its ``image_size`` and ``num_frames``.
+    """
 
     name: str = "pusht"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    extra_datasets: list[DatasetConfig] = field(default_factory=list)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     transformer: TransformerConfig = field(default_factory=TransformerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

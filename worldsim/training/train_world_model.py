@@ -36,7 +36,10 @@ from worldsim.constants import ACTION
 from worldsim.data.clips import ActionNormalizer, ClipDataset
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
+from worldsim.evaluation.router import router_report
+from worldsim.models.actions import load_balancing_loss
 from worldsim.models.autoencoders import encode_frames
+from worldsim.data.spaces import continuous_mask
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.training.config import RunConfig, config_to_yaml
@@ -48,11 +51,15 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 def action_normalizer_for(dataset: LeRobotDataset) -> ActionNormalizer:
-    """Bounds for action normalisation: the env's Box bounds when the dataset records them, else the data's min/max."""
+    """Bounds for action normalisation: the env's Box bounds when the dataset records them, else the data's min/max.
+
+    Discrete, MultiBinary and MultiDiscrete entries are not normalised (see :mod:`worldsim.data.spaces`).
+    """
     space = dataset.action_space
     if space and space.get("type") == "Box" and np.all(np.isfinite(space["low"])) and np.all(np.isfinite(space["high"])):
-        return ActionNormalizer(space["low"], space["high"])
-    return ActionNormalizer(dataset.stats[ACTION]["min"], dataset.stats[ACTION]["max"])
+        return ActionNormalizer(np.reshape(space["low"], -1), np.reshape(space["high"], -1))
+    continuous = continuous_mask(space) if space else None
+    return ActionNormalizer(dataset.stats[ACTION]["min"], dataset.stats[ACTION]["max"], continuous)
 
 
 def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: AutoencoderKL, autoencoder_path: Path,
@@ -78,6 +85,92 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
     del latents
     os.replace(path.with_suffix(".partial.npy"), path)
     return np.load(path, mmap_mode="r")
+
+
+class EmbodimentClips(torch.utils.data.Dataset):
+    """A :class:`ClipDataset` tagged with its embodiment index, actions zero-padded to the model's width.
+
+    Returns (``__getitem__``): the clip dict plus ``"embodiment"`` (int).
+    """
+
+    def __init__(self, clips: ClipDataset, embodiment: int, width: int):
+        self.clips, self.embodiment, self.width = clips, embodiment, width
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, item: int) -> dict:
+        clip = self.clips[item]
+        pad = self.width - clip["action"].shape[-1]
+        if pad:
+            clip["action"] = torch.nn.functional.pad(clip["action"], (0, pad))
+        clip["embodiment"] = self.embodiment
+        return clip
+
+
+class Source:
+    """One training dataset: its frames and latents, action normalisation, split and embodiment name."""
+
+    def __init__(self, data_config, autoencoder: AutoencoderKL, autoencoder_path: Path, progress: bool):
+        self.config = data_config
+        self.dataset = LeRobotDataset(data_config.root)
+        self.frames = load_frame_cache(self.dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+        cache_dir = Path(data_config.cache_dir) if data_config.cache_dir else self.dataset.root / "cache"
+        self.latents = np.asarray(load_latent_cache(self.dataset, self.frames, autoencoder, autoencoder_path,
+                                                    cache_dir, progress))
+        self.normalizer = action_normalizer_for(self.dataset)
+        self.train_episodes, self.val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
+        self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
+        space = self.dataset.action_space
+        if not space:  # older datasets: a Box from the data's bounds
+            space = {"type": "Box", "low": self.normalizer.minimum.tolist(), "high": self.normalizer.maximum.tolist(),
+                     "shape": [self.dataset.action_dim], "dtype": "float32"}
+        self.action_space = space
+
+    def clips(self) -> ClipDataset:
+        return ClipDataset(self.latents, self.normalizer.normalize(self.dataset.action), self.dataset.episode_from,
+                           self.dataset.episode_to, self.config.num_frames, episodes=self.train_episodes)
+
+    def metadata(self) -> dict:
+        return {"env_id": self.dataset.env_id, "fps": self.dataset.fps, "action_space": self.action_space,
+                "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape)}
+
+
+def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str]:
+    """Fine-tuning start: copies a trained transformer's weights into ``model`` wherever names and shapes agree.
+
+    A single-embodiment source's ``action_encoder.*`` initialises the target's encoder of the same embodiment
+    (the source pipeline's ``worldsim.json`` names it), so a joint model can grow out of a single-environment one.
+
+    Args:
+        model: the new transformer.
+        source: a pipeline folder or a transformer folder.
+
+    Returns:
+        Names of ``model``'s tensors left at their fresh initialisation.
+
+    Raises:
+        ValueError: the core geometry (width, depth, patching, latent shape) differs.
+    """
+    folder = source / "transformer" if (source / "transformer").is_dir() else source
+    pretrained = WorldModelTransformer.from_pretrained(folder, use_safetensors=True)
+    core = ("in_channels", "sample_size", "patch_size", "num_layers", "num_attention_heads", "attention_head_dim",
+            "mlp_ratio", "rope_axes_dim")
+    ours = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in model.config.items() if k in core}
+    theirs = {k: list(v) if isinstance(v, (list, tuple)) else v for k, v in pretrained.config.items() if k in core}
+    if ours != theirs:
+        raise ValueError(f"train.init_from {folder}: its architecture {theirs} differs from this run's {ours}")
+    weights = pretrained.state_dict()
+    metadata_path = source / "worldsim.json"
+    if pretrained.action_encoders is None and model.action_encoders is not None and metadata_path.is_file():
+        name = json.loads(metadata_path.read_text()).get("embodiment")
+        if name in model.action_encoders:
+            weights = {(f"action_encoders.{name}." + k[len("action_encoder."):] if k.startswith("action_encoder.")
+                        else k): v for k, v in weights.items()}
+    target = model.state_dict()
+    loadable = {k: v for k, v in weights.items() if k in target and target[k].shape == v.shape}
+    model.load_state_dict(loadable, strict=False)
+    return sorted(set(target) - set(loadable))
 
 
 def sample_noise_levels(batch: int, frames: int, config, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,11 +207,13 @@ def motion_weights(latents: torch.Tensor, motion_weight: float, motion_threshold
     return weights
 
 
-def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, config, generator: torch.Generator):
+def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, config, generator: torch.Generator,
+                       embodiment: torch.Tensor | None = None):
     """Flow-matching loss with per-frame noise levels and motion-weighted latent cells.
 
     Args:
         latents: `(B, T, C, h, w)` clean latents; action: `(B, T, A)` normalised actions.
+        embodiment: `(B,)` long embodiment indices (multi-embodiment models) or None.
 
     Returns:
         Scalar loss: weighted mean squared velocity error over target frames (see :func:`motion_weights`).
@@ -132,7 +227,7 @@ def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, confi
     action_mask = None
     if config.action_dropout_prob > 0:
         action_mask = (torch.rand(batch, frames, generator=generator) >= config.action_dropout_prob).to(latents.device)
-    prediction = model(noisy, sigma * 1000.0, action, action_mask).float()
+    prediction = model(noisy, sigma * 1000.0, action, action_mask, embodiment=embodiment).float()
     weights = motion_weights(latents, config.motion_weight, config.motion_threshold)  # (B, T, h, w)
     error = (prediction - (noise - latents)).square().mean(dim=2)  # (B, T, h, w)
     error = (error * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3))  # (B, T)
@@ -178,16 +273,25 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                               gradient_accumulation_steps=train_config.gradient_accumulation_steps)
     torch.manual_seed(train_config.seed)
 
-    # 1. data: frames -> latents (cached), actions normalised
-    dataset = LeRobotDataset(data_config.root)
-    frames = load_frame_cache(dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+    # 1. data: frames -> latents (cached), actions normalised; one source per dataset (embodiment)
     autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).eval()
-    cache_dir = Path(data_config.cache_dir) if data_config.cache_dir else dataset.root / "cache"
-    latents = np.asarray(load_latent_cache(dataset, frames, autoencoder, autoencoder_path, cache_dir, progress))
-    normalizer = action_normalizer_for(dataset)
-    train_episodes, val_episodes = split_episodes(dataset.num_episodes, data_config.val_episodes)
-    clips = ClipDataset(latents, normalizer.normalize(dataset.action), dataset.episode_from, dataset.episode_to,
-                        data_config.num_frames, episodes=train_episodes)
+    sources = [Source(data_config, autoencoder, autoencoder_path, progress)]
+    for extra in config.extra_datasets:
+        if (extra.image_size, extra.num_frames) != (data_config.image_size, data_config.num_frames):
+            raise ValueError(f"extra dataset {extra.root}: image_size/num_frames {extra.image_size}/{extra.num_frames}"
+                             f" differ from dataset's {data_config.image_size}/{data_config.num_frames}")
+        sources.append(Source(extra, autoencoder, autoencoder_path, progress))
+    names = [source.name for source in sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"embodiment names must differ between datasets, got {names}; set dataset.embodiment")
+    multi = len(sources) > 1 or config.transformer.num_action_experts > 0
+    width = max(source.dataset.action_dim for source in sources)
+    parts = []
+    for index, source in enumerate(sources):
+        clips = EmbodimentClips(source.clips(), index, width)
+        parts.extend([clips] * source.config.repeat)
+    clips = torch.utils.data.ConcatDataset(parts)
+    dataset, frames, latents = sources[0].dataset, sources[0].frames, sources[0].latents
     batches_per_epoch = len(clips) // train_config.batch_size
     if batches_per_epoch == 0:
         raise ValueError(f"train.batch_size {train_config.batch_size} exceeds the {len(clips)} training clips")
@@ -206,20 +310,16 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         in_channels=latents.shape[1], sample_size=latents.shape[2], patch_size=config.transformer.patch_size,
         num_layers=config.transformer.num_layers, num_attention_heads=config.transformer.num_attention_heads,
         attention_head_dim=config.transformer.attention_head_dim, mlp_ratio=config.transformer.mlp_ratio,
-        action_dim=dataset.action_dim, action_num_frequencies=config.transformer.action_num_frequencies,
+        action_dim=width, action_num_frequencies=config.transformer.action_num_frequencies,
         rope_axes_dim=tuple(config.transformer.rope_axes_dim),
+        embodiments=[{"name": source.name, "action_space": source.action_space} for source in sources] if multi else None,
+        num_action_experts=config.transformer.num_action_experts,
+        action_experts_top_k=config.transformer.action_experts_top_k,
     )
     if train_config.init_from:
-        # fine-tuning: start from a trained transformer (a pipeline folder or a transformer folder)
-        source = Path(train_config.init_from)
-        source = source / "transformer" if (source / "transformer").is_dir() else source
-        pretrained = WorldModelTransformer.from_pretrained(source, use_safetensors=True)
-        architecture = lambda cfg: {k: list(v) if isinstance(v, (list, tuple)) else v
-                                    for k, v in cfg.items() if not k.startswith("_")}
-        if architecture(pretrained.config) != architecture(model.config):
-            raise ValueError(f"train.init_from {source}: its architecture {architecture(pretrained.config)} differs "
-                             f"from this run's {architecture(model.config)}")
-        model.load_state_dict(pretrained.state_dict())
+        fresh = load_initial_weights(model, Path(train_config.init_from))
+        accelerator.print(f"initialised from {train_config.init_from}; fresh tensors: {len(fresh)}"
+                          + (f" ({', '.join(sorted({name.split('.')[0] for name in fresh}))})" if fresh else ""))
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
@@ -246,21 +346,26 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     model.train()
     metadata = {
-        "embodiment": dataset.info.get("robot_type", "unknown"),
-        "env_id": dataset.env_id,
+        "embodiment": sources[0].name,
         "fps": dataset.fps,
         "image_size": data_config.image_size,
-        "dataset_frame_shape": list(dataset.frame_shape),
         "window_size": data_config.num_frames,
-        "action_space": dataset.action_space,
-        "action_normalizer": normalizer.to_dict(),
         "num_inference_steps": config.rollout.num_inference_steps,
         "context_noise": config.rollout.context_noise,
         "action_guidance_scale": config.rollout.action_guidance_scale,
         "outcome_heads": False,
     }
-    start_frames = start_set(dataset, frames, val_episodes if len(val_episodes) else train_episodes,
-                             train_config.validation_context_frames)
+    if multi:
+        metadata["embodiments"] = {source.name: source.metadata() for source in sources}
+    else:
+        metadata.update(sources[0].metadata())
+    start_frames = {}
+    for source in sources:
+        start = start_set(source.dataset, source.frames,
+                          source.val_episodes if len(source.val_episodes) else source.train_episodes,
+                          train_config.validation_context_frames)
+        prefix = f"{source.name}." if multi else ""
+        start_frames.update({f"{prefix}{key}": value for key, value in start.items()})
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=config.rollout.shift)
 
     def save_checkpoint(at_step: int, final: bool = False) -> Path:
@@ -286,8 +391,13 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 "step": at_step, "ema_optimization_step": ema.optimization_step,
                 "lr_scheduler": lr_scheduler.scheduler.state_dict() if hasattr(lr_scheduler, "scheduler") else lr_scheduler.state_dict(),
             }))
-        if len(val_episodes):
-            validation_video(pipeline, dataset, frames, int(val_episodes[0]), train_config, tmp / "validation.mp4")
+        for source in sources:
+            if len(source.val_episodes):
+                video = f"validation-{source.name}.mp4" if multi else "validation.mp4"
+                validation_video(pipeline, source.dataset, source.frames, int(source.val_episodes[0]), train_config,
+                                 tmp / video, embodiment=source.name if multi else None)
+        if router_load is not None:
+            (tmp / "router_stats.json").write_text(json.dumps(router_report(router_load, names), indent=2))
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -301,6 +411,8 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "run_config.yaml").write_text(config_to_yaml(config))
     log = open(output_dir / "train_log.jsonl", "a")
+    router_load = torch.zeros(len(sources), config.transformer.num_action_experts) if \
+        config.transformer.num_action_experts else None
     start_time = time.monotonic()
     bar = tqdm(total=train_config.max_steps, initial=step, desc="train world model", disable=not progress)
     accumulation = train_config.gradient_accumulation_steps
@@ -310,7 +422,14 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         for batch in epoch_loader(epoch, micro_batches % batches_per_epoch):
             with accelerator.accumulate(model):
                 with accelerator.autocast():
-                    loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config, noise_generator)
+                    embodiment = batch["embodiment"] if multi else None
+                    loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config,
+                                              noise_generator, embodiment)
+                    routing = accelerator.unwrap_model(model).last_routing
+                    if routing is not None:
+                        probs, dispatch, ids = routing
+                        loss = loss + train_config.router_aux_weight * load_balancing_loss(probs, dispatch)
+                        router_load.index_add_(0, ids.cpu(), dispatch.detach().float().cpu())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -323,7 +442,10 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
-            log.write(json.dumps({"step": step, "loss": loss.item(), "time_s": time.monotonic() - start_time}) + "\n")
+            record = {"step": step, "loss": loss.item(), "time_s": time.monotonic() - start_time}
+            if router_load is not None and step % 50 == 0:
+                record["router_load"] = router_report(router_load, names)["expert_load"]
+            log.write(json.dumps(record) + "\n")
             out_of_time = train_config.max_minutes is not None and time.monotonic() - start_time > 60 * train_config.max_minutes
             if step % train_config.checkpointing_steps == 0 or step == train_config.max_steps or out_of_time:
                 log.flush()
@@ -338,7 +460,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
 
 
 def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, frames: np.ndarray, episode: int,
-                     config, path: Path) -> None:
+                     config, path: Path, embodiment: str | None = None) -> None:
     """Fixed-seed rollout on a validation episode, written side by side (real | imagined)."""
     segment = dataset.episode_slice(episode)
     context, horizon = config.validation_context_frames, config.validation_frames
@@ -348,5 +470,5 @@ def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, fram
     real = np.asarray(frames[segment.start:segment.start + context + horizon])
     actions = dataset.action[segment.start:segment.start + context + horizon - 1]
     imagined = pipeline.rollout(real[None, :context], actions[None, :context - 1], actions[None, context - 1:],
-                                generator=torch.Generator().manual_seed(0))[0]
+                                generator=torch.Generator().manual_seed(0), embodiment=embodiment)[0]
     write_video(path, np.concatenate([real[context:], imagined], axis=2), fps=dataset.fps)

@@ -1,0 +1,184 @@
+"""Action spaces across embodiments: flat layout, per-space encoders, the mixture of action experts, a two-embodiment
+pipeline and env."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+from gymnasium.utils.env_checker import check_env
+
+from tests.conftest import randomize, tiny_autoencoder, tiny_transformer
+from worldsim.data.clips import ActionNormalizer
+from worldsim.data.spaces import (continuous_mask, flat_dim, flatten_action, space_from_json, space_to_json,
+                                  unflatten_action)
+from worldsim.envs.world_model_env import WorldModelEnv, validate_action
+from worldsim.models.actions import ActionMixtureOfExperts, build_action_encoder, load_balancing_loss
+from worldsim.models.world_model import WorldModelTransformer
+from worldsim.pipelines.world_model import WorldModelPipeline
+
+SPACES = {
+    "box": gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32),
+    "discrete": gym.spaces.Discrete(4, start=1),
+    "multibinary": gym.spaces.MultiBinary(3),
+    "multidiscrete": gym.spaces.MultiDiscrete([3, 5]),
+    "dict": gym.spaces.Dict({"arm": gym.spaces.Box(0.0, 1.0, (3,), np.float32), "grip": gym.spaces.Discrete(2)}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_space_json_and_flat_layout_round_trip(name):
+    space = SPACES[name]
+    description = space_to_json(space)
+    assert space_from_json(description) == space
+    space.seed(0)
+    for _ in range(5):
+        action = space.sample()
+        flat = flatten_action(description, action)
+        assert flat.shape == (flat_dim(description),) and flat.dtype == np.float32
+        back = unflatten_action(description, flat)
+        assert space.contains(back)
+        assert np.allclose(flatten_action(description, back), flat)
+    assert continuous_mask(description).shape == (flat_dim(description),)
+
+
+def test_discrete_start_is_removed_in_the_flat_layout_and_unknown_spaces_are_named():
+    description = space_to_json(SPACES["discrete"])
+    assert flatten_action(description, 1).tolist() == [0.0] and unflatten_action(description, [3.0]) == 4
+    with pytest.raises(NotImplementedError, match="Text"):
+        space_to_json(gym.spaces.Text(5))
+    with pytest.raises(ValueError, match="unknown action space type 'Graph'"):
+        space_from_json({"type": "Graph"})
+
+
+def test_normalizer_leaves_discrete_entries_alone():
+    normalizer = ActionNormalizer([0.0, 0.0], [10.0, 3.0], continuous=[True, False])
+    np.testing.assert_allclose(normalizer.normalize([[5.0, 2.0]]), [[0.0, 2.0]])
+    np.testing.assert_allclose(normalizer.unnormalize(normalizer.normalize([[7.0, 1.0]])), [[7.0, 1.0]])
+    assert ActionNormalizer.from_dict(normalizer.to_dict()).continuous.tolist() == [True, False]
+
+
+@pytest.mark.parametrize("name", sorted(SPACES))
+def test_encoder_per_space(name):
+    description = space_to_json(SPACES[name])
+    encoder = build_action_encoder(description, 16)
+    space = SPACES[name]
+    space.seed(1)
+    flat = torch.tensor(np.stack([flatten_action(description, space.sample()) for _ in range(6)])).view(2, 3, -1)
+    assert encoder.action_dim == flat_dim(description)
+    assert encoder(flat).shape == (2, 3, 16)
+
+
+def test_discrete_encoder_rejects_out_of_range_index():
+    encoder = build_action_encoder({"type": "Discrete", "n": 4}, 8)
+    with pytest.raises(ValueError, match="index 7 is outside"):
+        encoder(torch.tensor([[[7.0]]]))
+
+
+def test_mixture_of_experts_routes_top_k_and_balancing_loss():
+    torch.manual_seed(0)
+    experts = ActionMixtureOfExperts(16, num_experts=4, top_k=2)
+    x = torch.randn(50, 16)
+    out, probs, dispatch = experts(x)
+    assert out.shape == x.shape and torch.all(dispatch.sum(-1) == 2)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(50))
+    # balanced routing gives 1.0; everything on one expert gives more
+    uniform = torch.full((8, 4), 0.25)
+    balanced = torch.eye(4, dtype=torch.bool).repeat(2, 1)
+    assert load_balancing_loss(uniform, balanced).item() == pytest.approx(1.0)
+    skewed_probs = torch.tensor([[0.97, 0.01, 0.01, 0.01]]).repeat(8, 1)
+    skewed = torch.zeros(8, 4, dtype=torch.bool)
+    skewed[:, 0] = True
+    assert load_balancing_loss(skewed_probs, skewed).item() > 3.5
+    with pytest.raises(ValueError, match="top_k"):
+        ActionMixtureOfExperts(16, num_experts=2, top_k=3)
+
+
+EMBODIMENTS = [
+    {"name": "pusht", "action_space": {"type": "Box", "low": [0.0, 0.0], "high": [512.0, 512.0], "shape": [2],
+                                       "dtype": "float32"}},
+    {"name": "breakout", "action_space": {"type": "Discrete", "n": 4, "start": 0}},
+]
+
+
+def multi_transformer() -> WorldModelTransformer:
+    return randomize(tiny_transformer(embodiments=EMBODIMENTS, num_action_experts=4, action_experts_top_k=2))
+
+
+def test_multi_embodiment_transformer_routes_and_round_trips(tmp_path):
+    model = multi_transformer().eval()
+    sample, timestep = torch.randn(2, 3, 4, 4, 4), torch.full((2, 3), 500.0)
+    action = torch.tensor([[[0.1, -0.2], [0.3, 0.4], [0.0, 0.0]], [[2.0, 0.0], [1.0, 0.0], [0.0, 0.0]]])
+    embodiment = torch.tensor([0, 1])
+    out = model(sample, timestep, action, embodiment=embodiment)
+    probs, dispatch, ids = model.last_routing
+    assert probs.shape == (4, 4) and ids.tolist() == [0, 0, 1, 1]  # T - 1 producing actions per clip
+    model.save_pretrained(tmp_path / "t")
+    loaded = WorldModelTransformer.from_pretrained(tmp_path / "t", use_safetensors=True).eval()
+    torch.testing.assert_close(loaded(sample, timestep, action, embodiment=embodiment), out)
+    # the breakout sample ignores padded entries beyond its one-entry layout
+    padded = action.clone()
+    padded[1, :, 1] = 9.0
+    torch.testing.assert_close(model(sample, timestep, padded, embodiment=embodiment), out)
+    with pytest.raises(ValueError, match="action_dim must be the widest"):
+        tiny_transformer(embodiments=EMBODIMENTS, action_dim=3)
+    with pytest.raises(ValueError, match="unknown embodiment 'atari'"):
+        model.embodiment_index("atari")
+
+
+def make_multi_pipeline() -> WorldModelPipeline:
+    torch.manual_seed(0)
+    metadata = {"embodiment": "pusht", "image_size": 16, "window_size": 4, "num_inference_steps": 2,
+                "context_noise": 0.05, "outcome_heads": False, "fps": 10, "embodiments": {
+                    "pusht": {"env_id": "gym_pusht/PushT-v0", "action_space": EMBODIMENTS[0]["action_space"],
+                              "action_normalizer": {"min": [0.0, 0.0], "max": [512.0, 512.0]}},
+                    "breakout": {"env_id": "ALE/Breakout-v5", "fps": 15, "action_space": EMBODIMENTS[1]["action_space"],
+                                 "action_normalizer": {"min": [0.0], "max": [3.0], "continuous": [False]}}}}
+    rng = np.random.default_rng(0)
+    start = {"pusht.frames": torch.from_numpy(rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8)),
+             "pusht.action": torch.from_numpy(rng.uniform(0, 512, (2, 1, 2)).astype(np.float32)),
+             "breakout.frames": torch.from_numpy(rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8)),
+             "breakout.action": torch.tensor([[[1.0]], [[3.0]]])}
+    return WorldModelPipeline(tiny_autoencoder(), multi_transformer(),
+                              FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000), metadata, start)
+
+
+def test_multi_embodiment_pipeline_and_env(tmp_path):
+    pipeline = make_multi_pipeline()
+    pipeline.save_pretrained(tmp_path / "multi")
+    loaded = WorldModelPipeline.from_pretrained(tmp_path / "multi")
+    assert sorted(loaded.embodiments) == ["breakout", "pusht"] and loaded.embodiment("breakout").fps == 15
+    frames = np.zeros((1, 2, 16, 16, 3), np.uint8)
+    breakout = loaded.rollout(frames, np.array([[[2.0]]], np.float32), np.array([[[0.0], [3.0]]], np.float32),
+                              embodiment="breakout", generator=torch.Generator().manual_seed(0))
+    assert breakout.shape == (1, 2, 16, 16, 3)
+    with pytest.raises(ValueError, match=r"expected \(1, 1, 2\)"):
+        loaded.encode_context(frames, np.array([[[2.0]]], np.float32), embodiment="pusht")
+    with pytest.raises(ValueError, match="unknown embodiment 'minigrid'"):
+        loaded.encode_context(frames, np.array([[[2.0]]], np.float32), embodiment="minigrid")
+
+    env = gym.make("worldsim/WorldModel-v0", model=tmp_path / "multi", embodiment="breakout")
+    assert env.action_space == gym.spaces.Discrete(4) and env.metadata["render_fps"] == 15
+    check_env(env.unwrapped, skip_render_check=True)
+    observation, info = env.reset(seed=0)
+    assert info["embodiment"] == "breakout"
+    before = env.unwrapped._state
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(4)
+    with pytest.raises(ValueError, match="not integer-valued"):
+        env.step(1.5)
+    assert env.unwrapped._state is before and not before.is_stale
+    env.step(np.int64(2))
+    assert WorldModelEnv(loaded, embodiment="pusht").action_space.shape == (2,)
+
+
+def test_validate_action_for_dict_and_multidiscrete():
+    space = SPACES["dict"]
+    good = validate_action({"arm": [0.5, 0.5, 0.5], "grip": 1}, space)
+    assert good["grip"] == 1 and good["arm"].dtype == np.float32
+    with pytest.raises(ValueError, match="keys"):
+        validate_action({"arm": [0.5, 0.5, 0.5]}, space)
+    with pytest.raises(ValueError, match="outside the action space"):
+        validate_action([3, 0], SPACES["multidiscrete"])
