@@ -182,3 +182,52 @@ def test_validate_action_for_dict_and_multidiscrete():
         validate_action({"arm": [0.5, 0.5, 0.5]}, space)
     with pytest.raises(ValueError, match="outside the action space"):
         validate_action([3, 0], SPACES["multidiscrete"])
+
+
+def test_sensitivity_scoring_passes_a_follower_and_fails_an_action_blind_model():
+    from worldsim.evaluation.sensitivity import score_branches
+
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0, 1, (4, 12, 2)).cumsum(axis=1) / 12  # four diverging real futures
+    follower = real + rng.normal(0, 0.01, real.shape)
+    correct, imagined_spread, real_spread = score_branches(follower, real)
+    assert correct.all() and imagined_spread == pytest.approx(real_spread, rel=0.2)
+    blind = np.repeat(real.mean(axis=0, keepdims=True), 4, axis=0)  # the same future whatever the actions
+    correct, imagined_spread, _ = score_branches(blind, real)
+    assert correct.mean() <= 0.5 and imagined_spread == 0.0
+    # branches whose real futures coincide are interchangeable
+    twins = np.stack([real[0], real[0], real[2], real[3]])
+    correct, _, _ = score_branches(np.stack([real[0], real[0], real[2], real[3]]), twins)
+    assert correct.all()
+
+
+def test_entity_locators_find_paddle_and_minigrid_agent():
+    from worldsim.evaluation.sensitivity import locate_breakout_paddle, locate_minigrid_agent
+
+    frame = np.zeros((64, 64, 3), np.uint8)
+    frame[58:60, 40:46] = (200, 72, 72)  # paddle
+    frame[10:12, 5:20] = (200, 72, 72)  # a brick row of the same colour, far above
+    assert locate_breakout_paddle(frame)[0] == pytest.approx(43 / 64, abs=1e-6)  # centre of columns 40-45
+    assert np.isnan(locate_breakout_paddle(np.zeros((64, 64, 3), np.uint8))[0])
+    grid = np.full((64, 64, 3), 100, np.uint8)
+    grid[8:14, 16:22] = (255, 0, 0)
+    np.testing.assert_allclose(locate_minigrid_agent(grid), [19 / 64, 11 / 64])
+
+
+def test_router_statistics_report_load_per_embodiment():
+    from worldsim.evaluation.router import router_report, router_statistics
+
+    report = router_report(torch.tensor([[10.0, 0.0, 10.0, 0.0], [0.0, 5.0, 0.0, 5.0]]), ["a", "b"])
+    assert report["expert_load"]["a"] == [0.5, 0.0, 0.5, 0.0] and report["dead_experts"] == []
+    assert report["total_variation"]["a|b"] == 1.0
+
+    class Actions:  # anything with an ``action`` array works as a dataset here
+        def __init__(self, action):
+            self.action = action
+
+    pipeline = make_multi_pipeline()
+    stats = router_statistics(pipeline, {"pusht": Actions(np.random.default_rng(0).uniform(0, 512, (40, 2))),
+                                         "breakout": Actions(np.arange(40.0)[:, None] % 4)})
+    assert stats["dispatches"] == {"pusht": 80, "breakout": 80}  # top-2 of 4 experts
+    with pytest.raises(ValueError, match="expects 1"):
+        router_statistics(pipeline, {"breakout": Actions(np.zeros((4, 2)))})

@@ -100,3 +100,33 @@ def test_motion_weights_depend_only_on_history():
     changed = latents.clone()
     changed[:, 3] += torch.randn(1, 2, 6, 6)  # the predicted frame does not move its own weights
     torch.testing.assert_close(motion_weights(changed, 4.0, 0.5), weights)
+
+
+def test_joint_training_of_two_embodiments(pusht_dataset, tmp_path):
+    """PushT (Box) and MiniGrid (Discrete) in one model with action experts: trains, checkpoints router statistics,
+    and serves either embodiment as an env."""
+    import gymnasium as gym
+
+    from worldsim.data.collect import collect
+    from worldsim.envs.world_model_env import WorldModelEnv
+
+    minigrid = collect("MiniGrid-Empty-8x8-v0", "random", 2, tmp_path / "minigrid", seed=3, max_steps=12, progress=False)
+    extra = (f"extra_datasets=[{{root: '{minigrid}', image_size: 16, num_frames: 4, val_episodes: 1, "
+             f"cache_dir: '{tmp_path}/cache_minigrid'}}]")
+    config = load_config("configs/pusht.yaml", tiny_overrides(pusht_dataset, tmp_path) + [
+        "train.max_steps=2", "dataset.embodiment=pusht", "transformer.num_action_experts=2",
+        "transformer.action_experts_top_k=1", extra])
+    train_autoencoder(config, progress=False)
+    final = train_world_model(config, progress=False)
+    checkpoint = tmp_path / "wm" / "checkpoint-2"
+    router = json.loads((checkpoint / "router_stats.json").read_text())
+    assert router["dispatches"]["pusht"] > 0 and router["dispatches"]["minigrid"] > 0
+    assert (checkpoint / "validation-minigrid.mp4").stat().st_size > 0
+    pipeline = WorldModelPipeline.from_pretrained(final)
+    assert sorted(pipeline.embodiments) == ["minigrid", "pusht"]
+    assert pipeline.embodiment("minigrid").normalizer.continuous.tolist() == [False]
+    env = WorldModelEnv(pipeline, embodiment="minigrid")
+    assert env.action_space == gym.spaces.Discrete(7)
+    observation, _ = env.reset(seed=0)
+    observation, *_ = env.step(2)
+    assert observation.shape == (16, 16, 3)

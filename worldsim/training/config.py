@@ -116,6 +116,7 @@ class TrainConfig:
     checkpoints_total_limit: int = 2
     seed: int = 0
     history_prob: float = 0.5
+    min_history_noise: float = 0.0
     max_history_noise: float = 0.1
     logit_mean: float = 0.0
     logit_std: float = 1.0
@@ -133,7 +134,10 @@ class TrainConfig:
                   checkpointing_steps=self.checkpointing_steps)
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
-        for name in ("history_prob", "max_history_noise", "action_dropout_prob"):
+        if self.min_history_noise > self.max_history_noise:
+            raise ValueError(f"train.min_history_noise {self.min_history_noise} exceeds train.max_history_noise "
+                             f"{self.max_history_noise}")
+        for name in ("history_prob", "min_history_noise", "max_history_noise", "action_dropout_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"train.{name} must be in [0, 1], got {value}")

@@ -176,12 +176,17 @@ def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str
 def sample_noise_levels(batch: int, frames: int, config, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame sigma and loss mask for diffusion-forcing training.
 
+    Each frame but the last is, with probability ``config.history_prob``, a *history* frame: lightly noised with
+    sigma uniform in ``[min_history_noise, max_history_noise]`` and excluded from the loss (noise-augmented history,
+    the training side of ``context_noise``). The other frames are targets with sigma from a logit-normal.
+
     Returns:
         sigma `(B, T)` float32 in [0, 1); target `(B, T)` bool (True: loss on this frame). The last frame of every
         clip is always a target, so every clip contributes.
     """
     target_sigma = torch.sigmoid(torch.randn(batch, frames, generator=generator) * config.logit_std + config.logit_mean)
-    history_sigma = torch.rand(batch, frames, generator=generator) * config.max_history_noise
+    low, high = config.min_history_noise, config.max_history_noise
+    history_sigma = low + torch.rand(batch, frames, generator=generator) * (high - low)
     is_history = torch.rand(batch, frames, generator=generator) < config.history_prob
     is_history[:, -1] = False
     return torch.where(is_history, history_sigma, target_sigma), ~is_history
