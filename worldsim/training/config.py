@@ -60,6 +60,7 @@ class AutoencoderConfig:
     kl_weight: float = 1e-6
     max_minutes: float | None = None
     output_dir: str = "runs/pusht/autoencoder"
+    init_from: str | None = None
 
     def __post_init__(self):
         _positive("autoencoder", latent_channels=self.latent_channels, steps=self.steps,

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr
-from worldsim.evaluation.pusht import locate_agent
+from worldsim.evaluation.pusht import PUSHT_WORKSPACE
 from worldsim.models.autoencoders import build_autoencoder, decode_latents, encode_frames, frames_to_pixels
 from worldsim.training.config import RunConfig
 
@@ -43,40 +43,69 @@ def _episode_frames(dataset: LeRobotDataset, episodes: np.ndarray) -> np.ndarray
     return np.concatenate([np.arange(*dataset.episode_slice(e).indices(dataset.num_frames)) for e in episodes])
 
 
+class _FrameSource:
+    """Frames of one dataset for autoencoder training: cache, split, median background, embodiment name."""
+
+    def __init__(self, data_config, seed: int, progress: bool):
+        self.dataset = LeRobotDataset(data_config.root)
+        self.frames = load_frame_cache(self.dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+        train_episodes, val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
+        self.train_index = _episode_frames(self.dataset, train_episodes)
+        self.val_index = _episode_frames(self.dataset, val_episodes) if len(val_episodes) else self.train_index[:256]
+        self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
+        self.repeat = data_config.repeat
+        rng = np.random.default_rng(seed)
+        sample = np.asarray(self.frames[np.sort(rng.choice(self.train_index, min(512, len(self.train_index)),
+                                                           replace=False))])
+        self.background = frames_to_pixels(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8)))
+
+
 def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
-    """Trains the autoencoder described by ``config.autoencoder`` on ``config.dataset``.
+    """Trains the autoencoder described by ``config.autoencoder`` on ``config.dataset`` (and ``extra_datasets``).
+
+    The loss is L1 + MSE with foreground pixels (those that differ from the dataset's median frame) weighted
+    ``1 + FOREGROUND_WEIGHT``, so small moving objects (PushT's agent, Breakout's paddle) are reconstructed. With
+    extra datasets, each batch mixes their training frames in proportion to size times ``repeat``;
+    ``autoencoder.init_from`` fine-tunes an existing autoencoder instead of starting fresh.
 
     Returns:
         The folder written (``<output_dir>/final``), loadable with ``AutoencoderKL.from_pretrained``; it also holds
-        ``metrics.json`` (validation PSNR and agent-position error of reconstructions).
+        ``metrics.json`` (validation PSNR per dataset, and the error of the controlled entity's position in
+        reconstructions where a locator exists for the embodiment).
     """
+    from worldsim.evaluation.sensitivity import LOCATORS
+
     ae_config, data_config = config.autoencoder, config.dataset
     torch.manual_seed(config.train.seed)
     rng = np.random.default_rng(config.train.seed)
-    dataset = LeRobotDataset(data_config.root)
-    frames = load_frame_cache(dataset, data_config.image_size, data_config.cache_dir, progress=progress)
-    train_episodes, val_episodes = split_episodes(dataset.num_episodes, data_config.val_episodes)
-    train_index = _episode_frames(dataset, train_episodes)
-    val_index = _episode_frames(dataset, val_episodes) if len(val_episodes) else train_index[:256]
-
-    sample = np.asarray(frames[np.sort(rng.choice(train_index, min(512, len(train_index)), replace=False))])
-    background = frames_to_pixels(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8)))
+    sources = [_FrameSource(d, config.train.seed, progress) for d in [data_config, *config.extra_datasets]]
+    shares = np.array([len(s.train_index) * s.repeat for s in sources], dtype=np.float64)
+    shares /= shares.sum()
 
     accelerator = Accelerator(mixed_precision=config.train.mixed_precision)
-    autoencoder = build_autoencoder(data_config.image_size, ae_config.latent_channels,
-                                    tuple(ae_config.block_out_channels), ae_config.layers_per_block,
-                                    ae_config.norm_num_groups)
+    if ae_config.init_from:
+        autoencoder = AutoencoderKL.from_pretrained(ae_config.init_from, use_safetensors=True)
+    else:
+        autoencoder = build_autoencoder(data_config.image_size, ae_config.latent_channels,
+                                        tuple(ae_config.block_out_channels), ae_config.layers_per_block,
+                                        ae_config.norm_num_groups)
     optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=ae_config.learning_rate, weight_decay=0.0)
     lr_lambda = lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step / ae_config.steps, 1)))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
     autoencoder, optimizer, lr_scheduler = accelerator.prepare(autoencoder, optimizer, lr_scheduler)
-    background = background.to(accelerator.device)
 
     start = time.monotonic()
     bar = tqdm(range(ae_config.steps), desc="train autoencoder", disable=not progress)
     for step in bar:
-        batch = np.sort(rng.choice(train_index, ae_config.batch_size, replace=False))
-        pixels = frames_to_pixels(torch.from_numpy(np.asarray(frames[batch]))).to(accelerator.device)
+        counts = rng.multinomial(ae_config.batch_size, shares)
+        pixels, backgrounds = [], []
+        for source, count in zip(sources, counts):
+            if count:
+                batch = np.sort(rng.choice(source.train_index, count, replace=False))
+                pixels.append(frames_to_pixels(torch.from_numpy(np.asarray(source.frames[batch]))))
+                backgrounds.append(source.background.expand(count, *source.background.shape))
+        pixels = torch.cat(pixels).to(accelerator.device)
+        background = torch.cat(backgrounds).to(accelerator.device)
         with accelerator.autocast():
             posterior = autoencoder.encode(pixels).latent_dist
             reconstruction = autoencoder.decode(posterior.sample()).sample.float()
@@ -93,21 +122,29 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     steps_done = step + 1
 
     autoencoder = accelerator.unwrap_model(autoencoder).eval()
-    # Latent statistics -> shift_factor / scaling_factor, so the world model sees ~N(0, 1) latents.
-    stats_index = np.sort(rng.choice(train_index, min(2048, len(train_index)), replace=False))
-    latents = encode_frames(autoencoder, torch.from_numpy(np.asarray(frames[stats_index])))
+    # Latent statistics over all datasets -> shift_factor / scaling_factor, so the world model sees ~N(0, 1) latents.
+    stats = [np.asarray(s.frames[np.sort(rng.choice(s.train_index, min(2048 // len(sources), len(s.train_index)),
+                                                    replace=False))]) for s in sources]
+    autoencoder.register_to_config(shift_factor=0.0, scaling_factor=1.0)  # raw latents (init_from may have set them)
+    latents = encode_frames(autoencoder, torch.from_numpy(np.concatenate(stats)))
     autoencoder.register_to_config(shift_factor=float(latents.mean()), scaling_factor=float(1.0 / latents.std()))
 
-    val_frames = torch.from_numpy(np.asarray(frames[np.sort(rng.choice(val_index, min(512, len(val_index)), replace=False))]))
-    reconstructed = decode_latents(autoencoder, encode_frames(autoencoder, val_frames)).numpy()
-    real = val_frames.numpy()
-    metrics = {
-        "steps": steps_done,
-        "wall_minutes": (time.monotonic() - start) / 60,
-        "val_psnr": float(psnr(reconstructed, real).mean()),
-        "val_agent_error_px": float(np.nanmean(np.linalg.norm(locate_agent(reconstructed) - locate_agent(real), axis=-1))),
-        "num_parameters": sum(p.numel() for p in autoencoder.parameters()),
-    }
+    metrics = {"steps": steps_done, "wall_minutes": (time.monotonic() - start) / 60,
+               "num_parameters": sum(p.numel() for p in autoencoder.parameters()), "datasets": {}}
+    for source in sources:
+        index = np.sort(rng.choice(source.val_index, min(512, len(source.val_index)), replace=False))
+        real = np.asarray(source.frames[index])
+        reconstructed = decode_latents(autoencoder, encode_frames(autoencoder, torch.from_numpy(real))).numpy()
+        entry = {"val_psnr": float(psnr(reconstructed, real).mean())}
+        if source.name in LOCATORS:
+            locate = LOCATORS[source.name]
+            error = np.linalg.norm(locate(reconstructed) - locate(real), axis=-1) * real.shape[-2]
+            entry["val_entity_error_px"] = float(np.nanmean(error)) if np.isfinite(error).any() else None
+        metrics["datasets"][source.name] = entry
+    first = metrics["datasets"][sources[0].name]
+    metrics["val_psnr"] = first["val_psnr"]  # the primary dataset's, as before
+    if sources[0].name == "pusht":
+        metrics["val_agent_error_px"] = float(first["val_entity_error_px"] * PUSHT_WORKSPACE / data_config.image_size)
     out = Path(ae_config.output_dir) / "final"
     autoencoder.save_pretrained(out)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
