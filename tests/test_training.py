@@ -110,13 +110,18 @@ def test_joint_training_of_two_embodiments(pusht_dataset, tmp_path):
     from worldsim.data.collect import collect
     from worldsim.envs.world_model_env import WorldModelEnv
 
+    from tests.conftest import tiny_autoencoder
+
     minigrid = collect("MiniGrid-Empty-8x8-v0", "random", 2, tmp_path / "minigrid", seed=3, max_steps=12, progress=False)
+    tiny_autoencoder().save_pretrained(tmp_path / "start_ae")  # the autoencoder is fine-tuned from this one
     extra = (f"extra_datasets=[{{root: '{minigrid}', image_size: 16, num_frames: 4, val_episodes: 1, "
              f"cache_dir: '{tmp_path}/cache_minigrid'}}]")
     config = load_config("configs/pusht.yaml", tiny_overrides(pusht_dataset, tmp_path) + [
         "train.max_steps=2", "dataset.embodiment=pusht", "transformer.num_action_experts=2",
-        "transformer.action_experts_top_k=1", extra])
-    train_autoencoder(config, progress=False)
+        "transformer.action_experts_top_k=1", f"autoencoder.init_from={tmp_path}/start_ae", extra])
+    metrics = json.loads((train_autoencoder(config, progress=False) / "metrics.json").read_text())
+    assert sorted(metrics["datasets"]) == ["minigrid", "pusht"]
+    assert all(np.isfinite(entry["val_psnr"]) for entry in metrics["datasets"].values())
     final = train_world_model(config, progress=False)
     checkpoint = tmp_path / "wm" / "checkpoint-2"
     router = json.loads((checkpoint / "router_stats.json").read_text())

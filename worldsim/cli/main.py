@@ -275,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branches", type=int, default=4, help="action sequences per starting state")
     p.add_argument("--horizon", type=int, default=16, help="imagined steps per branch")
     p.add_argument("--context", type=int, default=8, help="policy steps played before branching")
-    p.add_argument("--policy", default="random", help="policy for the context steps")
+    p.add_argument("--policy", default=None, help="policy for the context steps (default: pusht-scripted for "
+                   "PushT, random otherwise)")
     p.add_argument("--min-accuracy", type=float, default=0.6, help="following accuracy needed to pass")
     p.add_argument("--seed", type=int, default=0, help="first env seed; also seeds the branch actions")
     p.add_argument("--json", help="write the reports here")

@@ -128,20 +128,34 @@ def score_branches(imagined: np.ndarray, real: np.ndarray, tolerance: float = 0.
 
 
 def sample_branch_actions(space_json: dict, branches: int, horizon: int, rng: np.random.Generator,
-                          hold: int = 4) -> list[list]:
-    """Action sequences for the branches: each action held for ``hold`` steps so that branches move apart.
+                          hold: int = 4, start: np.ndarray | None = None, walk_std: float = 0.08) -> list[list]:
+    """Action sequences for the branches; each action is held for ``hold`` steps so that branches move apart.
 
-    Box spaces get uniformly drawn targets inside the bounds; discrete spaces uniformly drawn actions.
+    Box spaces: a random walk of targets that starts at ``start`` (the last context action, flat layout; default
+    the middle of the space) and moves by Gaussian steps of ``walk_std`` times the range per ``hold`` steps, clipped
+    to the bounds; it stays near what the context was doing, as real policies do. Other spaces: uniformly drawn
+    actions.
     """
     space = space_from_json(space_json)
     space.seed(int(rng.integers(2**31)))
     sequences = []
     for _ in range(branches):
         sequence = []
-        while len(sequence) < horizon:
-            sequence.extend([space.sample()] * hold)
+        if space_json["type"] == "Box":
+            low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+            current = (low + high) / 2 if start is None else np.asarray(start, np.float64).reshape(low.shape)
+            while len(sequence) < horizon:
+                current = np.clip(current + rng.normal(0.0, walk_std, low.shape) * (high - low), low, high)
+                sequence.extend([current.astype(space.dtype)] * hold)
+        else:
+            while len(sequence) < horizon:
+                sequence.extend([space.sample()] * hold)
         sequences.append(sequence[:horizon])
     return sequences
+
+
+DEFAULT_CONTEXT_POLICY = {"pusht": "pusht-scripted"}
+"""Policies that play the context steps by embodiment (the data's own policy); others use ``random``."""
 
 
 def _play(env_id: str, seed: int, prefix: list, size: int, policy=None, context: int = 0):
@@ -161,7 +175,7 @@ def _play(env_id: str, seed: int, prefix: list, size: int, policy=None, context:
 
 
 def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: int = 4, branches: int = 4,
-                       horizon: int = 16, context: int = 8, seed: int = 0, policy: str = "random",
+                       horizon: int = 16, context: int = 8, seed: int = 0, policy: str | None = None,
                        min_accuracy: float = 0.6, tolerance: float = 0.02, generator_seed: int = 0,
                        progress: bool = True) -> tuple[SensitivityReport, np.ndarray]:
     """Runs the action-sensitivity check (module docstring) for one embodiment of a pipeline.
@@ -173,7 +187,8 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
         branches: action sequences per context (K).
         horizon: imagined steps per branch (S).
         context: policy steps played before branching; the last ``window_size - 1`` frames are the model's context.
-        policy: the policy that plays the context steps (``random``, ``pusht-scripted`` or ``module:callable``).
+        policy: the policy that plays the context steps (``random``, ``pusht-scripted`` or ``module:callable``);
+            default: :data:`DEFAULT_CONTEXT_POLICY` for the embodiment, else ``random``.
         min_accuracy: following accuracy needed to pass.
         tolerance: see :func:`score_branches`.
 
@@ -189,6 +204,7 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
     if spec.name not in LOCATORS:
         raise ValueError(f"no entity locator for embodiment {spec.name!r}; known: {sorted(LOCATORS)}")
     locate = LOCATORS[spec.name]
+    policy = policy or DEFAULT_CONTEXT_POLICY.get(spec.name, "random")
     space_json = spec.action_space or space_to_json(make_recording_env(spec.env_id).action_space)
     rng = np.random.default_rng(seed)
     size = pipeline.image_size
@@ -200,7 +216,8 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
         if hasattr(actor, "reset"):
             actor.reset(env_seed)
         _, _, context_frames, prefix = _play(spec.env_id, env_seed, [], size, policy=actor, context=context)
-        sequences = sample_branch_actions(space_json, branches, horizon, rng)
+        last = flatten_action(space_json, prefix[-1]) if prefix else None
+        sequences = sample_branch_actions(space_json, branches, horizon, rng, start=last)
         real = []
         for sequence in sequences:  # deterministic replay of the context, then the branch
             env, observation, _, _ = _play(spec.env_id, env_seed, prefix, size)

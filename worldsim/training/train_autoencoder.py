@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
+from diffusers import AutoencoderKL
 from tqdm.auto import tqdm
 
 from worldsim.data.frame_cache import load_frame_cache
