@@ -32,8 +32,9 @@ ENV_PRESETS: dict[str, dict[str, Any]] = {
         "task": "Break the bricks with the ball; move the paddle (NOOP, FIRE, RIGHT, LEFT).",
     },
     "MiniGrid-Empty-8x8-v0": {
-        # 8 x 8 cells of 8 px: a 64 x 64 full-grid render
-        "kwargs": {"tile_size": 8},
+        # 8 x 8 cells of 8 px: a 64 x 64 full-grid render, without the agent's view highlight (a large region that
+        # changes with every turn and would drown the small agent triangle in the autoencoder's loss)
+        "kwargs": {"tile_size": 8, "highlight": False},
         "robot_type": "minigrid",
         "task": "Reach the green goal square (turn left, turn right, forward; the other actions do nothing here).",
     },

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Trains the joint PushT + Breakout + MiniGrid world model (configs/joint.yaml) on a 2-core CPU machine (about
+# 70 minutes: 10 for the autoencoder, 50 for the transformer, the rest for data and latents), then measures it:
+# PushT fidelity next to the PushT-only model, the action-sensitivity check in all three environments, and the
+# router's expert load per embodiment. Needs checkpoints/pusht (the starting point) and data/pusht-wander (made by
+# tools/train_pusht_checkpoint.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WS=.venv/bin/worldsim
+MODEL=${MODEL:-runs/joint/world_model/final}
+
+[ -d data/breakout ] || $WS collect --env ALE/Breakout-v5 --policy random --episodes 150 --max-steps 300 --seed 0 \
+    --out data/breakout
+[ -d data/breakout-heldout ] || $WS collect --env ALE/Breakout-v5 --policy random --episodes 20 --max-steps 300 \
+    --seed 100000 --out data/breakout-heldout
+[ -d data/minigrid ] || $WS collect --env MiniGrid-Empty-8x8-v0 --policy random --episodes 300 --max-steps 128 \
+    --seed 0 --out data/minigrid
+[ -d data/minigrid-heldout ] || $WS collect --env MiniGrid-Empty-8x8-v0 --policy random --episodes 30 \
+    --max-steps 128 --seed 100000 --out data/minigrid-heldout
+
+if [ "${SKIP_TRAINING:-0}" != 1 ]; then
+    $WS train-autoencoder --config configs/joint.yaml
+    $WS train --config configs/joint.yaml
+fi
+
+$WS evaluate --model "$MODEL" --embodiment pusht --dataset data/pusht-heldout --horizon 32 \
+    --json docs/media/joint-pusht-h32.json
+$WS sensitivity --model "$MODEL" --embodiment pusht --embodiment breakout --embodiment minigrid \
+    --json docs/media/sensitivity-joint.json --video docs/media/sensitivity-joint.mp4 || true
+$WS router-stats --model "$MODEL" --dataset pusht=data/pusht-heldout --dataset breakout=data/breakout-heldout \
+    --dataset minigrid=data/minigrid-heldout --json docs/media/router-joint.json
+$WS sensitivity --model checkpoints/pusht --json docs/media/sensitivity-pusht.json
