@@ -231,3 +231,16 @@ def test_router_statistics_report_load_per_embodiment():
     assert stats["dispatches"] == {"pusht": 80, "breakout": 80}  # top-2 of 4 experts
     with pytest.raises(ValueError, match="expects 1"):
         router_statistics(pipeline, {"breakout": Actions(np.zeros((4, 2)))})
+
+
+def test_branch_actions_random_walk_from_the_last_action_and_held():
+    from worldsim.evaluation.sensitivity import sample_branch_actions
+
+    box = space_to_json(gym.spaces.Box(0.0, 512.0, (2,), np.float32))
+    sequences = sample_branch_actions(box, 3, 10, np.random.default_rng(0), hold=4, start=np.array([500.0, 10.0]))
+    array = np.asarray(sequences)
+    assert array.shape == (3, 10, 2) and array.min() >= 0 and array.max() <= 512
+    assert np.all(array[:, 0] == array[:, 3]) and np.all(np.abs(array[:, 0] - [500.0, 10.0]) < 200)
+    assert len({tuple(seq[0]) for seq in sequences}) == 3  # the branches differ
+    discrete = sample_branch_actions({"type": "Discrete", "n": 4, "start": 0}, 2, 8, np.random.default_rng(1))
+    assert all(0 <= a < 4 for seq in discrete for a in seq)
