@@ -1,7 +1,8 @@
 """Action spaces across embodiments: flat layout, per-space encoders, the mixture of action experts, a two-embodiment
 pipeline and env."""
-
 from __future__ import annotations
+
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -15,7 +16,8 @@ from worldsim.data.clips import ActionNormalizer
 from worldsim.data.spaces import (continuous_mask, flat_dim, flatten_action, space_from_json, space_to_json,
                                   unflatten_action)
 from worldsim.envs.world_model_env import WorldModelEnv, validate_action
-from worldsim.models.actions import ActionMixtureOfExperts, build_action_encoder, load_balancing_loss
+from worldsim.models.actions import (ActionMixtureOfExperts, build_action_encoder, load_balancing_loss,
+                                    router_mutual_information)
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.pipelines.world_model import WorldModelPipeline
 
@@ -94,6 +96,23 @@ def test_mixture_of_experts_routes_top_k_and_balancing_loss():
     assert load_balancing_loss(skewed_probs, skewed).item() > 3.5
     with pytest.raises(ValueError, match="top_k"):
         ActionMixtureOfExperts(16, num_experts=2, top_k=3)
+
+
+def test_router_mutual_information_rewards_per_embodiment_expert_mixes():
+    ids = torch.tensor([0, 0, 1, 1])
+    shared = torch.full((4, 4), 0.25)
+    assert router_mutual_information(shared, ids, 2).item() == pytest.approx(0.0, abs=1e-6)
+    split = torch.tensor([[0.5, 0.5, 0.0, 0.0]] * 2 + [[0.0, 0.0, 0.5, 0.5]] * 2)
+    assert router_mutual_information(split, ids, 2).item() == pytest.approx(math.log(2), rel=1e-5)
+    # the gradient of -MI moves the router towards the split
+    logits = (0.1 * torch.randn(4, 4, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    before = router_mutual_information(logits.softmax(-1), ids, 2)
+    (-before).backward()
+    with torch.no_grad():
+        after = router_mutual_information((logits - 5.0 * logits.grad).softmax(-1), ids, 2)
+    assert after > before
+    with pytest.raises(ValueError, match="shape"):
+        router_mutual_information(shared, torch.tensor([0, 1]), 2)
 
 
 EMBODIMENTS = [

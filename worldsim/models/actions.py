@@ -228,3 +228,35 @@ def load_balancing_loss(probs: torch.Tensor, dispatch: torch.Tensor) -> torch.Te
     num_experts = probs.shape[-1]
     fraction = dispatch.float().sum(0) / dispatch.float().sum().clamp_min(1.0)
     return num_experts * (fraction * probs.float().mean(0)).sum()
+
+
+def router_mutual_information(probs: torch.Tensor, embodiment: torch.Tensor, num_embodiments: int) -> torch.Tensor:
+    """Mutual information ``I(T; E)`` between the embodiment T of an action and the expert E its router picks.
+
+    The multi-task mixture-of-experts objective of Mod-Squad (Chen et al., CVPR 2023): maximising
+    ``I(T; E) = H(E) - sum_t P(t) H(E | t)`` keeps the overall expert load balanced (high ``H(E)``) while each
+    embodiment concentrates on its own subset of experts (low ``H(E | t)``). A load-balancing loss alone only asks
+    for the first, so shared experts end up used identically by every modality. ``P(e | t)`` is the mean router
+    probability over the batch's tokens of embodiment t, ``P(t)`` the share of its tokens.
+
+    Args:
+        probs: `(M, E)` float router probabilities.
+        embodiment: `(M,)` long embodiment index of each row, in ``[0, num_embodiments)``.
+        num_embodiments: T.
+
+    Returns:
+        Scalar float32 tensor in nats, in ``[0, min(log T, log E)]``; 0 when every embodiment uses the same mix.
+        Use ``-weight * router_mutual_information(...)`` as a loss.
+
+    Raises:
+        ValueError: ``embodiment`` does not have one entry per row of ``probs``.
+    """
+    if embodiment.shape != probs.shape[:1]:
+        raise ValueError(f"embodiment must have shape {tuple(probs.shape[:1])}, got {tuple(embodiment.shape)}")
+    probs = probs.float()
+    joint = torch.zeros(num_embodiments, probs.shape[-1], device=probs.device).index_add(0, embodiment, probs)
+    joint = joint / probs.shape[0]  # P(t, e)
+    p_task = joint.sum(-1, keepdim=True)
+    p_expert = joint.sum(0, keepdim=True)
+    ratio = joint / (p_task * p_expert).clamp_min(1e-12)
+    return (joint * ratio.clamp_min(1e-12).log()).sum()

@@ -125,6 +125,7 @@ class TrainConfig:
     motion_weight: float = 4.0
     motion_threshold: float = 0.3
     router_aux_weight: float = 0.01
+    router_mi_weight: float = 0.0
     validation_context_frames: int = 4
     validation_frames: int = 32
     resume: bool = True

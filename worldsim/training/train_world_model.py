@@ -37,7 +37,7 @@ from worldsim.data.clips import ActionNormalizer, ClipDataset
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.router import router_report
-from worldsim.models.actions import load_balancing_loss
+from worldsim.models.actions import load_balancing_loss, router_mutual_information
 from worldsim.models.autoencoders import encode_frames
 from worldsim.data.spaces import continuous_mask
 from worldsim.models.world_model import WorldModelTransformer
@@ -434,6 +434,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                     if routing is not None:
                         probs, dispatch, ids = routing
                         loss = loss + train_config.router_aux_weight * load_balancing_loss(probs, dispatch)
+                        if train_config.router_mi_weight:
+                            loss = loss - train_config.router_mi_weight * router_mutual_information(
+                                probs, ids, len(sources))
                         router_load.index_add_(0, ids.cpu(), dispatch.detach().float().cpu())
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
