@@ -218,6 +218,11 @@ def test_sensitivity_scoring_passes_a_follower_and_fails_an_action_blind_model()
     twins = np.stack([real[0], real[0], real[2], real[3]])
     correct, _, _ = score_branches(np.stack([real[0], real[0], real[2], real[3]]), twins)
     assert correct.all()
+    # a branch whose entity vanished is not following, and does not make the spread infinite
+    vanished = follower.copy()
+    vanished[1] = np.nan
+    correct, imagined_spread, _ = score_branches(vanished, real)
+    assert correct.tolist() == [True, False, True, True] and np.isfinite(imagined_spread)
 
 
 def test_entity_locators_find_paddle_and_minigrid_agent():
@@ -239,6 +244,10 @@ def test_router_statistics_report_load_per_embodiment():
     report = router_report(torch.tensor([[10.0, 0.0, 10.0, 0.0], [0.0, 5.0, 0.0, 5.0]]), ["a", "b"])
     assert report["expert_load"]["a"] == [0.5, 0.0, 0.5, 0.0] and report["dead_experts"] == []
     assert report["total_variation"]["a|b"] == 1.0
+    assert report["overall_load"] == [0.25, 0.25, 0.25, 0.25]
+    # an expert that gets 0.5% of one embodiment's actions and none of the other's is dead
+    starved = router_report(torch.tensor([[100.0, 99.0, 0.0, 1.0], [50.0, 50.0, 0.0, 0.0]]), ["a", "b"])
+    assert starved["dead_experts"] == [2, 3]
 
     class Actions:  # anything with an ``action`` array works as a dataset here
         def __init__(self, action):

@@ -50,3 +50,40 @@ def test_action_sensitivity_check_passes_the_shipped_model_and_fails_an_action_b
         pipeline.transformer.null_action.zero_()
     blind, _ = action_sensitivity(pipeline, num_contexts=4, branches=4, horizon=16, progress=False)
     assert not blind.passed and blind.accuracy < report.accuracy, blind
+
+
+JOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "joint"
+
+
+def test_joint_model_serves_each_embodiment_as_an_env():
+    spaces = {"pusht": gym.spaces.Box, "breakout": gym.spaces.Discrete, "minigrid": gym.spaces.Discrete}
+    pipeline = WorldModelPipeline.from_pretrained(JOINT)
+    for name, space in spaces.items():
+        env = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment=name)
+        assert isinstance(env.action_space, space), (name, env.action_space)
+        observation, info = env.reset(seed=0)
+        observation, *_ = env.step(env.action_space.sample())
+        assert observation.shape == (64, 64, 3) and info["embodiment"] == name
+
+
+def test_joint_model_routes_each_modality_to_its_own_experts():
+    from worldsim.evaluation.router import router_statistics
+
+    class Actions:
+        def __init__(self, action):
+            self.action = action
+
+    rng = np.random.default_rng(0)
+    pipeline = WorldModelPipeline.from_pretrained(JOINT)
+    stats = router_statistics(pipeline, {"pusht": Actions(rng.uniform(0, 512, (500, 2))),
+                                         "breakout": Actions(rng.integers(0, 4, (500, 1)).astype(float)),
+                                         "minigrid": Actions(rng.integers(0, 7, (500, 1)).astype(float))})
+    assert stats["dead_experts"] == []
+    assert min(stats["total_variation"].values()) >= 0.3, stats["total_variation"]
+
+
+def test_joint_model_follows_breakout_actions():
+    pipeline = WorldModelPipeline.from_pretrained(JOINT)
+    report, _ = action_sensitivity(pipeline, embodiment="breakout", num_contexts=4, branches=4, horizon=16,
+                                   progress=False)
+    assert report.passed and report.accuracy >= 0.6, report

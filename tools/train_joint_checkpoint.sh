@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Trains the joint PushT + Breakout + MiniGrid world model (configs/joint.yaml) on a 2-core CPU machine (about
-# 70 minutes: 10 for the autoencoder, 50 for the transformer, the rest for data and latents), then measures it:
+# 90 minutes: 10 for the autoencoder, 50 for the transformer, 15 for the router fine-tune (configs/joint-router.yaml),
+# the rest for data and latents), then measures it:
 # PushT fidelity next to the PushT-only model, the action-sensitivity check in all three environments, and the
 # router's expert load per embodiment. Needs checkpoints/pusht (the starting point) and data/pusht-wander (made by
 # tools/train_pusht_checkpoint.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WS=.venv/bin/worldsim
-MODEL=${MODEL:-runs/joint/world_model/final}
+MODEL=${MODEL:-runs/joint-router/world_model/final}
 
 [ -d data/breakout ] || $WS collect --env ALE/Breakout-v5 --policy random --episodes 150 --max-steps 300 --seed 0 \
     --out data/breakout
@@ -21,6 +22,7 @@ MODEL=${MODEL:-runs/joint/world_model/final}
 if [ "${SKIP_TRAINING:-0}" != 1 ]; then
     $WS train-autoencoder --config configs/joint.yaml
     $WS train --config configs/joint.yaml
+    $WS train --config configs/joint-router.yaml
 fi
 
 $WS evaluate --model "$MODEL" --embodiment pusht --dataset data/pusht-heldout --horizon 32 \

@@ -193,7 +193,8 @@ def cmd_router_stats(args) -> None:
     for name, load in report["expert_load"].items():
         if report["dispatches"][name]:
             print(f"| {name} | " + " | ".join(f"{f:.3f}" for f in load) + " |")
-    print(f"dead experts: {report['dead_experts'] or 'none'}")
+    print("| all (embodiments weighted equally) | " + " | ".join(f"{f:.3f}" for f in report["overall_load"]) + " |")
+    print(f"dead experts (under {report['dead_share']:.0%} of all dispatches): {report['dead_experts'] or 'none'}")
     for pair, distance in report["total_variation"].items():
         print(f"total-variation distance {pair}: {distance:.3f}")
     if args.json:

@@ -11,24 +11,31 @@ import numpy as np
 import torch
 
 
-def router_report(load: torch.Tensor, names: list[str]) -> dict:
+def router_report(load: torch.Tensor, names: list[str], dead_share: float = 0.01) -> dict:
     """Expert load per embodiment from dispatch counts.
 
     Args:
         load: `(num_embodiments, E)` float, how many actions of each embodiment were sent to each expert.
         names: embodiment names in row order.
+        dead_share: an expert is dead when its share of all dispatches, with every embodiment that has any
+            dispatches weighted equally, is below this (default 1%; a uniform router gives each expert 1/E).
 
     Returns:
-        ``{"expert_load": {name: [fraction per expert]}, "dispatches": {name: count}, "dead_experts": [expert
-        indices no action used], "total_variation": {"a|b": 0.5 * L1 distance between two embodiments' mixes}}``.
+        ``{"expert_load": {name: [fraction per expert]}, "overall_load": [share per expert, embodiments weighted
+        equally], "dispatches": {name: count}, "dead_experts": [expert indices below dead_share], "dead_share":
+        dead_share, "total_variation": {"a|b": 0.5 * L1 distance between two embodiments' mixes}}``.
     """
     counts = load.double()
     fractions = counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
+    active = counts.sum(-1) > 0
+    overall = fractions[active].mean(0) if bool(active.any()) else torch.zeros(counts.shape[-1], dtype=counts.dtype)
     distances = {f"{names[i]}|{names[j]}": round(float(0.5 * (fractions[i] - fractions[j]).abs().sum()), 4)
                  for i in range(len(names)) for j in range(i + 1, len(names))}
     return {"expert_load": {name: [round(float(f), 4) for f in fractions[i]] for i, name in enumerate(names)},
+            "overall_load": [round(float(f), 4) for f in overall],
             "dispatches": {name: int(counts[i].sum()) for i, name in enumerate(names)},
-            "dead_experts": [int(e) for e in torch.nonzero(counts.sum(0) == 0).flatten()],
+            "dead_experts": [int(e) for e in torch.nonzero(overall < dead_share).flatten()],
+            "dead_share": dead_share,
             "total_variation": distances}
 
 

@@ -117,13 +117,21 @@ def score_branches(imagined: np.ndarray, real: np.ndarray, tolerance: float = 0.
         tolerance: distance slack (frame units) within which another real branch counts as the same future.
 
     Returns:
-        correct `(K,)` bool, imagined spread, real spread (mean pairwise trajectory distances).
+        correct `(K,)` bool, imagined spread, real spread (mean pairwise trajectory distances over the pairs that
+        share a step where both entities were found; NaN when no pair does). A branch whose entity is never found
+        where the real one is (distance inf) is never correct.
     """
     branches = len(imagined)
     distance = np.array([[_trajectory_distance(imagined[i], real[j]) for j in range(branches)] for i in range(branches)])
-    correct = np.diag(distance) <= distance.min(axis=1) + tolerance
+    own = np.diag(distance)
+    correct = np.isfinite(own) & (own <= distance.min(axis=1) + tolerance)
     pairs = [(i, j) for i in range(branches) for j in range(i + 1, branches)]
-    spread = lambda x: float(np.nanmean([_trajectory_distance(x[i], x[j]) for i, j in pairs])) if pairs else 0.0
+
+    def spread(x: np.ndarray) -> float:
+        distances = [_trajectory_distance(x[i], x[j]) for i, j in pairs]
+        finite = [d for d in distances if np.isfinite(d)]
+        return float(np.mean(finite)) if finite else (0.0 if not pairs else float("nan"))
+
     return correct, spread(imagined), spread(real)
 
 
