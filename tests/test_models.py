@@ -222,3 +222,54 @@ def test_stepping_a_stale_state_raises_and_clone_branches():
     for _ in range(12):  # far past the window: positions stay valid
         longer = pipeline.step(longer, action)
     assert longer.cache.num_frames == pipeline.local_attn_size - 1 and longer.num_steps == 13
+
+
+def _write(model, cache, sample, timestep, action):
+    """Writes frames (B, F, ...) into ``cache`` as encode_context does (first frame without a producing action)."""
+    producing = torch.cat([torch.zeros_like(action[:, :1]), action[:, :-1]], dim=1)
+    mask = torch.ones(sample.shape[:2], dtype=torch.bool)
+    mask[:, 0] = False
+    model.forward_cached(sample, timestep, producing, mask, cache, update_cache=True)
+
+
+@pytest.mark.parametrize("old_frames, new_frames", [(4, 2), (1, 4), (6, 3)])
+def test_spliced_rows_see_exactly_their_own_history(old_frames, new_frames):
+    """A row restarted with a new (shorter or longer) history gives the same next frame as that history alone, and
+    the rows left alone give what they gave before the splice."""
+    model = randomize(tiny_transformer()).eval()
+    generator = torch.Generator().manual_seed(1)
+    noise = lambda *shape: torch.randn(*shape, generator=generator)
+    with torch.no_grad():
+        batch = model.new_cache(3, local_attn_size=5)
+        _write(model, batch, noise(3, old_frames, 4, 4, 4), torch.rand(3, old_frames, generator=generator) * 100,
+               noise(3, old_frames, 2))
+        for _ in range(2):  # a couple of streamed frames, evicting once the window is full
+            _write(model, batch, noise(3, 1, 4, 4, 4), torch.full((3, 1), 50.0), noise(3, 1, 2))
+        fresh = model.new_cache(1, local_attn_size=5)
+        _write(model, fresh, noise(1, new_frames, 4, 4, 4), torch.full((1, new_frames), 50.0), noise(1, new_frames, 2))
+        alone = fresh.reorder(torch.tensor([0]))
+        probe, probe_t, probe_action = noise(3, 1, 4, 4, 4), torch.full((3, 1), 700.0), noise(3, 1, 2)
+        before = model.forward_cached(probe, probe_t, probe_action, None, batch)
+        batch.splice(torch.tensor([1]), fresh)
+        after = model.forward_cached(probe, probe_t, probe_action, None, batch)
+        expected = model.forward_cached(probe[1:2], probe_t[1:2], probe_action[1:2], None, alone)
+        # a guidance-stacked batch (2B rows over one cache) is masked the same way
+        stacked = model.forward_cached(probe.repeat(2, 1, 1, 1, 1), probe_t.repeat(2, 1), probe_action.repeat(2, 1, 1),
+                                       None, batch)
+    torch.testing.assert_close(after[1], expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(after[[0, 2]], before[[0, 2]], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(stacked[3:], after, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(after[1], before[1], atol=1e-3)
+
+
+def test_splice_refuses_bad_rows_and_sink_caches():
+    cache = FrameKVCache(num_layers=1, batch_size=2, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3)
+    other = FrameKVCache(num_layers=1, batch_size=1, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3)
+    with pytest.raises(ValueError, match="distinct indices"):
+        cache.splice(torch.tensor([0, 1]), other)
+    with pytest.raises(ValueError, match="out of range"):
+        cache.splice(torch.tensor([2]), other)
+    sinks = FrameKVCache(num_layers=1, batch_size=2, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3,
+                         sink_size=1)
+    with pytest.raises(ValueError, match="sink"):
+        sinks.splice(torch.tensor([0]), other)

@@ -8,4 +8,5 @@ __version__ = "0.1.0"
 
 from gymnasium.envs.registration import register as _register
 
-_register(id="worldsim/WorldModel-v0", entry_point="worldsim.envs:WorldModelEnv", max_episode_steps=300)
+_register(id="worldsim/WorldModel-v0", entry_point="worldsim.envs:WorldModelEnv",
+          vector_entry_point="worldsim.envs:WorldModelVectorEnv", max_episode_steps=300)

@@ -32,6 +32,11 @@ class FrameKVCache:
     Storage is preallocated: ``keys`` and ``values`` are `(num_layers, B, heads, capacity * N, head_dim)` with
     ``capacity = sink_size + local_attn_size - 1`` frames, so memory does not grow with the rollout.
 
+    All rows share the slot layout (slot i sits ``num_frames - i`` frames before the next new frame, which is what
+    the rotary positions encode). ``valid`` `(B, capacity)` bool marks the slots a row really holds: a row spliced
+    in with a shorter history (:meth:`splice`, e.g. one sub-env of a vector env restarting) has its frames
+    right-aligned and its leading slots masked out of attention (:meth:`attention_mask`).
+
     Raises:
         ValueError: ``local_attn_size < 2`` or ``sink_size < 0``.
     """
@@ -49,8 +54,9 @@ class FrameKVCache:
         shape = (num_layers, batch_size, num_heads, self.capacity * self.tokens_per_frame, head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.valid = torch.ones(batch_size, self.capacity, dtype=torch.bool, device=device)
         self.num_frames = 0  # frames held now
-        self.frames_seen = 0  # frames ever appended
+        self.frames_seen = 0  # frames ever appended (plus one per splice: a version number for stale states)
         self._rotated: dict[int, torch.Tensor] = {}  # per layer: rotated keys of the current content
 
     @property
@@ -106,10 +112,12 @@ class FrameKVCache:
             start, end = self.sink_size * n, self.capacity * n
             self.keys[..., start:end - n, :] = self.keys[..., start + n:end, :].clone()
             self.values[..., start:end - n, :] = self.values[..., start + n:end, :].clone()
+            self.valid[:, self.sink_size:self.capacity - 1] = self.valid[:, self.sink_size + 1:].clone()
             self.num_frames -= 1
         slot = slice(self.num_frames * n, (self.num_frames + 1) * n)
         self.keys[..., slot, :] = keys.to(self.keys.dtype)
         self.values[..., slot, :] = values.to(self.values.dtype)
+        self.valid[:, self.num_frames] = True
         self.num_frames += 1
         self.frames_seen += 1
 
@@ -118,8 +126,59 @@ class FrameKVCache:
         out = FrameKVCache.__new__(FrameKVCache)
         out.__dict__.update(self.__dict__)
         out.keys, out.values = self.keys[:, index].clone(), self.values[:, index].clone()
+        out.valid = self.valid[index].clone()
         out._rotated = {}
         return out
+
+    def attention_mask(self) -> torch.Tensor | None:
+        """`(B, num_frames * N)` bool, True where a row's cached token may be attended to; None when all may."""
+        valid = self.valid[:, :self.num_frames]
+        if bool(valid.all()):
+            return None
+        return valid.repeat_interleave(self.tokens_per_frame, dim=1)
+
+    def splice(self, rows: torch.Tensor, other: "FrameKVCache") -> None:
+        """Replaces the history of rows ``rows`` with ``other``'s (a restart of those rollouts), in place.
+
+        ``other``'s frames are right-aligned to this cache's newest slot, so every row's next frame sits at the
+        same distance from its history as in ``other``; slots before a shorter history are masked. If ``other``
+        holds more frames than this cache, the other rows are padded on the left (masked) to make room.
+
+        Args:
+            rows: `(R,)` long, distinct row indices.
+            other: a cache of batch R with the same geometry, sinks excluded.
+
+        Raises:
+            ValueError: geometry differs, ``rows`` does not match ``other``'s batch, or the caches use sink frames
+                (a restarted row would need its own sinks, which the shared slot layout cannot give it).
+        """
+        if self.sink_size or other.sink_size:
+            raise ValueError("splicing rows into a cache with sink frames is not supported (sink_size must be 0)")
+        if (other.keys.shape[0], *other.keys.shape[2:]) != (self.keys.shape[0], *self.keys.shape[2:]):
+            raise ValueError(f"cache geometry differs: {tuple(other.keys.shape)} vs {tuple(self.keys.shape)} "
+                             f"(batch dimension aside)")
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.keys.device)
+        if rows.ndim != 1 or len(rows) != other.batch_size or len(set(rows.tolist())) != len(rows):
+            raise ValueError(f"rows must be {other.batch_size} distinct indices, got {rows.tolist()}")
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.batch_size):
+            raise ValueError(f"rows {rows.tolist()} out of range for a cache of batch {self.batch_size}")
+        n = self.tokens_per_frame
+        if other.num_frames > self.num_frames:  # make room: shift everyone right, the new leading slots masked
+            shift = other.num_frames - self.num_frames
+            used = self.num_frames * n
+            self.keys[..., shift * n:shift * n + used, :] = self.keys[..., :used, :].clone()
+            self.values[..., shift * n:shift * n + used, :] = self.values[..., :used, :].clone()
+            self.valid[:, shift:shift + self.num_frames] = self.valid[:, :self.num_frames].clone()
+            self.valid[:, :shift] = False
+            self.num_frames = other.num_frames
+        start = self.num_frames - other.num_frames
+        self.keys[:, rows, :, start * n:self.num_frames * n] = other.keys[:, :, :, :other.num_frames * n].to(self.keys.dtype)
+        self.values[:, rows, :, start * n:self.num_frames * n] = \
+            other.values[:, :, :, :other.num_frames * n].to(self.values.dtype)
+        self.valid[rows, :start] = False
+        self.valid[rows, start:self.num_frames] = other.valid[:, :other.num_frames]
+        self._rotated.clear()
+        self.frames_seen += 1
 
     def nbytes(self) -> int:
         """Bytes held by keys and values."""

@@ -445,9 +445,17 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             return apply_rope(keys.float(), past_cos, past_sin).to(dtype)
 
         mask = None
+        new_tokens = frames * self.tokens_per_frame
         if frames > 1:  # new frames see all of the cache and themselves block-causally
             causal = block_causal_mask(frames, self.tokens_per_frame, sample.device)
             mask = torch.cat([causal.new_ones(causal.shape[0], past * self.tokens_per_frame), causal], dim=1)
+        past_valid = cache.attention_mask() if past else None
+        if past_valid is not None:  # rows restarted with a shorter history do not see the slots before it
+            own = mask[:, past * self.tokens_per_frame:] if mask is not None else \
+                past_valid.new_ones(new_tokens, new_tokens)
+            own = own.expand(cache.batch_size, 1, new_tokens, new_tokens)
+            mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, new_tokens, -1), own], dim=-1)
+            mask = mask.repeat(batch // cache.batch_size, 1, 1, 1)
         out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past)
         if update_cache:
             cache.append(keys, values)

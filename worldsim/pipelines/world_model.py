@@ -364,6 +364,46 @@ class WorldModelPipeline:
         return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name)
 
     @torch.no_grad()
+    def restart(self, state: RolloutState, rows, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
+                context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+        """Restarts some rollouts of a batch from new real context, leaving the others as they are.
+
+        The new contexts are encoded as by :meth:`encode_context` and spliced into the batch's KV cache
+        (:meth:`~worldsim.models.kv_cache.FrameKVCache.splice`): their frames are right-aligned and the slots
+        before them masked, so the restarted rows see exactly their own history. This is what lets a vector env
+        reset one sub-env without touching the others.
+
+        Args:
+            state: a cached-path state of batch B (not stale).
+            rows: `(R,)` distinct row indices in ``[0, B)``.
+            frames: `(R, n, H, W, 3)` uint8 context frames.
+            action: `(R, n - 1, A)` float32 env-unit actions between them.
+            context_noise, generator: as :meth:`encode_context`.
+
+        Returns:
+            A new :class:`RolloutState` of batch B (``state`` becomes stale).
+
+        Raises:
+            ValueError: ``state`` is stale or not on the cached path, bad rows, or bad context (as
+                :meth:`encode_context`); ``state`` is left unchanged.
+        """
+        if state.cache is None:
+            raise ValueError("restart needs a cached-path state (encode_context(..., use_cache=True))")
+        if state.is_stale:
+            raise ValueError("this rollout state was already stepped; restart the newest state")
+        rows = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+        if rows.ndim != 1 or len(set(rows.tolist())) != len(rows) or (len(rows) and (
+                rows.min() < 0 or rows.max() >= state.batch_size)):
+            raise ValueError(f"rows must be distinct indices in [0, {state.batch_size}), got {rows.tolist()}")
+        if len(frames) != len(rows):
+            raise ValueError(f"got {len(frames)} contexts for {len(rows)} rows")
+        fresh = self.encode_context(frames, action, context_noise, generator, embodiment=state.embodiment)
+        state.cache.splice(rows, fresh.cache)
+        latents, slots, newest = state.latents.clone(), state.action.clone(), state.frames.clone()
+        latents[rows], slots[rows], newest[rows] = fresh.latents, fresh.action, fresh.frames.to(newest.device)
+        return RolloutState(latents, slots, newest, state.num_steps, state.cache, embodiment=state.embodiment)
+
+    @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
              context_noise: float | None = None, generator: torch.Generator | None = None,
              action_guidance_scale: float | None = None) -> RolloutState:
