@@ -23,6 +23,7 @@ rm -rf checkpoints/pusht.new
 cp -r runs/pusht/world_model_wander/final checkpoints/pusht.new
 cp checkpoints/pusht/README.md checkpoints/pusht.new/ 2>/dev/null || true
 rm -rf checkpoints/pusht && mv checkpoints/pusht.new checkpoints/pusht
+$WS train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander
 
 $WS evaluate --model checkpoints/pusht --dataset data/pusht-heldout --horizon 32 --json docs/media/results-h32.json \
     --plot docs/media/results-h32.png

@@ -175,6 +175,22 @@ def cmd_sensitivity(args) -> None:
         raise SystemExit(1)
 
 
+def cmd_train_heads(args) -> None:
+    from worldsim.training.train_heads import train_heads
+
+    report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
+                         learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
+                         output=args.output)
+    print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
+          f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
+    print(f"positives in training: {report['train_positives']}, held out: {report['val_positives']}")
+    for name, table in report["reliability"].items():
+        print(f"{name} reliability (predicted -> observed, count): " + ", ".join(
+            f"[{row['low']:.1f}, {row['high']:.1f}) {row['mean_predicted']:.3f} -> {row['observed_frequency']:.3f} "
+            f"({row['count']})" for row in table))
+    print(f"wrote {args.output or Path(args.model) / 'heads'}")
+
+
 def cmd_router_stats(args) -> None:
     from worldsim.data.lerobot import LeRobotDataset
     from worldsim.evaluation.router import router_statistics
@@ -283,6 +299,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the reports here")
     p.add_argument("--video", help="write real | imagined branches of the first context here")
     p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("train-heads", help="train reward / termination / success heads of a model on real episodes")
+    p.add_argument("--model", required=True, help="pipeline folder; the heads are written to <model>/heads")
+    p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset with next.reward (repeat)")
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--learning-rate", type=float, default=1e-3)
+    p.add_argument("--val-episodes", type=int, default=10, help="last episodes of the first dataset, held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write the heads here instead of <model>/heads")
+    p.set_defaults(func=cmd_train_heads)
 
     p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
     p.add_argument("--model", required=True)

@@ -25,7 +25,7 @@ from gymnasium.vector.utils import batch_space
 from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
-from worldsim.envs.world_model_env import NO_OUTCOME_NOTE, validate_action
+from worldsim.envs.world_model_env import NO_OUTCOME_NOTE, predict_outcomes, validate_action
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -53,10 +53,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         embodiment, num_inference_steps, context_noise, action_guidance_scale, device: as
             :class:`~worldsim.envs.WorldModelEnv`.
         max_episode_steps: a sub-env is truncated after this many imagined steps (None: never).
+        scorer, task: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at once).
 
     Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (PushT:
-    `(N, 2)` float32 in [0, 512]). Rewards are 0.0 and terminations False until the model has outcome heads
-    (``infos["outcome_heads"]``).
+    `(N, 2)` float32 in [0, 512]). With outcome heads, rewards and terminations are predicted per imagined frame
+    and ``infos`` carries `(N,)` arrays ``success``, ``success_probability``, ``termination_probability``;
+    without them rewards are 0.0 and terminations False (``infos["outcome_heads"]``).
 
     Autoreset: ``AutoresetMode.NEXT_STEP`` (Gymnasium's default): after a sub-env ends, the next ``step`` restarts
     it from a clip of the model's start set and ignores its action for that step. ``reset(options=...)`` takes
@@ -73,7 +75,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def __init__(self, model: str | Path | WorldModelPipeline, num_envs: int = 1, render_mode: str | None = None,
                  embodiment: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
-                 max_episode_steps: int | None = None, device: str = "cpu"):
+                 max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None):
+        if scorer is not None and not callable(scorer):
+            raise ValueError(f"scorer must be callable (frames, task) -> rewards, got {type(scorer).__name__}")
+        self.scorer, self.task = scorer, task
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if render_mode not in (None, "rgb_array"):
@@ -178,8 +183,12 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             self._restart(rows, frames, action)
         return self._observation.copy(), self._infos()
 
-    def _infos(self) -> dict:
-        return {"imagined_steps": self._steps.copy(), "outcome_heads": False, "note": NO_OUTCOME_NOTE}
+    def _infos(self, outcomes: dict | None = None) -> dict:
+        infos = {"imagined_steps": self._steps.copy(), "outcome_heads": self.pipeline.heads is not None}
+        if self.pipeline.heads is None:
+            infos["note"] = NO_OUTCOME_NOTE
+        infos.update(outcomes or {})
+        return infos
 
     def step(self, actions):
         """Imagines the next frame of every sub-env in one batched pass.
@@ -208,16 +217,17 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                                          self._generator, self.action_guidance_scale)
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
-        rewards = np.zeros(self.num_envs, dtype=np.float64)
-        terminations = np.zeros(self.num_envs, dtype=bool)
+        rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task)
         truncations = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps is not None:
             truncations = self._steps >= self.max_episode_steps
         if len(restarting):
             self._restart(restarting, frames, action)
             truncations[restarting] = False
+            terminations[restarting] = False
+            rewards[restarting] = 0.0
         self._autoreset = terminations | truncations
-        return self._observation.copy(), rewards, terminations, truncations, self._infos()
+        return self._observation.copy(), rewards, terminations, truncations, self._infos(outcomes)
 
     def render(self):
         """The N current frames `(N, H, W, 3)` uint8 with ``render_mode="rgb_array"``, else None."""

@@ -2,8 +2,10 @@
 
 Each ``step(action)`` imagines the next frame with :class:`~worldsim.pipelines.WorldModelPipeline` (one
 autoregressive step: ``num_inference_steps`` denoising passes over the history window). Observations are the
-imagined frames. Reward and termination are 0 / False until the model has outcome heads (a later issue);
-``info["outcome_heads"]`` says whether they are real.
+imagined frames. With outcome heads (``worldsim train-heads``), reward, termination and success are predicted from
+each imagined frame; without them reward is 0.0 and terminated False, and ``info["outcome_heads"]`` says so. A
+user ``scorer`` (any callable on imagined frames and the task text: a goal-image similarity, a VLM judge) can
+replace the reward.
 """
 
 from __future__ import annotations
@@ -21,6 +23,48 @@ from worldsim.data.frame_cache import resize_frames
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
+
+
+def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=None,
+                     task: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Rewards, terminations and info entries for a batch of imagined frames (shared by the single and vector env).
+
+    Args:
+        pipeline: the world model (its outcome heads, if any, are used).
+        frames: `(B, H, W, 3)` uint8 imagined frames.
+        scorer: optional callable ``scorer(frames (B, H, W, 3) uint8, task) -> (B,)`` float; when given, its
+            output is the reward (the heads' reward stays in ``info["head_reward"]``).
+        task: task text passed to ``scorer``.
+
+    Returns:
+        rewards `(B,)` float64, terminated `(B,)` bool (termination probability above 0.5; always False when the
+        termination head was never trained on a positive example), and a dict of `(B,)` arrays:
+        ``head_reward``, ``termination_probability``, ``success_probability`` and ``success`` (bool) for the heads
+        the model has, ``score`` with a scorer.
+
+    Raises:
+        ValueError: the scorer returned something that is not `(B,)` finite numbers.
+    """
+    batch = len(frames)
+    rewards, terminated, info = np.zeros(batch), np.zeros(batch, dtype=bool), {}
+    if pipeline.heads is not None:
+        outcomes = pipeline.outcomes(frames)
+        rewards = outcomes["reward"].astype(np.float64)
+        info = {"head_reward": rewards.copy()}
+        if "termination_probability" in outcomes:
+            terminated = outcomes["termination_probability"] > 0.5
+            info["termination_probability"] = outcomes["termination_probability"]
+        if "success_probability" in outcomes:
+            info["success"] = outcomes["success_probability"] > 0.5
+            info["success_probability"] = outcomes["success_probability"]
+    if scorer is not None:
+        score = np.asarray(scorer(frames, task), dtype=np.float64)
+        if score.shape != (batch,) or not np.all(np.isfinite(score)):
+            raise ValueError(f"scorer returned {score.shape} values (finite: {bool(np.all(np.isfinite(score)))}); "
+                             f"expected ({batch},) finite numbers, one per frame")
+        info["score"] = score
+        rewards = score
+    return rewards, terminated, info
 
 
 def validate_action(action: Any, space: gym.Space) -> Any:
@@ -71,6 +115,9 @@ class WorldModelEnv(gym.Env):
         device: torch device for the model.
         embodiment: which of the model's embodiments to serve (its action space and start set); default: the
             model's default embodiment.
+        scorer: optional ``scorer(frames (B, H, W, 3) uint8, task) -> (B,)`` float that replaces the reward (see
+            :func:`predict_outcomes`).
+        task: task text handed to ``scorer``.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
     Action: the embodiment's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position; Breakout:
@@ -91,7 +138,11 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
                  num_inference_steps: int | None = None, context_noise: float | None = None,
-                 action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None):
+                 action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
+                 scorer=None, task: str | None = None):
+        if scorer is not None and not callable(scorer):
+            raise ValueError(f"scorer must be callable (frames, task) -> rewards, got {type(scorer).__name__}")
+        self.scorer, self.task = scorer, task
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model, device)
         self.embodiment = self.pipeline.embodiment(embodiment)
         metadata = self.pipeline.metadata
@@ -159,9 +210,14 @@ class WorldModelEnv(gym.Env):
         self._observation = frames[-1].copy()
         return self._observation.copy(), self._info()
 
-    def _info(self) -> dict:
-        return {"outcome_heads": False, "note": NO_OUTCOME_NOTE, "imagined_steps": self._state.num_steps,
+    def _info(self, outcomes: dict | None = None) -> dict:
+        info = {"outcome_heads": self.pipeline.heads is not None, "imagined_steps": self._state.num_steps,
                 "embodiment": self.embodiment.name}
+        if self.pipeline.heads is None:
+            info["note"] = NO_OUTCOME_NOTE
+        for key, value in (outcomes or {}).items():
+            info[key] = value[0].item()
+        return info
 
     def step(self, action):
         """Imagines the frame that follows ``action``.
@@ -176,7 +232,8 @@ class WorldModelEnv(gym.Env):
         self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
                                          self._generator, self.action_guidance_scale)
         self._observation = self._state.frames[0].cpu().numpy()
-        return self._observation.copy(), 0.0, False, False, self._info()
+        reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task)
+        return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)
 
     def render(self):
         if self.render_mode == "rgb_array":

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr, ssim
+from worldsim.constants import REWARD
 from worldsim.evaluation.pusht import locate_agent, locate_block
 from worldsim.pipelines.world_model import WorldModelPipeline
 
@@ -122,6 +123,33 @@ def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) ->
             "summary": summary, "per_step": per_step}
 
 
+def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobotDataset, windows: Windows,
+                      imagined: np.ndarray, num_context: int) -> dict:
+    """Adds the reward head's error on imagined frames to a fidelity report (in place; also returned).
+
+    Imagined frame k of a window (``k = 0 .. H-1``) was produced by the real transition ``start + num_context - 1
+    + k``, whose ``next.reward`` is the target. Three errors, mean absolute, in reward units: the head on the
+    imagined frames (``reward_error/model``), on the last context frame held still (``reward_error/copy_last_frame``)
+    and on the real frames (``reward_error/real_frames``, the head's own error, a floor for the first).
+    """
+    horizon = imagined.shape[1]
+    reward = np.asarray(dataset.columns[REWARD], dtype=np.float64).reshape(-1)
+    rows = np.array([dataset.episode_slice(int(e)).start + int(s) for e, s in zip(windows.episodes, windows.starts)])
+    target = reward[rows[:, None] + num_context - 1 + np.arange(horizon)[None]]  # (W, H)
+
+    def head(frames: np.ndarray) -> np.ndarray:
+        return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]))["reward"].reshape(frames.shape[:2])
+
+    real = windows.frames[:, num_context:num_context + horizon]
+    baseline = np.repeat(windows.frames[:, num_context - 1:num_context], horizon, axis=1)
+    for label, frames in (("model", imagined), ("copy_last_frame", baseline), ("real_frames", real)):
+        error = np.abs(head(frames) - target)
+        report["per_step"].setdefault("reward_error", {})[label] = error.mean(axis=0).tolist()
+        report["summary"][f"reward_error/{label}"] = float(error.mean())
+    report["summary"]["reward/real"] = float(target.mean())
+    return report
+
+
 def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, horizon: int = 32, num_context: int = 4,
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
@@ -149,6 +177,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
                                progress, action_guidance_scale, embodiment)
     report = fidelity_report(imagined, windows, num_context)
+    if pipeline.heads is not None and REWARD in dataset.columns:
+        add_reward_report(report, pipeline, dataset, windows, imagined, num_context)
     report.update({
         "dataset": str(dataset.root),
         "num_inference_steps": num_inference_steps or pipeline.metadata.get("num_inference_steps"),

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from worldsim.data.clips import ActionNormalizer
 from worldsim.models.autoencoders import decode_latents, encode_frames
 from worldsim.models.kv_cache import FrameKVCache
+from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
 
 PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
@@ -162,6 +163,8 @@ class WorldModelPipeline:
         metadata: dict with ``window_size``, ``image_size``, ``fps``, ``action_normalizer`` (``min``/``max``),
             ``action_space``, ``embodiment``, ``env_id``, ``num_inference_steps``, ``context_noise``.
         start_frames: optional dict ``{"frames": (K, n, H, W, 3) uint8, "action": (K, n - 1, A) float32}``.
+        heads: optional :class:`~worldsim.models.heads.OutcomeHeads` (reward / termination / success per frame),
+            loaded from ``<folder>/heads`` when present.
 
     >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/pusht")          # doctest: +SKIP
     >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
@@ -169,8 +172,10 @@ class WorldModelPipeline:
     """
 
     def __init__(self, autoencoder: AutoencoderKL, transformer: WorldModelTransformer,
-                 scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None):
+                 scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None,
+                 heads: OutcomeHeads | None = None):
         self.autoencoder = autoencoder.eval()
+        self.heads = None if heads is None else heads.eval()
         self.transformer = transformer.eval()
         self.scheduler = scheduler
         self.metadata = dict(metadata)
@@ -202,6 +207,8 @@ class WorldModelPipeline:
         if self.start_frames is not None:
             save_file({k: torch.as_tensor(v).contiguous() for k, v in self.start_frames.items()},
                       path / "start_frames.safetensors")
+        if self.heads is not None:
+            self.heads.save_pretrained(path / "heads")
         return path
 
     @classmethod
@@ -230,7 +237,30 @@ class WorldModelPipeline:
         start_frames = None
         if (path / "start_frames.safetensors").is_file():
             start_frames = load_file(path / "start_frames.safetensors")
-        return cls(autoencoder, transformer, scheduler, metadata, start_frames)
+        heads = None
+        if (path / "heads").is_dir():
+            heads = OutcomeHeads.from_pretrained(path / "heads", use_safetensors=True).to(device)
+        return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads)
+
+    @torch.no_grad()
+    def outcomes(self, frames: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+        """Reward, termination and success predicted by the outcome heads for frames (real or imagined).
+
+        Args:
+            frames: `(B, H, W, 3)` uint8 at the model's ``image_size``.
+
+        Returns:
+            ``{"reward", "termination_probability", "success_probability"}``, each `(B,)` float32 numpy.
+
+        Raises:
+            RuntimeError: the pipeline has no outcome heads (train them with ``worldsim train-heads``).
+        """
+        if self.heads is None:
+            raise RuntimeError("this model has no outcome heads; train them with `worldsim train-heads`")
+        frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
+        with self._fp32():
+            latents = encode_frames(self.autoencoder, frames.to(self.device))
+        return {name: value.cpu().numpy() for name, value in self.heads.predict(latents.float()).items()}
 
     # ------------------------------------------------------------------ properties
     @property

@@ -1,0 +1,133 @@
+"""Outcome heads: label alignment, training on real episodes, the env's reward/termination/success, scorers."""
+from __future__ import annotations
+
+import shutil
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import worldsim  # noqa: F401
+from worldsim.constants import REWARD
+from worldsim.data.lerobot import LeRobotDataset
+from worldsim.envs import WorldModelEnv, WorldModelVectorEnv
+from worldsim.models.heads import OutcomeHeads
+from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.training.train_heads import frame_labels, reliability_table
+
+
+def test_frame_labels_take_the_transition_that_produced_each_frame(pusht_dataset):
+    dataset = LeRobotDataset(pusht_dataset)
+    rows, labels = frame_labels(dataset)
+    assert np.all(dataset.frame_index[rows] > 0)  # first frames have no producing transition
+    assert len(rows) == len(dataset.frame_index) - len(dataset.episodes)
+    reward = np.asarray(dataset.columns[REWARD], dtype=np.float32).reshape(-1)
+    np.testing.assert_array_equal(labels["reward"], reward[rows - 1])
+
+
+def test_reliability_table_by_hand():
+    probability = np.array([0.05, 0.08, 0.55, 0.95, 0.91])
+    outcome = np.array([0, 0, 1, 1, 0])
+    table = reliability_table(probability, outcome, bins=10)
+    assert [row["count"] for row in table] == [2, 1, 2]
+    assert table[0]["observed_frequency"] == 0.0 and table[2]["observed_frequency"] == 0.5
+    assert table[2]["mean_predicted"] == pytest.approx(0.93)
+
+
+@pytest.fixture(scope="module")
+def model_with_heads(tiny_pipeline_path, pusht_dataset, tmp_path_factory):
+    from worldsim.training.train_heads import train_heads
+
+    path = tmp_path_factory.mktemp("heads") / "model"
+    shutil.copytree(tiny_pipeline_path, path)
+    report = train_heads(path, [pusht_dataset], steps=60, batch_size=32, val_episodes=1, progress=False)
+    return path, report
+
+
+def test_train_heads_reports_and_saves_loadable_heads(model_with_heads):
+    path, report = model_with_heads
+    assert report["val_frames"] > 0 and report["train_frames"] > report["val_frames"]
+    assert np.isfinite(report["reward_mae"])
+    # 24-step episodes never terminate: no positive labels, so those heads stay untrained and unreported
+    assert report["untrained_heads"] == ["termination", "success"] and report["reliability"] == {}
+    assert (path / "heads" / "metrics.json").is_file()
+    assert not list((path / "heads").glob("*.bin"))  # safetensors only
+    pipeline = WorldModelPipeline.from_pretrained(path)
+    assert isinstance(pipeline.heads, OutcomeHeads)
+    outcomes = pipeline.outcomes(np.zeros((3, 16, 16, 3), np.uint8))
+    assert set(outcomes) == {"reward"} and outcomes["reward"].shape == (3,)
+
+
+def test_env_rewards_come_from_the_heads(model_with_heads):
+    path, _ = model_with_heads
+    env = gym.make("worldsim/WorldModel-v0", model=str(path))
+    check_env(env.unwrapped)
+    env.reset(seed=0)
+    observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    expected = env.unwrapped.pipeline.outcomes(observation[None])
+    assert info["outcome_heads"] is True and "note" not in info
+    assert reward == pytest.approx(float(expected["reward"][0]), abs=1e-6)
+    assert "success_probability" not in info and terminated is False  # untrained heads are not reported
+    envs = WorldModelVectorEnv(str(path), num_envs=2)
+    envs.reset(seed=0)
+    _, rewards, _, _, infos = envs.step(np.full((2, 2), 200.0, np.float32))
+    assert rewards.shape == (2,) and infos["head_reward"].shape == (2,)
+
+
+def test_trained_probability_heads_drive_termination_and_success():
+    from tests.conftest import make_tiny_pipeline, randomize
+    from worldsim.envs.world_model_env import predict_outcomes
+
+    pipeline = make_tiny_pipeline()
+    pipeline.heads = randomize(OutcomeHeads(in_channels=4, sample_size=4)).eval()
+    with torch.no_grad():  # a termination logit that is large for every frame
+        pipeline.heads.features[-1].bias.copy_(torch.tensor([0.5, 20.0, -20.0]))
+    rewards, terminated, info = predict_outcomes(pipeline, np.zeros((2, 16, 16, 3), np.uint8))
+    assert terminated.tolist() == [True, True] and info["success"].tolist() == [False, False]
+    assert np.all(info["termination_probability"] > 0.99) and rewards.shape == (2,)
+    assert np.all((pipeline.heads.config.reward_min <= rewards) & (rewards <= pipeline.heads.config.reward_max))
+
+
+def test_a_scorer_replaces_the_reward_and_bad_scores_are_refused(model_with_heads):
+    path, _ = model_with_heads
+    seen = {}
+
+    def brightness(frames, task):
+        seen["task"], seen["shape"] = task, frames.shape
+        return frames.reshape(len(frames), -1).mean(axis=1) / 255.0
+
+    env = WorldModelEnv(str(path), scorer=brightness, task="push the T onto the goal")
+    env.reset(seed=0)
+    observation, reward, *_, info = env.step(np.array([100.0, 100.0], np.float32))
+    assert reward == pytest.approx(observation.mean() / 255.0) and info["score"] == reward
+    assert seen == {"task": "push the T onto the goal", "shape": (1, 16, 16, 3)}
+    assert "head_reward" in info
+    broken = WorldModelEnv(str(path), scorer=lambda frames, task: np.array([np.nan]))
+    broken.reset(seed=0)
+    with pytest.raises(ValueError, match="scorer returned"):
+        broken.step(np.array([100.0, 100.0], np.float32))
+    with pytest.raises(ValueError, match="callable"):
+        WorldModelEnv(str(path), scorer="not a function")
+
+
+def test_evaluate_reports_the_reward_heads_error_on_imagined_frames(model_with_heads, pusht_dataset):
+    from worldsim.evaluation.fidelity import evaluate_fidelity
+    from worldsim.evaluation.report import markdown_table
+
+    path, _ = model_with_heads
+    pipeline = WorldModelPipeline.from_pretrained(path)
+    report, imagined, windows = evaluate_fidelity(pipeline, LeRobotDataset(pusht_dataset), horizon=4, num_context=2,
+                                                  progress=False)
+    summary = report["summary"]
+    assert len(report["per_step"]["reward_error"]["model"]) == 4
+    for label in ("model", "copy_last_frame", "real_frames"):
+        assert 0.0 <= summary[f"reward_error/{label}"] < 10.0
+    # the target of imagined step 0 is the reward of the transition out of the last context frame (row start + 1)
+    dataset = LeRobotDataset(pusht_dataset)
+    reward = np.asarray(dataset.columns[REWARD], dtype=np.float64).reshape(-1)
+    rows = [dataset.episode_slice(int(e)).start + int(s) + 1 for e, s in zip(windows.episodes, windows.starts)]
+    error = np.abs(pipeline.outcomes(windows.frames[:, 2])["reward"] - reward[rows]).mean()
+    assert report["per_step"]["reward_error"]["real_frames"][0] == pytest.approx(error, abs=1e-6)
+    assert "reward-head error" in markdown_table(report)

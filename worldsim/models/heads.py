@@ -1,0 +1,70 @@
+"""Outcome heads: reward, termination and success predicted from a frame's latent.
+
+A small convolutional network on the autoencoder latent of one frame `(C, h, w)` with three outputs: the reward
+of the transition that produced the frame (regression; PushT: goal coverage in [0, 1]), and logits for
+"the episode terminated with this frame" and "the task is solved in this frame". Trained on real frames
+(``worldsim train-heads``, :mod:`worldsim.training.train_heads`) and applied to imagined ones, so an imagined
+rollout gets rewards the way a real env gives them (as DreamerV3 and DIAMOND predict rewards and terminations,
+here from the frame alone, which is enough when reward is a function of the scene, as in PushT).
+
+Saved and loaded with diffusers' ``ModelMixin`` (safetensors) under ``<pipeline>/heads``.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+
+class OutcomeHeads(ModelMixin, ConfigMixin):
+    """Reward / termination / success heads on one frame's latent.
+
+    Args:
+        in_channels: latent channels C.
+        sample_size: latent side h = w (even).
+        hidden_dim: convolution width.
+        reward_min, reward_max: the reward range; predictions are clipped to it.
+        termination_trained, success_trained: whether the training data had any positive example of the label;
+            a head that never saw one is not reported by :meth:`predict` (its output would be a constant "never",
+            not a prediction).
+
+    Shapes:
+        forward: latents `(B, C, h, w)` float -> dict of `(B,)` float32: ``reward`` (raw regression),
+        ``termination_logit``, ``success_logit``.
+
+    Raises:
+        ValueError: ``sample_size`` odd, or ``reward_min >= reward_max``.
+    """
+
+    @register_to_config
+    def __init__(self, in_channels: int = 8, sample_size: int = 8, hidden_dim: int = 64, reward_min: float = 0.0,
+                 reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True):
+        super().__init__()
+        if sample_size % 2:
+            raise ValueError(f"sample_size must be even, got {sample_size}")
+        if reward_min >= reward_max:
+            raise ValueError(f"reward_min {reward_min} must be below reward_max {reward_max}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, hidden_dim, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(hidden_dim, hidden_dim, 3, stride=2, padding=1), nn.SiLU(),
+            nn.Flatten(), nn.Linear(hidden_dim * (sample_size // 2) ** 2, 128), nn.SiLU(), nn.Linear(128, 3))
+
+    def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        if latents.ndim != 4 or latents.shape[1] != self.config.in_channels:
+            raise ValueError(f"latents must be (B, {self.config.in_channels}, h, w), got {tuple(latents.shape)}")
+        out = self.features(latents).float()
+        return {"reward": out[:, 0], "termination_logit": out[:, 1], "success_logit": out[:, 2]}
+
+    @torch.no_grad()
+    def predict(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Outcomes in their units: ``reward`` clipped to the range, ``termination_probability`` and
+        ``success_probability`` in [0, 1] (only for heads trained with positive examples); each `(B,)` float32."""
+        out = self(latents)
+        predicted = {"reward": out["reward"].clamp(self.config.reward_min, self.config.reward_max)}
+        if self.config.termination_trained:
+            predicted["termination_probability"] = out["termination_logit"].sigmoid()
+        if self.config.success_trained:
+            predicted["success_probability"] = out["success_logit"].sigmoid()
+        return predicted

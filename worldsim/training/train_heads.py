@@ -1,0 +1,163 @@
+"""Trains the outcome heads (:class:`~worldsim.models.heads.OutcomeHeads`) of a pipeline on real episodes.
+
+Each frame ``i > 0`` of an episode is labelled with the transition that produced it (LeRobot alignment, see
+:mod:`worldsim.constants`): reward ``next.reward[i - 1]``, termination ``next.terminated[i - 1]`` (else
+``next.done[i - 1]`` without time-limit truncations) and success ``next.success[i - 1]``. Inputs are the frames'
+latents from the pipeline's own autoencoder (cached per dataset), so the heads read imagined frames the way they
+read real ones. The last ``val_episodes`` episodes of the first dataset are held out; the report gives the reward
+error and correlation and a reliability table per probability head on them.
+
+    worldsim train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from worldsim.constants import DONE, REWARD, SUCCESS
+from worldsim.data.frame_cache import load_frame_cache
+from worldsim.data.lerobot import LeRobotDataset
+from worldsim.models.heads import OutcomeHeads
+
+
+def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Rows that have a producing transition and their outcome labels.
+
+    Returns:
+        rows `(M,)` int64 dataset row indices (frame ``i > 0`` of its episode); labels ``{"reward", "termination",
+        "success"}`` each `(M,)` float32 (0/1 for the last two; zeros where the dataset lacks the column).
+
+    Raises:
+        ValueError: the dataset has no ``next.reward`` column.
+    """
+    columns = dataset.columns
+    if REWARD not in columns:
+        raise ValueError(f"{dataset.root}: no {REWARD!r} column; outcome heads need rewards")
+    rows = np.flatnonzero(dataset.frame_index > 0)
+    previous = rows - 1
+    if not np.all(dataset.episode_index[previous] == dataset.episode_index[rows]):
+        raise ValueError(f"{dataset.root}: rows are not ordered by episode and frame")
+
+    def column(name: str) -> np.ndarray:
+        return np.asarray(columns[name], dtype=np.float32).reshape(-1)[previous] if name in columns else \
+            np.zeros(len(rows), np.float32)
+
+    termination = column("next.terminated") if "next.terminated" in columns else column(DONE)
+    return rows, {"reward": column(REWARD), "termination": termination, "success": column(SUCCESS)}
+
+
+def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) -> list[dict]:
+    """Predicted probability vs observed frequency in equal-width bins (a calibration / reliability diagram).
+
+    Returns:
+        One dict per non-empty bin: ``low``, ``high``, ``count``, ``mean_predicted``, ``observed_frequency``.
+    """
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    table = []
+    for b in range(bins):
+        selected = index == b
+        if selected.any():
+            table.append({"low": float(edges[b]), "high": float(edges[b + 1]), "count": int(selected.sum()),
+                          "mean_predicted": float(probability[selected].mean()),
+                          "observed_frequency": float(outcome[selected].mean())})
+    return table
+
+
+def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
+                learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
+                progress: bool = True) -> dict:
+    """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
+
+    Args:
+        model: pipeline folder (its autoencoder encodes the frames).
+        datasets: LeRobot dataset folders with ``next.reward`` (and ideally ``next.terminated``, ``next.success``).
+        steps, batch_size, learning_rate, seed: AdamW training.
+        val_episodes: last episodes of the first dataset held out for the report.
+
+    Returns:
+        The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
+        frames, positives per label, and a reliability table per probability head. A label with no positive
+        example in the training data leaves its head untrained (listed in ``untrained_heads``; the env then
+        reports no such probability rather than a constant 0).
+
+    Raises:
+        ValueError: no datasets, a dataset without rewards, or too few episodes to hold out.
+    """
+    from worldsim.pipelines.world_model import WorldModelPipeline
+    from worldsim.training.train_world_model import load_latent_cache
+
+    if not datasets:
+        raise ValueError("give at least one dataset")
+    model = Path(model)
+    pipeline = WorldModelPipeline.from_pretrained(model)
+    torch.manual_seed(seed)
+    train_x, train_y, val_x, val_y = [], [], [], []
+    for number, root in enumerate(datasets):
+        dataset = LeRobotDataset(root)
+        rows, labels = frame_labels(dataset)
+        frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+        latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder",
+                                    dataset.root / "cache", progress=progress)
+        held = np.zeros(len(rows), dtype=bool)
+        if number == 0:
+            if len(dataset.episodes) <= val_episodes:
+                raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {val_episodes}")
+            held = dataset.episode_index[rows] >= len(dataset.episodes) - val_episodes
+        stacked = np.stack([labels["reward"], labels["termination"], labels["success"]], axis=1)
+        x = torch.from_numpy(np.asarray(latents[rows], dtype=np.float32))
+        train_x.append(x[~held]), train_y.append(torch.from_numpy(stacked[~held]))
+        val_x.append(x[held]), val_y.append(torch.from_numpy(stacked[held]))
+    train_x, train_y = torch.cat(train_x), torch.cat(train_y)
+    val_x, val_y = torch.cat(val_x), torch.cat(val_y)
+    reward_min, reward_max = float(train_y[:, 0].min()), float(train_y[:, 0].max())
+    if reward_max <= reward_min:
+        reward_max = reward_min + 1.0
+    positives = train_y[:, 1:].sum(0)
+    heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
+                         reward_max=reward_max, termination_trained=bool(positives[0] > 0),
+                         success_trained=bool(positives[1] > 0))
+    # rare events get up-weighted (at most 100x) so the logits do not collapse to "never"
+    pos_weight = ((len(train_y) - positives) / positives.clamp_min(1.0)).clamp(1.0, 100.0)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    generator = torch.Generator().manual_seed(seed)
+    started = time.monotonic()
+    heads.train()
+    for _ in tqdm(range(steps), desc="train outcome heads", disable=not progress):
+        index = torch.randint(len(train_x), (batch_size,), generator=generator)
+        out, y = heads(train_x[index]), train_y[index]
+        loss = F.mse_loss(out["reward"], y[:, 0]) + F.binary_cross_entropy_with_logits(
+            out["termination_logit"], y[:, 1], pos_weight=pos_weight[0]) + F.binary_cross_entropy_with_logits(
+            out["success_logit"], y[:, 2], pos_weight=pos_weight[1])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+    heads.eval()
+    predicted = heads.predict(val_x)
+    reward, truth = predicted["reward"].numpy(), val_y[:, 0].numpy()
+    report = {
+        "date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets], "steps": steps,
+        "wall_seconds": time.monotonic() - started, "train_frames": len(train_x), "val_frames": len(val_x),
+        "train_positives": {"termination": int(positives[0]), "success": int(positives[1])},
+        "val_positives": {"termination": int(val_y[:, 1].sum()), "success": int(val_y[:, 2].sum())},
+        "reward_mae": float(np.abs(reward - truth).mean()),
+        "reward_mae_predict_mean": float(np.abs(train_y[:, 0].mean().item() - truth).mean()),
+        "reward_pearson": float(np.corrcoef(reward, truth)[0, 1]) if truth.std() > 0 else float("nan"),
+        "reliability": {name: reliability_table(predicted[f"{name}_probability"].numpy(), val_y[:, column].numpy())
+                        for column, name in ((1, "termination"), (2, "success"))
+                        if f"{name}_probability" in predicted},
+        "untrained_heads": [name for name in ("termination", "success") if f"{name}_probability" not in predicted],
+    }
+    output = Path(output) if output is not None else model / "heads"
+    heads.save_pretrained(output)
+    (output / "metrics.json").write_text(json.dumps(report, indent=2))
+    return report
