@@ -70,3 +70,16 @@ def tiny_pipeline_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "tiny"
     make_tiny_pipeline().save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def model_with_heads(tiny_pipeline_path, pusht_dataset, tmp_path_factory):
+    """The tiny pipeline with outcome heads trained for 60 steps on the tiny real PushT dataset."""
+    import shutil
+
+    from worldsim.training.train_heads import train_heads
+
+    path = tmp_path_factory.mktemp("heads") / "model"
+    shutil.copytree(tiny_pipeline_path, path)
+    report = train_heads(path, [pusht_dataset], steps=60, batch_size=32, val_episodes=1, progress=False)
+    return path, report

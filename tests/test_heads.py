@@ -1,8 +1,6 @@
 """Outcome heads: label alignment, training on real episodes, the env's reward/termination/success, scorers."""
 from __future__ import annotations
 
-import shutil
-
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -34,16 +32,6 @@ def test_reliability_table_by_hand():
     assert [row["count"] for row in table] == [2, 1, 2]
     assert table[0]["observed_frequency"] == 0.0 and table[2]["observed_frequency"] == 0.5
     assert table[2]["mean_predicted"] == pytest.approx(0.93)
-
-
-@pytest.fixture(scope="module")
-def model_with_heads(tiny_pipeline_path, pusht_dataset, tmp_path_factory):
-    from worldsim.training.train_heads import train_heads
-
-    path = tmp_path_factory.mktemp("heads") / "model"
-    shutil.copytree(tiny_pipeline_path, path)
-    report = train_heads(path, [pusht_dataset], steps=60, batch_size=32, val_episodes=1, progress=False)
-    return path, report
 
 
 def test_train_heads_reports_and_saves_loadable_heads(model_with_heads):

@@ -191,6 +191,37 @@ def cmd_train_heads(args) -> None:
     print(f"wrote {args.output or Path(args.model) / 'heads'}")
 
 
+def cmd_rank(args) -> None:
+    from worldsim.data.policies import _load_callable
+    from worldsim.evaluation.pusht_zoo import pusht_zoo
+    from worldsim.evaluation.rank import rank_policies, rank_table, write_rank_report
+
+    policies = {}
+    for spec in args.policy or ["zoo"]:
+        if spec == "zoo":
+            policies.update(pusht_zoo(seed=args.seed))
+            continue
+        name, sep, target = spec.partition("=")
+        if not sep:
+            name, target = spec, spec
+        obj = _load_callable(target)
+        # a class or factory with no arguments builds the policy; any other callable is the policy itself
+        policies[name] = obj() if isinstance(obj, type) else obj
+    pipeline = _load_pipeline(args.model)
+    report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
+                           num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
+                           batch_size=args.batch_size)
+    print(rank_table(report))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        serialisable = {key: value for key, value in report.items() if key != "videos"}
+        Path(args.json).write_text(json.dumps(serialisable, indent=2))
+        print(f"wrote {args.json}")
+    if args.report:
+        written = write_rank_report(report, args.report)
+        print(f"wrote {written['html']} ({len(written['videos'])} videos)")
+
+
 def cmd_router_stats(args) -> None:
     from worldsim.data.lerobot import LeRobotDataset
     from worldsim.evaluation.router import router_statistics
@@ -310,6 +341,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the heads here instead of <model>/heads")
     p.set_defaults(func=cmd_train_heads)
+
+    p = sub.add_parser("rank", help="rank policies in imagination and in the real PushT env; report the agreement")
+    p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
+    p.add_argument("--policy", action="append",
+                   help="'zoo' (the PushT zoo, default) or [name=]module:callable (repeat); a callable maps "
+                        "observation -> action or action chunk, or is a LeRobot-style object")
+    p.add_argument("--num-states", type=int, default=50, help="initial states (real env seeds)")
+    p.add_argument("--horizon", type=int, default=64, help="policy steps per episode")
+    p.add_argument("--context", type=int, default=4, help="real frames shared by both worlds at the start")
+    p.add_argument("--samples", type=int, default=1, help="imagined repetitions with different seeds")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64, help="initial states imagined together")
+    p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
+    p.add_argument("--json", help="write the report here")
+    p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
+    p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
     p.add_argument("--model", required=True)

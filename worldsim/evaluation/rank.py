@@ -1,0 +1,296 @@
+"""Policy ranking in imagination against the real env (``worldsim rank``).
+
+Protocol (PushT; DESIGN.md, "Evaluation protocol"):
+
+1. Initial states are env seeds ``seed .. seed + num_states - 1`` of the real ``gym_pusht/PushT-v0``. From each,
+   the agent holds still for ``num_context - 1`` steps; those real frames and actions are the shared start of the
+   real and the imagined episode, so both begin in exactly the same state.
+2. Real value: each policy then acts for ``horizon`` steps in the real env (it sees the frames at the model's
+   resolution, so it meets the same input in both worlds); the episode's value is its largest reward (PushT:
+   coverage / 0.95, clipped to 1), success is reaching the 95% coverage threshold.
+3. Imagined value: the same policy acts for ``horizon`` steps in :class:`~worldsim.envs.WorldModelVectorEnv`,
+   all states in one batch, from the same real context; the episode's value is its largest reward predicted by the
+   model's reward head. With ``samples > 1`` the imagination is repeated with other seeds; the spread across
+   samples is reported per policy and widens its interval.
+4. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
+   imagined and the real mean values; per policy, bootstrap 95% intervals.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldsim.data.frame_cache import resize_frames
+from worldsim.evaluation.policy_adapters import as_policy
+from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval, ranking_agreement
+
+PUSHT_ENV = "gym_pusht/PushT-v0"
+
+
+def real_starts(seeds: list[int], num_context: int, image_size: int, env_id: str = PUSHT_ENV):
+    """Real start clips: from each seed's initial state the agent holds still for ``num_context - 1`` steps.
+
+    Returns:
+        frames `(S, num_context, image_size, image_size, 3)` uint8 and actions `(S, num_context - 1, 2)` float32
+        (workspace px). :func:`run_real` replays the same steps, so the real episode starts from the same state.
+    """
+    from worldsim.data.collect import make_recording_env
+
+    env = make_recording_env(env_id)
+    frames, actions = [], []
+    try:
+        for seed in seeds:
+            observation, info = env.reset(seed=int(seed))
+            hold = np.asarray(info["pos_agent"], dtype=np.float32)
+            clip, clip_actions = [observation], []
+            for _ in range(num_context - 1):
+                observation, *_ = env.step(hold)
+                clip.append(observation)
+                clip_actions.append(hold)
+            frames.append(resize_frames(np.stack(clip), image_size))
+            actions.append(np.stack(clip_actions) if clip_actions else np.zeros((0, 2), np.float32))
+    finally:
+        env.close()
+    return np.stack(frames), np.stack(actions).astype(np.float32)
+
+
+def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_size: int, env_id: str = PUSHT_ENV,
+             keep_frames: int = 1, progress: bool = False) -> dict:
+    """Runs ``policy`` in the real env from each seed's start (see the module docstring).
+
+    Returns:
+        ``{"values": (S,), "success": (S,) bool, "frames": (keep_frames, horizon, s, s, 3) uint8}``.
+    """
+    from worldsim.data.collect import make_recording_env
+
+    env = make_recording_env(env_id)
+    values, successes, videos = [], [], []
+    try:
+        for index, seed in enumerate(tqdm(seeds, desc="real episodes", disable=not progress, leave=False)):
+            observation, info = env.reset(seed=int(seed))
+            hold = np.asarray(info["pos_agent"], dtype=np.float32)
+            for _ in range(num_context - 1):
+                observation, *_ = env.step(hold)
+            policy.reset(1)
+            best, success, video = 0.0, False, []
+            for _ in range(horizon):
+                frame = resize_frames(observation[None], image_size)
+                observation, reward, terminated, truncated, info = env.step(policy.act(frame)[0])
+                best, success = max(best, float(reward)), success or bool(info.get("is_success", False))
+                if index < keep_frames:
+                    video.append(resize_frames(observation[None], image_size)[0])
+                if terminated or truncated:
+                    break
+            if index < keep_frames:
+                video += [video[-1]] * (horizon - len(video))
+                videos.append(np.stack(video))
+            values.append(best)
+            successes.append(success)
+    finally:
+        env.close()
+    return {"values": np.asarray(values), "success": np.asarray(successes), "frames": np.asarray(videos)}
+
+
+def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
+                 batch_size: int = 64, keep_frames: int = 1, progress: bool = False) -> dict:
+    """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
+
+    Returns:
+        ``{"values": (S,), "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted
+        reward over the horizon.
+
+    Raises:
+        RuntimeError: the model has no outcome heads (nothing to score imagined frames with).
+    """
+    from worldsim.envs import WorldModelVectorEnv
+
+    if pipeline.heads is None:
+        raise RuntimeError("ranking needs predicted rewards: train the model's outcome heads (worldsim train-heads)")
+    values, video = [], None
+    for start in range(0, len(frames), batch_size):
+        chunk = slice(start, start + batch_size)
+        count = len(frames[chunk])
+        envs = WorldModelVectorEnv(pipeline, num_envs=count)
+        observation, _ = envs.reset(seed=seed + start, options={"context": {"observation.image": frames[chunk],
+                                                                            "action": actions[chunk]}})
+        policy.reset(count)
+        best = np.zeros(count)
+        kept = []
+        for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
+            observation, reward, *_ = envs.step(policy.act(observation))
+            best = np.maximum(best, reward)
+            if start == 0:
+                kept.append(observation[:keep_frames].copy())
+        if start == 0:
+            video = np.stack(kept, axis=1)
+        values.append(best)
+    return {"values": np.concatenate(values), "frames": video}
+
+
+def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int = 64, num_context: int = 4,
+                  samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
+                  progress: bool = True) -> dict:
+    """Imagined vs real values of every policy, their intervals, and the ranking agreement.
+
+    Args:
+        pipeline: a PushT :class:`~worldsim.pipelines.WorldModelPipeline` with outcome heads.
+        policies: ``{name: policy}``; anything :func:`~worldsim.evaluation.policy_adapters.as_policy` accepts
+            (PushT action shape ``(2,)``).
+        num_states: initial states (env seeds ``seed ..``).
+        horizon: policy steps per episode, after the shared context.
+        num_context: real frames shared by both worlds at the start (the agent holds still between them).
+        samples: imagined repetitions with different seeds (uncertainty).
+        real: also run the real env (otherwise only imagined values, no agreement).
+
+    Returns:
+        ``{"policies": {name: {...}}, "agreement": {...} | None, "settings": {...}, "videos": {name: (real,
+        imagined)}}``: per policy the imagined and real mean values with 95% intervals, real success rate with its
+        interval, the per-sample imagined means and their standard deviation.
+
+    Raises:
+        ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``.
+    """
+    if len(policies) < 2:
+        raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
+    if samples < 1 or num_states < 2:
+        raise ValueError(f"need samples >= 1 and num_states >= 2, got {samples} and {num_states}")
+    started = time.perf_counter()
+    seeds = list(range(seed, seed + num_states))
+    frames, actions = real_starts(seeds, num_context, pipeline.image_size)
+    results, videos = {}, {}
+    for name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
+        policy = as_policy(raw, (2,))
+        entry = {}
+        if real:
+            outcome = run_real(policy, seeds, num_context, horizon, pipeline.image_size, progress=progress)
+            entry["real"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(outcome["values"])))
+            entry["real_success"] = dict(zip(("mean", "low", "high"),
+                                             bootstrap_mean_interval(outcome["success"].astype(float))))
+            entry["real_values"] = outcome["values"].tolist()
+            real_video = outcome["frames"]
+        per_sample, imagined_values = [], []
+        for sample in range(samples):
+            imagined = run_imagined(pipeline, policy, frames, actions, horizon, seed=seed + 1000 * sample,
+                                    batch_size=batch_size, progress=progress)
+            per_sample.append(float(imagined["values"].mean()))
+            imagined_values.append(imagined["values"])
+            if sample == 0:
+                imagined_video = imagined["frames"]
+        pooled = np.mean(imagined_values, axis=0)  # per state, averaged over samples
+        mean, low, high = bootstrap_mean_interval(pooled)
+        spread = float(np.std(per_sample, ddof=1)) if samples > 1 else 0.0
+        # sampling spread widens the interval: half-widths add in quadrature with 1.96 sample standard deviations
+        widen = lambda half: float(np.hypot(half, 1.96 * spread))
+        entry["imagined"] = {"mean": mean, "low": mean - widen(mean - low), "high": mean + widen(high - mean)}
+        entry["imagined_per_sample"] = per_sample
+        entry["imagined_sample_std"] = spread
+        entry["imagined_values"] = pooled.tolist()
+        results[name] = entry
+        videos[name] = (real_video if real else None, imagined_video)
+    agreement = None
+    if real:
+        agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
+                                      [results[n]["real"]["mean"] for n in results])
+    settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
+                "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
+                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+    return {"policies": results, "agreement": agreement, "settings": settings, "videos": videos}
+
+
+def rank_table(report: dict) -> str:
+    """A markdown table of a :func:`rank_policies` report, best real value first, with the agreement below."""
+    policies = report["policies"]
+    has_real = report["agreement"] is not None
+    order = sorted(policies, key=lambda n: -(policies[n]["real"]["mean"] if has_real else policies[n]["imagined"]["mean"]))
+    header = "| policy | imagined value [95% CI] | sample std |"
+    header += " real value [95% CI] | real success [95% CI] |" if has_real else ""
+    lines = [header, "|" + "---|" * (header.count("|") - 1)]
+    fmt = lambda d: f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+    for name in order:
+        entry = policies[name]
+        row = f"| {name} | {fmt(entry['imagined'])} | {entry['imagined_sample_std']:.3f} |"
+        if has_real:
+            row += f" {fmt(entry['real'])} | {fmt(entry['real_success'])} |"
+        lines.append(row)
+    if has_real:
+        a = report["agreement"]
+        lines.append("")
+        lines.append(f"Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, Kendall {a['kendall']:.3f}, "
+                     f"MMRV {a['mmrv']:.3f} over {a['num_policies']} policies")
+    return "\n".join(lines)
+
+
+def write_rank_report(report: dict, out_dir, fps: int = 10) -> dict:
+    """Writes the ranking's JSON-free artefacts: a scatter plot, a video per policy and an HTML page tying them up.
+
+    Args:
+        report: from :func:`rank_policies`.
+        out_dir: folder to write ``report.html``, ``scatter.png`` and ``videos/<policy>.mp4`` into.
+
+    Returns:
+        ``{"html": path, "scatter": path | None, "videos": [paths]}``.
+    """
+    import html
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from worldsim.evaluation.report import side_by_side
+    from worldsim.utils.video import write_video
+
+    out_dir = Path(out_dir)
+    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+    policies, has_real = report["policies"], report["agreement"] is not None
+    scatter = None
+    if has_real:
+        figure, axis = plt.subplots(figsize=(5.5, 5))
+        for name, entry in policies.items():
+            imagined, real = entry["imagined"], entry["real"]
+            axis.errorbar(real["mean"], imagined["mean"],
+                          xerr=[[real["mean"] - real["low"]], [real["high"] - real["mean"]]],
+                          yerr=[[imagined["mean"] - imagined["low"]], [imagined["high"] - imagined["mean"]]],
+                          fmt="o", capsize=3)
+            axis.annotate(name, (real["mean"], imagined["mean"]), fontsize=7, xytext=(4, 4),
+                          textcoords="offset points")
+        limits = [0, max(max(e["real"]["high"], e["imagined"]["high"]) for e in policies.values()) * 1.1 + 1e-3]
+        axis.plot(limits, limits, "k:", linewidth=1)
+        a = report["agreement"]
+        axis.set(xlabel="real value (mean max reward)", ylabel="imagined value (mean max predicted reward)",
+                 title=f"Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}, MMRV {a['mmrv']:.3f}")
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        scatter = out_dir / "scatter.png"
+        figure.savefig(scatter, dpi=120)
+        plt.close(figure)
+    videos = []
+    for name, (real_frames, imagined_frames) in report["videos"].items():
+        if imagined_frames is None or not len(imagined_frames):
+            continue
+        grid = side_by_side(real_frames if real_frames is not None and len(real_frames) else None, imagined_frames)
+        videos.append(write_video(out_dir / "videos" / f"{name}.mp4", grid, fps=fps, scale=4))
+    rows = "\n".join(
+        f"<tr><td>{html.escape(name)}</td><td>{e['imagined']['mean']:.3f} [{e['imagined']['low']:.3f}, "
+        f"{e['imagined']['high']:.3f}]</td>"
+        + (f"<td>{e['real']['mean']:.3f} [{e['real']['low']:.3f}, {e['real']['high']:.3f}]</td>"
+           f"<td>{e['real_success']['mean']:.2f}</td>" if has_real else "")
+        + f"<td><video src='videos/{html.escape(name)}.mp4' controls width='256'></video></td></tr>"
+        for name, e in policies.items())
+    settings = html.escape(", ".join(f"{k}={v}" for k, v in report["settings"].items()))
+    agreement = ""
+    if has_real:
+        a = report["agreement"]
+        agreement = (f"<p>Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, Kendall {a['kendall']:.3f}, "
+                     f"MMRV {a['mmrv']:.3f} over {a['num_policies']} policies.</p><img src='scatter.png'>")
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>worldsim policy ranking</title></head><body>"
+            f"<h1>Policy ranking: imagined vs real</h1><p>{settings}</p>{agreement}"
+            f"<table border='1' cellpadding='4'><tr><th>policy</th><th>imagined value [95% CI]</th>"
+            + ("<th>real value [95% CI]</th><th>real success</th>" if has_real else "")
+            + f"<th>first state (left: real, right: imagined)</th></tr>{rows}</table></body></html>")
+    (out_dir / "report.html").write_text(page)
+    return {"html": out_dir / "report.html", "scatter": scatter, "videos": videos}
