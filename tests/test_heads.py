@@ -16,13 +16,28 @@ from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.training.train_heads import frame_labels, reliability_table
 
 
-def test_frame_labels_take_the_transition_that_produced_each_frame(pusht_dataset):
+def test_pusht_frames_are_labelled_from_their_state_as_the_env_scores_them(pusht_dataset):
     dataset = LeRobotDataset(pusht_dataset)
     rows, labels = frame_labels(dataset)
-    assert np.all(dataset.frame_index[rows] > 0)  # first frames have no producing transition
-    assert len(rows) == len(dataset.frame_index) - len(dataset.episodes)
+    assert len(rows) == len(dataset.frame_index)  # every frame, first frames included
+    # where a frame has a producing transition, its label is exactly the reward the env gave for it
     reward = np.asarray(dataset.columns[REWARD], dtype=np.float32).reshape(-1)
-    np.testing.assert_array_equal(labels["reward"], reward[rows - 1])
+    later = np.flatnonzero(dataset.frame_index > 0)
+    np.testing.assert_allclose(labels["reward"][later], reward[later - 1], atol=1e-5)
+    np.testing.assert_array_equal(labels["success"], labels["reward"] >= 1.0)
+
+
+def test_near_goal_starts_put_the_block_on_the_goal(tmp_path):
+    from worldsim.data.collect import collect
+    from worldsim.evaluation.pusht import pusht_coverage
+
+    root = collect("gym_pusht/PushT-v0", "random", 4, tmp_path / "near", seed=1, max_steps=2,
+                   start="pusht-near-goal", progress=False)
+    dataset = LeRobotDataset(root)
+    first = dataset.columns["observation.environment_state"][dataset.frame_index == 0]
+    assert np.all(pusht_coverage(first[:, 2:5]) > 0.85)
+    with pytest.raises(ValueError, match="unknown start"):
+        collect("gym_pusht/PushT-v0", "random", 1, tmp_path / "bad", start="nowhere", progress=False)
 
 
 def test_reliability_table_by_hand():

@@ -35,7 +35,7 @@ def test_shipped_model_as_registered_env():
     assert observation.shape == (64, 64, 3) and observation.dtype == np.uint8
     observation, reward, terminated, truncated, info = env.step(env.action_space.sample())
     assert observation.shape == (64, 64, 3) and info["outcome_heads"] is True
-    assert 0.0 <= reward <= 1.0 and terminated is False  # coverage from the reward head; no termination head
+    assert 0.0 <= reward <= 1.0 and terminated is False  # coverage from the reward head; the T is far from the goal
 
 
 def test_action_sensitivity_check_passes_the_shipped_model_and_fails_an_action_blind_copy():

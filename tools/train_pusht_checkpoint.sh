@@ -23,7 +23,13 @@ rm -rf checkpoints/pusht.new
 cp -r runs/pusht/world_model_wander/final checkpoints/pusht.new
 cp checkpoints/pusht/README.md checkpoints/pusht.new/ 2>/dev/null || true
 rm -rf checkpoints/pusht && mv checkpoints/pusht.new checkpoints/pusht
-$WS train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander
+[ -d data/pusht-near-goal ] || $WS collect --env gym_pusht/PushT-v0 --policy pusht-scripted --episodes 400 \
+    --max-steps 40 --seed 300000 --start pusht-near-goal --out data/pusht-near-goal
+[ -d data/pusht-near-goal-heldout ] || $WS collect --env gym_pusht/PushT-v0 --policy pusht-scripted --episodes 60 \
+    --max-steps 40 --seed 400000 --start pusht-near-goal --out data/pusht-near-goal-heldout
+$WS train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \
+    --dataset data/pusht-near-goal --val-dataset data/pusht-heldout --val-dataset data/pusht-near-goal-heldout \
+    --steps 4000
 
 $WS evaluate --model checkpoints/pusht --dataset data/pusht-heldout --horizon 32 --json docs/media/results-h32.json \
     --plot docs/media/results-h32.png

@@ -32,7 +32,7 @@ def cmd_collect(args) -> None:
 
     out = collect(args.env, args.policy, args.episodes, args.out, seed=args.seed, max_steps=args.max_steps,
                   policy_kwargs=_key_values(args.policy_kwargs, "--policy-kwargs"),
-                  env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"))
+                  env_kwargs=_key_values(args.env_kwargs, "--env-kwargs"), start=args.start)
     from worldsim.data.lerobot import LeRobotDataset
 
     dataset = LeRobotDataset(out)
@@ -180,7 +180,7 @@ def cmd_train_heads(args) -> None:
 
     report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
-                         output=args.output)
+                         output=args.output, val_datasets=args.val_dataset)
     print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
           f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
     print(f"positives in training: {report['train_positives']}, held out: {report['val_positives']}")
@@ -270,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE",
                    help="policy arguments; a list value is cycled over episodes, e.g. noise_std=[0,5,15,30]")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="gym.make arguments")
+    p.add_argument("--start", help="named start-state distribution, e.g. pusht-near-goal (T block on the goal)")
     p.set_defaults(func=cmd_collect)
 
     for name, func, help_text in (("train-autoencoder", cmd_train_autoencoder, "train the frame autoencoder"),
@@ -338,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--val-episodes", type=int, default=10, help="last episodes of the first dataset, held out")
+    p.add_argument("--val-dataset", action="append", help="report on this dataset instead (repeat); trains on none of it")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the heads here instead of <model>/heads")
     p.set_defaults(func=cmd_train_heads)

@@ -92,15 +92,43 @@ def _pusht_state(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
     return agent, np.concatenate([agent, np.asarray(info["block_pose"], dtype=np.float32)])
 
 
-def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None, task: str = "") -> Episode:
+def _pusht_near_goal(rng: np.random.Generator, env: gym.Env) -> dict:
+    """PushT start with the T block on the goal pose, perturbed (std 1.5 px, 0.02 rad), the agent well away from it.
+
+    Many of these starts cover the goal by more than 95%: the only way to record frames of success, since a LeRobot
+    row never holds the frame in which an episode terminates. gym-pusht's ``reset_to_state`` sets the block's
+    position before its angle and pymunk rotates about the centre of gravity, so the requested position is
+    corrected once by probing the env (the shift depends only on the angle).
+    """
+    goal = np.array([256.0, 256.0, np.pi / 4])
+    block = goal + rng.normal(0.0, [1.5, 1.5, 0.02])
+    while True:
+        agent = rng.uniform(50.0, 462.0, 2)
+        if np.linalg.norm(agent - block[:2]) > 150.0:
+            break
+    _, info = env.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
+    corrected = block.copy()
+    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
+    return {"reset_to_state": np.concatenate([agent, corrected]).tolist()}
+
+
+START_STATES = {"pusht-near-goal": ("gym_pusht/PushT-v0", _pusht_near_goal)}
+"""Named start-state distributions for :func:`collect` (``--start``): name -> (env id, (rng, env) -> reset
+options)."""
+
+
+def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None, task: str = "",
+                   reset_options: dict | None = None) -> Episode:
     """Runs one episode and returns it with frames, actions, rewards and (PushT) env states.
+
+    ``reset_options`` go to ``env.reset`` (e.g. PushT's ``{"reset_to_state": [...]}``).
 
     Frames are the observations *before* each action (the observation after the last action is dropped, as in
     LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``. Actions are stored in the flat layout of
     :mod:`worldsim.data.spaces` (discrete parts as indices).
     """
     space = space_to_json(env.action_space)
-    observation, info = env.reset(seed=seed)
+    observation, info = env.reset(seed=seed, options=reset_options)
     if hasattr(policy, "reset"):
         policy.reset(seed)
     frames, actions, rewards, terminated, truncated, success, states, env_states = [], [], [], [], [], [], [], []
@@ -149,6 +177,7 @@ def collect(
     policy_kwargs: dict | None = None,
     env_kwargs: dict | None = None,
     progress: bool = True,
+    start: str | None = None,
 ) -> Path:
     """Records ``num_episodes`` episodes of ``env_id`` under ``policy`` into a LeRobot v3.0 dataset at ``out``.
 
@@ -162,15 +191,23 @@ def collect(
         policy_kwargs: keyword arguments for the policy; a list value is cycled over episodes (episode ``i``
             uses ``value[i % len(value)]``), so one call can mix noise levels.
         env_kwargs: keyword arguments for ``gym.make``.
+        start: a named start-state distribution from :data:`START_STATES` (default: the env's own reset), drawn
+            with ``seed + i``.
 
     Returns:
         The dataset folder.
 
     Raises:
-        FileExistsError: ``out`` exists. ValueError: ``num_episodes < 1`` or a bad policy name.
+        FileExistsError: ``out`` exists. ValueError: ``num_episodes < 1``, a bad policy name, or an unknown start
+            (or one made for another env).
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if start is not None:
+        if start not in START_STATES:
+            raise ValueError(f"unknown start {start!r}; known: {sorted(START_STATES)}")
+        if START_STATES[start][0] != env_id:
+            raise ValueError(f"start {start!r} is for {START_STATES[start][0]}, not {env_id}")
     policy_kwargs = dict(policy_kwargs or {})
     env = make_recording_env(env_id, **(env_kwargs or {}))
     preset = ENV_PRESETS.get(env_id, {})
@@ -185,7 +222,8 @@ def collect(
         bar = tqdm(range(num_episodes), desc=f"collect {env_id}", unit="ep", disable=not progress)
         for index in bar:
             agent = make_policy(policy, env.action_space, **_policy_kwargs_for(policy_kwargs, index))
-            episode = record_episode(env, agent, seed + index, max_steps, preset.get("task", ""))
+            options = START_STATES[start][1](np.random.default_rng(seed + index), env) if start else None
+            episode = record_episode(env, agent, seed + index, max_steps, preset.get("task", ""), options)
             writer.add_episode(episode)
             bar.set_postfix(frames=writer.total_frames, last_len=len(episode.frames))
         return writer.close()

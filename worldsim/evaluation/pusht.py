@@ -67,3 +67,37 @@ def locate_block(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     weights = block_mask(frames)
     position, mass = _centroid(weights, min_mass=2.0 * (frames.shape[-2] / 96.0) ** 2)
     return position, mass / (frames.shape[-3] * frames.shape[-2])
+
+
+def pusht_coverage(block_pose: np.ndarray) -> np.ndarray:
+    """Goal coverage of the T block for block poses, computed exactly as gym-pusht computes its reward.
+
+    Args:
+        block_pose: `(N, 3)` float: block x, y (workspace px) and angle (rad), as in ``info["block_pose"]`` and
+            columns 2-4 of worldsim's PushT ``observation.environment_state``.
+
+    Returns:
+        `(N,)` float64 in [0, 1]: area of block and goal overlap / goal area. PushT's reward is
+        ``clip(coverage / 0.95, 0, 1)`` and success is ``coverage > 0.95``.
+
+    Raises:
+        ValueError: ``block_pose`` is not `(N, 3)`.
+    """
+    import gymnasium as gym
+
+    from worldsim.data.collect import import_env_package
+
+    poses = np.asarray(block_pose, dtype=np.float64)
+    if poses.ndim != 2 or poses.shape[1] != 3:
+        raise ValueError(f"block_pose must be (N, 3) x, y, angle; got {poses.shape}")
+    import_env_package("gym_pusht/PushT-v0")
+    env = gym.make("gym_pusht/PushT-v0").unwrapped
+    env.reset(seed=0)
+    coverage = np.empty(len(poses))
+    for index, (x, y, angle) in enumerate(poses):
+        # angle first: pymunk rotates about the centre of gravity, which would move a position set before it
+        env.block.angle = float(angle)
+        env.block.position = (float(x), float(y))
+        coverage[index] = env._get_coverage()  # gym-pusht has no public per-pose coverage
+    env.close()
+    return coverage

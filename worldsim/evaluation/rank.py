@@ -118,10 +118,12 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
                                                                             "action": actions[chunk]}})
         policy.reset(count)
         best = np.zeros(count)
+        running = np.ones(count, dtype=bool)  # an episode that ended is autoreset: later frames are not its own
         kept = []
         for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
-            observation, reward, *_ = envs.step(policy.act(observation))
-            best = np.maximum(best, reward)
+            observation, reward, terminated, truncated, _ = envs.step(policy.act(observation))
+            best = np.where(running, np.maximum(best, reward), best)
+            running &= ~(terminated | truncated)
             if start == 0:
                 kept.append(observation[:keep_frames].copy())
         if start == 0:

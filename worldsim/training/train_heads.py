@@ -21,14 +21,21 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from worldsim.constants import DONE, REWARD, SUCCESS
+from worldsim.constants import DONE, OBS_ENV_STATE, REWARD, SUCCESS
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
+from worldsim.evaluation.pusht import pusht_coverage
 from worldsim.models.heads import OutcomeHeads
 
 
 def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Rows that have a producing transition and their outcome labels.
+    """Frames and their outcome labels.
+
+    PushT datasets with ``observation.environment_state`` (worldsim's collector stores agent x, y and block x, y,
+    angle) are labelled per frame from the state itself, every frame included, exactly as the env scores it:
+    reward ``clip(coverage / 0.95, 0, 1)``, success and termination ``coverage > 0.95``
+    (:func:`~worldsim.evaluation.pusht.pusht_coverage`). Other datasets are labelled from the transition that
+    produced each frame, as below.
 
     Returns:
         rows `(M,)` int64 dataset row indices (frame ``i > 0`` of its episode); labels ``{"reward", "termination",
@@ -38,6 +45,12 @@ def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndar
         ValueError: the dataset has no ``next.reward`` column.
     """
     columns = dataset.columns
+    if dataset.env_id == "gym_pusht/PushT-v0" and OBS_ENV_STATE in columns \
+            and columns[OBS_ENV_STATE].shape[1] == 5:
+        coverage = pusht_coverage(columns[OBS_ENV_STATE][:, 2:5])
+        success = (coverage > 0.95).astype(np.float32)
+        return np.arange(len(coverage)), {"reward": np.clip(coverage / 0.95, 0.0, 1.0).astype(np.float32),
+                                          "termination": success, "success": success}
     if REWARD not in columns:
         raise ValueError(f"{dataset.root}: no {REWARD!r} column; outcome heads need rewards")
     rows = np.flatnonzero(dataset.frame_index > 0)
@@ -73,14 +86,16 @@ def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 
 
 def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
                 learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
-                progress: bool = True) -> dict:
+                progress: bool = True, val_datasets: list[str | Path] | None = None) -> dict:
     """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
 
     Args:
         model: pipeline folder (its autoencoder encodes the frames).
         datasets: LeRobot dataset folders with ``next.reward`` (and ideally ``next.terminated``, ``next.success``).
         steps, batch_size, learning_rate, seed: AdamW training.
-        val_episodes: last episodes of the first dataset held out for the report.
+        val_episodes: last episodes of the first dataset held out for the report (when no ``val_datasets``).
+        val_datasets: datasets used only for the report (all their frames); then nothing is held out of
+            ``datasets``.
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
@@ -100,14 +115,15 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     pipeline = WorldModelPipeline.from_pretrained(model)
     torch.manual_seed(seed)
     train_x, train_y, val_x, val_y = [], [], [], []
-    for number, root in enumerate(datasets):
+    sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
+    for number, (root, validation_only) in enumerate(sources):
         dataset = LeRobotDataset(root)
         rows, labels = frame_labels(dataset)
         frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
         latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder",
                                     dataset.root / "cache", progress=progress)
-        held = np.zeros(len(rows), dtype=bool)
-        if number == 0:
+        held = np.full(len(rows), validation_only)
+        if number == 0 and not val_datasets:
             if len(dataset.episodes) <= val_episodes:
                 raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {val_episodes}")
             held = dataset.episode_index[rows] >= len(dataset.episodes) - val_episodes
@@ -124,8 +140,6 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0))
-    # rare events get up-weighted (at most 100x) so the logits do not collapse to "never"
-    pos_weight = ((len(train_y) - positives) / positives.clamp_min(1.0)).clamp(1.0, 100.0)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
@@ -134,9 +148,10 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     for _ in tqdm(range(steps), desc="train outcome heads", disable=not progress):
         index = torch.randint(len(train_x), (batch_size,), generator=generator)
         out, y = heads(train_x[index]), train_y[index]
+        # plain (unweighted) cross-entropy, a proper scoring rule: the probabilities stay calibrated even for rare
+        # events, which is what a reliability table checks
         loss = F.mse_loss(out["reward"], y[:, 0]) + F.binary_cross_entropy_with_logits(
-            out["termination_logit"], y[:, 1], pos_weight=pos_weight[0]) + F.binary_cross_entropy_with_logits(
-            out["success_logit"], y[:, 2], pos_weight=pos_weight[1])
+            out["termination_logit"], y[:, 1]) + F.binary_cross_entropy_with_logits(out["success_logit"], y[:, 2])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -145,7 +160,8 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     predicted = heads.predict(val_x)
     reward, truth = predicted["reward"].numpy(), val_y[:, 0].numpy()
     report = {
-        "date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets], "steps": steps,
+        "date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets],
+        "val_datasets": [str(d) for d in val_datasets or []], "steps": steps,
         "wall_seconds": time.monotonic() - started, "train_frames": len(train_x), "val_frames": len(val_x),
         "train_positives": {"termination": int(positives[0]), "success": int(positives[1])},
         "val_positives": {"termination": int(val_y[:, 1].sum()), "success": int(val_y[:, 2].sum())},
