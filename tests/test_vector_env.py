@@ -96,3 +96,34 @@ def test_bad_resets_are_refused():
         WorldModelVectorEnv(make_tiny_pipeline(), num_envs=0)
     with pytest.raises(RuntimeError, match="reset"):
         WorldModelVectorEnv(make_tiny_pipeline(), num_envs=1).step(np.zeros((1, 2)))
+
+
+def test_disagreement_between_samples_is_reported_per_env():
+    from worldsim.envs import WorldModelEnv
+
+    envs = WorldModelVectorEnv(make_tiny_pipeline(), num_envs=2, disagreement_samples=3)
+    envs.reset(seed=0)
+    observation, _, _, _, infos = envs.step(np.full((2, 2), 200.0, np.float32))
+    assert observation.shape == (2, 16, 16, 3) and infos["disagreement"].shape == (2,)
+    assert np.all((infos["disagreement"] > 0) & (infos["disagreement"] < 1))  # different noise, different frames
+    envs.step(np.full((2, 2), 100.0, np.float32))  # the carried state keeps stepping
+    env = WorldModelEnv(make_tiny_pipeline(), disagreement_samples=2)
+    env.reset(seed=0)
+    *_, info = env.step(np.array([50.0, 60.0], np.float32))
+    assert 0 < info["disagreement"] < 1
+    with pytest.raises(ValueError, match="disagreement_samples"):
+        WorldModelEnv(make_tiny_pipeline(), disagreement_samples=0)
+
+
+def test_step_with_disagreement_refuses_bad_input_and_keeps_the_state():
+    pipeline = make_tiny_pipeline()
+    rng = np.random.default_rng(0)
+    state = pipeline.encode_context(rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8),
+                                    rng.uniform(0, 512, (2, 1, 2)).astype(np.float32))
+    with pytest.raises(ValueError, match="num_samples"):
+        pipeline.step_with_disagreement(state, np.zeros((2, 2)), 1)
+    with pytest.raises(ValueError, match="action"):
+        pipeline.step_with_disagreement(state, np.zeros((3, 2)), 2)
+    assert not state.is_stale
+    carried, disagreement = pipeline.step_with_disagreement(state, np.zeros((2, 2), np.float32), 2)
+    assert carried.batch_size == 2 and disagreement.shape == (2,) and carried.cache.batch_size == 2

@@ -53,7 +53,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         embodiment, num_inference_steps, context_noise, action_guidance_scale, device: as
             :class:`~worldsim.envs.WorldModelEnv`.
         max_episode_steps: a sub-env is truncated after this many imagined steps (None: never).
-        scorer, task: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at once).
+        scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
+            once; ``infos["disagreement"]`` is `(N,)`).
 
     Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (PushT:
     `(N, 2)` float32 in [0, 512]). With outcome heads, rewards and terminations are predicted per imagined frame
@@ -75,7 +76,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def __init__(self, model: str | Path | WorldModelPipeline, num_envs: int = 1, render_mode: str | None = None,
                  embodiment: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
-                 max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None):
+                 max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None,
+                 disagreement_samples: int = 1):
+        if int(disagreement_samples) < 1:
+            raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
+        self.disagreement_samples = int(disagreement_samples)
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable (frames, task) -> rewards, got {type(scorer).__name__}")
         self.scorer, self.task = scorer, task
@@ -213,11 +218,19 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         restarting = np.flatnonzero(self._autoreset)
         if len(restarting):  # fetch the new contexts first: an error here leaves everything as it was
             frames, action = self._start_contexts(len(restarting))
-        self._state = self.pipeline.step(self._state, flat, self.num_inference_steps, self.context_noise,
-                                         self._generator, self.action_guidance_scale)
+        disagreement = None
+        if self.disagreement_samples > 1:
+            self._state, disagreement = self.pipeline.step_with_disagreement(
+                self._state, flat, self.disagreement_samples, self.num_inference_steps, self.context_noise,
+                self._generator, self.action_guidance_scale)
+        else:
+            self._state = self.pipeline.step(self._state, flat, self.num_inference_steps, self.context_noise,
+                                             self._generator, self.action_guidance_scale)
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task)
+        if disagreement is not None:
+            outcomes["disagreement"] = disagreement
         truncations = np.zeros(self.num_envs, dtype=bool)
         if self.max_episode_steps is not None:
             truncations = self._steps >= self.max_episode_steps

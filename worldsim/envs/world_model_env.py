@@ -118,6 +118,9 @@ class WorldModelEnv(gym.Env):
         scorer: optional ``scorer(frames (B, H, W, 3) uint8, task) -> (B,)`` float that replaces the reward (see
             :func:`predict_outcomes`).
         task: task text handed to ``scorer``.
+        disagreement_samples: when >= 2, every step is imagined this many times in one batch and
+            ``info["disagreement"]`` reports how much the samples differ
+            (:meth:`~worldsim.pipelines.WorldModelPipeline.step_with_disagreement`); 1 (default) is off.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
     Action: the embodiment's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position; Breakout:
@@ -139,7 +142,10 @@ class WorldModelEnv(gym.Env):
     def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
                  num_inference_steps: int | None = None, context_noise: float | None = None,
                  action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
-                 scorer=None, task: str | None = None):
+                 scorer=None, task: str | None = None, disagreement_samples: int = 1):
+        if int(disagreement_samples) < 1:
+            raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
+        self.disagreement_samples = int(disagreement_samples)
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable (frames, task) -> rewards, got {type(scorer).__name__}")
         self.scorer, self.task = scorer, task
@@ -229,10 +235,18 @@ class WorldModelEnv(gym.Env):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         action = flatten_action(self._space_json, validate_action(action, self.action_space))
-        self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
-                                         self._generator, self.action_guidance_scale)
+        disagreement = None
+        if self.disagreement_samples > 1:
+            self._state, disagreement = self.pipeline.step_with_disagreement(
+                self._state, action[None], self.disagreement_samples, self.num_inference_steps, self.context_noise,
+                self._generator, self.action_guidance_scale)
+        else:
+            self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
+                                             self._generator, self.action_guidance_scale)
         self._observation = self._state.frames[0].cpu().numpy()
         reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task)
+        if disagreement is not None:
+            outcomes["disagreement"] = disagreement
         return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)
 
     def render(self):

@@ -394,6 +394,53 @@ class WorldModelPipeline:
         return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name)
 
     @torch.no_grad()
+    def step_with_disagreement(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_samples: int,
+                               num_inference_steps: int | None = None, context_noise: float | None = None,
+                               generator: torch.Generator | None = None,
+                               action_guidance_scale: float | None = None) -> tuple[RolloutState, np.ndarray]:
+        """:meth:`step`, imagined ``num_samples`` times from the same state, with how much the samples disagree.
+
+        Every rollout is branched into ``num_samples`` copies (its KV cache copied), all copies take the same
+        action with different noise in one batch, and the first copy carries on. The disagreement is the mean over
+        pixels of the standard deviation across copies, in [0, 1] units of the pixel range: near 0 where the model
+        is sure of the next frame, larger where it hesitates (an epistemic warning light for imagined values, in
+        the spirit of ensemble disagreement in model-based RL).
+
+        Args:
+            state, action, num_inference_steps, context_noise, generator, action_guidance_scale: as :meth:`step`
+                (cached-path state).
+            num_samples: copies per rollout, >= 2.
+
+        Returns:
+            (the new state of batch B, disagreement `(B,)` float32).
+
+        Raises:
+            ValueError: ``num_samples < 2``, a non-cached or stale state, or a bad action (as :meth:`step`); the
+                state is left unchanged.
+        """
+        if num_samples < 2:
+            raise ValueError(f"num_samples must be >= 2 to measure disagreement, got {num_samples}")
+        if state.cache is None:
+            raise ValueError("step_with_disagreement needs a cached-path state")
+        if state.is_stale:
+            raise ValueError("this rollout state was already stepped; use the newest state")
+        batch = state.batch_size
+        action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
+        if action.ndim < 1 or action.shape[0] != batch:
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, A)")
+        copies = torch.arange(batch).repeat_interleave(num_samples)
+        expanded = RolloutState(state.latents[copies], state.action[copies], state.frames[copies], state.num_steps,
+                                state.cache.reorder(copies.to(state.cache.keys.device)), embodiment=state.embodiment)
+        stepped = self.step(expanded, action[copies], num_inference_steps, context_noise, generator,
+                            action_guidance_scale)
+        frames = stepped.frames.view(batch, num_samples, *stepped.frames.shape[1:]).float()
+        disagreement = (frames.std(dim=1).mean(dim=(1, 2, 3)) / 255.0).cpu().numpy().astype(np.float32)
+        first = torch.arange(batch) * num_samples
+        carried = RolloutState(stepped.latents[first], stepped.action[first], stepped.frames[first], stepped.num_steps,
+                               stepped.cache.reorder(first.to(stepped.cache.keys.device)), embodiment=state.embodiment)
+        return carried, disagreement
+
+    @torch.no_grad()
     def restart(self, state: RolloutState, rows, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
                 context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
         """Restarts some rollouts of a batch from new real context, leaving the others as they are.
