@@ -1,0 +1,80 @@
+"""OutcomePredictor: K candidates branched from one encoded context, scored by the heads or a user scorer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.steering import OutcomePredictor
+
+RNG = np.random.default_rng(0)
+FRAMES = RNG.integers(0, 255, (3, 32, 32, 3), dtype=np.uint8)  # resized to the model's 16
+ACTIONS = RNG.uniform(0, 512, (2, 2)).astype(np.float32)
+
+
+def test_candidates_share_one_encoded_context_and_get_head_scores(model_with_heads, monkeypatch):
+    path, _ = model_with_heads
+    pipeline = WorldModelPipeline.from_pretrained(path)
+    calls = []
+    original = pipeline.encode_context
+    monkeypatch.setattr(pipeline, "encode_context", lambda *a, **k: calls.append(1) or original(*a, **k))
+    predictor = OutcomePredictor(pipeline, aggregate="last")
+    candidates = RNG.uniform(0, 512, (5, 3, 2)).astype(np.float32)
+    prediction = predictor.predict(FRAMES, ACTIONS, candidates)
+    assert len(calls) == 1  # encoded once for all 5 candidates
+    assert prediction.frames.shape == (5, 3, 16, 16, 3) and prediction.rewards.shape == (5, 3)
+    np.testing.assert_allclose(prediction.scores, prediction.rewards[:, -1], rtol=1e-6)
+    assert prediction.best == int(np.argmax(prediction.scores))
+    # the heads score exactly the imagined frames
+    np.testing.assert_allclose(pipeline.outcomes(prediction.frames[:, -1])["reward"], prediction.rewards[:, -1],
+                               rtol=1e-5)
+
+
+def test_a_user_scorer_ranks_the_candidates(tiny_pipeline_path):
+    seen = {}
+
+    def judge(frames, task):  # a stand-in judge: prefers brighter futures
+        seen["shape"], seen["task"] = frames.shape, task
+        return frames.reshape(len(frames), -1).mean(axis=1)
+
+    predictor = OutcomePredictor(tiny_pipeline_path, scorer=judge, task="push the T onto the goal")
+    prediction = predictor.predict(FRAMES, ACTIONS, RNG.uniform(0, 512, (4, 2, 2)))
+    assert seen == {"shape": (4, 2, 16, 16, 3), "task": "push the T onto the goal"}
+    assert prediction.best == int(np.argmax(prediction.frames.reshape(4, -1).mean(axis=1)))
+    assert np.isnan(prediction.rewards).all()  # no heads: rewards are not invented
+
+
+def test_predictor_refuses_bad_input(tiny_pipeline_path, model_with_heads):
+    with pytest.raises(ValueError, match="no outcome heads"):
+        OutcomePredictor(tiny_pipeline_path)
+    predictor = OutcomePredictor(model_with_heads[0])
+    with pytest.raises(ValueError, match=r"\(K, H, 2\)"):
+        predictor.predict(FRAMES, ACTIONS, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.predict(FRAMES, ACTIONS, np.full((1, 1, 2), np.nan))
+    with pytest.raises(ValueError, match="aggregate"):
+        OutcomePredictor(model_with_heads[0], aggregate="median")
+    broken = OutcomePredictor(model_with_heads[0], scorer=lambda frames, task: np.zeros(2))
+    with pytest.raises(ValueError, match="scorer returned"):
+        broken.predict(FRAMES, ACTIONS, np.zeros((3, 1, 2)))
+
+
+def test_steered_policy_executes_the_best_candidate_chunk(tiny_pipeline_path):
+    from worldsim.steering import SteeredPolicy
+
+    chunks = iter(np.arange(200, dtype=np.float32).reshape(50, 2, 2) * 2)  # a different chunk per call
+
+    def judge(frames, task):  # prefers the last candidate, so the choice is visible
+        return np.arange(len(frames), dtype=float)
+
+    policy = SteeredPolicy(lambda observation: next(chunks), OutcomePredictor(tiny_pipeline_path, scorer=judge),
+                           num_candidates=3, context=2)
+    frame = np.zeros((16, 16, 3), np.uint8)
+    first = [policy.act(frame) for _ in range(2)]  # one frame of context only: the first chunk, unsteered
+    np.testing.assert_array_equal(first, [[0, 2], [4, 6]])
+    assert policy.last_decision is None
+    steered = [policy.act(frame) for _ in range(2)]  # now steered: candidates 3, 4, 5 -> the judge picks 5
+    np.testing.assert_array_equal(steered, [[40, 42], [44, 46]])
+    assert policy.last_decision["best"] == 2 and len(policy.last_decision["scores"]) == 3
+    with pytest.raises(ValueError, match="num_candidates"):
+        SteeredPolicy(lambda o: np.zeros((2, 2)), OutcomePredictor(tiny_pipeline_path, scorer=judge), 0)

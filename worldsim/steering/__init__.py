@@ -1,0 +1,6 @@
+"""Steering a policy with imagination: score candidate action chunks by their imagined outcome."""
+
+from worldsim.steering.policy import SteeredPolicy
+from worldsim.steering.predictor import OutcomePredictor, Prediction
+
+__all__ = ["OutcomePredictor", "Prediction", "SteeredPolicy"]

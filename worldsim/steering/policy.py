@@ -1,0 +1,78 @@
+"""``SteeredPolicy``: a stochastic chunk policy made better by imagining its candidates before acting."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+import numpy as np
+
+from worldsim.steering.predictor import OutcomePredictor
+
+
+class SteeredPolicy:
+    """Best-of-K steering of a stochastic base policy with an :class:`OutcomePredictor`.
+
+    Whenever its current chunk is used up, the policy draws ``num_candidates`` chunks from ``base`` for the current
+    observation, imagines each from the recent real frames and actions, and executes the best-scoring one
+    open-loop. Until ``context`` real frames have been seen it executes the base policy's first chunk unsteered.
+
+    Args:
+        base: a stochastic chunk policy: ``base(observation (H', W', 3) uint8) -> (H, A)`` float, a different
+            chunk per call (e.g. a diffusion policy), or an object with ``sample_chunks(observation, K) ->
+            (K, H, A)``.
+        predictor: the outcome predictor (model, scorer, task).
+        num_candidates: K >= 1 (1 is the base policy itself, imagined but not steered).
+        context: real frames handed to the predictor (the model's window works best).
+
+    ``reset()`` then ``act(observation) -> action (A,)``; ``last_decision`` holds why the last chunk was chosen:
+    ``{"scores": (K,), "best": int, "step": int}``.
+
+    Raises:
+        ValueError: ``num_candidates < 1`` or ``context < 1``; in ``act``: a base policy whose chunks have
+            inconsistent shapes.
+    """
+
+    def __init__(self, base: Callable, predictor: OutcomePredictor, num_candidates: int = 8, context: int = 4):
+        if num_candidates < 1 or context < 1:
+            raise ValueError(f"need num_candidates >= 1 and context >= 1, got {num_candidates} and {context}")
+        self.base, self.predictor = base, predictor
+        self.num_candidates, self.context = int(num_candidates), int(context)
+        self.reset()
+
+    def reset(self) -> None:
+        self.frames: deque = deque(maxlen=self.context)
+        # the real actions between the context frames: before act(t) chooses, a_{t-context+1} .. a_{t-1}
+        self.actions: deque = deque(maxlen=self.context - 1)
+        self.queue: deque = deque()
+        self.steps = 0
+        self.last_decision: dict | None = None
+
+    def _sample(self, observation: np.ndarray) -> np.ndarray:
+        if hasattr(self.base, "sample_chunks"):
+            chunks = np.asarray(self.base.sample_chunks(observation, self.num_candidates), dtype=np.float32)
+        else:
+            chunks = [np.asarray(self.base(observation), dtype=np.float32) for _ in range(self.num_candidates)]
+            if len({chunk.shape for chunk in chunks}) != 1:
+                raise ValueError(f"base policy chunks differ in shape: {sorted({c.shape for c in chunks})}")
+            chunks = np.stack(chunks)
+        if chunks.ndim != 3 or chunks.shape[0] != self.num_candidates or chunks.shape[1] == 0:
+            raise ValueError(f"candidate chunks must be ({self.num_candidates}, H >= 1, A), got {chunks.shape}")
+        return chunks
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        observation = np.asarray(observation)
+        self.frames.append(observation)
+        if not self.queue:
+            candidates = self._sample(observation)
+            best = 0
+            if len(self.frames) == self.context and len(self.actions) == self.context - 1:
+                between = np.asarray(self.actions, dtype=np.float32).reshape(self.context - 1, candidates.shape[-1])
+                prediction = self.predictor.predict(np.stack(self.frames), between, candidates)
+                best = prediction.best
+                self.last_decision = {"scores": prediction.scores, "best": best, "step": self.steps}
+            self.queue.extend(candidates[best])
+        action = self.queue.popleft()
+        self.actions.append(action)
+        self.steps += 1
+        return action
