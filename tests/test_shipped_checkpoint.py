@@ -88,3 +88,15 @@ def test_joint_model_follows_breakout_actions():
     report, _ = action_sensitivity(pipeline, embodiment="breakout", num_contexts=4, branches=4, horizon=16,
                                    progress=False)
     assert report.passed and report.accuracy >= 0.6, report
+
+
+def test_joint_model_uses_its_pusht_heads_only_for_pusht():
+    pipeline = WorldModelPipeline.from_pretrained(JOINT)
+    pusht = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment="pusht")
+    pusht.reset(seed=0)
+    *_, info = pusht.step(pusht.action_space.sample())
+    assert info["outcome_heads"] is True
+    breakout = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment="breakout")
+    breakout.reset(seed=0)
+    _, reward, terminated, _, info = breakout.step(1)
+    assert info["outcome_heads"] is False and reward == 0.0 and not terminated  # no PushT coverage for Breakout

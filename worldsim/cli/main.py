@@ -180,7 +180,7 @@ def cmd_train_heads(args) -> None:
 
     report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
-                         output=args.output, val_datasets=args.val_dataset)
+                         output=args.output, val_datasets=args.val_dataset, embodiment=args.embodiment)
     print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
           f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
     print(f"positives in training: {report['train_positives']}, held out: {report['val_positives']}")
@@ -340,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--val-episodes", type=int, default=10, help="last episodes of the first dataset, held out")
     p.add_argument("--val-dataset", action="append", help="report on this dataset instead (repeat); trains on none of it")
+    p.add_argument("--embodiment", help="the embodiment the datasets show (multi-embodiment models); default: the model's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the heads here instead of <model>/heads")
     p.set_defaults(func=cmd_train_heads)

@@ -189,8 +189,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         return self._observation.copy(), self._infos()
 
     def _infos(self, outcomes: dict | None = None) -> dict:
-        infos = {"imagined_steps": self._steps.copy(), "outcome_heads": self.pipeline.heads is not None}
-        if self.pipeline.heads is None:
+        has_heads = self.pipeline.heads_for(self.embodiment.name) is not None
+        infos = {"imagined_steps": self._steps.copy(), "outcome_heads": has_heads}
+        if not has_heads:
             infos["note"] = NO_OUTCOME_NOTE
         infos.update(outcomes or {})
         return infos
@@ -228,7 +229,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                                              self._generator, self.action_guidance_scale)
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
-        rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task)
+        rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,
+                                                           self.embodiment.name)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         truncations = np.zeros(self.num_envs, dtype=bool)

@@ -25,8 +25,8 @@ from worldsim.pipelines.world_model import WorldModelPipeline
 NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
 
 
-def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=None,
-                     task: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=None, task: str | None = None,
+                     embodiment: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rewards, terminations and info entries for a batch of imagined frames (shared by the single and vector env).
 
     Args:
@@ -35,6 +35,7 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
         scorer: optional callable ``scorer(frames (B, H, W, 3) uint8, task) -> (B,)`` float; when given, its
             output is the reward (the heads' reward stays in ``info["head_reward"]``).
         task: task text passed to ``scorer``.
+        embodiment: whose frames these are; heads trained for another embodiment are not used.
 
     Returns:
         rewards `(B,)` float64, terminated `(B,)` bool (termination probability above 0.5; always False when the
@@ -47,8 +48,8 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     """
     batch = len(frames)
     rewards, terminated, info = np.zeros(batch), np.zeros(batch, dtype=bool), {}
-    if pipeline.heads is not None:
-        outcomes = pipeline.outcomes(frames)
+    if pipeline.heads_for(embodiment) is not None:
+        outcomes = pipeline.outcomes(frames, embodiment)
         rewards = outcomes["reward"].astype(np.float64)
         info = {"head_reward": rewards.copy()}
         if "termination_probability" in outcomes:
@@ -217,9 +218,10 @@ class WorldModelEnv(gym.Env):
         return self._observation.copy(), self._info()
 
     def _info(self, outcomes: dict | None = None) -> dict:
-        info = {"outcome_heads": self.pipeline.heads is not None, "imagined_steps": self._state.num_steps,
+        has_heads = self.pipeline.heads_for(self.embodiment.name) is not None
+        info = {"outcome_heads": has_heads, "imagined_steps": self._state.num_steps,
                 "embodiment": self.embodiment.name}
-        if self.pipeline.heads is None:
+        if not has_heads:
             info["note"] = NO_OUTCOME_NOTE
         for key, value in (outcomes or {}).items():
             info[key] = value[0].item()
@@ -244,7 +246,8 @@ class WorldModelEnv(gym.Env):
             self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
                                              self._generator, self.action_guidance_scale)
         self._observation = self._state.frames[0].cpu().numpy()
-        reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task)
+        reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task,
+                                                        self.embodiment.name)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)

@@ -124,7 +124,7 @@ def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) ->
 
 
 def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobotDataset, windows: Windows,
-                      imagined: np.ndarray, num_context: int) -> dict:
+                      imagined: np.ndarray, num_context: int, embodiment: str | None = None) -> dict:
     """Adds the reward head's error on imagined frames to a fidelity report (in place; also returned).
 
     Imagined frame k of a window (``k = 0 .. H-1``) was produced by the real transition ``start + num_context - 1
@@ -138,7 +138,7 @@ def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRob
     target = reward[rows[:, None] + num_context - 1 + np.arange(horizon)[None]]  # (W, H)
 
     def head(frames: np.ndarray) -> np.ndarray:
-        return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]))["reward"].reshape(frames.shape[:2])
+        return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]), embodiment)["reward"].reshape(frames.shape[:2])
 
     real = windows.frames[:, num_context:num_context + horizon]
     baseline = np.repeat(windows.frames[:, num_context - 1:num_context], horizon, axis=1)
@@ -177,8 +177,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
                                progress, action_guidance_scale, embodiment)
     report = fidelity_report(imagined, windows, num_context)
-    if pipeline.heads is not None and REWARD in dataset.columns:
-        add_reward_report(report, pipeline, dataset, windows, imagined, num_context)
+    if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
+        add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment)
     report.update({
         "dataset": str(dataset.root),
         "num_inference_steps": num_inference_steps or pipeline.metadata.get("num_inference_steps"),

@@ -107,7 +107,7 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     """
     from worldsim.envs import WorldModelVectorEnv
 
-    if pipeline.heads is None:
+    if pipeline.heads_for() is None:
         raise RuntimeError("ranking needs predicted rewards: train the model's outcome heads (worldsim train-heads)")
     values, video = [], None
     for start in range(0, len(frames), batch_size):

@@ -26,6 +26,8 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         sample_size: latent side h = w (even).
         hidden_dim: convolution width.
         reward_min, reward_max: the reward range; predictions are clipped to it.
+        embodiment: the embodiment whose frames the heads were trained on (None: any); an env serving another
+            embodiment of a joint model does not use them.
         termination_trained, success_trained: whether the training data had any positive example of the label;
             a head that never saw one is not reported by :meth:`predict` (its output would be a constant "never",
             not a prediction).
@@ -40,7 +42,8 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
 
     @register_to_config
     def __init__(self, in_channels: int = 8, sample_size: int = 8, hidden_dim: int = 64, reward_min: float = 0.0,
-                 reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True):
+                 reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True,
+                 embodiment: str | None = None):
         super().__init__()
         if sample_size % 2:
             raise ValueError(f"sample_size must be even, got {sample_size}")

@@ -242,25 +242,38 @@ class WorldModelPipeline:
             heads = OutcomeHeads.from_pretrained(path / "heads", use_safetensors=True).to(device)
         return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads)
 
+    def heads_for(self, embodiment: str | None = None) -> OutcomeHeads | None:
+        """The outcome heads if they were trained for ``embodiment`` (default: the model's), else None."""
+        if self.heads is None:
+            return None
+        trained_for = self.heads.config.embodiment
+        name = self.embodiment(embodiment).name
+        return self.heads if trained_for is None or trained_for == name else None
+
     @torch.no_grad()
-    def outcomes(self, frames: torch.Tensor | np.ndarray) -> dict[str, np.ndarray]:
+    def outcomes(self, frames: torch.Tensor | np.ndarray, embodiment: str | None = None) -> dict[str, np.ndarray]:
         """Reward, termination and success predicted by the outcome heads for frames (real or imagined).
 
         Args:
             frames: `(B, H, W, 3)` uint8 at the model's ``image_size``.
+            embodiment: whose frames these are (default: the model's).
 
         Returns:
-            ``{"reward", "termination_probability", "success_probability"}``, each `(B,)` float32 numpy.
+            ``{"reward", "termination_probability", "success_probability"}`` (the last two only for heads trained
+            with positive examples), each `(B,)` float32 numpy.
 
         Raises:
-            RuntimeError: the pipeline has no outcome heads (train them with ``worldsim train-heads``).
+            RuntimeError: the pipeline has no outcome heads for this embodiment (train them with
+                ``worldsim train-heads``).
         """
-        if self.heads is None:
-            raise RuntimeError("this model has no outcome heads; train them with `worldsim train-heads`")
+        heads = self.heads_for(embodiment)
+        if heads is None:
+            raise RuntimeError(f"this model has no outcome heads for {self.embodiment(embodiment).name!r}; train "
+                               f"them with `worldsim train-heads`")
         frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
         with self._fp32():
             latents = encode_frames(self.autoencoder, frames.to(self.device))
-        return {name: value.cpu().numpy() for name, value in self.heads.predict(latents.float()).items()}
+        return {name: value.cpu().numpy() for name, value in heads.predict(latents.float()).items()}
 
     # ------------------------------------------------------------------ properties
     @property

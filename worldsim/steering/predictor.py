@@ -61,13 +61,14 @@ class OutcomePredictor:
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
         if aggregate not in ("max", "last", "mean"):
             raise ValueError(f"aggregate must be 'max', 'last' or 'mean', got {aggregate!r}")
-        if scorer is None and self.pipeline.heads is None:
-            raise ValueError("the model has no outcome heads; pass a scorer or train heads (worldsim train-heads)")
+        self.embodiment = self.pipeline.embodiment(embodiment).name
+        if scorer is None and self.pipeline.heads_for(self.embodiment) is None:
+            raise ValueError(f"the model has no outcome heads for {self.embodiment!r}; pass a scorer or train heads "
+                             f"(worldsim train-heads)")
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable, got {type(scorer).__name__}")
         self.scorer, self.task, self.aggregate = scorer, task, aggregate
         self.num_inference_steps, self.context_noise = num_inference_steps, context_noise
-        self.embodiment = self.pipeline.embodiment(embodiment).name
         self.generator = torch.Generator().manual_seed(seed)
 
     def encode(self, frames: np.ndarray, actions: np.ndarray) -> RolloutState:
@@ -113,8 +114,9 @@ class OutcomePredictor:
             imagined.append(state.frames.cpu().numpy())
         futures = np.stack(imagined, axis=1)  # (K, H, S, S, 3)
         rewards = np.full((count, horizon), np.nan, dtype=np.float32)
-        if self.pipeline.heads is not None:
-            rewards = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]))["reward"].reshape(count, horizon)
+        if self.pipeline.heads_for(self.embodiment) is not None:
+            rewards = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]),
+                                             self.embodiment)["reward"].reshape(count, horizon)
         if self.scorer is not None:
             scores = np.asarray(self.scorer(futures, self.task), dtype=np.float64)
             if scores.shape != (count,) or not np.all(np.isfinite(scores)):

@@ -86,7 +86,8 @@ def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 
 
 def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
                 learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
-                progress: bool = True, val_datasets: list[str | Path] | None = None) -> dict:
+                progress: bool = True, val_datasets: list[str | Path] | None = None,
+                embodiment: str | None = None) -> dict:
     """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
 
     Args:
@@ -96,6 +97,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         val_episodes: last episodes of the first dataset held out for the report (when no ``val_datasets``).
         val_datasets: datasets used only for the report (all their frames); then nothing is held out of
             ``datasets``.
+        embodiment: the embodiment the datasets show (default: the model's); the heads are used only for it.
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
@@ -139,7 +141,8 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     positives = train_y[:, 1:].sum(0)
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
-                         success_trained=bool(positives[1] > 0))
+                         success_trained=bool(positives[1] > 0),
+                         embodiment=pipeline.embodiment(embodiment).name)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
