@@ -78,3 +78,22 @@ def test_steered_policy_executes_the_best_candidate_chunk(tiny_pipeline_path):
     assert policy.last_decision["best"] == 2 and len(policy.last_decision["scores"]) == 3
     with pytest.raises(ValueError, match="num_candidates"):
         SteeredPolicy(lambda o: np.zeros((2, 2)), OutcomePredictor(tiny_pipeline_path, scorer=judge), 0)
+
+
+def test_goal_image_scorer_prefers_the_future_that_ends_at_the_goal(tiny_pipeline_path):
+    from worldsim.steering import GoalImageScorer
+
+    goal = np.zeros((16, 16, 3), np.uint8)
+    goal[4:12, 4:12] = 200
+    near = np.repeat(goal[None, None], 3, axis=1)  # (1, 3, 16, 16, 3): a future that stays at the goal
+    far = np.zeros_like(near)
+    frames = np.concatenate([far, near])
+    scores = GoalImageScorer(goal)(frames)
+    assert scores.shape == (2,) and scores[1] == pytest.approx(0.0) and scores[0] < scores[1]
+    latent = GoalImageScorer(goal, space="latent", pipeline=WorldModelPipeline.from_pretrained(tiny_pipeline_path))
+    latent_scores = latent(frames, "any task")
+    assert latent_scores[1] == pytest.approx(0.0, abs=1e-6) and latent_scores[0] < latent_scores[1]
+    with pytest.raises(ValueError, match="pipeline"):
+        GoalImageScorer(goal, space="latent")
+    with pytest.raises(ValueError, match="uint8"):
+        GoalImageScorer(goal.astype(float))

@@ -2,5 +2,6 @@
 
 from worldsim.steering.policy import SteeredPolicy
 from worldsim.steering.predictor import OutcomePredictor, Prediction
+from worldsim.steering.scorers import GoalImageScorer
 
-__all__ = ["OutcomePredictor", "Prediction", "SteeredPolicy"]
+__all__ = ["GoalImageScorer", "OutcomePredictor", "Prediction", "SteeredPolicy"]
