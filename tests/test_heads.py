@@ -134,3 +134,48 @@ def test_evaluate_reports_the_reward_heads_error_on_imagined_frames(model_with_h
     error = np.abs(pipeline.outcomes(windows.frames[:, 2])["reward"] - reward[rows]).mean()
     assert report["per_step"]["reward_error"]["real_frames"][0] == pytest.approx(error, abs=1e-6)
     assert "reward-head error" in markdown_table(report)
+
+
+def test_discounted_values_by_hand():
+    from worldsim.training.train_heads import discounted_values
+
+    # episode 0: rewards 0, 1 (held after the end); episode 1: a single frame of reward 0.5
+    values = discounted_values(np.array([0.0, 1.0, 0.5]), np.array([0, 0, 1]), discount=0.5)
+    # V(1) = 0.5 * 1 + 0.5 * 1 = 1 (the last reward is held); V(0) = 0.5 * 0 + 0.5 * V(1) = 0.5; V(2) = 0.5
+    np.testing.assert_allclose(values, [0.5, 1.0, 0.5])
+    with pytest.raises(ValueError, match="discount"):
+        discounted_values(np.zeros(2), np.zeros(2, int), discount=1.0)
+    with pytest.raises(ValueError, match="shapes"):
+        discounted_values(np.zeros(2), np.zeros(3, int), discount=0.9)
+
+
+def test_value_head_is_trained_saved_and_scores_steering(tiny_pipeline_path, pusht_dataset, tmp_path):
+    import shutil
+
+    from worldsim.models.heads import OutcomeHeads
+    from worldsim.steering import OutcomePredictor
+    from worldsim.training.train_heads import train_heads
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_path, path)
+    report = train_heads(path, [pusht_dataset], steps=30, batch_size=32, val_episodes=1, progress=False,
+                         value_discount=0.9)
+    assert report["value_discount"] == 0.9 and np.isfinite(report["value_mae"])
+    heads = OutcomeHeads.from_pretrained(path / "heads")
+    assert heads.config.value_discount == 0.9
+    predictor = OutcomePredictor(path)
+    assert predictor.aggregate == "value"  # the default once the heads have a value output
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    prediction = predictor.predict(frames, rng.uniform(0, 512, (2, 2)), rng.uniform(0, 512, (3, 2, 2)))
+    values = predictor.pipeline.outcomes(prediction.frames[:, -1])["value"]
+    np.testing.assert_allclose(prediction.scores, values, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="value_discount"):
+        OutcomeHeads(value_discount=1.5)
+
+
+def test_value_aggregate_needs_a_value_head(model_with_heads):
+    from worldsim.steering import OutcomePredictor
+
+    with pytest.raises(ValueError, match="value output"):
+        OutcomePredictor(model_with_heads[0], aggregate="value")

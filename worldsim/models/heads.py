@@ -31,20 +31,26 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         termination_trained, success_trained: whether the training data had any positive example of the label;
             a head that never saw one is not reported by :meth:`predict` (its output would be a constant "never",
             not a prediction).
+        value_discount: when set (gamma in (0, 1)), a fourth output predicts the state value under the data's
+            policy: the normalised discounted future reward ``(1 - gamma) * sum_i gamma^i r_{t+i}`` (in reward
+            units), the terminal-value estimate model-based planners (TD-MPC, MuZero) put at the end of an
+            imagined rollout. None (heads saved before it existed): no value output.
 
     Shapes:
         forward: latents `(B, C, h, w)` float -> dict of `(B,)` float32: ``reward`` (raw regression),
-        ``termination_logit``, ``success_logit``.
+        ``termination_logit``, ``success_logit`` (and ``value`` with ``value_discount``).
 
     Raises:
-        ValueError: ``sample_size`` odd, or ``reward_min >= reward_max``.
+        ValueError: ``sample_size`` odd, ``reward_min >= reward_max`` or ``value_discount`` outside (0, 1).
     """
 
     @register_to_config
     def __init__(self, in_channels: int = 8, sample_size: int = 8, hidden_dim: int = 64, reward_min: float = 0.0,
                  reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True,
-                 embodiment: str | None = None):
+                 embodiment: str | None = None, value_discount: float | None = None):
         super().__init__()
+        if value_discount is not None and not 0.0 < value_discount < 1.0:
+            raise ValueError(f"value_discount must be in (0, 1) or None, got {value_discount}")
         if sample_size % 2:
             raise ValueError(f"sample_size must be even, got {sample_size}")
         if reward_min >= reward_max:
@@ -52,22 +58,28 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, hidden_dim, 3, padding=1), nn.SiLU(),
             nn.Conv2d(hidden_dim, hidden_dim, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Flatten(), nn.Linear(hidden_dim * (sample_size // 2) ** 2, 128), nn.SiLU(), nn.Linear(128, 3))
+            nn.Flatten(), nn.Linear(hidden_dim * (sample_size // 2) ** 2, 128), nn.SiLU(), nn.Linear(128, 3 if value_discount is None else 4))
 
     def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if latents.ndim != 4 or latents.shape[1] != self.config.in_channels:
             raise ValueError(f"latents must be (B, {self.config.in_channels}, h, w), got {tuple(latents.shape)}")
         out = self.features(latents).float()
-        return {"reward": out[:, 0], "termination_logit": out[:, 1], "success_logit": out[:, 2]}
+        named = {"reward": out[:, 0], "termination_logit": out[:, 1], "success_logit": out[:, 2]}
+        if self.config.value_discount is not None:
+            named["value"] = out[:, 3]
+        return named
 
     @torch.no_grad()
     def predict(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outcomes in their units: ``reward`` clipped to the range, ``termination_probability`` and
-        ``success_probability`` in [0, 1] (only for heads trained with positive examples); each `(B,)` float32."""
+        ``success_probability`` in [0, 1] (only for heads trained with positive examples), ``value`` clipped to the
+        reward range (only with ``value_discount``); each `(B,)` float32."""
         out = self(latents)
         predicted = {"reward": out["reward"].clamp(self.config.reward_min, self.config.reward_max)}
         if self.config.termination_trained:
             predicted["termination_probability"] = out["termination_logit"].sigmoid()
         if self.config.success_trained:
             predicted["success_probability"] = out["success_logit"].sigmoid()
+        if "value" in out:
+            predicted["value"] = out["value"].clamp(self.config.reward_min, self.config.reward_max)
         return predicted

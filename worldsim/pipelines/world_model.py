@@ -259,8 +259,9 @@ class WorldModelPipeline:
             embodiment: whose frames these are (default: the model's).
 
         Returns:
-            ``{"reward", "termination_probability", "success_probability"}`` (the last two only for heads trained
-            with positive examples), each `(B,)` float32 numpy.
+            ``{"reward", "termination_probability", "success_probability", "value"}`` (the probabilities only for
+            heads trained with positive examples, ``value`` only for heads trained with a discount), each `(B,)`
+            float32 numpy.
 
         Raises:
             RuntimeError: the pipeline has no outcome heads for this embodiment (train them with

@@ -45,31 +45,42 @@ class OutcomePredictor:
         scorer: optional ``scorer(frames (K, H, S, S, 3) uint8, task) -> (K,)`` float, higher is better; replaces
             the reward-head score.
         task: text handed to ``scorer``.
-        aggregate: how the reward-head score sums up a future: ``"max"`` (best frame, default), ``"last"`` (final
-            frame) or ``"mean"``.
+        aggregate: how the heads score a future: ``"value"`` (the value head on the final imagined frame: the
+            expected discounted future reward from where the chunk leaves the scene, the default when the heads
+            have a value output), ``"max"`` (best reward of any frame, the default otherwise), ``"last"`` (reward of
+            the final frame) or ``"mean"``.
         num_inference_steps, context_noise: sampler settings (default: the model's).
         embodiment: which embodiment's actions the candidates are (multi-embodiment models).
         seed: seed of the imagination noise (each call advances it).
 
     Raises:
-        ValueError: unknown ``aggregate``, or no outcome heads and no scorer.
+        ValueError: unknown ``aggregate``, ``"value"`` for heads without a value output, or no outcome heads and no
+            scorer.
     """
 
     def __init__(self, model: str | Path | WorldModelPipeline, scorer: Callable | None = None,
-                 task: str | None = None, aggregate: str = "max", num_inference_steps: int | None = None,
+                 task: str | None = None, aggregate: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, embodiment: str | None = None, seed: int = 0):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
-        if aggregate not in ("max", "last", "mean"):
-            raise ValueError(f"aggregate must be 'max', 'last' or 'mean', got {aggregate!r}")
         self.embodiment = self.pipeline.embodiment(embodiment).name
-        if scorer is None and self.pipeline.heads_for(self.embodiment) is None:
+        heads = self.pipeline.heads_for(self.embodiment)
+        if scorer is None and heads is None:
             raise ValueError(f"the model has no outcome heads for {self.embodiment!r}; pass a scorer or train heads "
                              f"(worldsim train-heads)")
+        has_value = heads is not None and heads.config.value_discount is not None
+        if aggregate is None:
+            aggregate = "value" if has_value else "max"
+        if aggregate not in ("value", "max", "last", "mean"):
+            raise ValueError(f"aggregate must be 'value', 'max', 'last' or 'mean', got {aggregate!r}")
+        if aggregate == "value" and scorer is None and not has_value:
+            raise ValueError("aggregate='value' needs heads with a value output (worldsim train-heads "
+                             "--value-discount)")
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable, got {type(scorer).__name__}")
         self.scorer, self.task, self.aggregate = scorer, task, aggregate
         self.num_inference_steps, self.context_noise = num_inference_steps, context_noise
         self.generator = torch.Generator().manual_seed(seed)
+        self.last_prediction: Prediction | None = None  # the most recent decision's futures and scores
 
     def encode(self, frames: np.ndarray, actions: np.ndarray) -> RolloutState:
         """Encodes the recent real frames `(n, H', W', 3)` uint8 and the `(n - 1, A)` actions between them (once)."""
@@ -114,14 +125,20 @@ class OutcomePredictor:
             imagined.append(state.frames.cpu().numpy())
         futures = np.stack(imagined, axis=1)  # (K, H, S, S, 3)
         rewards = np.full((count, horizon), np.nan, dtype=np.float32)
+        values = None
         if self.pipeline.heads_for(self.embodiment) is not None:
-            rewards = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]),
-                                             self.embodiment)["reward"].reshape(count, horizon)
+            outcomes = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]), self.embodiment)
+            rewards = outcomes["reward"].reshape(count, horizon)
+            if "value" in outcomes:
+                values = outcomes["value"].reshape(count, horizon)
         if self.scorer is not None:
             scores = np.asarray(self.scorer(futures, self.task), dtype=np.float64)
             if scores.shape != (count,) or not np.all(np.isfinite(scores)):
                 raise ValueError(f"scorer returned {scores.shape} values; expected ({count},) finite numbers")
+        elif self.aggregate == "value":
+            scores = values[:, -1].astype(np.float64)
         else:
             reduce = {"max": np.max, "last": lambda r, axis: r[:, -1], "mean": np.mean}[self.aggregate]
             scores = reduce(rewards.astype(np.float64), axis=1)
-        return Prediction(futures, rewards, scores, int(np.argmax(scores)))
+        self.last_prediction = Prediction(futures, rewards, scores, int(np.argmax(scores)))
+        return self.last_prediction

@@ -66,6 +66,37 @@ def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndar
     return rows, {"reward": column(REWARD), "termination": termination, "success": column(SUCCESS)}
 
 
+def discounted_values(rewards: np.ndarray, episode_index: np.ndarray, discount: float) -> np.ndarray:
+    """Normalised discounted future reward per frame: ``V_t = (1 - gamma) * sum_{i >= 0} gamma^i r_{t+i}``.
+
+    Computed backwards within each episode; past an episode's last frame the reward is taken to stay at its last
+    value (recorded PushT episodes end by time limit or success, where the scene no longer changes), so a state
+    that holds reward r has value r.
+
+    Args:
+        rewards: `(M,)` float per-frame reward, rows ordered by episode and frame.
+        episode_index: `(M,)` int episode of each row.
+        discount: gamma in (0, 1).
+
+    Returns:
+        `(M,)` float32 values in the reward's units.
+
+    Raises:
+        ValueError: mismatched lengths or ``discount`` outside (0, 1).
+    """
+    rewards, episode_index = np.asarray(rewards, np.float64), np.asarray(episode_index)
+    if rewards.shape != episode_index.shape or rewards.ndim != 1:
+        raise ValueError(f"rewards {rewards.shape} and episode_index {episode_index.shape} must be equal 1-D shapes")
+    if not 0.0 < discount < 1.0:
+        raise ValueError(f"discount must be in (0, 1), got {discount}")
+    values = np.empty_like(rewards)
+    for row in range(len(rewards) - 1, -1, -1):
+        last = row == len(rewards) - 1 or episode_index[row + 1] != episode_index[row]
+        after = rewards[row] if last else values[row + 1]
+        values[row] = (1.0 - discount) * rewards[row] + discount * after
+    return values.astype(np.float32)
+
+
 def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 10) -> list[dict]:
     """Predicted probability vs observed frequency in equal-width bins (a calibration / reliability diagram).
 
@@ -87,7 +118,7 @@ def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 
 def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
                 learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
                 progress: bool = True, val_datasets: list[str | Path] | None = None,
-                embodiment: str | None = None) -> dict:
+                embodiment: str | None = None, value_discount: float | None = None) -> dict:
     """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
 
     Args:
@@ -98,6 +129,8 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         val_datasets: datasets used only for the report (all their frames); then nothing is held out of
             ``datasets``.
         embodiment: the embodiment the datasets show (default: the model's); the heads are used only for it.
+        value_discount: gamma of the value output (:func:`discounted_values` of the reward labels under the
+            datasets' own policies); None trains no value output. The report adds its MAE and Pearson r.
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
@@ -129,7 +162,10 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
             if len(dataset.episodes) <= val_episodes:
                 raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {val_episodes}")
             held = dataset.episode_index[rows] >= len(dataset.episodes) - val_episodes
-        stacked = np.stack([labels["reward"], labels["termination"], labels["success"]], axis=1)
+        columns = [labels["reward"], labels["termination"], labels["success"]]
+        if value_discount is not None:
+            columns.append(discounted_values(labels["reward"], dataset.episode_index[rows], value_discount))
+        stacked = np.stack(columns, axis=1)
         x = torch.from_numpy(np.asarray(latents[rows], dtype=np.float32))
         train_x.append(x[~held]), train_y.append(torch.from_numpy(stacked[~held]))
         val_x.append(x[held]), val_y.append(torch.from_numpy(stacked[held]))
@@ -142,7 +178,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0),
-                         embodiment=pipeline.embodiment(embodiment).name)
+                         embodiment=pipeline.embodiment(embodiment).name, value_discount=value_discount)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
@@ -155,6 +191,8 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         # events, which is what a reliability table checks
         loss = F.mse_loss(out["reward"], y[:, 0]) + F.binary_cross_entropy_with_logits(
             out["termination_logit"], y[:, 1]) + F.binary_cross_entropy_with_logits(out["success_logit"], y[:, 2])
+        if value_discount is not None:
+            loss = loss + F.mse_loss(out["value"], y[:, 3])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -174,8 +212,13 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         "reliability": {name: reliability_table(predicted[f"{name}_probability"].numpy(), val_y[:, column].numpy())
                         for column, name in ((1, "termination"), (2, "success"))
                         if f"{name}_probability" in predicted},
+        "value_discount": value_discount,
         "untrained_heads": [name for name in ("termination", "success") if f"{name}_probability" not in predicted],
     }
+    if value_discount is not None:
+        value, truth = predicted["value"].numpy(), val_y[:, 3].numpy()
+        report["value_mae"] = float(np.abs(value - truth).mean())
+        report["value_pearson"] = float(np.corrcoef(value, truth)[0, 1]) if truth.std() > 0 else float("nan")
     output = Path(output) if output is not None else model / "heads"
     heads.save_pretrained(output)
     (output / "metrics.json").write_text(json.dumps(report, indent=2))
