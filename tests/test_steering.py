@@ -97,3 +97,40 @@ def test_goal_image_scorer_prefers_the_future_that_ends_at_the_goal(tiny_pipelin
         GoalImageScorer(goal, space="latent")
     with pytest.raises(ValueError, match="uint8"):
         GoalImageScorer(goal.astype(float))
+
+
+def test_steer_eval_runs_base_and_steered_policies_in_the_real_env(model_with_heads, tmp_path):
+    """End to end on the tiny model: K = 1 is the base policy, K = 2 imagines; the oracle executes candidates."""
+    pytest.importorskip("gym_pusht")
+    from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
+
+    predictor = OutcomePredictor(model_with_heads[0])
+    report = steer_evaluate(predictor, [2], num_states=2, horizon=6, num_context=2, chunk_length=3,
+                            oracle_follow=2, progress=False)
+    results = report["results"]
+    assert sorted(results) == [1, 2]  # the base policy is always included
+    assert results[1]["seconds_per_decision"] == 0.0 and results[1]["oracle"] is None
+    assert results[1]["gain"]["mean"] == 0.0
+    steered = results[2]
+    assert len(steered["values"]) == 2 and all(0.0 <= v <= 1.0 for v in steered["values"])
+    assert steered["seconds_per_decision"] > 0
+    assert steered["oracle"]["decisions"] == 2 * 2  # 6 steps, chunks of 3: two decisions per state
+    assert steered["oracle"]["oracle_gain"] >= steered["oracle"]["captured_gain"] - 1e-12
+    np.testing.assert_allclose(steered["gain"]["mean"], np.mean(steered["values"]) - np.mean(results[1]["values"]))
+    video = report["video"]
+    assert video["futures"].shape == (2, 3, 16, 16, 3) and video["real"].shape == (3, 16, 16, 3)
+    assert "| 2 |" in steer_table(report)
+    written = write_steer_report(report, tmp_path)
+    assert written["plot"].stat().st_size > 0 and written["video"].stat().st_size > 0
+
+
+def test_steer_eval_refuses_bad_settings(model_with_heads):
+    from worldsim.steering.evaluate import NoisyPusherChunks, steer_evaluate
+
+    predictor = OutcomePredictor(model_with_heads[0])
+    with pytest.raises(ValueError, match="candidates"):
+        steer_evaluate(predictor, [0], progress=False)
+    with pytest.raises(ValueError, match="num_context"):
+        steer_evaluate(predictor, [2], num_context=1, progress=False)
+    with pytest.raises(ValueError, match="noise_std"):
+        NoisyPusherChunks(noise_std=-1.0)

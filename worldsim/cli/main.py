@@ -180,9 +180,13 @@ def cmd_train_heads(args) -> None:
 
     report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
-                         output=args.output, val_datasets=args.val_dataset, embodiment=args.embodiment)
+                         output=args.output, val_datasets=args.val_dataset, embodiment=args.embodiment,
+                         value_discount=args.value_discount)
     print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
           f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
+    if "value_mae" in report:
+        print(f"value (discount {report['value_discount']}): MAE {report['value_mae']:.4f}, Pearson r "
+              f"{report['value_pearson']:.3f}")
     print(f"positives in training: {report['train_positives']}, held out: {report['val_positives']}")
     for name, table in report["reliability"].items():
         print(f"{name} reliability (predicted -> observed, count): " + ", ".join(
@@ -220,6 +224,22 @@ def cmd_rank(args) -> None:
     if args.report:
         written = write_rank_report(report, args.report)
         print(f"wrote {written['html']} ({len(written['videos'])} videos)")
+
+
+def cmd_steer_eval(args) -> None:
+    from worldsim.steering import OutcomePredictor
+    from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
+
+    predictor = OutcomePredictor(_load_pipeline(args.model), aggregate=args.aggregate, seed=args.seed)
+    report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
+                            num_context=args.context, seed=args.seed, base_noise=args.base_noise,
+                            chunk_length=args.chunk_length, oracle_follow=args.oracle_follow)
+    print(steer_table(report))
+    out = Path(args.out)
+    written = write_steer_report(report, out)
+    serialisable = {"settings": report["settings"], "results": report["results"], "model": str(args.model)}
+    (out / "report.json").write_text(json.dumps(serialisable, indent=2))
+    print(f"wrote {out / 'report.json'}, {written['plot']}" + (f", {written['video']}" if written["video"] else ""))
 
 
 def cmd_router_stats(args) -> None:
@@ -343,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embodiment", help="the embodiment the datasets show (multi-embodiment models); default: the model's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the heads here instead of <model>/heads")
+    p.add_argument("--value-discount", type=float, default=None,
+                   help="also train a value head with this gamma (e.g. 0.97): discounted future reward under the "
+                        "data's policy, the steering score of a chunk's final imagined frame")
     p.set_defaults(func=cmd_train_heads)
 
     p = sub.add_parser("rank", help="rank policies in imagination and in the real PushT env; report the agreement")
@@ -360,6 +383,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("steer-eval", help="run a stochastic PushT policy with and without steering in the real env")
+    p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
+    p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="K values (1 = base policy)")
+    p.add_argument("--num-states", type=int, default=100, help="initial states (real env seeds)")
+    p.add_argument("--horizon", type=int, default=64, help="real env steps per episode")
+    p.add_argument("--context", type=int, default=4, help="real frames given to the predictor")
+    p.add_argument("--base-noise", type=float, default=120.0, help="end-point noise of the base policy's chunks (px)")
+    p.add_argument("--chunk-length", type=int, default=8, help="actions per chunk (H)")
+    p.add_argument("--aggregate", choices=["value", "max", "last", "mean"],
+                   help="how the heads score an imagined future (default: value if the heads have one, else max)")
+    p.add_argument("--oracle-follow", type=int, default=0,
+                   help="> 0: also execute every candidate in the real env (then this many pusher steps) to "
+                        "measure how much a perfect predictor would gain")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
+    p.set_defaults(func=cmd_steer_eval)
 
     p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
     p.add_argument("--model", required=True)

@@ -26,7 +26,7 @@ class SteeredPolicy:
         context: real frames handed to the predictor (the model's window works best).
 
     ``reset()`` then ``act(observation) -> action (A,)``; ``last_decision`` holds why the last chunk was chosen:
-    ``{"scores": (K,), "best": int, "step": int}``.
+    ``{"scores": (K,), "best": int, "step": int, "candidates": (K, H, A) float32}``.
 
     Raises:
         ValueError: ``num_candidates < 1`` or ``context < 1``; in ``act``: a base policy whose chunks have
@@ -70,7 +70,8 @@ class SteeredPolicy:
                 between = np.asarray(self.actions, dtype=np.float32).reshape(self.context - 1, candidates.shape[-1])
                 prediction = self.predictor.predict(np.stack(self.frames), between, candidates)
                 best = prediction.best
-                self.last_decision = {"scores": prediction.scores, "best": best, "step": self.steps}
+                self.last_decision = {"scores": prediction.scores, "best": best, "step": self.steps,
+                                      "candidates": candidates}
             self.queue.extend(candidates[best])
         action = self.queue.popleft()
         self.actions.append(action)

@@ -1,0 +1,292 @@
+"""Steering in the real env (``worldsim steer-eval``): does imagining K candidates make a stochastic policy better?
+
+Protocol: from each initial state (real ``gym_pusht/PushT-v0`` seeds; the agent holds still for the context frames,
+as in :mod:`worldsim.evaluation.rank`), the base stochastic chunk policy and its steered versions
+(:class:`~worldsim.steering.SteeredPolicy` with K candidates) each run ``horizon`` real steps with the same base-policy
+seed. Per K: mean max reward (coverage / 0.95, clipped to 1) and success rate with bootstrap 95% intervals, the gain
+over the base policy with a paired bootstrap interval (the same states), and the wall time per steering decision.
+K = 1 is the base policy itself (nothing imagined).
+
+The optional oracle (``oracle_follow > 0``) says where a missing gain is lost. At every steering decision each
+candidate is also executed in a second real env set to the current state (agent position and block pose; velocities
+start at zero), followed by ``oracle_follow`` steps of the noise-free centroid pusher, and its real outcome (largest
+reward over those steps) is recorded. Per decision: the oracle gain (best real outcome minus the candidates' mean:
+what a perfect predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the
+Spearman correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
+simulator, as in runtime steering of VLA policies with a world model and a judge.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from worldsim.data.frame_cache import resize_frames
+from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent
+from worldsim.evaluation.pusht_zoo import CentroidPusher
+from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval
+from worldsim.steering.policy import SteeredPolicy
+
+PUSHT_ENV = "gym_pusht/PushT-v0"
+
+
+class NoisyPusherChunks:
+    """A stochastic PushT chunk policy: the centroid pusher's next target, reached along a noisy straight path.
+
+    Each call returns a different `(chunk_length, 2)` float32 chunk of agent targets (workspace px, 0-512), like
+    samples of a diffusion policy: a straight line from the agent to the centroid pusher's target plus Gaussian
+    noise of ``noise_std`` px on the end point. Some samples push the block, others miss it.
+
+    Args:
+        noise_std: spread of the chunk's end point (px).
+        chunk_length: actions per chunk.
+        seed: RNG seed (``reset`` restarts it).
+
+    Raises:
+        ValueError: ``noise_std < 0`` or ``chunk_length < 1``.
+    """
+
+    def __init__(self, noise_std: float = 120.0, chunk_length: int = 8, seed: int = 0):
+        if noise_std < 0 or chunk_length < 1:
+            raise ValueError(f"need noise_std >= 0 and chunk_length >= 1, got {noise_std} and {chunk_length}")
+        self.noise_std, self.chunk_length, self.seed = noise_std, int(chunk_length), seed
+        self.pusher = CentroidPusher(max_step=40.0 * chunk_length)
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.pusher.reset(1)
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        frame = np.asarray(observation)[None]
+        agent = locate_agent(frame)[0]
+        agent = np.where(np.isnan(agent), PUSHT_WORKSPACE / 2, agent)
+        end = self.pusher._targets(frame)[0] + self.rng.normal(0.0, self.noise_std, 2)
+        fractions = np.linspace(1.0 / self.chunk_length, 1.0, self.chunk_length)[:, None]
+        return np.clip(agent + (end - agent) * fractions, 0.0, PUSHT_WORKSPACE).astype(np.float32)
+
+
+def copy_pusht_state(source, target) -> np.ndarray:
+    """Sets the PushT env ``target`` to ``source``'s agent position and block pose; returns its observation.
+
+    gym-pusht's ``reset_to_state`` places the block before rotating it about its centre of gravity, so the
+    requested position is corrected once by probing (as in :mod:`worldsim.data.collect`). Velocities start at zero.
+    """
+    world = source.unwrapped
+    agent = np.array(world.agent.position, dtype=np.float64)
+    block = np.array([*world.block.position, world.block.angle], dtype=np.float64)
+    _, info = target.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
+    corrected = block.copy()
+    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
+    observation, _ = target.reset(options={"reset_to_state": np.concatenate([agent, corrected]).tolist()})
+    return observation
+
+
+def _oracle_outcomes(env, probe, candidates: np.ndarray, follow: int, size: int) -> np.ndarray:
+    """Real outcome `(K,)` of each candidate chunk from ``env``'s current state (see the module docstring)."""
+    outcomes = []
+    for chunk in candidates:
+        copy_pusht_state(env, probe)
+        best, observation = 0.0, None
+        for action in chunk:
+            observation, reward, *_ = probe.step(action)
+            best = max(best, float(reward))
+        pusher = CentroidPusher()
+        pusher.reset(1)
+        for _ in range(follow):
+            observation, reward, *_ = probe.step(pusher.act(resize_frames(observation[None], size))[0])
+            best = max(best, float(reward))
+        outcomes.append(best)
+    return np.asarray(outcomes)
+
+
+def _interval(samples) -> dict:
+    return dict(zip(("mean", "low", "high"), bootstrap_mean_interval(samples)))
+
+
+def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, horizon: int = 64, num_context: int = 4,
+                   seed: int = 0, base_noise: float = 120.0, chunk_length: int = 8, oracle_follow: int = 0,
+                   progress: bool = True) -> dict:
+    """Runs the base and steered policies in the real PushT env (see the module docstring).
+
+    Args:
+        predictor: :class:`~worldsim.steering.OutcomePredictor` of a PushT model (its scorer decides).
+        candidates: the K values to evaluate; K = 1 (added when missing) is the base policy.
+        num_states: initial states (real env seeds ``seed .. seed + num_states - 1``).
+        horizon: real env steps per episode.
+        num_context: real frames the predictor is given (the first ``num_context - 1`` steps hold still).
+        seed: first env seed.
+        base_noise, chunk_length: the base policy (:class:`NoisyPusherChunks`).
+        oracle_follow: > 0 also measures every candidate's real outcome at each decision (the pusher then runs
+            this many more steps); 0 skips it (it costs K real rollouts per decision).
+        progress: show a progress bar per K.
+
+    Returns:
+        ``{"results": {K: {"values": [...], "successes": [...], "value", "success", "gain": {mean, low, high},
+        "seconds_per_decision", "oracle": {...} | None}}, "settings": {...}, "video": {"futures": (K, H, S, S, 3),
+        "best": int, "real": (H, S, S, 3)} | None}``; ``video`` is the first decision of the largest K on the first
+        state (its imagined candidates and what really happened when the chosen one was executed).
+
+    Raises:
+        ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``.
+    """
+    from worldsim.data.collect import make_recording_env
+
+    if not candidates or min(candidates) < 1:
+        raise ValueError(f"candidates must be K values >= 1, got {candidates}")
+    if num_states < 1 or horizon < 1 or num_context < 2:
+        raise ValueError(f"need num_states >= 1, horizon >= 1, num_context >= 2; got {num_states}, {horizon}, "
+                         f"{num_context}")
+    candidates = sorted(set(candidates) | {1})
+    size = predictor.pipeline.image_size
+    env, probe = make_recording_env(PUSHT_ENV), make_recording_env(PUSHT_ENV) if oracle_follow > 0 else None
+    results, video = {}, None
+    try:
+        for count in candidates:
+            values, successes, decision_seconds, oracle = [], [], [], {"oracle": [], "captured": [], "spearman": []}
+            for state in tqdm(range(seed, seed + num_states), desc=f"steer-eval K={count}", disable=not progress):
+                base = NoisyPusherChunks(base_noise, chunk_length, seed=state)
+                policy = SteeredPolicy(base, predictor, num_candidates=count, context=num_context) if count > 1 \
+                    else None
+                observation, info = env.reset(seed=state)
+                hold = np.asarray(info["pos_agent"], dtype=np.float32)
+                for _ in range(num_context - 1):  # the shared start: the agent holds still
+                    if policy is not None:  # the policy sees the context it lives through
+                        policy.frames.append(resize_frames(observation[None], size)[0])
+                        policy.actions.append(hold)
+                    observation, *_ = env.step(hold)
+                best, success, queue, recording = 0.0, False, [], None
+                for _ in range(horizon):
+                    frame = resize_frames(observation[None], size)[0]
+                    if policy is None:
+                        queue = queue or list(base(frame))
+                        action = queue.pop(0)
+                    else:
+                        started, decided = time.perf_counter(), policy.last_decision
+                        action = policy.act(frame)
+                        if policy.last_decision is not decided:
+                            decision_seconds.append(time.perf_counter() - started)
+                            decision = policy.last_decision
+                            if oracle_follow > 0:
+                                real = _oracle_outcomes(env, probe, decision["candidates"], oracle_follow, size)
+                                oracle["oracle"].append(real.max() - real.mean())
+                                oracle["captured"].append(real[decision["best"]] - real.mean())
+                                if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
+                                    from scipy.stats import spearmanr
+
+                                    oracle["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
+                            if video is None and count == candidates[-1] and state == seed:
+                                prediction = predictor.last_prediction
+                                video = {"futures": prediction.frames, "best": prediction.best, "real": []}
+                                recording = video["real"]
+                    observation, reward, terminated, truncated, info = env.step(action)
+                    if recording is not None and len(recording) < video["futures"].shape[1]:
+                        recording.append(resize_frames(observation[None], size)[0])
+                    best, success = max(best, float(reward)), success or bool(info.get("is_success", False))
+                    if terminated or truncated:
+                        break
+                values.append(best)
+                successes.append(float(success))
+            results[count] = {"values": values, "successes": successes, "value": _interval(values),
+                              "success": _interval(successes),
+                              "seconds_per_decision": float(np.median(decision_seconds)) if decision_seconds
+                              else 0.0,
+                              "oracle": {"decisions": len(oracle["oracle"]),
+                                         "oracle_gain": float(np.mean(oracle["oracle"])),
+                                         "captured_gain": float(np.mean(oracle["captured"])),
+                                         "spearman": float(np.mean(oracle["spearman"])) if oracle["spearman"]
+                                         else float("nan")} if oracle["oracle"] else None}
+    finally:
+        env.close()
+        if probe is not None:
+            probe.close()
+    base_values = np.asarray(results[1]["values"])
+    for entry in results.values():
+        entry["gain"] = _interval(np.asarray(entry["values"]) - base_values)  # paired: the same states
+        entry["success_gain"] = _interval(np.asarray(entry["successes"]) - np.asarray(results[1]["successes"]))
+    if video is not None:
+        video["real"] = np.stack(video["real"]) if video["real"] else None
+    settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
+                "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
+                "scorer": "user scorer" if predictor.scorer is not None else f"heads ({predictor.aggregate})",
+                "date": time.strftime("%Y-%m-%d"),
+                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+    return {"results": results, "settings": settings, "video": video}
+
+
+def steer_table(report: dict) -> str:
+    """A markdown table: one row per K with value, success, gain (95% intervals), seconds per decision, oracle."""
+    lines = ["| K | mean max reward [95% CI] | success [95% CI] | gain over K=1 [paired 95% CI] | s / decision "
+             "| oracle gain / captured / Spearman |", "|---|---|---|---|---|---|"]
+    for count, entry in sorted(report["results"].items(), key=lambda item: int(item[0])):
+        v, s, g, o = entry["value"], entry["success"], entry["gain"], entry.get("oracle")
+        oracle = f"{o['oracle_gain']:.3f} / {o['captured_gain']:.3f} / {o['spearman']:.2f}" if o else "-"
+        lines.append(f"| {count} | {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}] | {s['mean']:.2f} "
+                     f"[{s['low']:.2f}, {s['high']:.2f}] | {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] | "
+                     f"{entry['seconds_per_decision']:.2f} | {oracle} |")
+    return "\n".join(lines)
+
+
+def steering_video_frames(futures: np.ndarray, best: int, real: np.ndarray | None) -> np.ndarray:
+    """Frames `(H, S + 4, (K + 1) * (S + 4), 3)` uint8: the K imagined candidates side by side (the chosen one
+    framed green, the others grey), then the real outcome of executing the chosen chunk (framed white)."""
+    count, length = futures.shape[:2]
+    border = 2
+
+    def framed(frames, colour):
+        out = np.pad(frames, ((0, 0), (border, border), (border, border), (0, 0)))
+        out[:, :border], out[:, -border:], out[:, :, :border], out[:, :, -border:] = colour, colour, colour, colour
+        return out
+
+    tiles = [framed(futures[k], (0, 200, 0) if k == best else (90, 90, 90)) for k in range(count)]
+    if real is not None:
+        real = real[:length]
+        if len(real) < length:  # the episode ended early: hold its last frame
+            real = np.concatenate([real, np.repeat(real[-1:], length - len(real), axis=0)])
+        tiles.append(framed(real, (255, 255, 255)))
+    return np.concatenate(tiles, axis=2).astype(np.uint8)
+
+
+def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
+    """Writes ``gain.png`` (gain vs K and vs wall time per decision, with intervals) and ``steered.mp4``.
+
+    Returns:
+        ``{"plot": path, "video": path | None}``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from worldsim.utils.video import write_video
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = sorted(int(k) for k in report["results"])
+    entries = [report["results"][k] if k in report["results"] else report["results"][str(k)] for k in counts]
+    gains = np.array([[e["gain"]["mean"], e["gain"]["low"], e["gain"]["high"]] for e in entries])
+    seconds = [e["seconds_per_decision"] for e in entries]
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, x, label in ((axes[0], counts, "candidates K"), (axes[1], seconds, "seconds per decision")):
+        axis.errorbar(x, gains[:, 0], yerr=[gains[:, 0] - gains[:, 1], gains[:, 2] - gains[:, 0]], fmt="o-",
+                      capsize=3)
+        axis.axhline(0.0, color="k", linestyle=":", linewidth=1)
+        axis.set(xlabel=label, ylabel="gain in mean max reward over the base policy")
+        axis.grid(alpha=0.3)
+    axes[0].set_xscale("log", base=2)
+    settings = report["settings"]
+    figure.suptitle(f"steering in the real PushT env: {settings['num_states']} states, horizon {settings['horizon']}, "
+                    f"scorer {settings['scorer']}")
+    figure.tight_layout()
+    plot = out_dir / "gain.png"
+    figure.savefig(plot, dpi=120)
+    plt.close(figure)
+    video = None
+    if report.get("video"):
+        clip = report["video"]
+        video = write_video(out_dir / "steered.mp4", steering_video_frames(clip["futures"], clip["best"],
+                                                                             clip["real"]), fps=fps, scale=4)
+    return {"plot": plot, "video": video}
