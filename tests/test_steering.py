@@ -102,7 +102,7 @@ def test_goal_image_scorer_prefers_the_future_that_ends_at_the_goal(tiny_pipelin
 def test_steer_eval_runs_base_and_steered_policies_in_the_real_env(model_with_heads, tmp_path):
     """End to end on the tiny model: K = 1 is the base policy, K = 2 imagines; the oracle executes candidates."""
     pytest.importorskip("gym_pusht")
-    from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
+    from worldsim.steering.evaluate import steer_evaluate, steer_table, steering_video_frames, write_steer_report
 
     predictor = OutcomePredictor(model_with_heads[0])
     report = steer_evaluate(predictor, [2], num_states=2, horizon=6, num_context=2, chunk_length=3,
@@ -119,6 +119,10 @@ def test_steer_eval_runs_base_and_steered_policies_in_the_real_env(model_with_he
     np.testing.assert_allclose(steered["gain"]["mean"], np.mean(steered["values"]) - np.mean(results[1]["values"]))
     video = report["video"]
     assert video["futures"].shape == (2, 3, 16, 16, 3) and video["real"].shape == (3, 16, 16, 3)
+    grid = steering_video_frames(video["futures"], video["best"], video["real"], columns=2)
+    assert grid.shape == (3, 2 * 20, 2 * 20, 3)  # 2 candidates + the real outcome + one empty cell, 2 x 2
+    assert (grid[:, 20:, 20:] == 255).all()
+    assert tuple(grid[0, 0, 20 * video["best"]]) == (0, 200, 0)  # the chosen candidate is framed green
     assert "| 2 |" in steer_table(report)
     written = write_steer_report(report, tmp_path)
     assert written["plot"].stat().st_size > 0 and written["video"].stat().st_size > 0

@@ -230,9 +230,18 @@ def steer_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-def steering_video_frames(futures: np.ndarray, best: int, real: np.ndarray | None) -> np.ndarray:
-    """Frames `(H, S + 4, (K + 1) * (S + 4), 3)` uint8: the K imagined candidates side by side (the chosen one
-    framed green, the others grey), then the real outcome of executing the chosen chunk (framed white)."""
+def steering_video_frames(futures: np.ndarray, best: int, real: np.ndarray | None, columns: int = 6) -> np.ndarray:
+    """Video frames `(H, rows * (S + 4), columns * (S + 4), 3)` uint8 of one steering decision.
+
+    The K imagined candidates in a grid (the chosen one framed green, the others grey), then the real outcome of
+    executing the chosen chunk (framed white; its last frame held if the episode ended early); empty cells white.
+
+    Args:
+        futures: `(K, H, S, S, 3)` uint8 imagined candidates.
+        best: index of the chosen candidate.
+        real: `(T <= H, S, S, 3)` uint8 real frames after the chosen chunk's actions, or None.
+        columns: grid width in tiles.
+    """
     count, length = futures.shape[:2]
     border = 2
 
@@ -242,12 +251,15 @@ def steering_video_frames(futures: np.ndarray, best: int, real: np.ndarray | Non
         return out
 
     tiles = [framed(futures[k], (0, 200, 0) if k == best else (90, 90, 90)) for k in range(count)]
-    if real is not None:
+    if real is not None and len(real):
         real = real[:length]
-        if len(real) < length:  # the episode ended early: hold its last frame
+        if len(real) < length:
             real = np.concatenate([real, np.repeat(real[-1:], length - len(real), axis=0)])
         tiles.append(framed(real, (255, 255, 255)))
-    return np.concatenate(tiles, axis=2).astype(np.uint8)
+    columns = min(columns, len(tiles))
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % columns)
+    rows = [np.concatenate(tiles[i:i + columns], axis=2) for i in range(0, len(tiles), columns)]
+    return np.concatenate(rows, axis=1).astype(np.uint8)
 
 
 def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
@@ -288,5 +300,5 @@ def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
     if report.get("video"):
         clip = report["video"]
         video = write_video(out_dir / "steered.mp4", steering_video_frames(clip["futures"], clip["best"],
-                                                                             clip["real"]), fps=fps, scale=4)
+                                                                             clip["real"]), fps=fps, scale=3)
     return {"plot": plot, "video": video}
