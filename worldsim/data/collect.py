@@ -92,13 +92,33 @@ def _pusht_state(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
     return agent, np.concatenate([agent, np.asarray(info["block_pose"], dtype=np.float32)])
 
 
+def pusht_state_options(env: gym.Env, agent, block) -> dict:
+    """``env.reset`` options that put a gym-pusht env's agent at ``agent`` and its T block at ``block``.
+
+    gym-pusht's ``reset_to_state`` sets the block's position before its angle and pymunk rotates about the centre of
+    gravity, so the requested position is corrected once by probing ``env`` (the shift depends only on the angle).
+    The probe resets ``env``; velocities start at zero.
+
+    Args:
+        env: a ``gym_pusht/PushT-v0`` env (reset by the probe).
+        agent: `(2,)` agent x, y (workspace px, 0-512).
+        block: `(3,)` block x, y (px) and angle (rad).
+
+    Returns:
+        ``{"reset_to_state": [agent x, agent y, block x, block y, block angle]}`` with the corrected position.
+    """
+    agent, block = np.asarray(agent, dtype=np.float64), np.asarray(block, dtype=np.float64)
+    _, info = env.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
+    corrected = block.copy()
+    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
+    return {"reset_to_state": np.concatenate([agent, corrected]).tolist()}
+
+
 def _pusht_near_goal(rng: np.random.Generator, env: gym.Env) -> dict:
     """PushT start with the T block on the goal pose, perturbed (std 1.5 px, 0.02 rad), the agent well away from it.
 
     Many of these starts cover the goal by more than 95%: the only way to record frames of success, since a LeRobot
-    row never holds the frame in which an episode terminates. gym-pusht's ``reset_to_state`` sets the block's
-    position before its angle and pymunk rotates about the centre of gravity, so the requested position is
-    corrected once by probing the env (the shift depends only on the angle).
+    row never holds the frame in which an episode terminates (placed with :func:`pusht_state_options`).
     """
     goal = np.array([256.0, 256.0, np.pi / 4])
     block = goal + rng.normal(0.0, [1.5, 1.5, 0.02])
@@ -106,10 +126,7 @@ def _pusht_near_goal(rng: np.random.Generator, env: gym.Env) -> dict:
         agent = rng.uniform(50.0, 462.0, 2)
         if np.linalg.norm(agent - block[:2]) > 150.0:
             break
-    _, info = env.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
-    corrected = block.copy()
-    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
-    return {"reset_to_state": np.concatenate([agent, corrected]).tolist()}
+    return pusht_state_options(env, agent, block)
 
 
 START_STATES = {"pusht-near-goal": ("gym_pusht/PushT-v0", _pusht_near_goal)}

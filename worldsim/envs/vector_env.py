@@ -24,8 +24,9 @@ from gymnasium.vector.utils import batch_space
 
 from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.frame_cache import resize_frames
-from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
-from worldsim.envs.world_model_env import NO_OUTCOME_NOTE, predict_outcomes, validate_action
+from worldsim.data.spaces import flatten_action, space_to_json
+from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space, predict_outcomes,
+                                          validate_action)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -98,11 +99,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.metadata = {**self.metadata, "render_fps": self.embodiment.fps}
         size = self.pipeline.image_size
         self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
-        if self.embodiment.action_space:
-            self.single_action_space = space_from_json(self.embodiment.action_space)
-        else:
-            bounds = self.embodiment.normalizer
-            self.single_action_space = gym.spaces.Box(bounds.minimum, bounds.maximum, dtype=np.float32)
+        self.single_action_space = embodiment_action_space(self.embodiment)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._space_json = space_to_json(self.single_action_space)

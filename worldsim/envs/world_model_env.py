@@ -68,6 +68,18 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     return rewards, terminated, info
 
 
+def embodiment_action_space(embodiment) -> gym.Space:
+    """The Gymnasium action space of one of a model's embodiments (env units).
+
+    The space recorded with the embodiment's data (Box, Discrete, MultiBinary, MultiDiscrete, Dict) when there is
+    one; otherwise a float32 Box over the action normaliser's range (PushT: agent target, workspace px 0-512).
+    """
+    if embodiment.action_space:
+        return space_from_json(embodiment.action_space)
+    bounds = embodiment.normalizer
+    return gym.spaces.Box(bounds.minimum, bounds.maximum, dtype=np.float32)
+
+
 def validate_action(action: Any, space: gym.Space) -> Any:
     """Checks an action against its space and returns it in canonical form.
 
@@ -159,11 +171,7 @@ class WorldModelEnv(gym.Env):
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.embodiment.fps}
         size = self.pipeline.image_size
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
-        if self.embodiment.action_space:
-            self.action_space = space_from_json(self.embodiment.action_space)
-        else:
-            bounds = self.embodiment.normalizer
-            self.action_space = gym.spaces.Box(bounds.minimum, bounds.maximum, dtype=np.float32)
+        self.action_space = embodiment_action_space(self.embodiment)
         self._space_json = space_to_json(self.action_space)
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise

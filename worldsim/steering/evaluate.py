@@ -21,9 +21,12 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
+from worldsim.data.collect import make_recording_env, pusht_state_options
 from worldsim.data.frame_cache import resize_frames
 from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent
 from worldsim.evaluation.pusht_zoo import CentroidPusher
@@ -69,19 +72,15 @@ class NoisyPusherChunks:
         return np.clip(agent + (end - agent) * fractions, 0.0, PUSHT_WORKSPACE).astype(np.float32)
 
 
-def copy_pusht_state(source, target) -> np.ndarray:
-    """Sets the PushT env ``target`` to ``source``'s agent position and block pose; returns its observation.
+def copy_pusht_state(source: gym.Env, target: gym.Env) -> np.ndarray:
+    """Sets the PushT env ``target`` to ``source``'s agent position and block pose (velocities start at zero).
 
-    gym-pusht's ``reset_to_state`` places the block before rotating it about its centre of gravity, so the
-    requested position is corrected once by probing (as in :mod:`worldsim.data.collect`). Velocities start at zero.
+    Returns:
+        ``target``'s observation after the reset, `(96, 96, 3)` uint8 for the pixel preset.
     """
     world = source.unwrapped
-    agent = np.array(world.agent.position, dtype=np.float64)
-    block = np.array([*world.block.position, world.block.angle], dtype=np.float64)
-    _, info = target.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
-    corrected = block.copy()
-    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
-    observation, _ = target.reset(options={"reset_to_state": np.concatenate([agent, corrected]).tolist()})
+    block = [*world.block.position, world.block.angle]
+    observation, _ = target.reset(options=pusht_state_options(target, world.agent.position, block))
     return observation
 
 
@@ -133,8 +132,6 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     Raises:
         ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``.
     """
-    from worldsim.data.collect import make_recording_env
-
     if not candidates or min(candidates) < 1:
         raise ValueError(f"candidates must be K values >= 1, got {candidates}")
     if num_states < 1 or horizon < 1 or num_context < 2:
@@ -175,8 +172,6 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                                 oracle["oracle"].append(real.max() - real.mean())
                                 oracle["captured"].append(real[decision["best"]] - real.mean())
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
-                                    from scipy.stats import spearmanr
-
                                     oracle["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
                             if video is None and count == candidates[-1] and state == seed:
                                 prediction = predictor.last_prediction
