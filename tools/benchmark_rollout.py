@@ -6,7 +6,7 @@ Measures, on a saved pipeline:
    ``--window`` frames (history + the new frame), after a warm-up (one step of B rollouts makes B frames); and the largest pixel difference between the two
    paths' frames while the history still fits the window (the paths are equal there by construction);
 2. memory: peak resident memory of a ``--short``-step and a ``--long``-step cached rollout, each in a fresh process
-   (``ru_maxrss``; on CUDA ``torch.cuda.max_memory_allocated``), and their ratio;
+   (``VmHWM``, see ``worldsim.benchmark.peak_resident_mib``; on CUDA ``torch.cuda.max_memory_allocated``), and their ratio;
 3. optionally (``--very-long``) that a rollout of that many steps runs, with its time per frame.
 
     python tools/benchmark_rollout.py --model checkpoints/pusht --window 32 --json docs/media/benchmark-rollout.json
@@ -19,13 +19,14 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
 
 import numpy as np
 import torch
+
+from worldsim.benchmark import peak_resident_mib
 
 
 def load(model: str, window: int, device: str):
@@ -72,14 +73,14 @@ def memory_child(args) -> None:
     state = pipeline.encode_context(frames, context_action, generator=generator)
     if pipeline.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    baseline = peak_resident_mib()
     start = time.perf_counter()
     for _ in range(args.steps):
         state = pipeline.step(state, action[:, 0], generator=generator,
                               num_inference_steps=args.num_inference_steps)
     elapsed = time.perf_counter() - start
-    result = {"steps": args.steps, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "rss_after_load_mib": baseline / 1024, "seconds_per_frame": elapsed / args.steps,
+    result = {"steps": args.steps, "peak_rss_mib": peak_resident_mib(),
+              "rss_after_load_mib": baseline, "seconds_per_frame": elapsed / args.steps,
               "cache_mib": state.cache.nbytes() / 2**20, "frames_seen": state.cache.frames_seen}
     if pipeline.device.type == "cuda":
         result["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -106,7 +107,8 @@ def cmd_rollout(args) -> None:
     started = time.perf_counter()
     imagined = pipeline.rollout(context_frames[None], context_action[None], action[None], args.num_inference_steps,
                                 args.context_noise, generator, progress=True,
-                                action_guidance_scale=args.action_guidance_scale, embodiment=args.embodiment)
+                                action_guidance_scale=args.action_guidance_scale, embodiment=args.embodiment,
+                                timestep_spacing=args.timestep_spacing)
     elapsed = time.perf_counter() - started
     if real is not None and len(real) < imagined.shape[1]:
         real = np.concatenate([real, np.zeros((imagined.shape[1] - len(real), *real.shape[1:]), np.uint8)])
@@ -128,7 +130,7 @@ def cmd_evaluate(args) -> None:
     report, imagined, windows = evaluate_fidelity(
         pipeline, dataset, args.horizon, args.context, args.starts_per_episode, args.max_windows, args.batch_size,
         args.num_inference_steps, args.context_noise, args.seed, action_guidance_scale=args.action_guidance_scale,
-        embodiment=args.embodiment)
+        embodiment=args.embodiment, timestep_spacing=args.timestep_spacing)
     report["model"] = args.model
     report["wall_seconds"] = time.perf_counter() - started
     table = markdown_table(report)
@@ -270,6 +272,23 @@ def cmd_router_stats(args) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_bench(args) -> None:
+    from worldsim.benchmark import markdown_report, run_benchmark, write_markdown_section
+
+    report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
+                           args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,
+                           device=args.device, progress=lambda line: print(line, flush=True))
+    command = "worldsim bench " + " ".join(shlex.quote(part) for part in args.argv)
+    section = markdown_report(report, command)
+    print(section)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"wrote {args.json}")
+    if args.markdown:
+        print(f"wrote {write_markdown_section(args.markdown, section)}")
+
+
 def cmd_demo(args) -> None:
     from worldsim.demo import run_demo
 
@@ -302,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def sampler_args(p):
         p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
+        p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
+                       help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
@@ -407,6 +428,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_router_stats)
 
+    p = sub.add_parser("bench", help="imagined vs real env steps/s, latency, FLOP/s vs the matmul peak, training "
+                                     "speed, rollout memory; JSON and a markdown table")
+    p.add_argument("--model", default="checkpoints/pusht")
+    p.add_argument("--num-envs", type=int, nargs="+", default=[16, 64], help="vector-env sizes (FLOP/s at the largest)")
+    p.add_argument("--seconds", type=float, default=20.0, help="timing length of each env measurement")
+    p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
+    p.add_argument("--latency-steps", type=int, default=200, help="single-env steps timed one by one")
+    p.add_argument("--memory-steps", type=int, nargs="*", default=[200, 2000],
+                   help="rollout lengths whose peak memory is measured, each in a fresh process")
+    p.add_argument("--train-steps", type=int, default=10, help="timed training steps (0: skip)")
+    p.add_argument("--train-batch-size", type=int, default=None, help="default: the model's run config")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the full report here")
+    p.add_argument("--markdown", help="write the table into this markdown file (between bench markers)")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("demo", help="record fresh real PushT episodes and imagine them with the shipped model")
     p.add_argument("--model", default="checkpoints/pusht")
     p.add_argument("--out", default="outputs/demo")
@@ -420,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[2:] if argv is None else argv[1:])
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError) as error:

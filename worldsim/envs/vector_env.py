@@ -51,7 +51,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         model: a pipeline folder or a loaded :class:`WorldModelPipeline`.
         num_envs: N >= 1.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the N current frames).
-        embodiment, num_inference_steps, context_noise, action_guidance_scale, device: as
+        embodiment, num_inference_steps, timestep_spacing, context_noise, action_guidance_scale, device: as
             :class:`~worldsim.envs.WorldModelEnv`.
         max_episode_steps: a sub-env is truncated after this many imagined steps (None: never).
         scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
@@ -78,7 +78,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                  embodiment: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
                  max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None,
-                 disagreement_samples: int = 1):
+                 disagreement_samples: int = 1, timestep_spacing: str | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -108,6 +108,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
+        self.pipeline.set_timesteps(num_inference_steps or int(self.pipeline.metadata.get("num_inference_steps", 10)),
+                                    timestep_spacing)  # refuses bad sampler settings here, not at the first step
+        self.timestep_spacing = timestep_spacing
         self._state = None
         self._generator = torch.Generator()
         self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)
@@ -220,14 +223,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
                 self._state, flat, self.disagreement_samples, self.num_inference_steps, self.context_noise,
-                self._generator, self.action_guidance_scale)
+                self._generator, self.action_guidance_scale, self.timestep_spacing)
         else:
             self._state = self.pipeline.step(self._state, flat, self.num_inference_steps, self.context_noise,
-                                             self._generator, self.action_guidance_scale)
+                                             self._generator, self.action_guidance_scale, self.timestep_spacing)
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,
-                                                           self.embodiment.name)
+                                                           self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         truncations = np.zeros(self.num_envs, dtype=bool)

@@ -26,7 +26,8 @@ NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated
 
 
 def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=None, task: str | None = None,
-                     embodiment: str | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                     embodiment: str | None = None,
+                     latents: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rewards, terminations and info entries for a batch of imagined frames (shared by the single and vector env).
 
     Args:
@@ -36,6 +37,8 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
             output is the reward (the heads' reward stays in ``info["head_reward"]``).
         task: task text passed to ``scorer``.
         embodiment: whose frames these are; heads trained for another embodiment are not used.
+        latents: `(B, C, h, w)` float32, the frames' imagined latents; when given the heads read them instead of
+            re-encoding the decoded frames (one autoencoder pass saved per step).
 
     Returns:
         rewards `(B,)` float64, terminated `(B,)` bool (termination probability above 0.5; always False when the
@@ -49,7 +52,7 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     batch = len(frames)
     rewards, terminated, info = np.zeros(batch), np.zeros(batch, dtype=bool), {}
     if pipeline.heads_for(embodiment) is not None:
-        outcomes = pipeline.outcomes(frames, embodiment)
+        outcomes = pipeline.outcomes(frames, embodiment, latents=latents)
         rewards = outcomes["reward"].astype(np.float64)
         info = {"head_reward": rewards.copy()}
         if "termination_probability" in outcomes:
@@ -123,6 +126,8 @@ class WorldModelEnv(gym.Env):
         model: a pipeline folder (``checkpoints/pusht``) or a loaded :class:`WorldModelPipeline`.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the current frame).
         num_inference_steps: denoising steps per frame; default: the model's.
+        timestep_spacing: ``"linspace"`` or ``"trailing"`` (equal steps; the few-step sampler, see
+            :meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`); default: the model's.
         context_noise: history noise level; default: the model's.
         action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
@@ -155,7 +160,8 @@ class WorldModelEnv(gym.Env):
     def __init__(self, model: str | Path | WorldModelPipeline, render_mode: str | None = None,
                  num_inference_steps: int | None = None, context_noise: float | None = None,
                  action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
-                 scorer=None, task: str | None = None, disagreement_samples: int = 1):
+                 scorer=None, task: str | None = None, disagreement_samples: int = 1,
+                 timestep_spacing: str | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -176,6 +182,9 @@ class WorldModelEnv(gym.Env):
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
+        self.pipeline.set_timesteps(num_inference_steps or int(self.pipeline.metadata.get("num_inference_steps", 10)),
+                                    timestep_spacing)  # refuses bad sampler settings here, not at the first step
+        self.timestep_spacing = timestep_spacing
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
@@ -249,13 +258,13 @@ class WorldModelEnv(gym.Env):
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
                 self._state, action[None], self.disagreement_samples, self.num_inference_steps, self.context_noise,
-                self._generator, self.action_guidance_scale)
+                self._generator, self.action_guidance_scale, self.timestep_spacing)
         else:
             self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
-                                             self._generator, self.action_guidance_scale)
+                                             self._generator, self.action_guidance_scale, self.timestep_spacing)
         self._observation = self._state.frames[0].cpu().numpy()
         reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task,
-                                                        self.embodiment.name)
+                                                        self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)

@@ -79,10 +79,11 @@ def _per_step(imagined: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
 def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context: int, batch_size: int = 16,
                     num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
                     progress: bool = True, action_guidance_scale: float | None = None,
-                    embodiment: str | None = None) -> np.ndarray:
+                    embodiment: str | None = None, timestep_spacing: str | None = None) -> np.ndarray:
     """Imagines every window open-loop from its first ``num_context`` frames under its real actions.
 
-    ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default).
+    ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default);
+    ``timestep_spacing`` the sampler's spacing (:meth:`WorldModelPipeline.set_timesteps`).
 
     Returns:
         `np.ndarray` `(W, H, S, S, 3)` uint8, H = window length - ``num_context``.
@@ -94,7 +95,7 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
         imagined.append(pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
                                          windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
                                          generator, action_guidance_scale=action_guidance_scale,
-                                         embodiment=embodiment))
+                                         embodiment=embodiment, timestep_spacing=timestep_spacing))
     return np.concatenate(imagined)
 
 
@@ -154,7 +155,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
                       progress: bool = True, action_guidance_scale: float | None = None,
-                      embodiment: str | None = None) -> tuple[dict, np.ndarray, Windows]:
+                      embodiment: str | None = None,
+                      timestep_spacing: str | None = None) -> tuple[dict, np.ndarray, Windows]:
     """Runs the open-loop fidelity evaluation on a dataset of held-out real episodes.
 
     Args:
@@ -164,7 +166,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         num_context: real context frames per window.
         starts_per_episode, max_windows: how many windows to cut (see :func:`evaluation_windows`).
         batch_size: windows imagined together in one batch.
-        num_inference_steps, context_noise, action_guidance_scale: sampler settings (default: the model's).
+        num_inference_steps, context_noise, action_guidance_scale, timestep_spacing: sampler settings (default: the
+            model's).
         seed: generator seed; the same seed gives the same figures on the same machine.
         embodiment: which embodiment's actions the dataset holds (multi-embodiment models).
 
@@ -175,13 +178,14 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
     imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
-                               progress, action_guidance_scale, embodiment)
+                               progress, action_guidance_scale, embodiment, timestep_spacing)
     report = fidelity_report(imagined, windows, num_context)
     if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
         add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment)
     report.update({
         "dataset": str(dataset.root),
         "num_inference_steps": num_inference_steps or pipeline.metadata.get("num_inference_steps"),
+        "timestep_spacing": timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace"),
         "context_noise": pipeline.metadata.get("context_noise") if context_noise is None else context_noise,
         "action_guidance_scale": (pipeline.metadata.get("action_guidance_scale", 1.0) if action_guidance_scale is None
                                   else action_guidance_scale),

@@ -22,6 +22,8 @@ The model maps ``(sample, timestep, action) -> model_output``, the flow-matching
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -45,6 +47,37 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x_even, x_odd = x.unflatten(-1, (-1, 2)).unbind(-1)
     rotated = torch.stack([x_even * cos - x_odd * sin, x_even * sin + x_odd * cos], dim=-1)
     return rotated.flatten(-2)
+
+
+XFORMERS_DEVICES = ("cuda",)  # device types on which xformers' kernels are used when it is installed
+
+
+@functools.lru_cache(maxsize=1)
+def _xformers_ops():
+    """``xformers.ops`` if xformers is installed and imports, else None (looked up once)."""
+    try:
+        import xformers.ops
+
+        return xformers.ops
+    except Exception:  # not installed, or built for another torch/CUDA: fall back to SDPA
+        return None
+
+
+def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+              mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Scaled dot-product attention, `(B, heads, L, d)` x `(B, heads, S, d)` -> `(B, heads, L, d)`.
+
+    torch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA, the fused CPU kernel on
+    CPU) by default. On CUDA, when xformers is installed and there is no mask (the streaming step of every
+    unrestarted rollout), xformers' ``memory_efficient_attention`` is used instead (its layout is `(B, L, heads,
+    d)`). ``mask`` is a boolean `(L, S)` or `(B, 1, L, S)`, True where a query may attend.
+    """
+    if mask is None and query.device.type in XFORMERS_DEVICES:
+        ops = _xformers_ops()
+        if ops is not None:
+            out = ops.memory_efficient_attention(query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2))
+            return out.transpose(1, 2)
+    return F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
 
 
 def block_causal_mask(num_frames: int, tokens_per_frame: int, device=None) -> torch.Tensor:
@@ -88,7 +121,7 @@ class FrameCausalAttention(nn.Module):
                 past_k = past_k.repeat(q.shape[0] // past_k.shape[0], 1, 1, 1)
                 past_v = past_v.repeat(q.shape[0] // past_v.shape[0], 1, 1, 1)
             k, v = torch.cat([past_k.to(v.dtype), k], dim=2), torch.cat([past_v.to(v.dtype), v], dim=2)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = attention(q, k, v, mask)
         return self.to_out(rearrange(out, "b h l d -> b l (h d)")), new_k, new_v
 
 

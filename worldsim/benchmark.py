@@ -1,0 +1,550 @@
+"""``worldsim bench``: how fast imagination is, measured in one run on one machine, against the physics it replaces.
+
+One command measures, with the same model and sampler:
+
+* imagined env steps per second: the single env (``gym.make("worldsim/WorldModel-v0")``) and the native vector env
+  (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at each ``num_envs``;
+* the real ``gym_pusht/PushT-v0`` env's steps per second with pixel observations, in the same process, and the ratio
+  imagined / real;
+* the single env's per-frame latency (median and p95);
+* achieved FLOP/s of inference (at the largest ``num_envs``) and of training, over the bf16 matmul peak measured
+  on the same machine in the same run: the fraction of the physical limit reached. FLOPs are counted from the
+  config (:func:`transformer_flops`) and, as a cross-check, by torch's ``FlopCounterMode`` on a real step;
+* training samples per second (forward, backward and AdamW in bf16 autocast, the training loss of
+  :func:`~worldsim.training.train_world_model.flow_matching_loss`);
+* peak resident memory of single-env rollouts of 200 and 2,000 steps, each in a fresh process.
+
+It writes a JSON report and a markdown section (machine, date, command, table) into ``docs/benchmarks.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+MARKDOWN_BEGIN = "<!-- worldsim bench: begin (written by `worldsim bench --markdown`) -->"
+MARKDOWN_END = "<!-- worldsim bench: end -->"
+
+
+# ---------------------------------------------------------------------------------------------------- the machine
+def machine_description(device: str = "cpu") -> dict:
+    """CPU model, cores, torch threads, memory, torch version and (on CUDA) the GPU name, as a dict of strings/ints."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory_gib = None
+    try:
+        memory_gib = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    out = {"cpu": cpu, "cores": cores, "torch_threads": torch.get_num_threads(), "memory_gib": memory_gib,
+           "torch": torch.__version__, "python": platform.python_version(), "device": device}
+    if device.startswith("cuda") and torch.cuda.is_available():
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def _synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16, sizes=(1024, 2048, 4096),
+                seconds: float = 1.0) -> dict:
+    """The best square-matmul throughput of the machine in ``dtype``: the "physical limit" FLOP/s are compared with.
+
+    Each size ``n`` multiplies two `(n, n)` matrices repeatedly for about ``seconds`` after a warm-up; a matmul is
+    ``2 n^3`` FLOPs.
+
+    Returns:
+        ``{"flops_per_second": best FLOP/s, "by_size": {n: FLOP/s}, "dtype": str}``.
+    """
+    by_size = {}
+    for n in sizes:
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        for _ in range(2):
+            a @ b
+        _synchronize(device)
+        count, started = 0, time.perf_counter()
+        while time.perf_counter() - started < seconds or count < 3:
+            a @ b
+            count += 1
+        _synchronize(device)
+        by_size[n] = 2 * n ** 3 * count / (time.perf_counter() - started)
+    return {"flops_per_second": max(by_size.values()), "by_size": by_size, "dtype": str(dtype).replace("torch.", "")}
+
+
+# ---------------------------------------------------------------------------------------------------- FLOPs
+def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int = 0) -> int:
+    """FLOPs of one :class:`~worldsim.models.WorldModelTransformer` pass, counted from its config.
+
+    A multiply-add is 2 FLOPs. Counted: every linear layer on tokens (patch embedding, QKV, attention output, MLP,
+    output projection), attention (``Q K^T`` and ``P V`` over ``past_frames + new_frames`` frames, the full
+    block-causal matrix as SDPA computes it), and the per-frame conditioning (timestep embedding, adaLN, action
+    adapter, action encoder; the mixture of action experts, per frame and tiny, is left out). Norms, activations and
+    rotary embeddings (O(tokens x width)) are left out, as is customary (Kaplan et al. 2020).
+
+    Args:
+        config: the transformer's config (``model.config``).
+        batch: B, rows in the pass.
+        new_frames: F, frames whose tokens go through the pass.
+        past_frames: P, cached history frames the new tokens attend to.
+
+    Returns:
+        FLOPs as an int.
+    """
+    width = config.num_attention_heads * config.attention_head_dim
+    hidden = int(width * config.mlp_ratio)
+    grid = config.sample_size // config.patch_size
+    tokens = batch * new_frames * grid * grid  # token rows of the pass
+    rows = batch * new_frames  # frame rows (per-frame conditioning)
+    patch = config.in_channels * config.patch_size ** 2
+    keys = (past_frames + new_frames) * grid * grid
+    per_layer = (2 * tokens * width * (3 * width + width + 2 * hidden)  # QKV, out, MLP
+                 + 4 * tokens * keys * width  # Q K^T and P V, all heads
+                 + 2 * rows * width * (6 * width + 2 * width))  # adaLN modulation, action adapter (two linears)
+    action_in = config.action_dim * (1 + 2 * config.action_num_frequencies)
+    conditioning = 2 * rows * (256 * width + width * width + action_in * width + width * width + 2 * width * width)
+    return int(config.num_layers * per_layer + 2 * tokens * patch * width * 2 + conditioning)
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    """FLOPs of CPU SDPA ``(B, H, L, E) x (B, H, S, E)``: ``Q K^T`` and ``P V``, for ``FlopCounterMode``."""
+    *lead, length, dim = query_shape
+    keys, value_dim = key_shape[-2], value_shape[-1]
+    rows = int(np.prod(lead))
+    return 2 * rows * length * keys * dim + 2 * rows * length * keys * value_dim
+
+
+def count_flops(function) -> int:
+    """FLOPs of ``function()`` as torch's ``FlopCounterMode`` counts them (matmuls, convolutions, attention).
+
+    The CPU flash-attention kernel is not in torch's table; it is added here (:func:`_sdpa_flops`), so attention
+    counts on CPU as it does on CUDA.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    mapping = {}
+    op = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if op is not None:
+        mapping[op] = _sdpa_flops
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        function()
+    return int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------------------------------------- env speed
+def steps_per_second(step, seconds: float, warmup: int = 2) -> tuple[float, int]:
+    """Calls ``step()`` (which returns how many env steps it made) for ``seconds`` after ``warmup`` calls.
+
+    Returns:
+        (env steps per second, env steps made while timing).
+    """
+    for _ in range(warmup):
+        step()
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        done += step()
+    return done / (time.perf_counter() - started), done
+
+
+def real_pusht_steps_per_second(seconds: float, seed: int = 0, obs_type: str = "pixels") -> dict:
+    """Steps per second of the real ``gym_pusht/PushT-v0`` (pymunk physics + pygame rendering), random actions.
+
+    Raises:
+        ImportError: gym-pusht is not installed (``pip install -e ".[pusht]"``).
+    """
+    import gymnasium as gym
+    import gym_pusht  # noqa: F401  (registers the env)
+
+    env = gym.make("gym_pusht/PushT-v0", obs_type=obs_type)
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+
+    def step():
+        _, _, terminated, truncated, _ = env.step(rng.uniform(low, high).astype(np.float32))
+        if terminated or truncated:
+            env.reset()
+        return 1
+
+    rate, count = steps_per_second(step, seconds)
+    shape = env.observation_space["pixels"].shape if obs_type != "pixels" else env.observation_space.shape
+    env.close()
+    return {"steps_per_second": rate, "steps": count, "obs_type": obs_type, "observation_shape": list(shape)}
+
+
+def _env_kwargs(settings: dict) -> dict:
+    return {key: settings[key] for key in ("num_inference_steps", "timestep_spacing") if settings.get(key) is not None}
+
+
+def single_env_speed(pipeline, settings: dict, seconds: float, latency_steps: int, seed: int = 0) -> dict:
+    """Steps per second and per-frame latency (median, p95 in ms) of ``gym.make("worldsim/WorldModel-v0")``."""
+    import gymnasium as gym
+
+    env = gym.make("worldsim/WorldModel-v0", model=pipeline, **_env_kwargs(settings))
+    env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+
+    def step():
+        env.step(rng.uniform(low, high).astype(np.float32))
+        return 1
+
+    rate, count = steps_per_second(step, seconds)
+    latencies = []
+    for _ in range(latency_steps):
+        started = time.perf_counter()
+        step()
+        latencies.append(time.perf_counter() - started)
+    latencies = np.asarray(latencies) * 1000.0
+    timed = len(latencies) > 0
+    return {"steps_per_second": rate, "steps": count, "latency_steps": latency_steps,
+            "latency_ms_median": float(np.median(latencies)) if timed else None,
+            "latency_ms_p95": float(np.percentile(latencies, 95)) if timed else None}
+
+
+def vector_env_speed(pipeline, num_envs: int, settings: dict, seconds: float, seed: int = 0,
+                     flops: bool = False) -> dict:
+    """Sub-env steps per second of the native vector env with ``num_envs`` sub-envs (random actions).
+
+    With ``flops`` the FLOPs of one step are also counted (``FlopCounterMode``), giving the achieved FLOP/s.
+    """
+    import gymnasium as gym
+
+    envs = gym.make_vec("worldsim/WorldModel-v0", num_envs=num_envs, vectorization_mode="vector_entry_point",
+                        model=pipeline, **_env_kwargs(settings))
+    envs.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+
+    def step():
+        envs.step(rng.uniform(low, high, (num_envs, *low.shape)).astype(np.float32))
+        return num_envs
+
+    # fill the KV cache first, so the timed steps and the counted one attend to a full window
+    for _ in range(pipeline.local_attn_size):
+        step()
+    rate, count = steps_per_second(step, seconds, warmup=0)
+    out = {"num_envs": num_envs, "steps_per_second": rate, "steps": count}
+    if flops:
+        per_step = count_flops(step)
+        out.update({"flops_per_step": per_step, "flops_per_frame": per_step / num_envs,
+                    "achieved_flops_per_second": per_step * rate / num_envs})
+    envs.close()
+    return out
+
+
+def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) -> dict:
+    """FLOPs of one imagined frame counted from the config: the denoising passes, the cache pass, the decoder.
+
+    The transformer passes come from :func:`transformer_flops` (``num_inference_steps`` denoising passes and one
+    pass that writes the finished frame into a full cache of ``local_attn_size - 1`` frames); the autoencoder
+    decoder and the outcome heads are counted by ``FlopCounterMode`` on one latent (convolutions have no closed
+    form worth keeping here).
+    """
+    config = pipeline.transformer.config
+    past = pipeline.sink_size + pipeline.local_attn_size - 1
+    passes = (num_inference_steps + 1) * transformer_flops(config, num_envs, 1, past) / num_envs
+    latent = torch.zeros(1, config.in_channels, config.sample_size, config.sample_size, device=pipeline.device)
+    from worldsim.models.autoencoders import decode_latents
+
+    decoder = count_flops(lambda: decode_latents(pipeline.autoencoder, latent))
+    heads = count_flops(lambda: pipeline.heads.predict(latent)) if pipeline.heads is not None else 0
+    return {"transformer": passes, "decoder": decoder, "heads": heads, "total": passes + decoder + heads}
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def training_speed(pipeline, run_config_path: Path | None, batch_size: int | None, num_frames: int | None,
+                   steps: int, device: str = "cpu", seed: int = 0) -> dict:
+    """Training samples per second and achieved FLOP/s of the world model (forward, backward, AdamW, bf16 autocast).
+
+    A fresh transformer with the pipeline's config is trained on random latents and actions with the package's
+    training loss; the batch size and clip length default to the run config's (``train.batch_size``,
+    ``dataset.num_frames``). FLOPs of one step are counted by ``FlopCounterMode`` (forward and backward).
+    """
+    from worldsim.models.world_model import WorldModelTransformer
+    from worldsim.training.config import TrainConfig, load_config
+    from worldsim.training.train_world_model import flow_matching_loss
+
+    train_config, clip = TrainConfig(), 8
+    if run_config_path is not None and run_config_path.is_file():
+        run_config = load_config(run_config_path)
+        train_config, clip = run_config.train, run_config.dataset.num_frames
+    batch_size, num_frames = batch_size or train_config.batch_size, num_frames or clip
+    torch.manual_seed(seed)
+    model = WorldModelTransformer.from_config(pipeline.transformer.config).to(device).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
+                                  weight_decay=train_config.weight_decay)
+    config = model.config
+    generator = torch.Generator().manual_seed(seed)
+    latents = torch.randn(batch_size, num_frames, config.in_channels, config.sample_size, config.sample_size,
+                          generator=generator).to(device)
+    action = (torch.rand(batch_size, num_frames, config.action_dim, generator=generator) * 2 - 1).to(device)
+    ids = None if not config.embodiments else torch.zeros(batch_size, dtype=torch.long, device=device)
+
+    def forward_backward():
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            loss = flow_matching_loss(model, latents, action, train_config, generator, embodiment=ids)
+        loss.backward()
+
+    def step():
+        forward_backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    for _ in range(2):
+        step()
+    _synchronize(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    seconds_per_step = (time.perf_counter() - started) / steps
+    flops = count_flops(forward_backward)
+    optimizer.zero_grad(set_to_none=True)
+    return {"batch_size": batch_size, "num_frames": num_frames, "steps": steps, "seconds_per_step": seconds_per_step,
+            "samples_per_second": batch_size / seconds_per_step, "frames_per_second": batch_size * num_frames / seconds_per_step,
+            "flops_per_step": flops, "achieved_flops_per_second": flops / seconds_per_step,
+            "config_flops_per_step": 3 * transformer_flops(config, batch_size, num_frames, 0)}
+
+
+# ---------------------------------------------------------------------------------------------------- memory
+def peak_resident_mib() -> float:
+    """This process's peak resident memory in MiB: ``VmHWM`` of ``/proc/self/status`` where there is one.
+
+    ``getrusage``'s ``ru_maxrss`` is the fallback; on Linux it survives ``execve``, so a child started by a large
+    parent would report the parent's peak, while ``VmHWM`` belongs to the new address space.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rollout_memory_child(model: str, steps: int, settings: dict, device: str, seed: int = 0) -> dict:
+    """In this process: a single-env rollout of ``steps`` steps; returns peak resident memory (:func:`peak_resident_mib`)."""
+    import gymnasium as gym
+
+    import worldsim  # noqa: F401  (registers the env ids)
+
+    env = gym.make("worldsim/WorldModel-v0", model=model, device=device, **_env_kwargs(settings))
+    env.reset(seed=seed)
+    after_reset = peak_resident_mib()
+    rng = np.random.default_rng(seed)
+    low, high = env.action_space.low, env.action_space.high
+    finite = True
+    started = time.perf_counter()
+    for _ in range(steps):
+        observation, reward, *_ = env.step(rng.uniform(low, high).astype(np.float32))
+        finite = finite and bool(np.isfinite(reward))
+    out = {"steps": steps, "peak_rss_mib": peak_resident_mib(),
+           "peak_rss_after_reset_mib": after_reset, "seconds": time.perf_counter() - started,
+           "finite_rewards": finite}
+    if device.startswith("cuda"):
+        out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def rollout_memory(model: str, steps: int, settings: dict, device: str = "cpu") -> dict:
+    """:func:`rollout_memory_child` in a fresh Python process (so each length has its own peak).
+
+    Raises:
+        RuntimeError: the child process failed (its stderr is in the message).
+    """
+    command = [sys.executable, "-m", "worldsim.benchmark", "--memory-child", str(steps), "--model", str(model),
+               "--device", device, "--settings", json.dumps(settings)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe of {steps} steps failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_inference_steps: int | None = 3,
+                  timestep_spacing: str | None = "trailing", latency_steps: int = 200,
+                  memory_steps=(200, 2000), train_steps: int = 10, train_batch_size: int | None = None,
+                  real_seconds: float | None = None, device: str = "cpu", peak_seconds: float = 1.0,
+                  progress=print) -> dict:
+    """Runs every measurement of the module docstring and returns the report (see :func:`markdown_report`).
+
+    Args:
+        model: pipeline folder.
+        num_envs: vector-env sizes; FLOP/s of inference are measured at the largest.
+        seconds: timing length per env measurement.
+        num_inference_steps, timestep_spacing: the sampler (default: 3 trailing Euler steps, see
+            docs/benchmarks.md for its fidelity); None takes the model's default.
+        latency_steps: single-env steps timed one by one for the latency percentiles.
+        memory_steps: rollout lengths whose peak memory is measured (each in a fresh process); empty: skip.
+        train_steps: timed training steps (0: skip training).
+        train_batch_size: training batch (default: the run config's).
+        real_seconds: timing length of the real env (default: ``seconds``).
+        device: ``"cpu"`` or ``"cuda"``.
+        peak_seconds: timing length of each matmul size for the peak.
+        progress: called with a line of text after each measurement.
+
+    Raises:
+        ValueError: ``num_envs`` empty or below 1, ``seconds <= 0``.
+    """
+    from worldsim.pipelines.world_model import WorldModelPipeline
+
+    num_envs = sorted({int(n) for n in num_envs})
+    if not num_envs or num_envs[0] < 1:
+        raise ValueError(f"num_envs must be a non-empty list of integers >= 1, got {num_envs}")
+    if seconds <= 0:
+        raise ValueError(f"seconds must be > 0, got {seconds}")
+    import worldsim  # noqa: F401  (registers the env ids)
+
+    pipeline = WorldModelPipeline.from_pretrained(model, device)
+    settings = {"num_inference_steps": num_inference_steps or int(pipeline.metadata.get("num_inference_steps", 10)),
+                "timestep_spacing": timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace")}
+    pipeline.set_timesteps(settings["num_inference_steps"], settings["timestep_spacing"])  # refuses bad settings now
+    report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),
+              "sampler": settings, "outcome_heads": pipeline.heads is not None}
+    started = time.perf_counter()
+
+    report["matmul_peak"] = matmul_peak(device, seconds=peak_seconds)
+    peak = report["matmul_peak"]["flops_per_second"]
+    progress(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s")
+    report["real_env"] = real_pusht_steps_per_second(real_seconds or seconds)
+    real = report["real_env"]["steps_per_second"]
+    progress(f"real gym_pusht/PushT-v0 ({report['real_env']['obs_type']}): {real:.1f} steps/s")
+    report["single_env"] = single_env_speed(pipeline, settings, seconds, latency_steps)
+    single = report["single_env"]
+    progress(f"single imagined env: {single['steps_per_second']:.1f} steps/s" + (
+        f", latency median {single['latency_ms_median']:.1f} ms, p95 {single['latency_ms_p95']:.1f} ms"
+        if single["latency_ms_median"] is not None else ""))
+    report["vector_env"] = {}
+    for n in num_envs:
+        entry = vector_env_speed(pipeline, n, settings, seconds, flops=n == num_envs[-1])
+        entry["speedup_over_single"] = entry["steps_per_second"] / single["steps_per_second"]
+        entry["ratio_to_real"] = entry["steps_per_second"] / real
+        if "achieved_flops_per_second" in entry:
+            entry["fraction_of_peak"] = entry["achieved_flops_per_second"] / peak
+        report["vector_env"][str(n)] = entry
+        progress(f"vector env, {n} envs: {entry['steps_per_second']:.1f} steps/s ({entry['ratio_to_real']:.2f}x real)")
+    report["single_env"]["ratio_to_real"] = single["steps_per_second"] / real
+    largest = report["vector_env"][str(num_envs[-1])]
+    report["inference_flops"] = {"num_envs": num_envs[-1], "counted_per_frame": largest["flops_per_frame"],
+                                 "config_per_frame": config_flops_per_frame(pipeline, settings["num_inference_steps"],
+                                                                            num_envs[-1]),
+                                 "achieved_flops_per_second": largest["achieved_flops_per_second"],
+                                 "fraction_of_peak": largest["fraction_of_peak"]}
+    progress(f"inference at {num_envs[-1]} envs: {largest['achieved_flops_per_second'] / 1e9:.0f} GFLOP/s, "
+             f"{100 * largest['fraction_of_peak']:.1f}% of the bf16 matmul peak")
+    if train_steps:
+        run_config = Path(model) / "run_config.yaml"
+        training = training_speed(pipeline, run_config, train_batch_size, None, train_steps, device)
+        training["fraction_of_peak"] = training["achieved_flops_per_second"] / peak
+        report["training"] = training
+        progress(f"training: {training['samples_per_second']:.1f} samples/s, "
+                 f"{training['achieved_flops_per_second'] / 1e9:.0f} GFLOP/s ({100 * training['fraction_of_peak']:.1f}% of peak)")
+    report["memory"] = {}
+    for steps in memory_steps:
+        report["memory"][str(steps)] = rollout_memory(model, int(steps), settings, device)
+        progress(f"rollout of {steps} steps: peak RSS {report['memory'][str(steps)]['peak_rss_mib']:.1f} MiB")
+    report["wall_seconds"] = time.perf_counter() - started
+    return report
+
+
+def markdown_report(report: dict, command: str | None = None) -> str:
+    """The report as a markdown section: machine, date, command, then one table of figures."""
+    machine = report["machine"]
+    where = f"{machine['cpu']}, {machine['cores']} cores, {machine['torch_threads']} torch threads"
+    if machine.get("memory_gib"):
+        where += f", {machine['memory_gib']} GiB"
+    if machine.get("gpu"):
+        where += f", GPU {machine['gpu']}"
+    sampler = report["sampler"]
+    real = report["real_env"]
+    lines = [f"Date {report['date']}; machine: {where}; torch {machine['torch']}, device {machine['device']}. "
+             f"Model `{report['model']}` (outcome heads: {'on' if report['outcome_heads'] else 'none'}), sampler: "
+             f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache.", ""]
+    if command:
+        lines += ["```bash", command, "```", ""]
+    single = report["single_env"]
+    lines += ["| measure | value |", "|---|---|",
+              f"| real `gym_pusht/PushT-v0` ({real['obs_type']} {'x'.join(map(str, real['observation_shape']))}), "
+              f"steps/s | {real['steps_per_second']:.1f} |",
+              f"| imagined single env, steps/s (ratio to real) | {single['steps_per_second']:.1f} "
+              f"({single['ratio_to_real']:.2f}x) |"]
+    for n, entry in report["vector_env"].items():
+        lines.append(f"| imagined vector env, {n} envs, steps/s (ratio to real; vs single env) | "
+                     f"{entry['steps_per_second']:.1f} ({entry['ratio_to_real']:.2f}x; {entry['speedup_over_single']:.2f}x) |")
+    if single["latency_ms_median"] is not None:
+        lines.append(f"| single env latency per frame, median / p95 (ms) | {single['latency_ms_median']:.1f} / "
+                     f"{single['latency_ms_p95']:.1f} |")
+    peak = report["matmul_peak"]
+    lines.append(f"| measured {peak['dtype']} matmul peak (GFLOP/s) | {peak['flops_per_second'] / 1e9:.0f} |")
+    inference = report["inference_flops"]
+    config = inference["config_per_frame"]
+    lines.append(f"| inference FLOPs per frame: counted / from the config (MFLOP) | "
+                 f"{inference['counted_per_frame'] / 1e6:.0f} / {config['total'] / 1e6:.0f} (transformer "
+                 f"{config['transformer'] / 1e6:.0f}, decoder {config['decoder'] / 1e6:.0f}, heads "
+                 f"{config['heads'] / 1e6:.1f}) |")
+    lines.append(f"| inference at {inference['num_envs']} envs, GFLOP/s (fraction of peak) | "
+                 f"{inference['achieved_flops_per_second'] / 1e9:.0f} ({100 * inference['fraction_of_peak']:.1f}%) |")
+    if "training" in report:
+        training = report["training"]
+        lines.append(f"| training, samples/s (batch {training['batch_size']} x {training['num_frames']} frames) | "
+                     f"{training['samples_per_second']:.1f} |")
+        lines.append(f"| training GFLOP/s (fraction of peak) | {training['achieved_flops_per_second'] / 1e9:.0f} "
+                     f"({100 * training['fraction_of_peak']:.1f}%) |")
+    for steps, entry in report.get("memory", {}).items():
+        lines.append(f"| peak resident memory, {int(steps):,}-step rollout (MiB) | {entry['peak_rss_mib']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown_section(path: str | Path, section: str) -> Path:
+    """Puts ``section`` between the bench markers of a markdown file (replacing what was there), or appends it.
+
+    The file is written to a temporary name and renamed, so an interrupted write leaves the old file whole.
+    """
+    path = Path(path)
+    text = path.read_text() if path.is_file() else ""
+    block = f"{MARKDOWN_BEGIN}\n{section}{MARKDOWN_END}"
+    if MARKDOWN_BEGIN in text and MARKDOWN_END in text:
+        head, rest = text.split(MARKDOWN_BEGIN, 1)
+        text = head + block + rest.split(MARKDOWN_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+    return path
+
+
+def _main(argv=None) -> None:
+    """``python -m worldsim.benchmark --memory-child N ...``: the child process of :func:`rollout_memory`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="worldsim bench: memory probe child (use `worldsim bench`)")
+    parser.add_argument("--memory-child", type=int, required=True)
+    parser.add_argument("--model", required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--settings", default="{}")
+    args = parser.parse_args(argv)
+    print(json.dumps(rollout_memory_child(args.model, args.memory_child, json.loads(args.settings), args.device)))
+
+
+if __name__ == "__main__":
+    _main()
