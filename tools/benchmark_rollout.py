@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from worldsim.benchmark import peak_resident_mib
+from worldsim.evaluation.report import write_json
 
 
 def load(model: str, window: int, device: str):
@@ -162,11 +163,7 @@ def main(argv=None) -> dict:
 
 def _write(report: dict, path: str | None) -> dict:
     if path:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_text(json.dumps(report, indent=2))
-        print(f"wrote {path}")
+        print(f"wrote {write_json(path, report)}")
     return report
 
 

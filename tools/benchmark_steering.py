@@ -13,12 +13,13 @@ The figures recorded in docs/benchmarks.md come from this command.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import numpy as np
 import torch
+
+from worldsim.evaluation.report import write_json
 
 
 def main(argv=None) -> dict:
@@ -56,9 +57,7 @@ def main(argv=None) -> dict:
         print(f"K={count:3d}, H={args.horizon}: {entry['median_seconds'] * 1000:.0f} ms per decision, "
               f"{entry['ratio_to_first']:.2f}x K={args.candidates[0]}")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
     return report
 
 

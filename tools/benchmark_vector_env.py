@@ -13,22 +13,14 @@ The figures recorded in docs/benchmarks.md come from this command.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 
 import numpy as np
 import torch
 
-
-def steps_per_second(step, seconds: float, warmup: int = 2) -> tuple[float, int]:
-    """Calls ``step()`` (which returns how many env steps it made) for ``seconds`` after ``warmup`` calls."""
-    for _ in range(warmup):
-        step()
-    done, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        done += step()
-    return done / (time.perf_counter() - started), done
+from worldsim.benchmark import steps_per_second
+from worldsim.evaluation.report import write_json
 
 
 def main(argv=None) -> dict:
@@ -71,9 +63,7 @@ def main(argv=None) -> dict:
                                                    "speedup_over_single": rate / single}
         print(f"vector env, {num_envs} envs: {rate:.1f} steps/s ({count} steps), {rate / single:.2f}x the single env")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
     return report
 
 

@@ -13,13 +13,14 @@ Windows need ``context + horizon`` frames; episodes shorter than that are skippe
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from worldsim.evaluation.report import write_json
 
 
 def main(argv=None) -> dict:
@@ -61,9 +62,7 @@ def main(argv=None) -> dict:
               f" px (copy-last {summary['agent_error/copy_last_frame']:.1f}), at step {args.horizon}: "
               f"{summary['agent_error_at_horizon/model']:.1f} px")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
     if args.plot:
         import matplotlib
 

@@ -15,11 +15,11 @@ The figures in docs/benchmarks.md ("Few-step sampling") come from this command.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.fidelity import evaluate_fidelity
+from worldsim.evaluation.report import write_json
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -79,9 +79,7 @@ def main(argv=None) -> dict:
     result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "dataset": args.dataset,
               "horizon": args.horizon, "context": args.context, "seed": args.seed, "samplers": rows}
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, result)}")
     return result
 
 

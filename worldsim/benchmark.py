@@ -195,7 +195,21 @@ def _env_kwargs(settings: dict) -> dict:
 
 
 def single_env_speed(pipeline, settings: dict, seconds: float, latency_steps: int, seed: int = 0) -> dict:
-    """Steps per second and per-frame latency (median, p95 in ms) of ``gym.make("worldsim/WorldModel-v0")``."""
+    """Steps per second and per-frame latency of ``gym.make("worldsim/WorldModel-v0")`` with random actions.
+
+    Args:
+        pipeline: a loaded :class:`~worldsim.pipelines.WorldModelPipeline`.
+        settings: ``{"num_inference_steps": int, "timestep_spacing": str}`` (missing keys: the model's defaults).
+        seconds: throughput timing length (wall-clock seconds, after 2 warm-up steps).
+        latency_steps: steps then timed one by one (0: no latency figures).
+
+    Returns:
+        ``{"steps_per_second", "steps", "latency_steps", "latency_ms_median", "latency_ms_p95"}`` (milliseconds;
+        None without latency steps).
+
+    Raises:
+        ValueError: bad sampler settings (from the env).
+    """
     import gymnasium as gym
 
     env = gym.make("worldsim/WorldModel-v0", model=pipeline, **_env_kwargs(settings))
@@ -224,7 +238,15 @@ def vector_env_speed(pipeline, num_envs: int, settings: dict, seconds: float, se
                      flops: bool = False) -> dict:
     """Sub-env steps per second of the native vector env with ``num_envs`` sub-envs (random actions).
 
-    With ``flops`` the FLOPs of one step are also counted (``FlopCounterMode``), giving the achieved FLOP/s.
+    The KV cache is filled first (``local_attn_size`` steps), then steps are timed for ``seconds``. With ``flops``
+    the FLOPs of one more step are counted (:func:`count_flops`), giving the achieved FLOP/s.
+
+    Returns:
+        ``{"num_envs", "steps_per_second", "steps"}`` plus, with ``flops``, ``"flops_per_step"``,
+        ``"flops_per_frame"`` and ``"achieved_flops_per_second"``.
+
+    Raises:
+        ValueError: bad sampler settings (from the env).
     """
     import gymnasium as gym
 
@@ -519,6 +541,8 @@ def write_markdown_section(path: str | Path, section: str) -> Path:
 
     The file is written to a temporary name and renamed, so an interrupted write leaves the old file whole.
     """
+    from worldsim.evaluation.report import write_text_atomic
+
     path = Path(path)
     text = path.read_text() if path.is_file() else ""
     block = f"{MARKDOWN_BEGIN}\n{section}{MARKDOWN_END}"
@@ -527,10 +551,7 @@ def write_markdown_section(path: str | Path, section: str) -> Path:
         text = head + block + rest.split(MARKDOWN_END, 1)[1]
     else:
         text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-    return path
+    return write_text_atomic(path, text)
 
 
 def _main(argv=None) -> None:

@@ -7,7 +7,6 @@ configs/pusht.yaml train.max_steps=100``).
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from worldsim.evaluation.report import write_json
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict:
@@ -136,9 +137,7 @@ def cmd_evaluate(args) -> None:
     table = markdown_table(report)
     print(table)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
     if args.plot:
         print(f"wrote {plot_per_step(report, args.plot)}")
     if args.video:
@@ -170,9 +169,7 @@ def cmd_sensitivity(args) -> None:
             write_video(path, grid, fps=pipeline.embodiment(name).fps)
             print(f"wrote {path} (rows: branches of the first context; left: real, right: imagined)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, results)}")
     if not all(result["passed"] for result in results.values()):
         raise SystemExit(1)
 
@@ -219,10 +216,8 @@ def cmd_rank(args) -> None:
                            batch_size=args.batch_size)
     print(rank_table(report))
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         serialisable = {key: value for key, value in report.items() if key != "videos"}
-        Path(args.json).write_text(json.dumps(serialisable, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, serialisable)}")
     if args.report:
         written = write_rank_report(report, args.report)
         print(f"wrote {written['html']} ({len(written['videos'])} videos)")
@@ -240,7 +235,7 @@ def cmd_steer_eval(args) -> None:
     out = Path(args.out)
     written = write_steer_report(report, out)
     serialisable = {"settings": report["settings"], "results": report["results"], "model": str(args.model)}
-    (out / "report.json").write_text(json.dumps(serialisable, indent=2))
+    write_json(out / "report.json", serialisable)
     print(f"wrote {out / 'report.json'}, {written['plot']}" + (f", {written['video']}" if written["video"] else ""))
 
 
@@ -267,9 +262,7 @@ def cmd_router_stats(args) -> None:
     for pair, distance in report["total_variation"].items():
         print(f"total-variation distance {pair}: {distance:.3f}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
 
 
 def cmd_bench(args) -> None:
@@ -282,9 +275,7 @@ def cmd_bench(args) -> None:
     section = markdown_report(report, command)
     print(section)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"wrote {args.json}")
+        print(f"wrote {write_json(args.json, report)}")
     if args.markdown:
         print(f"wrote {write_markdown_section(args.markdown, section)}")
 

@@ -578,20 +578,19 @@ class WorldModelPipeline:
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
                              "call state.clone() before stepping to branch several futures from one state")
-        self.set_timesteps(num_inference_steps, timestep_spacing)  # bad sampler settings fail before any state changes
+        timesteps = self.set_timesteps(num_inference_steps, timestep_spacing)  # bad settings fail before any change
         history = state.action.clone()
         history[:, -1] = self._normalize(spec, action.numpy())
         # one autocast region for the whole step: weights are cast to bf16 once, not once per forward pass
         with self._autocast():
             if state.cache is not None:
-                return self._step_cached(state, history[:, -1], num_inference_steps, context_noise, generator,
-                                         action_guidance_scale, spec, timestep_spacing)
-            return self._step_full(state, history, num_inference_steps, context_noise, generator,
-                                   action_guidance_scale, spec, timestep_spacing)
+                return self._step_cached(state, history[:, -1], timesteps, context_noise, generator,
+                                         action_guidance_scale, spec)
+            return self._step_full(state, history, timesteps, context_noise, generator, action_guidance_scale, spec)
 
-    def _step_full(self, state: RolloutState, history: torch.Tensor, num_inference_steps: int,
-                   context_noise: float, generator, action_guidance_scale: float, spec: Embodiment,
-                   timestep_spacing: str | None = None) -> RolloutState:
+    def _step_full(self, state: RolloutState, history: torch.Tensor, timesteps: torch.Tensor,
+                   context_noise: float, generator, action_guidance_scale: float,
+                   spec: Embodiment) -> RolloutState:
         """:meth:`step` recomputing the whole history window at every denoising step."""
         batch, length = state.latents.shape[:2]
         width = history.shape[-1]
@@ -613,7 +612,7 @@ class WorldModelPipeline:
 
         shape = (batch, 1, *state.latents.shape[2:])
         sample = torch.randn(shape, generator=generator).to(self.device)
-        for timestep in self.set_timesteps(num_inference_steps, timestep_spacing):
+        for timestep in timesteps:
             current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
             model_input = torch.cat([history_latents, current], dim=1)
             frame_timestep = torch.cat([history_timestep, timestep.expand(current.shape[0], 1).float()], dim=1)
@@ -631,9 +630,9 @@ class WorldModelPipeline:
         return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1, embodiment=spec.name,
                             frame_latents=sample[:, 0])
 
-    def _step_cached(self, state: RolloutState, producing: torch.Tensor, num_inference_steps: int,
-                     context_noise: float, generator, action_guidance_scale: float, spec: Embodiment,
-                   timestep_spacing: str | None = None) -> RolloutState:
+    def _step_cached(self, state: RolloutState, producing: torch.Tensor, timesteps: torch.Tensor,
+                     context_noise: float, generator, action_guidance_scale: float,
+                     spec: Embodiment) -> RolloutState:
         """:meth:`step` on the cached path: the new frame attends to the cache, then is re-encoded into it."""
         batch = state.batch_size
         guided = action_guidance_scale != 1.0
@@ -645,7 +644,7 @@ class WorldModelPipeline:
             mask = torch.ones(2 * batch, 1, dtype=torch.bool, device=self.device)
             mask[batch:] = False
         sample = torch.randn((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
-        for timestep in self.set_timesteps(num_inference_steps, timestep_spacing):
+        for timestep in timesteps:
             current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
             frame_timestep = timestep.expand(current.shape[0], 1).float()
             with self._autocast():
