@@ -5,8 +5,17 @@ from __future__ import annotations
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import numpy as np
+
+
+def _pyav():
+    """The ``av`` module (PyAV), imported on first use so that code that never touches video files (imagination,
+    the benchmark) runs where PyAV is not installed. Raises ImportError naming the package when it is missing."""
+    try:
+        import av
+    except ImportError as error:  # pragma: no cover - av is a core dependency
+        raise ImportError("reading or writing video files needs PyAV: pip install av") from error
+    return av
 
 
 class VideoWriter:
@@ -30,7 +39,7 @@ class VideoWriter:
 
     def _open(self, height: int, width: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self._container = _pyav().open(str(self.path), mode="w")
         self._stream = self._container.add_stream(self.codec, rate=Fraction(self.fps))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = self.pix_fmt
@@ -57,7 +66,7 @@ class VideoWriter:
                 f"frame size {frames.shape[1:3]} differs from the video's {(self._stream.height, self._stream.width)}"
             )
         for frame in frames:
-            video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            video_frame = _pyav().VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in self._stream.encode(video_frame):
                 self._container.mux(packet)
         self.num_frames += len(frames)
@@ -90,7 +99,7 @@ def decode_video(path: str | Path, start_frame: int = 0, num_frames: int | None 
     if not path.is_file():
         raise FileNotFoundError(f"video file missing: {path}")
     frames = []
-    with av.open(str(path)) as container:
+    with _pyav().open(str(path)) as container:
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         if start_frame > 0 and rate:
