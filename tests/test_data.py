@@ -52,11 +52,20 @@ def test_round_trip_through_lerobot_layout(tmp_path):
     assert tasks == [{"task": "synthetic", "task_index": 0}]
 
 
-def test_writer_leaves_nothing_when_aborted(tmp_path):
+def test_writer_leaves_nothing_when_aborted_before_the_first_episode(tmp_path):
     writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10)
-    writer.add_episode(synthetic_episode(5, 0))
     writer.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_keeps_completed_episodes_when_aborted(tmp_path):
+    writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10)
+    writer.add_episode(synthetic_episode(5, 0))
+    writer.add_episode(synthetic_episode(7, 5))
+    writer.abort()
+    dataset = LeRobotDataset(tmp_path / "ds")
+    assert dataset.num_episodes == 2 and dataset.num_frames == 12
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no temporary folder left beside it
 
 
 def test_clip_alignment_action_t_produces_frame_t_plus_1(tmp_path):
@@ -147,10 +156,10 @@ def test_corrupt_datasets_name_file_and_field(tmp_path):
 
 def test_truncated_video_is_reported(tmp_path):
     root = write_synthetic(tmp_path / "ds")
-    video = root / "videos/observation.image/chunk-000/file-000.mp4"
+    video = root / "videos/observation.image/chunk-000/file-002.mp4"
     video.write_bytes(video.read_bytes()[: len(video.read_bytes()) // 3])
     dataset = LeRobotDataset(root)
-    with pytest.raises(ValueError, match=r"file-000\.mp4"):
+    with pytest.raises(ValueError, match=r"file-002\.mp4"):
         dataset.decode_episode(2)
 
 

@@ -55,13 +55,23 @@ def cmd_train(args) -> None:
     from worldsim.training.train_world_model import train_world_model
 
     out = train_world_model(load_config(args.config, args.overrides))
-    print(f"world model written to {out}")
+    if _process_state().is_main_process:  # under `accelerate launch`, one line, not one per process
+        print(f"world model written to {out}")
 
 
-def _load_pipeline(path: str):
+def _process_state():
+    """accelerate's ``PartialState`` of this process: one process for a plain run, several under
+    ``accelerate launch`` (on CPU machines with ``ACCELERATE_USE_CPU=1``, which selects gloo; see docs/scaling.md)."""
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def _load_pipeline(path: str, device: str = "cpu"):
     from worldsim.pipelines.world_model import WorldModelPipeline
 
-    return WorldModelPipeline.from_pretrained(path)
+    return WorldModelPipeline.from_pretrained(path, device)
 
 
 def cmd_rollout(args) -> None:
@@ -210,10 +220,20 @@ def cmd_rank(args) -> None:
         obj = _load_callable(target)
         # a class or factory with no arguments builds the policy; any other callable is the policy itself
         policies[name] = obj() if isinstance(obj, type) else obj
-    pipeline = _load_pipeline(args.model)
+    # Under `accelerate launch` each process runs a share of the state batches and every process gets all
+    # results; only the main process prints and writes. A plain run is one process.
+    from accelerate.utils import gather_object
+
+    state = _process_state()
+    device = str(state.device) if args.device == "auto" else args.device
+    pipeline = _load_pipeline(args.model, device)
+    gather = gather_object if state.num_processes > 1 else (lambda values: values)
     report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
                            num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
-                           batch_size=args.batch_size)
+                           batch_size=args.batch_size, progress=state.is_main_process,
+                           process_index=state.process_index, num_processes=state.num_processes, gather=gather)
+    if not state.is_main_process:
+        return
     print(rank_table(report))
     if args.json:
         serialisable = {key: value for key, value in report.items() if key != "videos"}
@@ -390,7 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=4, help="real frames shared by both worlds at the start")
     p.add_argument("--samples", type=int, default=1, help="imagined repetitions with different seeds")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64, help="initial states imagined together")
+    p.add_argument("--batch-size", type=int, default=64, help="initial states imagined together (the unit of "
+                   "sharding under accelerate launch)")
+    p.add_argument("--device", default="auto", help="'auto': this process's accelerate device (cpu here)")
     p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from worldsim.data.video import VideoWriter, decode_video
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
+VIDEO_PIX_FMT = "yuv444p"  # full chroma: 4:2:0 smears small coloured objects (PushT's agent disc) at 96 x 96
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 
 
@@ -90,6 +92,11 @@ class Episode:
                 raise ValueError(f"episode field {name!r} has length {len(value)}, frames have {length}")
         if self.action.ndim != 2:
             raise ValueError(f"action must be (T, A), got shape {self.action.shape}")
+        for name in ("action", "reward", "state", "environment_state"):
+            value = getattr(self, name)
+            if value is not None and not np.all(np.isfinite(np.asarray(value, np.float64))):
+                bad = int(np.argwhere(~np.isfinite(np.asarray(value, np.float64)))[0][0])
+                raise ValueError(f"episode field {name!r} is not finite at step {bad}: {np.asarray(value)[bad]!r}")
 
 
 def _feature(dtype: str, shape: tuple, names=None) -> dict:
@@ -108,10 +115,14 @@ def _stats(values: np.ndarray) -> dict:
 
 
 class LeRobotDatasetWriter:
-    """Writes episodes into a new LeRobot v3.0 dataset folder.
+    """Writes episodes into a new LeRobot v3.0 dataset folder, committing each episode as it is added.
 
-    Everything is written into a temporary folder beside ``root`` and moved into place by :meth:`close`, so an
-    interrupted recording never leaves a half-written dataset at ``root``.
+    Crash safety: each episode gets its own video and data file (``file_index`` = episode index, as LeRobot v3
+    allows), written under a temporary name and renamed into place; then the metadata is rewritten, each file
+    atomically, with ``meta/info.json`` last: it is the commit record (its ``total_episodes`` says which episodes
+    exist). Until the first episode is committed everything lives in a temporary folder beside ``root``, which
+    then moves to ``root`` in one rename. So a recording stopped at any point (an exception, Ctrl-C, SIGKILL, a
+    power cut) leaves either no dataset or a readable one with every completed episode.
 
     Args:
         root: the dataset folder to create; must not exist yet.
@@ -142,9 +153,10 @@ class LeRobotDatasetWriter:
             raise FileExistsError(f"dataset folder {self.root} exists already; choose a new --out")
         self.root.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.root.name}.partial-", dir=self.root.parent))
+        self._folder = self._tmp  # where files go: the temporary folder until the first commit, then root
         self.fps, self.robot_type, self.env_id, self.action_space = fps, robot_type, env_id, action_space
         self.video_key = video_key
-        self._video = VideoWriter(self._tmp / VIDEO_PATH.format(video_key=video_key, chunk_index=0, file_index=0), fps)
+        self.pix_fmt = VIDEO_PIX_FMT
         self._columns: dict[str, list] = {}
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
@@ -152,26 +164,15 @@ class LeRobotDatasetWriter:
         self._frame_shape: tuple | None = None
         self._action_dim: int | None = None
         self.total_frames = 0
+        self.closed = False
 
-    def add_episode(self, episode: Episode) -> None:
-        """Appends one episode (frames go to the video, the rest to the data table).
+    @property
+    def num_episodes(self) -> int:
+        """Episodes committed so far."""
+        return len(self._episodes)
 
-        Raises:
-            ValueError: the episode's frame size or action dimension differs from earlier episodes.
-        """
-        length = len(episode.frames)
-        if self._frame_shape is None:
-            self._frame_shape = episode.frames.shape[1:]
-            self._action_dim = episode.action.shape[1]
-        if episode.frames.shape[1:] != self._frame_shape:
-            raise ValueError(f"frame shape {episode.frames.shape[1:]} differs from the dataset's {self._frame_shape}")
-        if episode.action.shape[1] != self._action_dim:
-            raise ValueError(f"action dimension {episode.action.shape[1]} differs from the dataset's {self._action_dim}")
-        task_index = self._tasks.setdefault(episode.task, len(self._tasks))
-        episode_index = len(self._episodes)
-        start = self.total_frames
-        self._video.write(episode.frames)
-        self._image_sample.append(episode.frames[:: max(1, length // 8)])
+    def _columns_of(self, episode: Episode, episode_index: int, task_index: int) -> dict[str, list]:
+        length, start = len(episode.frames), self.total_frames
         done = np.logical_or(episode.terminated, episode.truncated)
         done[-1] = True
         columns = {
@@ -192,58 +193,79 @@ class LeRobotDatasetWriter:
             columns[OBS_STATE] = list(episode.state.astype(np.float32))
         if episode.environment_state is not None:
             columns[OBS_ENV_STATE] = list(episode.environment_state.astype(np.float32))
-        if self._episodes and set(columns) != set(self._columns):
-            raise ValueError(f"episode fields {sorted(columns)} differ from earlier episodes' {sorted(self._columns)}")
-        for key, values in columns.items():
-            self._columns.setdefault(key, []).extend(values)
-        self._episodes.append(
-            {
-                EPISODE_INDEX: episode_index,
-                "tasks": [episode.task],
-                "length": length,
-                "data/chunk_index": 0,
-                "data/file_index": 0,
-                "dataset_from_index": start,
-                "dataset_to_index": start + length,
-                f"videos/{self.video_key}/chunk_index": 0,
-                f"videos/{self.video_key}/file_index": 0,
-                f"videos/{self.video_key}/from_timestamp": start / self.fps,
-                f"videos/{self.video_key}/to_timestamp": (start + length) / self.fps,
-                "meta/episodes/chunk_index": 0,
-                "meta/episodes/file_index": 0,
-            }
-        )
-        self.total_frames += length
+        return columns
 
-    def close(self) -> Path:
-        """Writes the tables and metadata, then moves the dataset into place.
-
-        Returns:
-            The dataset folder.
+    def add_episode(self, episode: Episode) -> None:
+        """Writes one episode (its video and data files) and commits it (metadata, ``meta/info.json`` last).
 
         Raises:
-            ValueError: no episode was added.
+            ValueError: the episode's frame size, action dimension or fields differ from earlier episodes; nothing is
+                written and the writer stays usable.
+            RuntimeError: the writer was closed.
         """
-        if not self._episodes:
-            self.abort()
-            raise ValueError("no episode was recorded; nothing to write")
-        self._video.close()
-        data_path = self._tmp / DATA_PATH.format(chunk_index=0, file_index=0)
-        data_path.parent.mkdir(parents=True, exist_ok=True)
-        table = {key: np.stack(values) if key in (ACTION, OBS_STATE, OBS_ENV_STATE) else values
-                 for key, values in self._columns.items()}
-        arrays = {}
-        for key, values in table.items():
-            if isinstance(values, np.ndarray) and values.ndim == 2:
-                arrays[key] = pa.array(list(values), type=pa.list_(pa.float32()))
-            else:
-                arrays[key] = pa.array(values)
-        pq.write_table(pa.table(arrays), data_path)
+        if self.closed:
+            raise RuntimeError(f"the writer of {self.root} is closed")
+        frame_shape = self._frame_shape or episode.frames.shape[1:]
+        action_dim = self._action_dim or episode.action.shape[1]
+        if episode.frames.shape[1:] != frame_shape:
+            raise ValueError(f"frame shape {episode.frames.shape[1:]} differs from the dataset's {frame_shape}")
+        if episode.action.shape[1] != action_dim:
+            raise ValueError(f"action dimension {episode.action.shape[1]} differs from the dataset's {action_dim}")
+        episode_index = len(self._episodes)
+        task_index = self._tasks.get(episode.task, len(self._tasks))
+        columns = self._columns_of(episode, episode_index, task_index)
+        if self._episodes and set(columns) != set(self._columns):
+            raise ValueError(f"episode fields {sorted(columns)} differ from earlier episodes' {sorted(self._columns)}")
 
-        episodes_path = self._tmp / EPISODES_PATH.format(chunk_index=0, file_index=0)
-        episodes_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist(self._episodes), episodes_path)
+        # 1. this episode's own files, under temporary names, then renamed (not referenced until committed)
+        length, start = len(episode.frames), self.total_frames
+        video_path = self._folder / VIDEO_PATH.format(video_key=self.video_key, chunk_index=0, file_index=episode_index)
+        data_path = self._folder / DATA_PATH.format(chunk_index=0, file_index=episode_index)
+        partial_video = video_path.with_name(video_path.stem + ".partial.mp4")
+        try:
+            video = VideoWriter(partial_video, self.fps, pix_fmt=self.pix_fmt)
+            video.write(episode.frames)
+            video.close()
+            os.replace(partial_video, video_path)
+            _write_parquet_atomic(_table(columns), data_path)
+        except BaseException:
+            partial_video.unlink(missing_ok=True)
+            video_path.unlink(missing_ok=True)
+            data_path.unlink(missing_ok=True)
+            raise
 
+        # 2. commit: the metadata of every episode so far, info.json last
+        self._frame_shape, self._action_dim = frame_shape, action_dim
+        self._tasks.setdefault(episode.task, task_index)
+        for key, values in columns.items():
+            self._columns.setdefault(key, []).extend(values)
+        self._image_sample.append(episode.frames[:: max(1, length // 8)])
+        self._episodes.append({
+            EPISODE_INDEX: episode_index,
+            "tasks": [episode.task],
+            "length": length,
+            "data/chunk_index": 0,
+            "data/file_index": episode_index,
+            "dataset_from_index": start,
+            "dataset_to_index": start + length,
+            f"videos/{self.video_key}/chunk_index": 0,
+            f"videos/{self.video_key}/file_index": episode_index,
+            f"videos/{self.video_key}/from_timestamp": 0.0,
+            f"videos/{self.video_key}/to_timestamp": length / self.fps,
+            "meta/episodes/chunk_index": 0,
+            "meta/episodes/file_index": 0,
+        })
+        self.total_frames += length
+        self._write_metadata()
+        if self._folder == self._tmp:
+            os.replace(self._tmp, self.root)  # the first commit: the dataset appears at root in one step
+            self._folder = self.root
+
+    def _write_metadata(self) -> None:
+        """Episodes, tasks and stats (each atomically), then ``meta/info.json``, the commit record."""
+        folder = self._folder
+        _write_parquet_atomic(pa.Table.from_pylist(self._episodes),
+                              folder / EPISODES_PATH.format(chunk_index=0, file_index=0))
         tasks = sorted(self._tasks.items(), key=lambda item: item[1])
         tasks_table = pa.table({"task": [t for t, _ in tasks], TASK_INDEX: [i for _, i in tasks]})
         pandas_meta = {"index_columns": ["task"], "column_indexes": [], "columns": [
@@ -251,7 +273,7 @@ class LeRobotDatasetWriter:
             {"name": TASK_INDEX, "field_name": TASK_INDEX, "pandas_type": "int64", "numpy_type": "int64", "metadata": None},
         ]}
         tasks_table = tasks_table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
-        pq.write_table(tasks_table, self._tmp / "meta" / "tasks.parquet")
+        _write_parquet_atomic(tasks_table, folder / "meta" / "tasks.parquet")
 
         height, width, _ = self._frame_shape
         features = {
@@ -259,7 +281,7 @@ class LeRobotDatasetWriter:
                 "dtype": "video",
                 "shape": [height, width, 3],
                 "names": ["height", "width", "channels"],
-                "info": {"video.fps": self.fps, "video.codec": "h264", "video.pix_fmt": self._video.pix_fmt,
+                "info": {"video.fps": self.fps, "video.codec": "h264", "video.pix_fmt": self.pix_fmt,
                          "video.height": height, "video.width": width, "video.channels": 3, "has_audio": False},
             },
             ACTION: _feature("float32", (self._action_dim,)),
@@ -273,12 +295,11 @@ class LeRobotDatasetWriter:
             "next.terminated": _feature("bool", (1,)),
             "next.truncated": _feature("bool", (1,)),
         }
-        stats = {ACTION: _stats(table[ACTION]), REWARD: _stats(np.asarray(table[REWARD])[:, None])}
+        stats = frame_stats({key: np.asarray(values) for key, values in self._columns.items()})
         for key in (OBS_STATE, OBS_ENV_STATE):
-            if key in table:
-                features[key] = _feature("float32", (table[key].shape[1],))
-                stats[key] = _stats(table[key])
-        if SUCCESS in table:
+            if key in self._columns:
+                features[key] = _feature("float32", (len(self._columns[key][0]),))
+        if SUCCESS in self._columns:
             features[SUCCESS] = _feature("bool", (1,))
         pixels = np.concatenate(self._image_sample).reshape(-1, 3) / 255.0
         image_stats = _stats(pixels)
@@ -300,15 +321,80 @@ class LeRobotDatasetWriter:
             "features": features,
             "worldsim": {"env_id": self.env_id, "action_space": self.action_space},
         }
-        (self._tmp / "meta" / "info.json").write_text(json.dumps(info, indent=2))
-        (self._tmp / "meta" / "stats.json").write_text(json.dumps(stats, indent=2))
-        os.replace(self._tmp, self.root)
+        _write_text_atomic(folder / "meta" / "stats.json", json.dumps(stats, indent=2))
+        _write_text_atomic(folder / "meta" / "info.json", json.dumps(info, indent=2))
+
+    def close(self) -> Path:
+        """Ends the recording; every added episode is already on disk.
+
+        Returns:
+            The dataset folder.
+
+        Raises:
+            ValueError: no episode was added (nothing is left on disk).
+        """
+        if not self._episodes:
+            self.abort()
+            raise ValueError("no episode was recorded; nothing to write")
+        self.closed = True
         return self.root
 
     def abort(self) -> None:
-        """Discards everything written so far."""
-        self._video.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        """Stops the recording: keeps the committed episodes (a readable dataset at ``root``) or, if there are none,
+        removes the temporary folder so that nothing is left."""
+        self.closed = True
+        if self._folder == self._tmp:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _table(columns: dict[str, list]) -> pa.Table:
+    """A parquet table of per-frame columns (vector columns as ``list<float32>``)."""
+    arrays = {}
+    for key, values in columns.items():
+        if key in (ACTION, OBS_STATE, OBS_ENV_STATE):
+            arrays[key] = pa.array([np.asarray(v, np.float32) for v in values], type=pa.list_(pa.float32()))
+        else:
+            arrays[key] = pa.array(values)
+    return pa.table(arrays)
+
+
+def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def frame_stats(columns: dict[str, np.ndarray]) -> dict:
+    """``meta/stats.json`` entries (min, max, mean, std, count) of the per-frame numeric columns.
+
+    Args:
+        columns: ``{key: (N,) or (N, D) array}``; ``action`` and ``next.reward`` are required, states optional.
+    """
+    stats = {ACTION: _stats(np.asarray(columns[ACTION], np.float64)),
+             REWARD: _stats(np.asarray(columns[REWARD], np.float64).reshape(-1, 1))}
+    for key in (OBS_STATE, OBS_ENV_STATE):
+        if key in columns:
+            stats[key] = _stats(np.asarray(columns[key], np.float64))
+    return stats
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from a dataset file; DatasetError naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise DatasetError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise DatasetError(f"{path} holds {type(value).__name__}; expected a JSON object")
+    return value
 
 
 def _read_parquet(path: Path, what: str) -> pa.Table:
@@ -349,17 +435,24 @@ class LeRobotDataset:
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise DatasetError(f"dataset metadata file missing: {info_path}")
-        try:
-            self.info = json.loads(info_path.read_text())
-        except json.JSONDecodeError as error:
-            raise DatasetError(f"{info_path} is not valid JSON: {error}") from error
+        self.info = _read_json_object(info_path)
         version = self.info.get("codebase_version")
         if version != CODEBASE_VERSION:
             raise DatasetError(f"{info_path}: field 'codebase_version' is {version!r}, expected {CODEBASE_VERSION!r}")
-        for field in ("fps", "features", "data_path", "total_frames", "total_episodes"):
+        expected_types = {"fps": "a positive integer", "features": "an object", "data_path": "a path template",
+                          "total_frames": "a non-negative integer", "total_episodes": "a non-negative integer"}
+        for field, expected in expected_types.items():
             if field not in self.info:
                 raise DatasetError(f"{info_path}: required field {field!r} missing")
-        self.fps = int(self.info["fps"])
+            value = self.info[field]
+            valid = {"fps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+                     "features": lambda v: isinstance(v, dict) and all(isinstance(f, dict) for f in v.values()),
+                     "data_path": lambda v: isinstance(v, str) and "{file_index" in v,
+                     "total_frames": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+                     "total_episodes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}[field]
+            if not valid(value):
+                raise DatasetError(f"{info_path}: field {field!r} is {value!r}, expected {expected}")
+        self.fps = self.info["fps"]
         features = self.info["features"]
         video_keys = [key for key, feature in features.items() if feature.get("dtype") == "video"]
         if video_key is None:
@@ -377,7 +470,7 @@ class LeRobotDataset:
         stats_path = self.root / "meta" / "stats.json"
         if not stats_path.is_file():
             raise DatasetError(f"dataset statistics file missing: {stats_path}")
-        self.stats = json.loads(stats_path.read_text())
+        self.stats = _read_json_object(stats_path)
 
         self._read_episodes()
         self._read_data()
@@ -394,7 +487,14 @@ class LeRobotDataset:
         if indices != list(range(len(rows))):
             missing = sorted(set(range(max(indices) + 1)) - set(indices))
             raise DatasetError(f"{files[0].parent.parent}: field 'episode_index' has gaps or repeats (missing {missing[:10]})")
-        if len(rows) != self.info["total_episodes"]:
+        committed = self.info["total_episodes"]
+        if len(rows) > committed:
+            # meta/info.json is the writer's commit record: rows after it are an episode whose recording was
+            # interrupted between writing the episode table and info.json; they are not part of the dataset.
+            warnings.warn(f"{self.root}: meta/episodes holds {len(rows)} episodes, meta/info.json commits "
+                          f"{committed}; ignoring the {len(rows) - committed} uncommitted (interrupted recording)")
+            rows = rows[:committed]
+        if len(rows) != committed:
             raise DatasetError(
                 f"{self.root / 'meta/info.json'}: field 'total_episodes' is {self.info['total_episodes']} "
                 f"but meta/episodes holds {len(rows)}"
@@ -420,8 +520,11 @@ class LeRobotDataset:
         for chunk_index, file_index in files:
             path = self.root / self.info["data_path"].format(chunk_index=chunk_index, file_index=file_index)
             tables.append(_read_parquet(path, "data"))
-        table = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
         data_path = self.root / self.info["data_path"].format(chunk_index=files[0][0], file_index=files[0][1])
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            raise DatasetError(f"{data_path.parent}: the data files' columns disagree: {error}") from error
         for column in (ACTION, EPISODE_INDEX, FRAME_INDEX):
             if column not in table.column_names:
                 raise DatasetError(f"{data_path}: column {column!r} missing")
@@ -456,6 +559,15 @@ class LeRobotDataset:
         for name in (OBS_STATE, OBS_ENV_STATE):
             if name in table.column_names:
                 self.columns[name] = self._matrix(table, name, order, data_path)
+        count = (self.stats.get(ACTION) or {}).get("count")
+        if count != [self.num_frames] and REWARD in self.columns:
+            # stats.json is written just before info.json; after an interrupted recording it can describe one
+            # episode more than was committed. Recompute it from the committed data instead of trusting it.
+            warnings.warn(f"{self.root / 'meta/stats.json'} counts {count} frames, the dataset has "
+                          f"{self.num_frames}; recomputing the statistics from the data")
+            self.stats.update(frame_stats({ACTION: self.action, REWARD: self.columns[REWARD],
+                                           **{k: self.columns[k] for k in (OBS_STATE, OBS_ENV_STATE)
+                                              if k in self.columns}}))
 
     @staticmethod
     def _matrix(table: pa.Table, column: str, order: np.ndarray, path: Path) -> np.ndarray:

@@ -95,8 +95,12 @@ def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_siz
 
 
 def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
-                 batch_size: int = 64, keep_frames: int = 1, progress: bool = False) -> dict:
+                 batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
+
+    The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
+    ``frames[0]`` among all states, so a shard of the states (:func:`rank_policies` under several processes) gives
+    exactly the values the whole run gives for them.
 
     Returns:
         ``{"values": (S,), "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted
@@ -114,7 +118,7 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
         envs = WorldModelVectorEnv(pipeline, num_envs=count)
-        observation, _ = envs.reset(seed=seed + start, options={"context": {"observation.image": frames[chunk],
+        observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
                                                                             "action": actions[chunk]}})
         policy.reset(count)
         best = np.zeros(count)
@@ -132,9 +136,31 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     return {"values": np.concatenate(values), "frames": video}
 
 
+def state_batches(num_states: int, batch_size: int, process_index: int = 0, num_processes: int = 1
+                  ) -> list[tuple[int, int]]:
+    """The ``[start, stop)`` batches of initial states that process ``process_index`` of ``num_processes`` runs.
+
+    States are cut into batches of ``batch_size`` (the unit the vector env imagines together) and the batches are
+    dealt round-robin, so every batch is the same with or without sharding and the gathered values are identical.
+
+    Raises:
+        ValueError: ``process_index`` outside ``[0, num_processes)`` or a non-positive size.
+    """
+    if num_states < 1 or batch_size < 1 or not 0 <= process_index < num_processes:
+        raise ValueError(f"need num_states >= 1, batch_size >= 1 and 0 <= process_index < num_processes, got "
+                         f"{num_states}, {batch_size}, {process_index}, {num_processes}")
+    batches = [(start, min(start + batch_size, num_states)) for start in range(0, num_states, batch_size)]
+    return batches[process_index::num_processes]
+
+
+def _gather_single(values: list) -> list:
+    return values
+
+
 def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int = 64, num_context: int = 4,
                   samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, process_index: int = 0, num_processes: int = 1,
+                  gather=_gather_single) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -146,6 +172,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         num_context: real frames shared by both worlds at the start (the agent holds still between them).
         samples: imagined repetitions with different seeds (uncertainty).
         real: also run the real env (otherwise only imagined values, no agreement).
+        process_index, num_processes, gather: scale-out over several processes (``worldsim rank`` under
+            ``accelerate launch``): this process runs its share of the state batches (:func:`state_batches`), and
+            ``gather(list)`` (``accelerate.utils.gather_object``) returns the concatenation of every process's list,
+            in process order. The result, on every process, equals the single-process result.
 
     Returns:
         ``{"policies": {name: {...}}, "agreement": {...} | None, "settings": {...}, "videos": {name: (real,
@@ -163,24 +193,37 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
     seeds = list(range(seed, seed + num_states))
     frames, actions = real_starts(seeds, num_context, pipeline.image_size)
     results, videos = {}, {}
+    mine = state_batches(num_states, batch_size, process_index, num_processes)
     for name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
         policy = as_policy(raw, (2,))
+        local = {}
+        for start, stop in mine:
+            part = {}
+            if real:
+                outcome = run_real(policy, seeds[start:stop], num_context, horizon, pipeline.image_size,
+                                   keep_frames=int(start == 0), progress=progress)
+                part.update(real_values=outcome["values"], real_success=outcome["success"], real_video=outcome["frames"])
+            part["imagined"] = []
+            for sample in range(samples):
+                imagined = run_imagined(pipeline, policy, frames[start:stop], actions[start:stop], horizon,
+                                        seed=seed + 1000 * sample, batch_size=stop - start,
+                                        keep_frames=int(start == 0), progress=progress, offset=start)
+                part["imagined"].append(imagined["values"])
+                if sample == 0:
+                    part["imagined_video"] = imagined["frames"]
+            local[start] = part
+        parts = {start: part for shard in gather([local]) for start, part in shard.items()}
+        order = sorted(parts)
         entry = {}
         if real:
-            outcome = run_real(policy, seeds, num_context, horizon, pipeline.image_size, progress=progress)
-            entry["real"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(outcome["values"])))
-            entry["real_success"] = dict(zip(("mean", "low", "high"),
-                                             bootstrap_mean_interval(outcome["success"].astype(float))))
-            entry["real_values"] = outcome["values"].tolist()
-            real_video = outcome["frames"]
-        per_sample, imagined_values = [], []
-        for sample in range(samples):
-            imagined = run_imagined(pipeline, policy, frames, actions, horizon, seed=seed + 1000 * sample,
-                                    batch_size=batch_size, progress=progress)
-            per_sample.append(float(imagined["values"].mean()))
-            imagined_values.append(imagined["values"])
-            if sample == 0:
-                imagined_video = imagined["frames"]
+            values = np.concatenate([parts[start]["real_values"] for start in order])
+            success = np.concatenate([parts[start]["real_success"] for start in order])
+            entry["real"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(values)))
+            entry["real_success"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(success.astype(float))))
+            entry["real_values"] = values.tolist()
+        imagined_values = [np.concatenate([parts[start]["imagined"][sample] for start in order])
+                           for sample in range(samples)]
+        per_sample = [float(values.mean()) for values in imagined_values]
         pooled = np.mean(imagined_values, axis=0)  # per state, averaged over samples
         mean, low, high = bootstrap_mean_interval(pooled)
         spread = float(np.std(per_sample, ddof=1)) if samples > 1 else 0.0
@@ -191,12 +234,13 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         entry["imagined_sample_std"] = spread
         entry["imagined_values"] = pooled.tolist()
         results[name] = entry
-        videos[name] = (real_video if real else None, imagined_video)
+        videos[name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
     agreement = None
     if real:
         agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
                                       [results[n]["real"]["mean"] for n in results])
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
+                "num_processes": num_processes,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"policies": results, "agreement": agreement, "settings": settings, "videos": videos}

@@ -18,15 +18,16 @@ Two equivalent ways to attend to the history:
 
 A saved pipeline is a folder::
 
-    model_index.json        what this folder is (worldsim version, component classes)
+    model_index.json        what this folder is (worldsim version, component classes, SHA-256 of each file)
     autoencoder/            diffusers AutoencoderKL (config.json + safetensors)
     transformer/            WorldModelTransformer (config.json + safetensors)
     scheduler/              scheduler_config.json
     worldsim.json           embodiment, env id, fps, image size, window, action space and normalisation, defaults
     start_frames.safetensors   bundled start set for resets without context (uint8 frames + actions)
 
-Components are loaded by fixed classes (never by a class name read from a file), and weights only from
-safetensors.
+Components are loaded by classes from the allow-list of :mod:`worldsim.registry` (never imported by a name read from
+a file), weights only from safetensors, and ``model_index.json`` holds the SHA-256 of every weight and config file,
+checked at load.
 """
 
 from __future__ import annotations
@@ -46,8 +47,46 @@ from worldsim.models.autoencoders import decode_latents, encode_frames
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
+from worldsim.registry import (COMPONENT_CLASSES, PIPELINE_CLASS, check_component_config, component_class,
+                               verify_manifest, write_manifest)
 
 PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
+
+
+def _read_json_object(path: Path) -> dict:
+    """A JSON object from ``path``; ValueError naming the file if it is not one."""
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__}; expected a JSON object")
+    return value
+
+
+def _load_weights(cls, folder: Path):
+    """``cls.from_pretrained(folder)`` from safetensors only, with unreadable weights reported as ValueError.
+
+    Raises:
+        ValueError: the safetensors file is truncated or not a safetensors file (a pickle, say; it is never
+            unpickled), or its tensors do not match the folder's ``config.json`` (names or shapes).
+    """
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(f"{folder} holds no .safetensors weights (worldsim loads no other weight format)")
+    try:
+        model, info = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False,
+                                          output_loading_info=True)
+    except (OSError, RuntimeError, ValueError, EnvironmentError) as error:
+        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: {str(error)[:500]}") from error
+    except Exception as error:  # safetensors' SafetensorError (a malformed header) is not an OSError
+        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: {type(error).__name__}: "
+                         f"{str(error)[:500]}") from error
+    wrong = {kind: info.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
+             if info.get(kind)}
+    if wrong:  # diffusers only warns and initialises the missing tensors at random: a silently wrong model
+        detail = "; ".join(f"{kind} {list(value)[:6]}{' ...' if len(value) > 6 else ''}" for kind, value in wrong.items())
+        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: they do not match config.json ({detail})")
+    return model
 
 
 @dataclass
@@ -196,33 +235,45 @@ class WorldModelPipeline:
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path) -> Path:
-        """Writes the pipeline folder (see the module docstring); returns it."""
+        """Writes the pipeline folder (see the module docstring) with the SHA-256 manifest of its files in
+        ``model_index.json`` (:func:`worldsim.registry.write_manifest`); returns it. Callers that must never leave a
+        half-written folder write into a temporary folder and rename it (training does)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self.autoencoder.save_pretrained(path / "autoencoder")
         self.transformer.save_pretrained(path / "transformer")
         self.scheduler.save_pretrained(path / "scheduler")
         (path / "worldsim.json").write_text(json.dumps(self.metadata, indent=2))
-        from worldsim import __version__
-
-        (path / "model_index.json").write_text(json.dumps({
-            "_class_name": "WorldModelPipeline", "worldsim_version": __version__,
-            "autoencoder": ["diffusers", "AutoencoderKL"], "transformer": ["worldsim", "WorldModelTransformer"],
-            "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"]}, indent=2))
         if self.start_frames is not None:
             save_file({k: torch.as_tensor(v).contiguous() for k, v in self.start_frames.items()},
                       path / "start_frames.safetensors")
         if self.heads is not None:
             self.heads.save_pretrained(path / "heads")
+        from worldsim import __version__
+
+        index = {"_class_name": PIPELINE_CLASS, "worldsim_version": __version__}
+        for component, module in (("autoencoder", self.autoencoder), ("transformer", self.transformer),
+                                  ("scheduler", self.scheduler), ("heads", self.heads)):
+            if module is not None:
+                index[component] = next(list(key) for key, cls in COMPONENT_CLASSES[component].items()
+                                        if isinstance(module, cls))
+        (path / "model_index.json").write_text(json.dumps(index, indent=2))
+        write_manifest(path)
         return path
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModelPipeline":
         """Loads a pipeline folder written by :meth:`save_pretrained`.
 
+        Nothing in the folder can run code: component classes come from the allow-list of
+        :mod:`worldsim.registry` (a ``model_index.json`` or ``config.json`` naming another class is refused before
+        any weight is read), weights only from safetensors, and every file the manifest lists must match its SHA-256.
+
         Raises:
             FileNotFoundError: the folder or one of its parts is missing (the message names it).
-            ValueError: ``worldsim.json`` is malformed or disagrees with the transformer's config.
+            ValueError: a class outside the allow-list, a malformed JSON file, a file whose SHA-256 differs from the
+                manifest (truncated, corrupted or edited), weights that are not safetensors or do not match their
+                ``config.json``, or ``worldsim.json`` without an action normaliser.
         """
         path = Path(path)
         if not path.is_dir():
@@ -230,21 +281,35 @@ class WorldModelPipeline:
         for name in PIPELINE_FILES:
             if not (path / name).exists():
                 raise FileNotFoundError(f"model folder {path} lacks {name}")
-        try:
-            metadata = json.loads((path / "worldsim.json").read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path / 'worldsim.json'} is not valid JSON: {error}") from error
-        autoencoder = AutoencoderKL.from_pretrained(path / "autoencoder", use_safetensors=True).to(device)
-        transformer = WorldModelTransformer.from_pretrained(path / "transformer", use_safetensors=True).to(device)
-        scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(path / "scheduler")
+        index = _read_json_object(path / "model_index.json")
+        if index.get("_class_name") != PIPELINE_CLASS:
+            raise ValueError(f"{path / 'model_index.json'}: _class_name {index.get('_class_name')!r} is not "
+                             f"{PIPELINE_CLASS!r}; this folder is not a worldsim pipeline")
+        classes = {}
+        for component in ("autoencoder", "transformer", "scheduler", "heads"):
+            if component == "heads" and component not in index:
+                if (path / "heads").is_dir():  # heads trained into a folder saved before manifests existed
+                    classes["heads"] = OutcomeHeads
+                continue
+            classes[component] = component_class(component, index.get(component), path / "model_index.json")
+            check_component_config(component, path / component)
+        verify_manifest(path, index)
+        metadata = _read_json_object(path / "worldsim.json")
         if "embodiments" not in metadata and "action_normalizer" not in metadata:
             raise ValueError(f"{path / 'worldsim.json'} lacks action_normalizer")
+        autoencoder = _load_weights(classes["autoencoder"], path / "autoencoder").to(device)
+        transformer = _load_weights(classes["transformer"], path / "transformer").to(device)
+        scheduler = classes["scheduler"].from_pretrained(path / "scheduler")
         start_frames = None
         if (path / "start_frames.safetensors").is_file():
-            start_frames = load_file(path / "start_frames.safetensors")
+            try:
+                start_frames = load_file(path / "start_frames.safetensors")
+            except Exception as error:  # safetensors raises its own error type for a malformed file
+                raise ValueError(f"{path / 'start_frames.safetensors'} is not a readable safetensors file: {error}") \
+                    from error
         heads = None
-        if (path / "heads").is_dir():
-            heads = OutcomeHeads.from_pretrained(path / "heads", use_safetensors=True).to(device)
+        if "heads" in classes:
+            heads = _load_weights(classes["heads"], path / "heads").to(device)
         return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads)
 
     def heads_for(self, embodiment: str | None = None) -> OutcomeHeads | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -134,6 +135,8 @@ class TrainConfig:
         _positive("train", max_steps=self.max_steps, batch_size=self.batch_size,
                   gradient_accumulation_steps=self.gradient_accumulation_steps, learning_rate=self.learning_rate,
                   checkpointing_steps=self.checkpointing_steps)
+        if self.mixed_precision in (False, "False", "false"):  # YAML 1.1 reads an unquoted `no` as false
+            self.mixed_precision = "no"
         if self.mixed_precision not in ("no", "bf16", "fp16"):
             raise ValueError(f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
         if self.min_history_noise > self.max_history_noise:
@@ -193,7 +196,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: an unknown key, a value of the wrong type, or an impossible value; the message names the key.
+        ValueError: an unknown key, a value of the wrong type, an impossible value, or YAML that is malformed or
+            asks to construct a Python object (``!!python/...`` tags); the message names the key or the tag.
+            Configs never select classes or import paths: every key is a field of :class:`RunConfig`.
     """
     schema = OmegaConf.structured(RunConfig)
     try:
@@ -207,7 +212,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             parts.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*parts)
         return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
+    except (OmegaConfBaseException, yaml.YAMLError) as error:
+        # OmegaConf reads YAML with a safe loader: python/object tags are refused here, never constructed.
         raise ValueError(f"bad config{f' {path}' if path else ''}: {error}") from error
 
 

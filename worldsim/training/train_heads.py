@@ -13,6 +13,8 @@ error and correlation and a reliability table per probability head on them.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.pusht import pusht_coverage
 from worldsim.models.heads import OutcomeHeads
+from worldsim.registry import write_manifest
 
 
 def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -220,6 +223,17 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         report["value_mae"] = float(np.abs(value - truth).mean())
         report["value_pearson"] = float(np.corrcoef(value, truth)[0, 1]) if truth.std() > 0 else float("nan")
     output = Path(output) if output is not None else model / "heads"
-    heads.save_pretrained(output)
-    (output / "metrics.json").write_text(json.dumps(report, indent=2))
+    # Written beside the target and moved into place, so an interrupted run never leaves half-written heads.
+    tmp = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    heads.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
+    old = output.with_name(f".{output.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if output.exists():
+        os.replace(output, old)
+    os.replace(tmp, output)
+    shutil.rmtree(old, ignore_errors=True)
+    if output == model / "heads":
+        write_manifest(model)
     return report

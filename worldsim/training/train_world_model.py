@@ -213,30 +213,64 @@ def motion_weights(latents: torch.Tensor, motion_weight: float, motion_threshold
 
 
 def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, config, generator: torch.Generator,
-                       embodiment: torch.Tensor | None = None):
+                       embodiment: torch.Tensor | None = None, shard: tuple[int, int] = (0, 1)):
     """Flow-matching loss with per-frame noise levels and motion-weighted latent cells.
 
     Args:
         latents: `(B, T, C, h, w)` clean latents; action: `(B, T, A)` normalised actions.
         embodiment: `(B,)` long embodiment indices (multi-embodiment models) or None.
+        shard: ``(process_index, num_processes)`` when this batch is one process's share of a global batch of
+            ``B * num_processes`` clips (data-parallel training). The noise is drawn for the whole global batch (the
+            generator advances identically on every process) and this process takes its rows, and the loss is
+            normalised by the global count of target frames (times ``num_processes``, which DDP's gradient averaging
+            divides out), so N processes compute exactly the gradient of one process with the global batch.
 
     Returns:
         Scalar loss: weighted mean squared velocity error over target frames (see :func:`motion_weights`).
+
+    Raises:
+        ValueError: ``shard`` is not ``(index, count)`` with ``0 <= index < count``.
     """
+    rank, world = shard
+    if not 0 <= rank < world:
+        raise ValueError(f"shard must be (process_index, num_processes) with 0 <= index < count, got {shard}")
     batch, frames = latents.shape[:2]
-    sigma, target_mask = sample_noise_levels(batch, frames, config, generator)
-    sigma, target_mask = sigma.to(latents.device), target_mask.to(latents.device)
-    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    rows = slice(rank * batch, (rank + 1) * batch)
+    sigma_all, target_all = sample_noise_levels(batch * world, frames, config, generator)
+    noise = torch.randn((batch * world, *latents.shape[1:]), generator=generator)[rows].to(latents.device)
+    sigma, target_mask = sigma_all[rows].to(latents.device), target_all[rows].to(latents.device)
     s = sigma[:, :, None, None, None]
     noisy = (1.0 - s) * latents + s * noise
     action_mask = None
     if config.action_dropout_prob > 0:
-        action_mask = (torch.rand(batch, frames, generator=generator) >= config.action_dropout_prob).to(latents.device)
+        keep = torch.rand(batch * world, frames, generator=generator) >= config.action_dropout_prob
+        action_mask = keep[rows].to(latents.device)
     prediction = model(noisy, sigma * 1000.0, action, action_mask, embodiment=embodiment).float()
     weights = motion_weights(latents, config.motion_weight, config.motion_threshold)  # (B, T, h, w)
     error = (prediction - (noise - latents)).square().mean(dim=2)  # (B, T, h, w)
     error = (error * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3))  # (B, T)
-    return (error * target_mask).sum() / target_mask.sum()
+    return (error * target_mask).sum() * world / target_all.sum().to(latents.device)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keeps the complete records of steps ``<= step`` in a ``train_log.jsonl`` (atomic rewrite).
+
+    A run killed after its last checkpoint logged steps that the resumed run repeats, and possibly half a line;
+    resuming from ``step`` drops both, so the log holds each step once.
+    """
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and record.get("step", step + 1) <= step:
+            kept.append(line + "\n")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(kept))
+    os.replace(tmp, path)
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -274,18 +308,22 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     autoencoder_path = Path(train_config.autoencoder)
     if not (autoencoder_path / "config.json").is_file():
         raise FileNotFoundError(f"autoencoder not found at {autoencoder_path}; run `worldsim train-autoencoder` first")
+    # The LR schedule counts optimizer steps of the global batch: accelerate's default would step it once per
+    # process per step (num_processes times faster under `accelerate launch`), so it is stepped by hand below.
     accelerator = Accelerator(mixed_precision=train_config.mixed_precision,
-                              gradient_accumulation_steps=train_config.gradient_accumulation_steps)
+                              gradient_accumulation_steps=train_config.gradient_accumulation_steps,
+                              step_scheduler_with_optimizer=False)
     torch.manual_seed(train_config.seed)
 
     # 1. data: frames -> latents (cached), actions normalised; one source per dataset (embodiment)
     autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).eval()
-    sources = [Source(data_config, autoencoder, autoencoder_path, progress)]
     for extra in config.extra_datasets:
         if (extra.image_size, extra.num_frames) != (data_config.image_size, data_config.num_frames):
             raise ValueError(f"extra dataset {extra.root}: image_size/num_frames {extra.image_size}/{extra.num_frames}"
                              f" differ from dataset's {data_config.image_size}/{data_config.num_frames}")
-        sources.append(Source(extra, autoencoder, autoencoder_path, progress))
+    with accelerator.main_process_first():  # the main process writes the frame and latent caches, the others read
+        sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process)
+                   for data in [data_config, *config.extra_datasets]]
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"embodiment names must differ between datasets, got {names}; set dataset.embodiment")
@@ -297,9 +335,12 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         parts.extend([clips] * source.config.repeat)
     clips = torch.utils.data.ConcatDataset(parts)
     dataset, frames, latents = sources[0].dataset, sources[0].frames, sources[0].latents
-    batches_per_epoch = len(clips) // train_config.batch_size
+    # train.batch_size is per process; a step of N processes sees N * batch_size clips (the global batch).
+    num_processes = accelerator.num_processes
+    batches_per_epoch = len(clips) // (train_config.batch_size * num_processes)
     if batches_per_epoch == 0:
-        raise ValueError(f"train.batch_size {train_config.batch_size} exceeds the {len(clips)} training clips")
+        raise ValueError(f"train.batch_size {train_config.batch_size} x {num_processes} processes exceeds the "
+                         f"{len(clips)} training clips")
 
     def epoch_loader(epoch: int, skip: int):
         # The data order is a function of (seed, epoch) alone, so a resumed run sees the batches an uninterrupted
@@ -347,6 +388,8 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         set_rng_state(rng)
         noise_generator.set_state(rng["noise"])
         accelerator.print(f"resumed from {resume_from} at step {step}")
+        if accelerator.is_main_process:
+            truncate_log(output_dir / "train_log.jsonl", step)
 
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     model.train()
@@ -413,23 +456,31 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 shutil.rmtree(old, ignore_errors=True)
         return target
 
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "run_config.yaml").write_text(config_to_yaml(config))
-    log = open(output_dir / "train_log.jsonl", "a")
+    main = accelerator.is_main_process
+    if main:  # one process writes files; the others wait for it at each checkpoint
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "run_config.yaml").write_text(config_to_yaml(config))
+    log = open(output_dir / "train_log.jsonl", "a") if main else None
     router_load = torch.zeros(len(sources), config.transformer.num_action_experts) if \
         config.transformer.num_action_experts else None
     start_time = time.monotonic()
-    bar = tqdm(total=train_config.max_steps, initial=step, desc="train world model", disable=not progress)
+    bar = tqdm(total=train_config.max_steps, initial=step, desc="train world model", disable=not (progress and main))
     accumulation = train_config.gradient_accumulation_steps
+    shard = (accelerator.process_index, num_processes)
+    out_of_time = False
     while step < train_config.max_steps:
         micro_batches = step * accumulation
         epoch = micro_batches // batches_per_epoch
-        for batch in epoch_loader(epoch, micro_batches % batches_per_epoch):
+        in_epoch = micro_batches % batches_per_epoch
+        for batch in epoch_loader(epoch, in_epoch):
+            if in_epoch == batches_per_epoch:  # accelerate may pad an epoch to equal shards; those batches are cut
+                break
+            in_epoch += 1
             with accelerator.accumulate(model):
                 with accelerator.autocast():
                     embodiment = batch["embodiment"] if multi else None
                     loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config,
-                                              noise_generator, embodiment)
+                                              noise_generator, embodiment, shard)
                     routing = accelerator.unwrap_model(model).last_routing
                     if routing is not None:
                         probs, dispatch, ids = routing
@@ -442,29 +493,42 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(model.parameters(), 1.0)
                 optimizer.step()
-                lr_scheduler.step()
+                if accelerator.sync_gradients:
+                    lr_scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
             ema.step(accelerator.unwrap_model(model).parameters())
             step += 1
+            # the global batch's loss: each process's share is scaled so that their mean is it
+            global_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item() if num_processes > 1 \
+                else loss.item()
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
-            record = {"step": step, "loss": loss.item(), "time_s": time.monotonic() - start_time}
+            bar.set_postfix(loss=f"{global_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
+            record = {"step": step, "loss": global_loss, "time_s": time.monotonic() - start_time}
             if router_load is not None and step % 50 == 0:
                 record["router_load"] = router_report(router_load, names)["expert_load"]
-            log.write(json.dumps(record) + "\n")
+            if main:
+                log.write(json.dumps(record) + "\n")
             out_of_time = train_config.max_minutes is not None and time.monotonic() - start_time > 60 * train_config.max_minutes
+            if num_processes > 1:  # every process must take the same decision (clocks differ)
+                out_of_time = bool(accelerator.reduce(torch.tensor(float(out_of_time)), reduction="sum").item())
             if step % train_config.checkpointing_steps == 0 or step == train_config.max_steps or out_of_time:
-                log.flush()
-                save_checkpoint(step)
+                if main:
+                    log.flush()
+                    save_checkpoint(step)
+                accelerator.wait_for_everyone()
             if step >= train_config.max_steps or out_of_time:
                 break
-        if train_config.max_minutes is not None and time.monotonic() - start_time > 60 * train_config.max_minutes:
+        if out_of_time:
             break
     bar.close()
-    log.close()
-    return save_checkpoint(step, final=True)
+    final = output_dir / "final"
+    if main:
+        log.close()
+        final = save_checkpoint(step, final=True)
+    accelerator.wait_for_everyone()
+    return final
 
 
 def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, frames: np.ndarray, episode: int,
