@@ -300,6 +300,28 @@ def cmd_bench(args) -> None:
         print(f"wrote {write_markdown_section(args.markdown, section)}")
 
 
+def cmd_soak(args) -> None:
+    from worldsim.envs import WorldModelEnv
+    from worldsim.evaluation.soak import soak_resets, soak_rollout
+
+    pipeline = _load_pipeline(args.model, args.device)
+    sampler = {"num_inference_steps": args.num_inference_steps or None, "timestep_spacing": args.timestep_spacing}
+    report = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "sampler": sampler,
+              "command": "worldsim soak " + " ".join(shlex.quote(part) for part in args.argv)}
+    if args.steps:
+        report["rollout"] = soak_rollout(WorldModelEnv(pipeline, **sampler), args.steps, seed=args.seed)
+        r = report["rollout"]
+        print(f"rollout of {r['steps']} steps ({r['seconds']:.0f} s): resident memory {r['start_mib']:.1f} -> "
+              f"{r['end_mib']:.1f} MiB ({r['growth_mib']:+.1f}); finite: {r['finite']}; pixels {r['observation_range']}")
+    if args.resets:
+        report["resets"] = soak_resets(WorldModelEnv(pipeline, **sampler), args.resets, seed=args.seed)
+        r = report["resets"]
+        print(f"{r['resets']} resets ({r['seconds']:.0f} s): resident memory {r['start_mib']:.1f} -> "
+              f"{r['end_mib']:.1f} MiB ({r['growth_mib']:+.1f}); finite: {r['finite']}")
+    if args.json:
+        print(f"wrote {write_json(args.json, report)}")
+
+
 def cmd_demo(args) -> None:
     from worldsim.demo import run_demo
 
@@ -457,6 +479,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--markdown", help="write the table into this markdown file (between bench markers)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("soak", help="a long imagined rollout and many resets: resident memory and finite outputs")
+    p.add_argument("--model", default="checkpoints/pusht")
+    p.add_argument("--steps", type=int, default=10_000, help="rollout length (0: skip)")
+    p.add_argument("--resets", type=int, default=1_000, help="env resets (0: skip)")
+    p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", help="write the report here")
+    p.set_defaults(func=cmd_soak)
 
     p = sub.add_parser("demo", help="record fresh real PushT episodes and imagine them with the shipped model")
     p.add_argument("--model", default="checkpoints/pusht")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -147,6 +149,12 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     if sources[0].name == "pusht":
         metrics["val_agent_error_px"] = float(first["val_entity_error_px"] * PUSHT_WORKSPACE / data_config.image_size)
     out = Path(ae_config.output_dir) / "final"
-    autoencoder.save_pretrained(out)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    # written beside the target and renamed into place: an interrupted save never leaves a half-written autoencoder
+    tmp = out.with_name(".final.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    autoencoder.save_pretrained(tmp)
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
     return out
