@@ -167,3 +167,22 @@ def test_writer_refuses_existing_folder(tmp_path):
     (tmp_path / "ds").mkdir()
     with pytest.raises(FileExistsError, match="exists already"):
         LeRobotDatasetWriter(tmp_path / "ds", fps=10)
+
+
+def test_opencv_decoder_gives_pyav_frames(tmp_path, monkeypatch):
+    """Where PyAV is missing, OpenCV decodes the same frames (episodes start mid-file in older datasets)."""
+    import worldsim.data.video as video
+
+    writer = video.VideoWriter(tmp_path / "v.mp4", fps=10)
+    frames = np.concatenate([synthetic_episode(15, 0).frames, synthetic_episode(12, 15).frames])
+    writer.write(frames)
+    writer.close()
+    expected = video.decode_video(tmp_path / "v.mp4", 9, 14)
+
+    def no_pyav():
+        raise ImportError("no av")
+
+    monkeypatch.setattr(video, "_pyav", no_pyav)
+    np.testing.assert_array_equal(video.decode_video(tmp_path / "v.mp4", 9, 14), expected)
+    with pytest.raises(ValueError, match=r"asked for frames \[20, 40\)"):
+        video.decode_video(tmp_path / "v.mp4", 20, 20)
