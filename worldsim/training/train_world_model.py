@@ -80,7 +80,7 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
         if latents is None:
             tmp = path.with_suffix(".partial.npy")
             latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(frames), *encoded.shape[1:]))
-        latents[start:start + len(encoded)] = encoded.numpy().astype(np.float16)
+        latents[start:start + len(encoded)] = encoded.cpu().numpy().astype(np.float16)
     latents.flush()
     del latents
     os.replace(path.with_suffix(".partial.npy"), path)
@@ -316,7 +316,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     torch.manual_seed(train_config.seed)
 
     # 1. data: frames -> latents (cached), actions normalised; one source per dataset (embodiment)
-    autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).eval()
+    # the latent caches are encoded on the training device (a GPU encodes a dataset in seconds), then the
+    # autoencoder goes back to the CPU, where checkpoints are assembled
+    autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).to(accelerator.device).eval()
     for extra in config.extra_datasets:
         if (extra.image_size, extra.num_frames) != (data_config.image_size, data_config.num_frames):
             raise ValueError(f"extra dataset {extra.root}: image_size/num_frames {extra.image_size}/{extra.num_frames}"
@@ -324,6 +326,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     with accelerator.main_process_first():  # the main process writes the frame and latent caches, the others read
         sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process)
                    for data in [data_config, *config.extra_datasets]]
+    autoencoder.to("cpu")
     names = [source.name for source in sources]
     if len(set(names)) != len(names):
         raise ValueError(f"embodiment names must differ between datasets, got {names}; set dataset.embodiment")
@@ -392,6 +395,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
             truncate_log(output_dir / "train_log.jsonl", step)
 
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    ema.to(accelerator.device)  # the shadow weights live where the model does (a GPU), not on the CPU
     model.train()
     metadata = {
         "embodiment": sources[0].name,
@@ -430,8 +434,10 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         if not final:
             state_dir = tmp / "training_state"
             state_dir.mkdir()
-            save_file({k: v.contiguous() for k, v in unwrapped.state_dict().items()}, state_dir / "model.safetensors")
-            save_file({f"{i}": p.contiguous() for i, p in enumerate(ema.shadow_params)}, state_dir / "ema.safetensors")
+            save_file({k: v.detach().cpu().contiguous() for k, v in unwrapped.state_dict().items()},
+                      state_dir / "model.safetensors")
+            save_file({f"{i}": p.detach().cpu().contiguous() for i, p in enumerate(ema.shadow_params)},
+                      state_dir / "ema.safetensors")
             save_optimizer(optimizer.optimizer if hasattr(optimizer, "optimizer") else optimizer, state_dir / "optimizer")
             save_file({**rng_state(), "noise": noise_generator.get_state()},
                       state_dir / "rng.safetensors")
