@@ -146,14 +146,14 @@ def test_recording_interrupted_between_metadata_files_reads_the_committed_episod
     writer = LeRobotDatasetWriter(tmp_path / "ds", fps=10)
     writer.add_episode(synthetic_episode(5, 0))
     writer.add_episode(synthetic_episode(7, 5))
-    real_write = lerobot._write_text_atomic
+    real_write = lerobot.write_text_atomic
 
     def crash_before_info(path, text):
         if path.name == "info.json":
             raise KeyboardInterrupt  # the episode table and stats.json already hold episode 2, info.json does not
         real_write(path, text)
 
-    monkeypatch.setattr(lerobot, "_write_text_atomic", crash_before_info)
+    monkeypatch.setattr(lerobot, "write_text_atomic", crash_before_info)
     with pytest.raises(KeyboardInterrupt):
         writer.add_episode(synthetic_episode(4, 12))
     with pytest.warns(UserWarning, match="uncommitted"):

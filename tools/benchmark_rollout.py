@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from worldsim.benchmark import peak_resident_mib
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 
 
 def load(model: str, window: int, device: str):

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 
 
 def main(argv=None) -> dict:

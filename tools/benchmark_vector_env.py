@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from worldsim.benchmark import steps_per_second
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 
 
 def main(argv=None) -> dict:

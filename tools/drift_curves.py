@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 
 
 def main(argv=None) -> dict:

@@ -19,7 +19,7 @@ import time
 
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.fidelity import evaluate_fidelity
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 

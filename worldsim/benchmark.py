@@ -348,19 +348,31 @@ def training_speed(pipeline, run_config_path: Path | None, batch_size: int | Non
 
 
 # ---------------------------------------------------------------------------------------------------- memory
+def _proc_status_mib(field: str) -> float | None:
+    """A memory field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``) in MiB, or None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_mib() -> float:
+    """This process's current resident memory (``VmRSS``) in MiB; NaN where ``/proc`` has none."""
+    value = _proc_status_mib("VmRSS")
+    return float("nan") if value is None else value
+
+
 def peak_resident_mib() -> float:
     """This process's peak resident memory in MiB: ``VmHWM`` of ``/proc/self/status`` where there is one.
 
     ``getrusage``'s ``ru_maxrss`` is the fallback; on Linux it survives ``execve``, so a child started by a large
     parent would report the parent's peak, while ``VmHWM`` belongs to the new address space.
     """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    value = _proc_status_mib("VmHWM")
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if value is None else value
 
 
 def rollout_memory_child(model: str, steps: int, settings: dict, device: str, seed: int = 0) -> dict:
@@ -541,7 +553,7 @@ def write_markdown_section(path: str | Path, section: str) -> Path:
 
     The file is written to a temporary name and renamed, so an interrupted write leaves the old file whole.
     """
-    from worldsim.evaluation.report import write_text_atomic
+    from worldsim.utils.files import write_text_atomic
 
     path = Path(path)
     text = path.read_text() if path.is_file() else ""

@@ -14,13 +14,13 @@ loaded, so a truncated, corrupted or edited file is refused with its name instea
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
+from worldsim.utils.files import read_json_object, write_json
 
 #: component name -> {(library, class name): class}: the only classes a model folder may name.
 COMPONENT_CLASSES: dict[str, dict[tuple[str, str], type]] = {
@@ -73,12 +73,7 @@ def check_component_config(component: str, folder: Path) -> None:
     config_path = folder / ("scheduler_config.json" if component == "scheduler" else "config.json")
     if not config_path.is_file():
         raise FileNotFoundError(f"{folder} lacks {config_path.name}")
-    try:
-        config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{config_path} is not valid JSON: {error}") from error
-    if not isinstance(config, dict):
-        raise ValueError(f"{config_path} holds {type(config).__name__}; expected a JSON object")
+    config = read_json_object(config_path)
     names = {cls.__name__ for cls in COMPONENT_CLASSES[component].values()}
     if config.get("_class_name") not in names:
         raise ValueError(f"{config_path}: _class_name {config.get('_class_name')!r} is not allowed for {component!r};"
@@ -114,11 +109,9 @@ def write_manifest(folder: Path) -> dict[str, str]:
     Raises:
         FileNotFoundError: ``folder/model_index.json`` is missing.
     """
-    from worldsim.evaluation.report import write_json
-
     folder = Path(folder)
     index_path = folder / "model_index.json"
-    index = json.loads(index_path.read_text())
+    index = read_json_object(index_path)
     files = {path.relative_to(folder).as_posix(): file_digest(path) for path in manifest_files(folder)}
     index[MANIFEST_KEY] = files
     if (folder / "heads").is_dir():

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from worldsim.evaluation.report import write_json
+from worldsim.utils.files import write_json
 
 
 def _key_values(items: list[str] | None, flag: str) -> dict:
@@ -227,11 +227,11 @@ def cmd_rank(args) -> None:
     state = _process_state()
     device = str(state.device) if args.device == "auto" else args.device
     pipeline = _load_pipeline(args.model, device)
-    gather = gather_object if state.num_processes > 1 else (lambda values: values)
+    sharding = {"process_index": state.process_index, "num_processes": state.num_processes, "gather": gather_object} \
+        if state.num_processes > 1 else {}
     report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
                            num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
-                           batch_size=args.batch_size, progress=state.is_main_process,
-                           process_index=state.process_index, num_processes=state.num_processes, gather=gather)
+                           batch_size=args.batch_size, progress=state.is_main_process, **sharding)
     if not state.is_main_process:
         return
     print(rank_table(report))

@@ -41,12 +41,26 @@ from worldsim.constants import (
     TASK_INDEX,
     TIMESTAMP,
 )
-from worldsim.data.video import VideoWriter, decode_video
+from worldsim.data.video import VIDEO_PIX_FMT, VideoWriter, decode_video
+from worldsim.utils.files import read_json_object, write_text_atomic
 
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-VIDEO_PIX_FMT = "yuv444p"  # full chroma: 4:2:0 smears small coloured objects (PushT's agent disc) at 96 x 96
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
+
+
+def _count(value, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+#: required ``meta/info.json`` fields: (check, what was expected)
+INFO_FIELDS = {
+    "fps": (lambda v: _count(v, 1), "a positive integer"),
+    "features": (lambda v: isinstance(v, dict) and all(isinstance(f, dict) for f in v.values()), "an object"),
+    "data_path": (lambda v: isinstance(v, str) and "{file_index" in v, "a path template"),
+    "total_frames": (lambda v: _count(v, 0), "a non-negative integer"),
+    "total_episodes": (lambda v: _count(v, 0), "a non-negative integer"),
+}
 
 
 class DatasetError(ValueError):
@@ -295,7 +309,7 @@ class LeRobotDatasetWriter:
             "next.terminated": _feature("bool", (1,)),
             "next.truncated": _feature("bool", (1,)),
         }
-        stats = frame_stats({key: np.asarray(values) for key, values in self._columns.items()})
+        stats = frame_stats(self._columns)
         for key in (OBS_STATE, OBS_ENV_STATE):
             if key in self._columns:
                 features[key] = _feature("float32", (len(self._columns[key][0]),))
@@ -321,8 +335,8 @@ class LeRobotDatasetWriter:
             "features": features,
             "worldsim": {"env_id": self.env_id, "action_space": self.action_space},
         }
-        _write_text_atomic(folder / "meta" / "stats.json", json.dumps(stats, indent=2))
-        _write_text_atomic(folder / "meta" / "info.json", json.dumps(info, indent=2))
+        write_text_atomic(folder / "meta" / "stats.json", json.dumps(stats, indent=2))
+        write_text_atomic(folder / "meta" / "info.json", json.dumps(info, indent=2))
 
     def close(self) -> Path:
         """Ends the recording; every added episode is already on disk.
@@ -365,18 +379,18 @@ def _write_parquet_atomic(table: pa.Table, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def frame_stats(columns: dict[str, np.ndarray]) -> dict:
-    """``meta/stats.json`` entries (min, max, mean, std, count) of the per-frame numeric columns.
+def frame_stats(columns: dict) -> dict:
+    """``meta/stats.json`` entries (LeRobot's min, max, mean, std, count) of the per-frame numeric columns.
 
     Args:
-        columns: ``{key: (N,) or (N, D) array}``; ``action`` and ``next.reward`` are required, states optional.
+        columns: ``{key: (N,) or (N, D) array-like}``; ``action`` and ``next.reward`` are required, the state
+            columns optional, any other key ignored.
+
+    Returns:
+        ``{key: {"min", "max", "mean", "std": lists of D floats, "count": [N]}}`` for action, reward and states.
+
+    Raises:
+        KeyError: ``action`` or ``next.reward`` is missing.
     """
     stats = {ACTION: _stats(np.asarray(columns[ACTION], np.float64)),
              REWARD: _stats(np.asarray(columns[REWARD], np.float64).reshape(-1, 1))}
@@ -384,17 +398,6 @@ def frame_stats(columns: dict[str, np.ndarray]) -> dict:
         if key in columns:
             stats[key] = _stats(np.asarray(columns[key], np.float64))
     return stats
-
-
-def _read_json_object(path: Path) -> dict:
-    """A JSON object from a dataset file; DatasetError naming the file when it is not one."""
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise DatasetError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise DatasetError(f"{path} holds {type(value).__name__}; expected a JSON object")
-    return value
 
 
 def _read_parquet(path: Path, what: str) -> pa.Table:
@@ -435,23 +438,15 @@ class LeRobotDataset:
         info_path = self.root / "meta" / "info.json"
         if not info_path.is_file():
             raise DatasetError(f"dataset metadata file missing: {info_path}")
-        self.info = _read_json_object(info_path)
+        self.info = read_json_object(info_path, DatasetError)
         version = self.info.get("codebase_version")
         if version != CODEBASE_VERSION:
             raise DatasetError(f"{info_path}: field 'codebase_version' is {version!r}, expected {CODEBASE_VERSION!r}")
-        expected_types = {"fps": "a positive integer", "features": "an object", "data_path": "a path template",
-                          "total_frames": "a non-negative integer", "total_episodes": "a non-negative integer"}
-        for field, expected in expected_types.items():
+        for field, (valid, expected) in INFO_FIELDS.items():
             if field not in self.info:
                 raise DatasetError(f"{info_path}: required field {field!r} missing")
-            value = self.info[field]
-            valid = {"fps": lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
-                     "features": lambda v: isinstance(v, dict) and all(isinstance(f, dict) for f in v.values()),
-                     "data_path": lambda v: isinstance(v, str) and "{file_index" in v,
-                     "total_frames": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0,
-                     "total_episodes": lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0}[field]
-            if not valid(value):
-                raise DatasetError(f"{info_path}: field {field!r} is {value!r}, expected {expected}")
+            if not valid(self.info[field]):
+                raise DatasetError(f"{info_path}: field {field!r} is {self.info[field]!r}, expected {expected}")
         self.fps = self.info["fps"]
         features = self.info["features"]
         video_keys = [key for key, feature in features.items() if feature.get("dtype") == "video"]
@@ -470,7 +465,7 @@ class LeRobotDataset:
         stats_path = self.root / "meta" / "stats.json"
         if not stats_path.is_file():
             raise DatasetError(f"dataset statistics file missing: {stats_path}")
-        self.stats = _read_json_object(stats_path)
+        self.stats = read_json_object(stats_path, DatasetError)
 
         self._read_episodes()
         self._read_data()

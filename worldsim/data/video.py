@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+VIDEO_PIX_FMT = "yuv444p"  # full chroma: 4:2:0 chroma subsampling smears small coloured objects (PushT's agent disc)
+
 
 def _pyav():
     """The ``av`` module (PyAV), imported on first use so that code that never touches video files (imagination,
@@ -30,7 +32,8 @@ class VideoWriter:
         crf: constant rate factor (lower is better quality).
     """
 
-    def __init__(self, path: str | Path, fps: int, codec: str = "libx264", pix_fmt: str = "yuv444p", crf: int = 12):
+    def __init__(self, path: str | Path, fps: int, codec: str = "libx264", pix_fmt: str = VIDEO_PIX_FMT,
+                 crf: int = 12):
         self.path = Path(path)
         self.fps, self.codec, self.pix_fmt, self.crf = fps, codec, pix_fmt, crf
         self._container = None

@@ -2,30 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
-
-
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Writes ``text`` to ``path`` (creating its folder) through a temporary file and a rename, so an interrupted
-    write leaves the previous file whole. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-    return path
-
-
-def write_json(path: str | Path, data) -> Path:
-    """Writes a JSON-serialisable report (indented) with :func:`write_text_atomic`; returns the path.
-
-    Raises:
-        TypeError: ``data`` holds something JSON cannot encode (nothing is written then).
-    """
-    return write_text_atomic(path, json.dumps(data, indent=2))
 
 ROWS = (
     ("agent_error", "agent-position error (px, 0-512 workspace), mean over steps", "{:.1f}"),

@@ -10,21 +10,11 @@ start and the end. ``worldsim soak`` runs both and writes the report (figures in
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-
-def resident_mib() -> float:
-    """This process's current resident memory (``VmRSS`` of ``/proc/self/status``) in MiB; NaN where there is none."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+from worldsim.benchmark import resident_mib
 
 
 def soak_rollout(env, steps: int, warmup: int = 100, samples: int = 20, seed: int = 0, progress: bool = True) -> dict:

@@ -49,19 +49,9 @@ from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.registry import (COMPONENT_CLASSES, PIPELINE_CLASS, check_component_config, component_class,
                                verify_manifest, write_manifest)
+from worldsim.utils.files import read_json_object
 
 PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
-
-
-def _read_json_object(path: Path) -> dict:
-    """A JSON object from ``path``; ValueError naming the file if it is not one."""
-    try:
-        value = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from error
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds {type(value).__name__}; expected a JSON object")
-    return value
 
 
 def _load_weights(cls, folder: Path):
@@ -76,9 +66,7 @@ def _load_weights(cls, folder: Path):
     try:
         model, info = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False,
                                           output_loading_info=True)
-    except (OSError, RuntimeError, ValueError, EnvironmentError) as error:
-        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: {str(error)[:500]}") from error
-    except Exception as error:  # safetensors' SafetensorError (a malformed header) is not an OSError
+    except Exception as error:  # OSError, RuntimeError, safetensors' SafetensorError (a malformed header), ...
         raise ValueError(f"{folder}: cannot load {cls.__name__} weights: {type(error).__name__}: "
                          f"{str(error)[:500]}") from error
     wrong = {kind: info.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
@@ -281,7 +269,7 @@ class WorldModelPipeline:
         for name in PIPELINE_FILES:
             if not (path / name).exists():
                 raise FileNotFoundError(f"model folder {path} lacks {name}")
-        index = _read_json_object(path / "model_index.json")
+        index = read_json_object(path / "model_index.json")
         if index.get("_class_name") != PIPELINE_CLASS:
             raise ValueError(f"{path / 'model_index.json'}: _class_name {index.get('_class_name')!r} is not "
                              f"{PIPELINE_CLASS!r}; this folder is not a worldsim pipeline")
@@ -294,7 +282,7 @@ class WorldModelPipeline:
             classes[component] = component_class(component, index.get(component), path / "model_index.json")
             check_component_config(component, path / component)
         verify_manifest(path, index)
-        metadata = _read_json_object(path / "worldsim.json")
+        metadata = read_json_object(path / "worldsim.json")
         if "embodiments" not in metadata and "action_normalizer" not in metadata:
             raise ValueError(f"{path / 'worldsim.json'} lacks action_normalizer")
         autoencoder = _load_weights(classes["autoencoder"], path / "autoencoder").to(device)

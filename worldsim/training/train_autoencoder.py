@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from worldsim.evaluation.metrics import psnr
 from worldsim.evaluation.pusht import PUSHT_WORKSPACE
 from worldsim.models.autoencoders import build_autoencoder, decode_latents, encode_frames, frames_to_pixels
 from worldsim.training.config import RunConfig
+from worldsim.utils.files import replace_folder
 
 FOREGROUND_WEIGHT = 4.0
 
@@ -154,7 +154,4 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     autoencoder.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
+    return replace_folder(tmp, out)

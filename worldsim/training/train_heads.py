@@ -13,7 +13,6 @@ error and correlation and a reliability table per probability head on them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.pusht import pusht_coverage
 from worldsim.models.heads import OutcomeHeads
 from worldsim.registry import write_manifest
+from worldsim.utils.files import replace_folder
 
 
 def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -228,12 +228,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     shutil.rmtree(tmp, ignore_errors=True)
     heads.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
-    old = output.with_name(f".{output.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output.exists():
-        os.replace(output, old)
-    os.replace(tmp, output)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, output)
     if output == model / "heads":
         write_manifest(model)
     return report

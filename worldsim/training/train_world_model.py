@@ -45,6 +45,7 @@ from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.training.config import RunConfig, config_to_yaml
 from worldsim.training.state import load_optimizer, rng_state, save_optimizer, set_rng_state
 from worldsim.training.train_autoencoder import split_episodes
+from worldsim.utils.files import replace_folder, write_text_atomic
 from worldsim.utils.video import write_video
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -268,9 +269,7 @@ def truncate_log(path: Path, step: int) -> None:
             continue
         if isinstance(record, dict) and record.get("step", step + 1) <= step:
             kept.append(line + "\n")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(kept))
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(kept))
 
 
 def latest_checkpoint(output_dir: Path) -> Path | None:
@@ -452,9 +451,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                                  tmp / video, embodiment=source.name if multi else None)
         if router_load is not None:
             (tmp / "router_stats.json").write_text(json.dumps(router_report(router_load, names), indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        replace_folder(tmp, target)
         if not final:
             checkpoints = sorted((int(m.group(1)), p) for p in output_dir.iterdir()
                                  if (m := CHECKPOINT_PATTERN.match(p.name)))
