@@ -44,6 +44,48 @@ def test_a_user_scorer_ranks_the_candidates(tiny_pipeline_path):
     assert np.isnan(prediction.rewards).all()  # no heads: rewards are not invented
 
 
+def test_follow_up_policy_continues_every_candidate_in_imagination(model_with_heads):
+    pipeline = WorldModelPipeline.from_pretrained(model_with_heads[0])
+    seen = []
+
+    class Follower:  # a batched policy acting on the imagined frames
+        def reset(self, num_envs):
+            seen.append(("reset", num_envs))
+
+        def act(self, frames):
+            seen.append(("act", frames.shape))
+            return np.full((len(frames), 2), 256.0, dtype=np.float32)
+
+    predictor = OutcomePredictor(pipeline, aggregate="max", follow_policy=Follower(), follow_steps=4, seed=3)
+    candidates = RNG.uniform(0, 512, (3, 2, 2)).astype(np.float32)
+    prediction = predictor.predict(FRAMES, ACTIONS, candidates)
+    assert prediction.frames.shape == (3, 2 + 4, 16, 16, 3) and prediction.chunk_length == 2
+    assert seen == [("reset", 3)] + [("act", (3, 16, 16, 3))] * 4
+    # the score covers chunk and follow-up
+    np.testing.assert_allclose(prediction.scores, prediction.rewards.max(axis=1), rtol=1e-6)
+    # the same rollout by hand: the chunk, then the follower's actions, from the same seed
+    by_hand = OutcomePredictor(pipeline, aggregate="max", seed=3)
+    extended = np.concatenate([candidates, np.full((3, 4, 2), 256.0, np.float32)], axis=1)
+    np.testing.assert_array_equal(by_hand.predict(FRAMES, ACTIONS, extended).frames, prediction.frames)
+
+
+def test_scores_average_several_imagination_samples(model_with_heads):
+    candidates = RNG.uniform(0, 512, (2, 3, 2)).astype(np.float32)
+    single = OutcomePredictor(model_with_heads[0], aggregate="last", seed=5)
+    one = single.predict(FRAMES, ACTIONS, candidates)
+    assert np.all(one.score_spread == 0)
+    predictor = OutcomePredictor(model_with_heads[0], aggregate="last", num_samples=3, seed=5)
+    prediction = predictor.predict(FRAMES, ACTIONS, candidates)
+    assert prediction.frames.shape == (2, 3, 16, 16, 3) and prediction.scores.shape == (2,)
+    # each candidate's score is the mean of its 3 samples: rerun them as 6 explicit candidates with the same noise
+    explicit = OutcomePredictor(model_with_heads[0], aggregate="last", seed=5)
+    rows = explicit.predict(FRAMES, ACTIONS, np.repeat(candidates, 3, axis=0))
+    np.testing.assert_allclose(prediction.scores, rows.scores.reshape(2, 3).mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(prediction.score_spread, rows.scores.reshape(2, 3).std(axis=1), rtol=1e-5, atol=1e-9)
+    np.testing.assert_array_equal(prediction.frames, rows.frames[::3])
+    assert np.any(rows.frames[0] != rows.frames[1])  # different noise, different futures
+
+
 def test_predictor_refuses_bad_input(tiny_pipeline_path, model_with_heads):
     with pytest.raises(ValueError, match="no outcome heads"):
         OutcomePredictor(tiny_pipeline_path)
@@ -54,6 +96,14 @@ def test_predictor_refuses_bad_input(tiny_pipeline_path, model_with_heads):
         predictor.predict(FRAMES, ACTIONS, np.full((1, 1, 2), np.nan))
     with pytest.raises(ValueError, match="aggregate"):
         OutcomePredictor(model_with_heads[0], aggregate="median")
+    with pytest.raises(ValueError, match="follow_policy"):
+        OutcomePredictor(model_with_heads[0], follow_steps=2)
+    with pytest.raises(ValueError, match="follow_steps"):
+        OutcomePredictor(model_with_heads[0], follow_steps=-1, follow_policy=lambda o: np.zeros(2))
+    with pytest.raises(ValueError, match="num_samples"):
+        OutcomePredictor(model_with_heads[0], num_samples=0)
+    with pytest.raises(ValueError, match="timestep_spacing"):
+        OutcomePredictor(model_with_heads[0], num_inference_steps=2, timestep_spacing="cosine")
     broken = OutcomePredictor(model_with_heads[0], scorer=lambda frames, task: np.zeros(2))
     with pytest.raises(ValueError, match="scorer returned"):
         broken.predict(FRAMES, ACTIONS, np.zeros((3, 1, 2)))

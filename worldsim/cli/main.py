@@ -247,7 +247,15 @@ def cmd_steer_eval(args) -> None:
     from worldsim.steering import OutcomePredictor
     from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
 
-    predictor = OutcomePredictor(_load_pipeline(args.model), aggregate=args.aggregate, seed=args.seed)
+    follow = None
+    if args.follow_steps:
+        from worldsim.evaluation.pusht_zoo import CentroidPusher
+
+        follow = CentroidPusher()  # the base policy's noise-free mode, acting on the imagined frames
+    predictor = OutcomePredictor(_load_pipeline(args.model), aggregate=args.aggregate, seed=args.seed,
+                                 follow_policy=follow, follow_steps=args.follow_steps,
+                                 num_inference_steps=args.num_inference_steps or None,
+                                 timestep_spacing=args.timestep_spacing, num_samples=args.samples)
     report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
                             num_context=args.context, seed=args.seed, base_noise=args.base_noise,
                             chunk_length=args.chunk_length, oracle_follow=args.oracle_follow)
@@ -453,6 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--oracle-follow", type=int, default=0,
                    help="> 0: also execute every candidate in the real env (then this many pusher steps) to "
                         "measure how much a perfect predictor would gain")
+    p.add_argument("--follow-steps", type=int, default=0,
+                   help="> 0: continue each imagined candidate this many steps with the noise-free pusher (acting on "
+                        "the imagined frames) before scoring it")
+    p.add_argument("--samples", type=int, default=1,
+                   help="imagined futures per candidate (different noise, one batch); the score is their mean")
+    p.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps per frame (0: the model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
+                   help="sigma spacing of the denoising steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
     p.set_defaults(func=cmd_steer_eval)

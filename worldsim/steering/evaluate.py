@@ -207,6 +207,9 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
                 "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
                 "scorer": "user scorer" if predictor.scorer is not None else f"heads ({predictor.aggregate})",
+                "follow_steps": predictor.follow_steps, "samples": predictor.num_samples,
+                "sampler": {"num_inference_steps": predictor.num_inference_steps,
+                            "timestep_spacing": predictor.timestep_spacing},
                 "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"results": results, "settings": settings, "video": video}

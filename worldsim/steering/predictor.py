@@ -1,9 +1,12 @@
 """``OutcomePredictor``: imagine the outcome of K candidate action chunks from one real context, in one batch.
 
 The recent real frames and actions are encoded into the KV cache once; the cache is then copied K times and all
-K candidates are imagined side by side, one batched step per action of the chunk. Each imagined future is scored
-by the model's reward head (the default), or by any user scorer on the imagined frames and a task text (the hook a
-VLM judge plugs into). This is the runtime-steering loop of "imagine, score, execute the best" (best-of-N
+K candidates are imagined side by side, one batched step per action of the chunk. Optionally each candidate's
+future is then continued in imagination by a follow-up policy (e.g. the base policy's noise-free mode) acting on the
+imagined frames, so that a chunk is judged by where it leaves the scene for what comes next, not only by the reward
+within its own few steps (a policy rollout as the value estimate, as in rollout-based MPC). Each imagined future is
+scored by the model's reward head (the default), or by any user scorer on the imagined frames and a task text (the
+hook a VLM judge plugs into). This is the runtime-steering loop of "imagine, score, execute the best" (best-of-N
 selection with a learned simulator, as in world-model planning and VLA steering), written for the streaming cache.
 """
 
@@ -17,6 +20,7 @@ import numpy as np
 import torch
 
 from worldsim.data.frame_cache import resize_frames
+from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.pipelines.world_model import RolloutState, WorldModelPipeline
 
 
@@ -25,16 +29,22 @@ class Prediction:
     """Imagined futures of K candidates.
 
     Attributes:
-        frames: `(K, H, S, S, 3)` uint8 imagined frames (H actions per candidate, one frame each).
-        rewards: `(K, H)` float32 predicted reward per frame (NaN when the model has no outcome heads).
+        frames: `(K, H + F, S, S, 3)` uint8 imagined frames (the first imagination sample of each candidate): one per
+            action of the candidate chunk (H), then one per follow-up step (F, 0 without a follow-up policy).
+        rewards: `(K, H + F)` float32 predicted reward per frame, averaged over the imagination samples (NaN when the
+            model has no outcome heads).
         scores: `(K,)` float64 the score each candidate was ranked by (higher is better).
         best: index of the highest score.
+        chunk_length: H (the frames after it are the follow-up's).
+        score_spread: `(K,)` float64 standard deviation of the score across the imagination samples (0 with one).
     """
 
     frames: np.ndarray
     rewards: np.ndarray
     scores: np.ndarray
     best: int
+    chunk_length: int = 0
+    score_spread: np.ndarray | None = None
 
 
 class OutcomePredictor:
@@ -42,25 +52,40 @@ class OutcomePredictor:
 
     Args:
         model: a pipeline folder or a loaded :class:`WorldModelPipeline` (with outcome heads unless ``scorer``).
-        scorer: optional ``scorer(frames (K, H, S, S, 3) uint8, task) -> (K,)`` float, higher is better; replaces
-            the reward-head score.
+        scorer: optional ``scorer(frames (N, H + F, S, S, 3) uint8, task) -> (N,)`` float, higher is better, with
+            N = K * num_samples futures (candidate-major); replaces the reward-head score.
         task: text handed to ``scorer``.
         aggregate: how the heads score a future: ``"value"`` (the value head on the final imagined frame: the
             expected discounted future reward from where the chunk leaves the scene, the default when the heads
             have a value output), ``"max"`` (best reward of any frame, the default otherwise), ``"last"`` (reward of
             the final frame) or ``"mean"``.
-        num_inference_steps, context_noise: sampler settings (default: the model's).
+        num_inference_steps, context_noise, timestep_spacing: sampler settings (default: the model's; see
+            :meth:`WorldModelPipeline.step`; 3 ``"trailing"`` steps are as faithful as the default 10 for PushT,
+            docs/benchmarks.md).
         embodiment: which embodiment's actions the candidates are (multi-embodiment models).
         seed: seed of the imagination noise (each call advances it).
+        follow_policy: optional policy that continues every candidate's future in imagination after its chunk, acting
+            on the imagined frames: anything :func:`~worldsim.evaluation.policy_adapters.as_policy` accepts (a
+            callable, a chunk callable, a LeRobot-style object, or an object with ``reset(num_envs)`` and ``act``;
+            it is reset to N = K * num_samples envs per decision and sees `(N, S, S, 3)` uint8 frames). The score
+            then covers the chunk and the follow-up (``"max"``: best reward over both; ``"value"``/``"last"``: the
+            final frame).
+        follow_steps: imagined follow-up steps per candidate (F >= 0; needs ``follow_policy`` when > 0). Each adds
+            one batched imagined step per decision.
+        num_samples: imagined futures per candidate (S >= 1, different noise, all in the same batch of K * S); a
+            candidate's score is the mean over its samples, which averages out the sampler's noise (the futures of a
+            weak model differ more between samples than between candidates). Costs S times the compute.
 
     Raises:
-        ValueError: unknown ``aggregate``, ``"value"`` for heads without a value output, or no outcome heads and no
-            scorer.
+        ValueError: unknown ``aggregate``, ``"value"`` for heads without a value output, no outcome heads and no
+            scorer, ``follow_steps < 0``, ``follow_steps > 0`` without a ``follow_policy``, or ``num_samples < 1``.
     """
 
     def __init__(self, model: str | Path | WorldModelPipeline, scorer: Callable | None = None,
                  task: str | None = None, aggregate: str | None = None, num_inference_steps: int | None = None,
-                 context_noise: float | None = None, embodiment: str | None = None, seed: int = 0):
+                 context_noise: float | None = None, embodiment: str | None = None, seed: int = 0,
+                 follow_policy=None, follow_steps: int = 0, timestep_spacing: str | None = None,
+                 num_samples: int = 1):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
         self.embodiment = self.pipeline.embodiment(embodiment).name
         heads = self.pipeline.heads_for(self.embodiment)
@@ -77,8 +102,22 @@ class OutcomePredictor:
                              "--value-discount)")
         if scorer is not None and not callable(scorer):
             raise ValueError(f"scorer must be callable, got {type(scorer).__name__}")
+        if int(follow_steps) != follow_steps or follow_steps < 0:
+            raise ValueError(f"follow_steps must be an integer >= 0, got {follow_steps!r}")
+        if follow_steps > 0 and follow_policy is None:
+            raise ValueError(f"follow_steps={follow_steps} needs a follow_policy to act in the imagined future")
+        action_shape = (self.pipeline.embodiment(self.embodiment).action_dim,)
+        self.follow_policy = None if follow_policy is None else as_policy(follow_policy, action_shape)
+        self.follow_steps = int(follow_steps)
+        if int(num_samples) != num_samples or num_samples < 1:
+            raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
+        self.num_samples = int(num_samples)
         self.scorer, self.task, self.aggregate = scorer, task, aggregate
         self.num_inference_steps, self.context_noise = num_inference_steps, context_noise
+        if num_inference_steps is not None or timestep_spacing is not None:  # bad settings fail here, not mid-run
+            self.pipeline.set_timesteps(num_inference_steps or self.pipeline.metadata.get("num_inference_steps", 10),
+                                        timestep_spacing)
+        self.timestep_spacing = timestep_spacing
         self.generator = torch.Generator().manual_seed(seed)
         self.last_prediction: Prediction | None = None  # the most recent decision's futures and scores
 
@@ -105,7 +144,7 @@ class OutcomePredictor:
 
         Raises:
             ValueError: malformed frames, actions or candidates (the message names the shape expected), or a
-                scorer output that is not `(K,)` finite numbers.
+                scorer output that is not `(K * num_samples,)` finite numbers.
         """
         candidates = np.asarray(candidates, dtype=np.float32)
         action_dim = self.pipeline.embodiment(self.embodiment).action_dim
@@ -115,30 +154,44 @@ class OutcomePredictor:
             raise ValueError("candidates contain NaN or inf")
         shared = self.encode(frames, actions)  # the context is encoded once, not K times
         count, horizon = candidates.shape[:2]
-        copies = torch.zeros(count, dtype=torch.long)
+        runs = count * self.num_samples  # candidate-major: the samples of candidate k are rows k*S .. k*S + S - 1
+        copies = torch.zeros(runs, dtype=torch.long)
         state = RolloutState(shared.latents[copies], shared.action[copies], shared.frames[copies], shared.num_steps,
                              shared.cache.reorder(copies.to(shared.cache.keys.device)), embodiment=self.embodiment)
+        chunks = np.repeat(candidates, self.num_samples, axis=0)
         imagined = []
         for step in range(horizon):
-            state = self.pipeline.step(state, candidates[:, step], self.num_inference_steps, self.context_noise,
-                                       self.generator)
+            state = self.pipeline.step(state, chunks[:, step], self.num_inference_steps, self.context_noise,
+                                       self.generator, timestep_spacing=self.timestep_spacing)
             imagined.append(state.frames.cpu().numpy())
-        futures = np.stack(imagined, axis=1)  # (K, H, S, S, 3)
-        rewards = np.full((count, horizon), np.nan, dtype=np.float32)
+        if self.follow_steps:
+            self.follow_policy.reset(runs)
+            for _ in range(self.follow_steps):
+                actions = np.asarray(self.follow_policy.act(imagined[-1]), dtype=np.float32)
+                state = self.pipeline.step(state, actions.reshape(runs, -1), self.num_inference_steps,
+                                           self.context_noise, self.generator, timestep_spacing=self.timestep_spacing)
+                imagined.append(state.frames.cpu().numpy())
+        futures = np.stack(imagined, axis=1)  # (K * S, H + F, S, S, 3)
+        length = futures.shape[1]
+        rewards = np.full((runs, length), np.nan, dtype=np.float32)
         values = None
         if self.pipeline.heads_for(self.embodiment) is not None:
             outcomes = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]), self.embodiment)
-            rewards = outcomes["reward"].reshape(count, horizon)
+            rewards = outcomes["reward"].reshape(runs, length)
             if "value" in outcomes:
-                values = outcomes["value"].reshape(count, horizon)
+                values = outcomes["value"].reshape(runs, length)
         if self.scorer is not None:
             scores = np.asarray(self.scorer(futures, self.task), dtype=np.float64)
-            if scores.shape != (count,) or not np.all(np.isfinite(scores)):
-                raise ValueError(f"scorer returned {scores.shape} values; expected ({count},) finite numbers")
+            if scores.shape != (runs,) or not np.all(np.isfinite(scores)):
+                raise ValueError(f"scorer returned {scores.shape} values; expected ({runs},) finite numbers")
         elif self.aggregate == "value":
             scores = values[:, -1].astype(np.float64)
         else:
             reduce = {"max": np.max, "last": lambda r, axis: r[:, -1], "mean": np.mean}[self.aggregate]
             scores = reduce(rewards.astype(np.float64), axis=1)
-        self.last_prediction = Prediction(futures, rewards, scores, int(np.argmax(scores)))
+        per_sample = scores.reshape(count, self.num_samples)
+        scores = per_sample.mean(axis=1)
+        first = np.arange(count) * self.num_samples
+        self.last_prediction = Prediction(futures[first], rewards.reshape(count, self.num_samples, length).mean(1),
+                                          scores, int(np.argmax(scores)), horizon, per_sample.std(axis=1))
         return self.last_prediction
