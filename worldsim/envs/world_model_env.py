@@ -182,8 +182,8 @@ class WorldModelEnv(gym.Env):
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
-        self.pipeline.set_timesteps(num_inference_steps or int(self.pipeline.metadata.get("num_inference_steps", 10)),
-                                    timestep_spacing)  # refuses bad sampler settings here, not at the first step
+        # refuses bad sampler settings here, not at the first step
+        self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
         self._state = None
         self._generator = torch.Generator()

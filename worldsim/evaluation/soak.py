@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldsim.benchmark import resident_mib
+from worldsim.constants import OBS_IMAGE
 
 
 def soak_rollout(env, steps: int, warmup: int = 100, samples: int = 20, seed: int = 0, progress: bool = True) -> dict:
@@ -25,6 +26,8 @@ def soak_rollout(env, steps: int, warmup: int = 100, samples: int = 20, seed: in
         steps: steps after the warm-up.
         warmup: steps before the first memory reading (allocator pools and caches fill up in the first steps).
         samples: memory readings spread over the run.
+        seed: seed of the reset and of the uniform random actions (drawn from ``env.action_space``).
+        progress: show a progress bar.
 
     Returns:
         ``{"steps", "seconds", "memory_mib": [(step, MiB), ...], "start_mib", "end_mib", "growth_mib",
@@ -68,6 +71,13 @@ def soak_resets(env, resets: int, steps_between: int = 1, warmup: int = 20, samp
                 progress: bool = True) -> dict:
     """Resets ``env`` ``resets`` times, alternating the bundled start set and random real-shaped contexts.
 
+    Args:
+        env: a ``WorldModelEnv`` with a bundled start set; odd resets pass ``options={"context": ...}`` with 4
+            random `(S, S, 3)` uint8 frames and 3 random actions instead.
+        resets: resets measured (after ``warmup`` unmeasured ones).
+        steps_between: random-action steps after each reset (the outputs checked for finiteness).
+        warmup, samples, seed, progress: as in :func:`soak_rollout`.
+
     Returns:
         ``{"resets", "seconds", "memory_mib": [(reset, MiB), ...], "start_mib", "end_mib", "growth_mib",
         "finite": bool}``.
@@ -86,7 +96,7 @@ def soak_resets(env, resets: int, steps_between: int = 1, warmup: int = 20, samp
         nonlocal finite
         if index % 2:
             frames = rng.integers(0, 256, (4, size, size, 3), dtype=np.uint8)
-            context = {"observation.image": frames, "action": rng.uniform(low, high, (3, len(low))).astype(np.float32)}
+            context = {OBS_IMAGE: frames, "action": rng.uniform(low, high, (3, len(low))).astype(np.float32)}
             env.reset(seed=index, options={"context": context})
         else:
             env.reset(seed=index)

@@ -414,11 +414,13 @@ class WorldModelPipeline:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
 
     # ------------------------------------------------------------------ the loop
-    def set_timesteps(self, num_inference_steps: int, timestep_spacing: str | None = None) -> torch.Tensor:
+    def set_timesteps(self, num_inference_steps: int | None = None, timestep_spacing: str | None = None
+                      ) -> torch.Tensor:
         """Sets the scheduler's timesteps for one frame's denoising loop and returns them.
 
         Args:
-            num_inference_steps: denoising steps per frame, >= 1.
+            num_inference_steps: denoising steps per frame, >= 1; ``None``: the model's ``num_inference_steps``
+                (10 when the model names none).
             timestep_spacing: ``"linspace"`` (diffusers' default for flow matching: sigmas from 1 to 1/1000, so with
                 2 steps the second one barely moves) or ``"trailing"`` (sigmas ``1, (n-1)/n, ..., 1/n`` then 0: every
                 step covers an equal share of the path; Lin et al. 2024, "Common diffusion noise schedules and sample
@@ -431,6 +433,8 @@ class WorldModelPipeline:
             ValueError: ``num_inference_steps < 1`` or an unknown spacing.
         """
         spacing = timestep_spacing or self.metadata.get("timestep_spacing", "linspace")
+        if num_inference_steps is None:
+            num_inference_steps = int(self.metadata.get("num_inference_steps", 10))
         if int(num_inference_steps) < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if spacing == "linspace":
@@ -620,7 +624,6 @@ class WorldModelPipeline:
             ValueError: an action of the wrong shape, a stale ``state`` (already stepped; clone to branch), or bad
                 sampler settings. The state is left unchanged.
         """
-        num_inference_steps = num_inference_steps or int(self.metadata.get("num_inference_steps", 10))
         if action_guidance_scale is None:
             action_guidance_scale = float(self.metadata.get("action_guidance_scale", 1.0))
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
@@ -631,7 +634,7 @@ class WorldModelPipeline:
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
                              "call state.clone() before stepping to branch several futures from one state")
-        timesteps = self.set_timesteps(num_inference_steps, timestep_spacing)  # bad settings fail before any change
+        timesteps = self.set_timesteps(num_inference_steps or None, timestep_spacing)  # bad settings fail first
         history = state.action.clone()
         history[:, -1] = self._normalize(spec, action.numpy())
         # one autocast region for the whole step: weights are cast to bf16 once, not once per forward pass

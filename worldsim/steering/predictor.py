@@ -43,8 +43,8 @@ class Prediction:
     rewards: np.ndarray
     scores: np.ndarray
     best: int
-    chunk_length: int = 0
-    score_spread: np.ndarray | None = None
+    chunk_length: int
+    score_spread: np.ndarray
 
 
 class OutcomePredictor:
@@ -114,9 +114,7 @@ class OutcomePredictor:
         self.num_samples = int(num_samples)
         self.scorer, self.task, self.aggregate = scorer, task, aggregate
         self.num_inference_steps, self.context_noise = num_inference_steps, context_noise
-        if num_inference_steps is not None or timestep_spacing is not None:  # bad settings fail here, not mid-run
-            self.pipeline.set_timesteps(num_inference_steps or self.pipeline.metadata.get("num_inference_steps", 10),
-                                        timestep_spacing)
+        self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)  # bad settings fail here
         self.timestep_spacing = timestep_spacing
         self.generator = torch.Generator().manual_seed(seed)
         self.last_prediction: Prediction | None = None  # the most recent decision's futures and scores

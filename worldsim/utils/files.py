@@ -11,7 +11,11 @@ from pathlib import Path
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Writes ``text`` to ``path`` (creating its folder) through a temporary file and a rename, so an interrupted
-    write leaves the previous file whole. Returns the path."""
+    write leaves the previous file whole. Returns the path.
+
+    Raises:
+        OSError: the folder cannot be created or written (the previous file, if any, is untouched).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
@@ -52,6 +56,10 @@ def replace_folder(staged: str | Path, target: str | Path) -> Path:
     The old folder is first renamed aside and removed only after the new one is in place, so a crash leaves either
     the old or the new folder at ``target`` (or, in the instant between the two renames, none; never a mix).
     Returns ``target``.
+
+    Raises:
+        OSError: ``staged`` does not exist or a rename fails; ``staged`` is kept, and the old folder is at
+            ``target`` or, if the first rename went through, beside it as ``.<name>.old``.
     """
     staged, target = Path(staged), Path(target)
     old = target.with_name(f".{target.name}.old")
