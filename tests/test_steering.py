@@ -188,3 +188,57 @@ def test_steer_eval_refuses_bad_settings(model_with_heads):
         steer_evaluate(predictor, [2], num_context=1, progress=False)
     with pytest.raises(ValueError, match="noise_std"):
         NoisyPusherChunks(noise_std=-1.0)
+
+
+def _steer_report(results: dict, **settings) -> dict:
+    base = {"num_states": 3, "horizon": 8, "seed": 0, "samples": 1, "scorer": "heads (max)", "date": "2026-11-22"}
+    return {"settings": {**base, **settings}, "model": "m",
+            "results": {str(count): {"values": values, "successes": [float(v > 0.9) for v in values],
+                                     "seconds_per_decision": 0.1 * count, "oracle": None}
+                        for count, values in results.items()}}
+
+
+def test_steer_reports_of_other_k_values_merge_with_gains_against_the_shared_base(tmp_path):
+    import json
+
+    from worldsim.cli.main import main
+    from worldsim.steering.evaluate import merge_steer_reports
+
+    first = _steer_report({1: [0.2, 0.4, 0.6], 2: [0.3, 0.5, 0.6]})
+    second = _steer_report({1: [0.2, 0.4, 0.6], 16: [0.5, 1.0, 0.6]}, date="2026-11-23")
+    merged = merge_steer_reports([first, second])
+    assert sorted(merged["results"]) == [1, 2, 16]
+    assert merged["settings"]["date"] == "2026-11-22, 2026-11-23" and merged["model"] == "m"
+    np.testing.assert_allclose(merged["results"][16]["gain"]["mean"], (0.3 + 0.6 + 0.0) / 3)
+    assert merged["results"][16]["gain"]["low"] <= 0.3 <= merged["results"][16]["gain"]["high"]
+    np.testing.assert_allclose(merged["results"][16]["success_gain"]["mean"], 1 / 3)
+    assert merged["results"][1]["gain"]["mean"] == 0.0
+
+    paths = []
+    for index, report in enumerate((first, second)):
+        paths.append(tmp_path / f"r{index}.json")
+        paths[-1].write_text(json.dumps(report))
+    assert main(["steer-report", *map(str, paths), "--out", str(tmp_path / "merged")]) == 0
+    written = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert sorted(written["results"], key=int) == ["1", "2", "16"] and (tmp_path / "merged" / "gain.png").stat().st_size
+    assert main(["steer-report", str(paths[0]), str(tmp_path / "missing.json")]) == 2
+    (tmp_path / "other.json").write_text('{"values": []}')
+    assert main(["steer-report", str(paths[0]), str(tmp_path / "other.json")]) == 2
+
+
+def test_steer_reports_of_other_protocols_are_not_merged():
+    from worldsim.steering.evaluate import merge_steer_reports
+
+    first = _steer_report({1: [0.2, 0.4, 0.6], 2: [0.3, 0.5, 0.6]})
+    with pytest.raises(ValueError, match="samples=2"):
+        merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]}, samples=2)])
+    with pytest.raises(ValueError, match="K = 1 differs.*base policy"):
+        merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.7], 4: [0.1, 0.1, 0.1]})])
+    with pytest.raises(ValueError, match="K = 2 differs"):
+        merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.6], 2: [0.1, 0.1, 0.1]})])
+    with pytest.raises(ValueError, match="no K = 1"):
+        merge_steer_reports([first, {**first, "results": {"4": first["results"]["2"]}}])
+    with pytest.raises(ValueError, match="at least two"):
+        merge_steer_reports([first])
+    with pytest.raises(ValueError, match="model"):
+        merge_steer_reports([first, {**first, "model": "other"}])

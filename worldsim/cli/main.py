@@ -267,6 +267,25 @@ def cmd_steer_eval(args) -> None:
     print(f"wrote {out / 'report.json'}, {written['plot']}" + (f", {written['video']}" if written["video"] else ""))
 
 
+def cmd_steer_report(args) -> None:
+    from worldsim.steering.evaluate import merge_steer_reports, steer_table, write_steer_report
+    from worldsim.utils.files import read_json_object
+
+    reports = []
+    for path in args.reports:
+        report = read_json_object(path)
+        if "results" not in report or "settings" not in report:
+            raise ValueError(f"{path} is not a steer-eval report (the report.json `worldsim steer-eval` writes): it "
+                             f"has no 'results' and 'settings'")
+        reports.append(report)
+    report = merge_steer_reports(reports) if len(reports) > 1 else reports[0]
+    print(steer_table(report))
+    out = Path(args.out)
+    written = write_steer_report(report, out)
+    write_json(out / "report.json", {key: report[key] for key in ("settings", "results", "model") if key in report})
+    print(f"wrote {out / 'report.json'}, {written['plot']}")
+
+
 def cmd_router_stats(args) -> None:
     from worldsim.data.lerobot import LeRobotDataset
     from worldsim.evaluation.router import router_statistics
@@ -472,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
     p.set_defaults(func=cmd_steer_eval)
+
+    p = sub.add_parser("steer-report", help="table and gain plot of steer-eval reports; merges runs of other K values")
+    p.add_argument("reports", nargs="+", help="report.json files of `worldsim steer-eval` (same settings and model)")
+    p.add_argument("--out", default="outputs/steer-eval-merged", help="folder for the merged report.json and gain.png")
+    p.set_defaults(func=cmd_steer_report)
 
     p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
     p.add_argument("--model", required=True)

@@ -185,8 +185,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                         break
                 values.append(best)
                 successes.append(float(success))
-            results[count] = {"values": values, "successes": successes, "value": _interval(values),
-                              "success": _interval(successes),
+            results[count] = {"values": values, "successes": successes,
                               "seconds_per_decision": float(np.median(decision_seconds)) if decision_seconds
                               else 0.0,
                               "oracle": {"decisions": len(oracle["oracle"]),
@@ -198,10 +197,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
         env.close()
         if probe is not None:
             probe.close()
-    base_values = np.asarray(results[1]["values"])
-    for entry in results.values():
-        entry["gain"] = _interval(np.asarray(entry["values"]) - base_values)  # paired: the same states
-        entry["success_gain"] = _interval(np.asarray(entry["successes"]) - np.asarray(results[1]["successes"]))
+    _add_intervals(results)
     if video is not None:
         video["real"] = np.stack(video["real"]) if video["real"] else None
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
@@ -213,6 +209,67 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                 "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"results": results, "settings": settings, "video": video}
+
+
+def _add_intervals(results: dict) -> None:
+    """Sets each K's ``value`` and ``success`` (bootstrap 95% intervals of the means over states) and ``gain`` and
+    ``success_gain`` (paired bootstrap intervals against K = 1: the same states)."""
+    base_values, base_successes = np.asarray(results[1]["values"]), np.asarray(results[1]["successes"])
+    for entry in results.values():
+        entry["value"], entry["success"] = _interval(entry["values"]), _interval(entry["successes"])
+        entry["gain"] = _interval(np.asarray(entry["values"]) - base_values)
+        entry["success_gain"] = _interval(np.asarray(entry["successes"]) - base_successes)
+
+
+def merge_steer_reports(reports: list[dict]) -> dict:
+    """Merges ``steer-eval`` reports of different K values run separately (other processes, machines or days).
+
+    A K = 16 run costs as much as K = 1 to 8 together, so a compute-scaling curve is often built in pieces. The
+    pieces are only comparable when they ran the same protocol: the same settings (states, horizon, base policy,
+    scorer, follow-up, samples, sampler; the date may differ) and the same model, and then their base policies
+    (K = 1, which every report holds) gave the same real values state by state. The intervals are recomputed from the
+    per-state values (the gains against that shared base).
+
+    Args:
+        reports: dicts as ``steer_evaluate`` returns them or as ``worldsim steer-eval`` writes ``report.json``
+            (K keys as ints or strings; the optional ``model`` entry is compared too).
+
+    Returns:
+        ``{"results": {K: {...}}, "settings": {...}, "model": ... (when given)}`` with int K keys, ``settings["date"]``
+        listing the runs' dates, and no video.
+
+    Raises:
+        ValueError: fewer than two reports; settings or models that differ (names the key and both values); a report
+            without K = 1; K = 1 values that differ (not the same states or base policy); a K > 1 in two reports
+            with different values.
+    """
+    if len(reports) < 2:
+        raise ValueError(f"merging needs at least two reports, got {len(reports)}")
+    first = reports[0]
+    merged: dict[int, dict] = {}
+    for index, report in enumerate(reports):
+        for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date"}):
+            if first["settings"].get(key) != report["settings"].get(key):
+                raise ValueError(f"report {index} ran with {key}={report['settings'].get(key)!r}, report 0 with "
+                                 f"{first['settings'].get(key)!r}: only runs of the same protocol can be merged")
+        if first.get("model") != report.get("model"):
+            raise ValueError(f"report {index} is of model {report.get('model')!r}, report 0 of {first.get('model')!r}")
+        results = {int(count): entry for count, entry in report["results"].items()}
+        if 1 not in results:
+            raise ValueError(f"report {index} has no K = 1 (base policy) results: K = {sorted(results)}")
+        for count, entry in results.items():
+            if count in merged and merged[count]["values"] != entry["values"]:
+                raise ValueError(f"K = {count} differs between report {index} and an earlier one"
+                                 + (" (the base policy's real values: not the same states or base policy)"
+                                    if count == 1 else ""))
+            merged.setdefault(count, {key: value for key, value in entry.items()
+                                      if key not in ("value", "success", "gain", "success_gain")})
+    _add_intervals(merged)
+    dates = sorted({str(report["settings"].get("date")) for report in reports})
+    out = {"results": dict(sorted(merged.items())), "settings": {**first["settings"], "date": ", ".join(dates)}}
+    if "model" in first:
+        out["model"] = first["model"]
+    return out
 
 
 def steer_table(report: dict) -> str:
