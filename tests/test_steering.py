@@ -205,7 +205,7 @@ def test_steer_reports_of_other_k_values_merge_with_gains_against_the_shared_bas
     from worldsim.steering.evaluate import merge_steer_reports
 
     first = _steer_report({1: [0.2, 0.4, 0.6], 2: [0.3, 0.5, 0.6]})
-    second = _steer_report({1: [0.2, 0.4, 0.6], 16: [0.5, 1.0, 0.6]}, date="2026-11-23")
+    second = _steer_report({1: [0.2, 0.4 + 1e-15, 0.6], 16: [0.5, 1.0, 0.6]}, date="2026-11-23")  # round-off
     merged = merge_steer_reports([first, second])
     assert sorted(merged["results"]) == [1, 2, 16]
     assert merged["settings"]["date"] == "2026-11-22, 2026-11-23" and merged["model"] == "m"

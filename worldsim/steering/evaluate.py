@@ -221,6 +221,12 @@ def _add_intervals(results: dict) -> None:
         entry["success_gain"] = _interval(np.asarray(entry["successes"]) - base_successes)
 
 
+def _same_values(first, second) -> bool:
+    """Per-state values of two runs agree: same length, equal up to float round-off (the physics engine's sums
+    differ in the last bits between processes)."""
+    return len(first) == len(second) and bool(np.allclose(first, second, rtol=0.0, atol=1e-9))
+
+
 def merge_steer_reports(reports: list[dict]) -> dict:
     """Merges ``steer-eval`` reports of different K values run separately (other processes, machines or days).
 
@@ -240,8 +246,8 @@ def merge_steer_reports(reports: list[dict]) -> dict:
 
     Raises:
         ValueError: fewer than two reports; settings or models that differ (names the key and both values); a report
-            without K = 1; K = 1 values that differ (not the same states or base policy); a K > 1 in two reports
-            with different values.
+            without K = 1; K = 1 values that differ by more than float round-off (not the same states or base
+            policy); a K > 1 in two reports with different values.
     """
     if len(reports) < 2:
         raise ValueError(f"merging needs at least two reports, got {len(reports)}")
@@ -258,7 +264,7 @@ def merge_steer_reports(reports: list[dict]) -> dict:
         if 1 not in results:
             raise ValueError(f"report {index} has no K = 1 (base policy) results: K = {sorted(results)}")
         for count, entry in results.items():
-            if count in merged and merged[count]["values"] != entry["values"]:
+            if count in merged and not _same_values(merged[count]["values"], entry["values"]):
                 raise ValueError(f"K = {count} differs between report {index} and an earlier one"
                                  + (" (the base policy's real values: not the same states or base policy)"
                                     if count == 1 else ""))
