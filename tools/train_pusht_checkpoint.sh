@@ -30,6 +30,8 @@ rm -rf checkpoints/pusht && mv checkpoints/pusht.new checkpoints/pusht
 $WS train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \
     --dataset data/pusht-near-goal --val-dataset data/pusht-heldout --val-dataset data/pusht-near-goal-heldout \
     --steps 4000
+$WS train-decoder --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \
+    --val-dataset data/pusht-heldout --steps 9000
 
 $WS evaluate --model checkpoints/pusht --dataset data/pusht-heldout --horizon 32 --json docs/media/results-h32.json \
     --plot docs/media/results-h32.png

@@ -191,7 +191,8 @@ def real_pusht_steps_per_second(seconds: float, seed: int = 0, obs_type: str = "
 
 
 def _env_kwargs(settings: dict) -> dict:
-    return {key: settings[key] for key in ("num_inference_steps", "timestep_spacing") if settings.get(key) is not None}
+    return {key: settings[key] for key in ("num_inference_steps", "timestep_spacing", "decoder")
+            if settings.get(key) is not None}
 
 
 def single_env_speed(pipeline, settings: dict, seconds: float, latency_steps: int, seed: int = 0) -> dict:
@@ -199,7 +200,8 @@ def single_env_speed(pipeline, settings: dict, seconds: float, latency_steps: in
 
     Args:
         pipeline: a loaded :class:`~worldsim.pipelines.WorldModelPipeline`.
-        settings: ``{"num_inference_steps": int, "timestep_spacing": str}`` (missing keys: the model's defaults).
+        settings: ``{"num_inference_steps": int, "timestep_spacing": str, "decoder": "full" | "light"}`` (missing
+            keys: the model's defaults).
         seconds: throughput timing length (wall-clock seconds, after 2 warm-up steps).
         latency_steps: steps then timed one by one (0: no latency figures).
 
@@ -287,7 +289,7 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     latent = torch.zeros(1, config.in_channels, config.sample_size, config.sample_size, device=pipeline.device)
     from worldsim.models.autoencoders import decode_latents
 
-    decoder = count_flops(lambda: decode_latents(pipeline.autoencoder, latent))
+    decoder = count_flops(lambda: decode_latents(pipeline.frame_decoder, latent))  # the one set_decoder picked
     heads = count_flops(lambda: pipeline.heads.predict(latent)) if pipeline.heads is not None else 0
     return {"transformer": passes, "decoder": decoder, "heads": heads, "total": passes + decoder + heads}
 
@@ -418,7 +420,7 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
                   timestep_spacing: str | None = "trailing", latency_steps: int = 200,
                   memory_steps=(200, 2000), train_steps: int = 10, train_batch_size: int | None = None,
                   real_seconds: float | None = None, device: str = "cpu", peak_seconds: float = 1.0,
-                  progress=print) -> dict:
+                  progress=print, decoder: str | None = None) -> dict:
     """Runs every measurement of the module docstring and returns the report (see :func:`markdown_report`).
 
     Args:
@@ -427,6 +429,7 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         seconds: timing length per env measurement.
         num_inference_steps, timestep_spacing: the sampler (default: 3 trailing Euler steps, see
             docs/benchmarks.md for its fidelity); None takes the model's default.
+        decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder).
         latency_steps: single-env steps timed one by one for the latency percentiles.
         memory_steps: rollout lengths whose peak memory is measured (each in a fresh process); empty: skip.
         train_steps: timed training steps (0: skip training).
@@ -437,7 +440,7 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         progress: called with a line of text after each measurement.
 
     Raises:
-        ValueError: ``num_envs`` empty or below 1, ``seconds <= 0``.
+        ValueError: ``num_envs`` empty or below 1, ``seconds <= 0``, or ``decoder="light"`` for a model without one.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
 
@@ -452,6 +455,8 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     settings = {"num_inference_steps": num_inference_steps or int(pipeline.metadata.get("num_inference_steps", 10)),
                 "timestep_spacing": timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace")}
     pipeline.set_timesteps(settings["num_inference_steps"], settings["timestep_spacing"])  # refuses bad settings now
+    settings["decoder"] = decoder or "full"
+    pipeline.set_decoder(settings["decoder"])
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),
               "sampler": settings, "outcome_heads": pipeline.heads is not None}
     started = time.perf_counter()
@@ -512,7 +517,8 @@ def markdown_report(report: dict, command: str | None = None) -> str:
     real = report["real_env"]
     lines = [f"Date {report['date']}; machine: {where}; torch {machine['torch']}, device {machine['device']}. "
              f"Model `{report['model']}` (outcome heads: {'on' if report['outcome_heads'] else 'none'}), sampler: "
-             f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache.", ""]
+             f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache; "
+             f"decoder: {sampler.get('decoder', 'full')}.", ""]
     if command:
         lines += ["```bash", command, "```", ""]
     single = report["single_env"]

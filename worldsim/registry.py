@@ -18,6 +18,7 @@ from pathlib import Path
 
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
+from worldsim.models.autoencoders import LightDecoder
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.utils.files import read_json_object, write_json
@@ -28,6 +29,7 @@ COMPONENT_CLASSES: dict[str, dict[tuple[str, str], type]] = {
     "transformer": {("worldsim", "WorldModelTransformer"): WorldModelTransformer},
     "scheduler": {("diffusers", "FlowMatchEulerDiscreteScheduler"): FlowMatchEulerDiscreteScheduler},
     "heads": {("worldsim", "OutcomeHeads"): OutcomeHeads},
+    "decoder": {("worldsim", "LightDecoder"): LightDecoder},
 }
 PIPELINE_CLASS = "WorldModelPipeline"
 MANIFEST_KEY = "worldsim_files"
@@ -39,7 +41,7 @@ def component_class(component: str, entry, source: Path | str = "model_index.jso
     """The allow-listed class for one ``model_index.json`` entry.
 
     Args:
-        component: ``"autoencoder"``, ``"transformer"``, ``"scheduler"`` or ``"heads"``.
+        component: ``"autoencoder"``, ``"transformer"``, ``"scheduler"``, ``"heads"`` or ``"decoder"``.
         entry: the file's value for it, ``[library, class_name]``.
         source: the file the entry came from (for the message).
 
@@ -114,8 +116,9 @@ def write_manifest(folder: Path) -> dict[str, str]:
     index = read_json_object(index_path)
     files = {path.relative_to(folder).as_posix(): file_digest(path) for path in manifest_files(folder)}
     index[MANIFEST_KEY] = files
-    if (folder / "heads").is_dir():
-        index["heads"] = ["worldsim", "OutcomeHeads"]
+    for component, entry in (("heads", ["worldsim", "OutcomeHeads"]), ("decoder", ["worldsim", "LightDecoder"])):
+        if (folder / component).is_dir():  # optional components trained into an existing folder
+            index[component] = entry
     write_json(index_path, index)
     return files
 

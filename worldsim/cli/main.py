@@ -83,6 +83,7 @@ def cmd_rollout(args) -> None:
     from worldsim.utils.video import write_video
 
     pipeline = _load_pipeline(args.model)
+    pipeline.set_decoder(args.decoder)
     generator = torch.Generator().manual_seed(args.seed)
     real = None
     if args.dataset:
@@ -136,6 +137,7 @@ def cmd_evaluate(args) -> None:
     from worldsim.utils.video import write_video
 
     pipeline = _load_pipeline(args.model)
+    pipeline.set_decoder(args.decoder)
     dataset = LeRobotDataset(args.dataset)
     started = time.perf_counter()
     report, imagined, windows = evaluate_fidelity(
@@ -202,6 +204,23 @@ def cmd_train_heads(args) -> None:
             f"[{row['low']:.1f}, {row['high']:.1f}) {row['mean_predicted']:.3f} -> {row['observed_frequency']:.3f} "
             f"({row['count']})" for row in table))
     print(f"wrote {args.output or Path(args.model) / 'heads'}")
+
+
+def cmd_train_decoder(args) -> None:
+    from worldsim.training.train_decoder import train_decoder
+
+    report = train_decoder(args.model, args.dataset, val_datasets=args.val_dataset, steps=args.steps,
+                           batch_size=args.batch_size, learning_rate=args.learning_rate,
+                           block_out_channels=args.block_out_channels, num_blocks=tuple(args.num_blocks),
+                           seed=args.seed, max_minutes=args.max_minutes, output=args.output)
+    flops, held = report["flops_per_frame"], report["held_out"]
+    print(f"{report['steps']} steps in {report['wall_minutes']:.1f} min; {report['num_parameters']:,} parameters; "
+          f"{flops['light'] / 1e6:.0f} MFLOP per frame (autoencoder's decoder: {flops['full'] / 1e6:.0f})")
+    print(f"held-out frames: {held['frames']}; PSNR light {held['psnr']['light']:.2f} dB, full "
+          f"{held['psnr']['full']:.2f} dB" + (f"; agent error light {held['agent_error_px']['light']:.2f} px, full "
+                                             f"{held['agent_error_px']['full']:.2f} px" if held["agent_error_px"]
+                                             else ""))
+    print(f"wrote {args.output or Path(args.model) / 'decoder'}")
 
 
 def cmd_rank(args) -> None:
@@ -317,7 +336,7 @@ def cmd_bench(args) -> None:
 
     report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
                            args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,
-                           device=args.device, progress=lambda line: print(line, flush=True))
+                           device=args.device, progress=lambda line: print(line, flush=True), decoder=args.decoder)
     command = "worldsim bench " + " ".join(shlex.quote(part) for part in args.argv)
     section = markdown_report(report, command)
     print(section)
@@ -383,6 +402,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
         p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                        help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
+        p.add_argument("--decoder", choices=["full", "light"], default="full",
+                       help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
@@ -449,6 +470,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "data's policy, the steering score of a chunk's final imagined frame")
     p.set_defaults(func=cmd_train_heads)
 
+    p = sub.add_parser("train-decoder", help="train a light frame decoder (a quarter of the decode FLOPs) on a "
+                                             "model's latents of real frames")
+    p.add_argument("--model", required=True, help="pipeline folder; the decoder is written to <model>/decoder")
+    p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset of the model's embodiment "
+                                                                     "(repeat)")
+    p.add_argument("--val-dataset", action="append", help="report on this dataset (repeat); default: the last 10 "
+                                                          "episodes of the first dataset, held out")
+    p.add_argument("--steps", type=int, default=9000, help="the shipped decoder's: 19 min on 2 CPU cores")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--block-out-channels", type=int, default=32, help="decoder width")
+    p.add_argument("--num-blocks", type=int, nargs="+", default=[2, 2, 1, 0], help="residual blocks per stage")
+    p.add_argument("--max-minutes", type=float, help="stop early after this many minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--output", help="write the decoder here instead of <model>/decoder")
+    p.set_defaults(func=cmd_train_decoder)
+
     p = sub.add_parser("rank", help="rank policies in imagination and in the real PushT env; report the agreement")
     p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
     p.add_argument("--policy", action="append",
@@ -510,6 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="timing length of each env measurement")
     p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
+    p.add_argument("--decoder", choices=["full", "light"], default="full",
+                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
     p.add_argument("--latency-steps", type=int, default=200, help="single-env steps timed one by one")
     p.add_argument("--memory-steps", type=int, nargs="*", default=[200, 2000],
                    help="rollout lengths whose peak memory is measured, each in a fresh process")

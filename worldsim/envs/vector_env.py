@@ -51,7 +51,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         model: a pipeline folder or a loaded :class:`WorldModelPipeline`.
         num_envs: N >= 1.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the N current frames).
-        embodiment, num_inference_steps, timestep_spacing, context_noise, action_guidance_scale, device: as
+        embodiment, num_inference_steps, timestep_spacing, decoder, context_noise, action_guidance_scale, device: as
             :class:`~worldsim.envs.WorldModelEnv`.
         max_episode_steps: a sub-env is truncated after this many imagined steps (None: never).
         scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
@@ -78,7 +78,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                  embodiment: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
                  max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None,
-                 disagreement_samples: int = 1, timestep_spacing: str | None = None):
+                 disagreement_samples: int = 1, timestep_spacing: str | None = None, decoder: str | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -111,6 +111,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         # refuses bad sampler settings here, not at the first step
         self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
+        self.pipeline.set_decoder(decoder)
+        self.decoder = decoder
         self._state = None
         self._generator = torch.Generator()
         self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)
@@ -220,6 +222,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if len(restarting):  # fetch the new contexts first: an error here leaves everything as it was
             frames, action = self._start_contexts(len(restarting))
         disagreement = None
+        self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
                 self._state, flat, self.disagreement_samples, self.num_inference_steps, self.context_noise,

@@ -128,6 +128,9 @@ class WorldModelEnv(gym.Env):
         num_inference_steps: denoising steps per frame; default: the model's.
         timestep_spacing: ``"linspace"`` or ``"trailing"`` (equal steps; the few-step sampler, see
             :meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`); default: the model's.
+        decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder, about 3.5x
+            fewer FLOPs per frame; :meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`, which raises
+            ValueError when the model has none).
         context_noise: history noise level; default: the model's.
         action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
@@ -161,7 +164,7 @@ class WorldModelEnv(gym.Env):
                  num_inference_steps: int | None = None, context_noise: float | None = None,
                  action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
                  scorer=None, task: str | None = None, disagreement_samples: int = 1,
-                 timestep_spacing: str | None = None):
+                 timestep_spacing: str | None = None, decoder: str | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -185,6 +188,8 @@ class WorldModelEnv(gym.Env):
         # refuses bad sampler settings here, not at the first step
         self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
+        self.pipeline.set_decoder(decoder)
+        self.decoder = decoder
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
@@ -255,6 +260,7 @@ class WorldModelEnv(gym.Env):
             raise RuntimeError("call reset() before step()")
         action = flatten_action(self._space_json, validate_action(action, self.action_space))
         disagreement = None
+        self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
                 self._state, action[None], self.disagreement_samples, self.num_inference_steps, self.context_noise,

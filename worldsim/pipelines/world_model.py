@@ -22,6 +22,8 @@ A saved pipeline is a folder::
     autoencoder/            diffusers AutoencoderKL (config.json + safetensors)
     transformer/            WorldModelTransformer (config.json + safetensors)
     scheduler/              scheduler_config.json
+    heads/                  optional OutcomeHeads (reward / termination / success)
+    decoder/                optional LightDecoder (a cheaper frame decoder; ``set_decoder("light")`` uses it)
     worldsim.json           embodiment, env id, fps, image size, window, action space and normalisation, defaults
     start_frames.safetensors   bundled start set for resets without context (uint8 frames + actions)
 
@@ -43,7 +45,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from worldsim.data.clips import ActionNormalizer
-from worldsim.models.autoencoders import decode_latents, encode_frames
+from worldsim.models.autoencoders import LightDecoder, decode_latents, encode_frames
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.world_model import WorldModelTransformer
@@ -196,6 +198,8 @@ class WorldModelPipeline:
         start_frames: optional dict ``{"frames": (K, n, H, W, 3) uint8, "action": (K, n - 1, A) float32}``.
         heads: optional :class:`~worldsim.models.heads.OutcomeHeads` (reward / termination / success per frame),
             loaded from ``<folder>/heads`` when present.
+        decoder: optional :class:`~worldsim.models.autoencoders.LightDecoder`, loaded from ``<folder>/decoder``
+            when present; frames are decoded by the autoencoder unless :meth:`set_decoder` picks ``"light"``.
 
     >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/pusht")          # doctest: +SKIP
     >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
@@ -204,9 +208,11 @@ class WorldModelPipeline:
 
     def __init__(self, autoencoder: AutoencoderKL, transformer: WorldModelTransformer,
                  scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None,
-                 heads: OutcomeHeads | None = None):
+                 heads: OutcomeHeads | None = None, decoder: LightDecoder | None = None):
         # channels-last convolutions: 1.2x (fp32) to 3x (bf16) faster autoencoder passes on CPU (oneDNN)
         self.autoencoder = autoencoder.eval().to(memory_format=torch.channels_last)
+        self.decoder = None if decoder is None else decoder.eval().to(memory_format=torch.channels_last)
+        self.frame_decoder: AutoencoderKL | LightDecoder = self.autoencoder  # what turns latents into frames
         self.heads = None if heads is None else heads.eval()
         self.transformer = transformer.eval()
         self.scheduler = scheduler
@@ -237,11 +243,13 @@ class WorldModelPipeline:
                       path / "start_frames.safetensors")
         if self.heads is not None:
             self.heads.save_pretrained(path / "heads")
+        if self.decoder is not None:
+            self.decoder.save_pretrained(path / "decoder")
         from worldsim import __version__
 
         index = {"_class_name": PIPELINE_CLASS, "worldsim_version": __version__}
         for component, module in (("autoencoder", self.autoencoder), ("transformer", self.transformer),
-                                  ("scheduler", self.scheduler), ("heads", self.heads)):
+                                  ("scheduler", self.scheduler), ("heads", self.heads), ("decoder", self.decoder)):
             if module is not None:
                 index[component] = next(list(key) for key, cls in COMPONENT_CLASSES[component].items()
                                         if isinstance(module, cls))
@@ -274,7 +282,9 @@ class WorldModelPipeline:
             raise ValueError(f"{path / 'model_index.json'}: _class_name {index.get('_class_name')!r} is not "
                              f"{PIPELINE_CLASS!r}; this folder is not a worldsim pipeline")
         classes = {}
-        for component in ("autoencoder", "transformer", "scheduler", "heads"):
+        for component in ("autoencoder", "transformer", "scheduler", "heads", "decoder"):
+            if component == "decoder" and component not in index:
+                continue
             if component == "heads" and component not in index:
                 if (path / "heads").is_dir():  # heads trained into a folder saved before manifests existed
                     classes["heads"] = OutcomeHeads
@@ -298,7 +308,32 @@ class WorldModelPipeline:
         heads = None
         if "heads" in classes:
             heads = _load_weights(classes["heads"], path / "heads").to(device)
-        return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads)
+        decoder = _load_weights(classes["decoder"], path / "decoder").to(device) if "decoder" in classes else None
+        return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads, decoder)
+
+    def set_decoder(self, name: str | None = "full") -> None:
+        """Picks what decodes imagined latents into frames from now on: ``"full"`` (the autoencoder's own
+        decoder; None means the same) or ``"light"`` (the folder's :class:`~worldsim.models.autoencoders.LightDecoder`,
+        about 3.5x fewer FLOPs per frame, see docs/benchmarks.md).
+
+        Raises:
+            ValueError: another name, or ``"light"`` on a pipeline without a light decoder (train one with
+                ``worldsim train-decoder``); the choice is unchanged then.
+        """
+        if name in (None, "full"):
+            self.frame_decoder = self.autoencoder
+        elif name == "light":
+            if self.decoder is None:
+                raise ValueError("this model has no light decoder (no decoder/ folder); train one with "
+                                 "`worldsim train-decoder --model <folder> --dataset <data>` or use decoder='full'")
+            self.frame_decoder = self.decoder
+        else:
+            raise ValueError(f"decoder must be 'full' or 'light', got {name!r}")
+
+    @property
+    def decoder_name(self) -> str:
+        """``"light"`` or ``"full"``: what :meth:`set_decoder` picked."""
+        return "light" if self.frame_decoder is self.decoder and self.decoder is not None else "full"
 
     def heads_for(self, embodiment: str | None = None) -> OutcomeHeads | None:
         """The outcome heads if they were trained for ``embodiment`` (default: the model's), else None."""
@@ -679,7 +714,7 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.autoencoder, sample[:, 0])  # in the step's bf16 autocast region
+        frames = decode_latents(self.frame_decoder, sample[:, 0])  # in the step's bf16 autocast region
         latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
         slots = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         keep = self.window_size - 1
@@ -710,7 +745,7 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.autoencoder, sample[:, 0])  # in the step's bf16 autocast region
+        frames = decode_latents(self.frame_decoder, sample[:, 0])  # in the step's bf16 autocast region
         # re-encode the finished frame at the history noise level: one extra pass that writes its keys/values
         latents = self._noise_history(sample, context_noise, generator)
         with self._autocast():

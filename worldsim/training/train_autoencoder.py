@@ -31,6 +31,28 @@ from worldsim.utils.files import replace_folder
 FOREGROUND_WEIGHT = 4.0
 
 
+def reconstruction_loss(reconstruction: torch.Tensor, pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """L1 + MSE per pixel, weighted ``1 + FOREGROUND_WEIGHT`` where the frame differs from its dataset's median frame
+    (the moving objects), so small ones such as PushT's agent are not traded for the background.
+
+    Args:
+        reconstruction, pixels, background: `(B, 3, H, W)` float in [-1, 1] (background broadcastable).
+
+    Returns:
+        A scalar float tensor.
+    """
+    weight = 1.0 + FOREGROUND_WEIGHT * ((pixels - background).abs().amax(1, keepdim=True) > 0.1).float()
+    error = reconstruction.float() - pixels
+    return (weight * (error.abs() + error.square())).mean()
+
+
+def median_background(frames: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+    """The median of up to 512 of ``frames[rows]`` (uint8 `(N, H, W, 3)`) as float `(3, H, W)` pixels in [-1, 1]:
+    what stays still in a dataset."""
+    sample = np.asarray(frames[np.sort(rng.choice(rows, min(512, len(rows)), replace=False))])
+    return frames_to_pixels(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8)))
+
+
 def split_episodes(num_episodes: int, val_episodes: int) -> tuple[np.ndarray, np.ndarray]:
     """The last ``val_episodes`` episodes validate, the rest train (at least one episode trains).
 
@@ -57,10 +79,7 @@ class _FrameSource:
         self.val_index = _episode_frames(self.dataset, val_episodes) if len(val_episodes) else self.train_index[:256]
         self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
         self.repeat = data_config.repeat
-        rng = np.random.default_rng(seed)
-        sample = np.asarray(self.frames[np.sort(rng.choice(self.train_index, min(512, len(self.train_index)),
-                                                           replace=False))])
-        self.background = frames_to_pixels(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8)))
+        self.background = median_background(self.frames, self.train_index, np.random.default_rng(seed))
 
 
 def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
@@ -112,9 +131,7 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
         with accelerator.autocast():
             posterior = autoencoder.encode(pixels).latent_dist
             reconstruction = autoencoder.decode(posterior.sample()).sample.float()
-        weight = 1.0 + FOREGROUND_WEIGHT * ((pixels - background).abs().amax(1, keepdim=True) > 0.1).float()
-        error = reconstruction - pixels
-        loss = (weight * (error.abs() + error.square())).mean() + ae_config.kl_weight * posterior.kl().mean()
+        loss = reconstruction_loss(reconstruction, pixels, background) + ae_config.kl_weight * posterior.kl().mean()
         accelerator.backward(loss)
         optimizer.step()
         lr_scheduler.step()
