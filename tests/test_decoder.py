@@ -90,6 +90,9 @@ def test_set_decoder_switches_what_decodes_imagined_frames(model_with_decoder, t
     observation, _ = env.reset(seed=0)
     observation, *_ = env.step(np.array([256.0, 256.0], np.float32))
     assert observation.shape == (16, 16, 3) and env.pipeline.decoder_name == "light"
+    # no decoder given: the env keeps the pipeline's choice (a folder loads with "full")
+    pipeline.set_decoder("light")
+    assert WorldModelEnv(pipeline).decoder == "light" and WorldModelEnv(path).decoder == "full"
 
 
 def test_train_decoder_refuses_a_decoder_that_misses_the_frame_size(tiny_pipeline_path, pusht_dataset, tmp_path):

@@ -246,6 +246,7 @@ def cmd_rank(args) -> None:
     state = _process_state()
     device = str(state.device) if args.device == "auto" else args.device
     pipeline = _load_pipeline(args.model, device)
+    pipeline.set_decoder(args.decoder)
     sharding = {"process_index": state.process_index, "num_processes": state.num_processes, "gather": gather_object} \
         if state.num_processes > 1 else {}
     report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
@@ -271,7 +272,9 @@ def cmd_steer_eval(args) -> None:
         from worldsim.evaluation.pusht_zoo import CentroidPusher
 
         follow = CentroidPusher()  # the base policy's noise-free mode, acting on the imagined frames
-    predictor = OutcomePredictor(_load_pipeline(args.model), aggregate=args.aggregate, seed=args.seed,
+    pipeline = _load_pipeline(args.model)
+    pipeline.set_decoder(args.decoder)
+    predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,
                                  timestep_spacing=args.timestep_spacing, num_samples=args.samples)
@@ -501,6 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "sharding under accelerate launch)")
     p.add_argument("--device", default="auto", help="'auto': this process's accelerate device (cpu here)")
     p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
+    p.add_argument("--decoder", choices=["full", "light"], default="full",
+                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)
@@ -526,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps per frame (0: the model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                    help="sigma spacing of the denoising steps (default: the model's)")
+    p.add_argument("--decoder", choices=["full", "light"], default="full",
+                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
     p.set_defaults(func=cmd_steer_eval)

@@ -111,8 +111,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         # refuses bad sampler settings here, not at the first step
         self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
-        self.pipeline.set_decoder(decoder)
-        self.decoder = decoder
+        # None: the pipeline's current choice ("full" for a model loaded from its folder)
+        self.pipeline.set_decoder(decoder or self.pipeline.decoder_name)
+        self.decoder = self.pipeline.decoder_name
         self._state = None
         self._generator = torch.Generator()
         self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)

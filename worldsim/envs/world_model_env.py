@@ -128,9 +128,9 @@ class WorldModelEnv(gym.Env):
         num_inference_steps: denoising steps per frame; default: the model's.
         timestep_spacing: ``"linspace"`` or ``"trailing"`` (equal steps; the few-step sampler, see
             :meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`); default: the model's.
-        decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder, about 3.5x
-            fewer FLOPs per frame; :meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`, which raises
-            ValueError when the model has none).
+        decoder: ``"full"`` (the autoencoder's decoder) or ``"light"`` (the model's light decoder, about 3.5x fewer
+            FLOPs per frame; :meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`, which raises ValueError when
+            the model has none); default: the given pipeline's current choice, ``"full"`` for a model folder.
         context_noise: history noise level; default: the model's.
         action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
@@ -188,8 +188,9 @@ class WorldModelEnv(gym.Env):
         # refuses bad sampler settings here, not at the first step
         self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
-        self.pipeline.set_decoder(decoder)
-        self.decoder = decoder
+        # None: the pipeline's current choice ("full" for a model loaded from its folder)
+        self.pipeline.set_decoder(decoder or self.pipeline.decoder_name)
+        self.decoder = self.pipeline.decoder_name
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
