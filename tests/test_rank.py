@@ -47,6 +47,29 @@ def test_rank_policies_reports_values_intervals_and_agreement(model_with_heads, 
     assert written["html"].is_file() and written["scatter"].is_file() and len(written["videos"]) == 3
     with pytest.raises(ValueError, match="at least 2 policies"):
         rank_policies(pipeline, {"still": StandStill()}, num_states=2, horizon=2)
+    assert report["settings"]["decoder"] == "full"
+    assert report["settings"]["sampler"] == {"num_inference_steps": pipeline.metadata.get("num_inference_steps", 10),
+                                             "timestep_spacing": pipeline.metadata.get("timestep_spacing", "linspace")}
+
+
+def test_rank_sampler_is_used_and_a_bad_one_refused_before_anything_runs(model_with_heads, monkeypatch):
+    from worldsim.evaluation import rank
+
+    pipeline = WorldModelPipeline.from_pretrained(model_with_heads[0])
+    policies = {"still": StandStill(), "random": RandomTargets()}
+    ran = []
+    monkeypatch.setattr(rank, "run_real", lambda *args, **kwargs: ran.append(1))
+    for bad, message in (({"num_inference_steps": 0}, "num_inference_steps"),
+                         ({"timestep_spacing": "leading"}, "timestep_spacing")):
+        with pytest.raises(ValueError, match=message):
+            rank_policies(pipeline, policies, num_states=2, horizon=2, num_context=2, progress=False, **bad)
+    assert not ran
+    monkeypatch.undo()
+    report = rank_policies(pipeline, policies, num_states=2, horizon=2, num_context=2, real=False, progress=False,
+                           num_inference_steps=2, timestep_spacing="trailing")
+    assert report["settings"]["sampler"] == {"num_inference_steps": 2, "timestep_spacing": "trailing"}
+    # the vector env ran the 2-step trailing sampler: the scheduler holds its sigmas
+    np.testing.assert_allclose(pipeline.scheduler.sigmas.numpy(), [1.0, 0.5, 0.0], atol=1e-6)
 
 
 def test_rank_cli_writes_json(model_with_heads, tmp_path):

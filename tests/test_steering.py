@@ -161,6 +161,7 @@ def test_steer_eval_runs_base_and_steered_policies_in_the_real_env(model_with_he
     assert sorted(results) == [1, 2]  # the base policy is always included
     assert results[1]["seconds_per_decision"] == 0.0 and results[1]["oracle"] is None
     assert results[1]["gain"]["mean"] == 0.0
+    assert report["settings"]["decoder"] == "full"  # the pipeline's choice, recorded so runs merge only alike
     steered = results[2]
     assert len(steered["values"]) == 2 and all(0.0 <= v <= 1.0 for v in steered["values"])
     assert steered["seconds_per_decision"] > 0
@@ -242,3 +243,9 @@ def test_steer_reports_of_other_protocols_are_not_merged():
         merge_steer_reports([first])
     with pytest.raises(ValueError, match="model"):
         merge_steer_reports([first, {**first, "model": "other"}])
+    # reports from before the light decoder (no "decoder" setting) ran the full one
+    light = _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]}, decoder="light")
+    with pytest.raises(ValueError, match="decoder='light'.*'full'"):
+        merge_steer_reports([first, light])
+    assert 4 in merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]},
+                                                          decoder="full")])["results"]

@@ -251,7 +251,9 @@ def cmd_rank(args) -> None:
         if state.num_processes > 1 else {}
     report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
                            num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
-                           batch_size=args.batch_size, progress=state.is_main_process, **sharding)
+                           batch_size=args.batch_size, progress=state.is_main_process,
+                           num_inference_steps=args.num_inference_steps, timestep_spacing=args.timestep_spacing,
+                           **sharding)
     if not state.is_main_process:
         return
     print(rank_table(report))
@@ -506,6 +508,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
     p.add_argument("--decoder", choices=["full", "light"], default="full",
                    help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+    p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
+                   "model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
+                   help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)

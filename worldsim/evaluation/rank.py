@@ -95,12 +95,15 @@ def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_siz
 
 
 def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
-                 batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0) -> dict:
+                 batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0,
+                 num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
     ``frames[0]`` among all states, so a shard of the states (:func:`rank_policies` under several processes) gives
-    exactly the values the whole run gives for them.
+    exactly the values the whole run gives for them. ``num_inference_steps`` and ``timestep_spacing`` choose the
+    sampler (None: the model's; see :class:`~worldsim.envs.WorldModelVectorEnv`); the frame decoder is the
+    pipeline's current one (:meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`).
 
     Returns:
         ``{"values": (S,), "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted
@@ -117,7 +120,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     for start in range(0, len(frames), batch_size):
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
-        envs = WorldModelVectorEnv(pipeline, num_envs=count)
+        envs = WorldModelVectorEnv(pipeline, num_envs=count, num_inference_steps=num_inference_steps,
+                                   timestep_spacing=timestep_spacing)
         observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
                                                                             "action": actions[chunk]}})
         policy.reset(count)
@@ -160,7 +164,8 @@ def _gather_single(values: list) -> list:
 def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int = 64, num_context: int = 4,
                   samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
-                  gather=_gather_single) -> dict:
+                  gather=_gather_single, num_inference_steps: int | None = None,
+                  timestep_spacing: str | None = None) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -172,6 +177,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         num_context: real frames shared by both worlds at the start (the agent holds still between them).
         samples: imagined repetitions with different seeds (uncertainty).
         real: also run the real env (otherwise only imagined values, no agreement).
+        num_inference_steps, timestep_spacing: the imagination's sampler (None: the model's); the frame decoder is
+            the pipeline's current one (``pipeline.set_decoder``). Both are recorded in the report's settings.
         process_index, num_processes, gather: scale-out over several processes (``worldsim rank`` under
             ``accelerate launch``): this process runs its share of the state batches (:func:`state_batches`), and
             ``gather(list)`` (``accelerate.utils.gather_object``) returns the concatenation of every process's list,
@@ -183,12 +190,16 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         interval, the per-sample imagined means and their standard deviation.
 
     Raises:
-        ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``.
+        ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``, or a sampler the scheduler refuses
+            (``num_inference_steps < 1``, an unknown ``timestep_spacing``), before anything runs.
     """
     if len(policies) < 2:
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
         raise ValueError(f"need samples >= 1 and num_states >= 2, got {samples} and {num_states}")
+    # resolved (and refused when bad) now, not after the real episodes ran
+    steps = len(pipeline.set_timesteps(num_inference_steps, timestep_spacing))
+    spacing = timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace")
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
     frames, actions = real_starts(seeds, num_context, pipeline.image_size)
@@ -207,7 +218,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             for sample in range(samples):
                 imagined = run_imagined(pipeline, policy, frames[start:stop], actions[start:stop], horizon,
                                         seed=seed + 1000 * sample, batch_size=stop - start,
-                                        keep_frames=int(start == 0), progress=progress, offset=start)
+                                        keep_frames=int(start == 0), progress=progress, offset=start,
+                                        num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing)
                 part["imagined"].append(imagined["values"])
                 if sample == 0:
                     part["imagined_video"] = imagined["frames"]
@@ -240,7 +252,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
                                       [results[n]["real"]["mean"] for n in results])
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
-                "num_processes": num_processes,
+                "num_processes": num_processes, "decoder": pipeline.decoder_name,
+                "sampler": {"num_inference_steps": steps, "timestep_spacing": spacing},
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"policies": results, "agreement": agreement, "settings": settings, "videos": videos}

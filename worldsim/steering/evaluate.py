@@ -206,6 +206,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                 "follow_steps": predictor.follow_steps, "samples": predictor.num_samples,
                 "sampler": {"num_inference_steps": predictor.num_inference_steps,
                             "timestep_spacing": predictor.timestep_spacing},
+                "decoder": predictor.pipeline.decoder_name,
                 "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"results": results, "settings": settings, "video": video}
@@ -227,13 +228,18 @@ def _same_values(first, second) -> bool:
     return len(first) == len(second) and bool(np.allclose(first, second, rtol=0.0, atol=1e-9))
 
 
+def _setting(report: dict, key: str):
+    """A report's setting ``key``; reports written before the light decoder existed ran the full one."""
+    return report["settings"].get(key, "full" if key == "decoder" else None)
+
+
 def merge_steer_reports(reports: list[dict]) -> dict:
     """Merges ``steer-eval`` reports of different K values run separately (other processes, machines or days).
 
     A K = 16 run costs as much as K = 1 to 8 together, so a compute-scaling curve is often built in pieces. The
     pieces are only comparable when they ran the same protocol: the same settings (states, horizon, base policy,
-    scorer, follow-up, samples, sampler; the date may differ) and the same model, and then their base policies
-    (K = 1, which every report holds) gave the same real values state by state. The intervals are recomputed from the
+    scorer, follow-up, samples, sampler, frame decoder; the date may differ) and the same model, and then their base
+    policies (K = 1, which every report holds) gave the same real values state by state. The intervals are recomputed from the
     per-state values (the gains against that shared base).
 
     Args:
@@ -255,9 +261,9 @@ def merge_steer_reports(reports: list[dict]) -> dict:
     merged: dict[int, dict] = {}
     for index, report in enumerate(reports):
         for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date"}):
-            if first["settings"].get(key) != report["settings"].get(key):
-                raise ValueError(f"report {index} ran with {key}={report['settings'].get(key)!r}, report 0 with "
-                                 f"{first['settings'].get(key)!r}: only runs of the same protocol can be merged")
+            if _setting(first, key) != _setting(report, key):
+                raise ValueError(f"report {index} ran with {key}={_setting(report, key)!r}, report 0 with "
+                                 f"{_setting(first, key)!r}: only runs of the same protocol can be merged")
         if first.get("model") != report.get("model"):
             raise ValueError(f"report {index} is of model {report.get('model')!r}, report 0 of {first.get('model')!r}")
         results = {int(count): entry for count, entry in report["results"].items()}
