@@ -249,3 +249,37 @@ def test_steer_reports_of_other_protocols_are_not_merged():
         merge_steer_reports([first, light])
     assert 4 in merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]},
                                                           decoder="full")])["results"]
+
+
+def test_steer_reports_of_other_initial_states_merge_into_one_run():
+    """States 0-1 and 2-4 run separately (other sessions or machines) merge into one 5-state run, and K pieces too."""
+    from worldsim.steering.evaluate import merge_steer_reports
+
+    def oracle(decisions, gain, spearman):
+        return {"decisions": decisions, "oracle_gain": gain, "captured_gain": gain / 2, "spearman": spearman}
+
+    low = _steer_report({1: [0.2, 0.4], 8: [0.3, 0.6]}, seed=0, num_states=2)
+    high = _steer_report({1: [0.6, 0.1, 0.5], 8: [0.9, 0.1, 0.5]}, seed=2, num_states=3)
+    low["results"]["8"]["oracle"], high["results"]["8"]["oracle"] = oracle(4, 0.1, 0.5), oracle(6, 0.2, float("nan"))
+    high["results"]["8"]["seconds_per_decision"] = 1.3
+    merged = merge_steer_reports([high, low])
+    assert merged["settings"]["seed"] == 0 and merged["settings"]["num_states"] == 5
+    assert merged["results"][1]["values"] == [0.2, 0.4, 0.6, 0.1, 0.5]
+    np.testing.assert_allclose(merged["results"][8]["gain"]["mean"], (0.1 + 0.2 + 0.3) / 5)
+    np.testing.assert_allclose(merged["results"][8]["seconds_per_decision"], (2 * 0.8 + 3 * 1.3) / 5)
+    combined = merged["results"][8]["oracle"]
+    assert combined["decisions"] == 10 and combined["spearman"] == 0.5  # the undefined Spearman is left out
+    np.testing.assert_allclose([combined["oracle_gain"], combined["captured_gain"]], [0.16, 0.08])
+    wide = _steer_report({1: [0.2, 0.4, 0.6, 0.1, 0.5], 16: [0.5, 0.5, 0.6, 0.2, 0.5]}, seed=0, num_states=5)
+    assert sorted(merge_steer_reports([low, high, wide])["results"]) == [1, 8, 16]
+
+    with pytest.raises(ValueError, match="in part, on states 1-1"):
+        merge_steer_reports([low, _steer_report({1: [0.4, 0.6], 8: [0.6, 0.9]}, seed=1)])
+    with pytest.raises(ValueError, match=r"miss states \[2, 3\]"):
+        merge_steer_reports([low, _steer_report({1: [0.5], 8: [0.5]}, seed=4)])
+    with pytest.raises(ValueError, match="K = 4 covers 3 of the 5 merged states"):
+        merge_steer_reports([low, _steer_report({1: [0.6, 0.1, 0.5], 4: [0.6, 0.1, 0.5]}, seed=2)])
+    with pytest.raises(ValueError, match="K = 8 has 1 values, K = 1 has 2"):
+        merge_steer_reports([low, _steer_report({1: [0.6, 0.1], 8: [0.1]}, seed=2)])
+    with pytest.raises(ValueError, match="K = 1 differs.*states 0-1.*base policy"):
+        merge_steer_reports([low, _steer_report({1: [0.2, 0.5], 4: [0.1, 0.1]}, seed=0)])

@@ -543,8 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
     p.set_defaults(func=cmd_steer_eval)
 
-    p = sub.add_parser("steer-report", help="table and gain plot of steer-eval reports; merges runs of other K values")
-    p.add_argument("reports", nargs="+", help="report.json files of `worldsim steer-eval` (same settings and model)")
+    p = sub.add_parser("steer-report", help="table and gain plot of steer-eval reports; merges runs of other K values "
+                                            "or initial states")
+    p.add_argument("reports", nargs="+", help="report.json files of `worldsim steer-eval` (same settings and model; "
+                                              "the same or disjoint state ranges)")
     p.add_argument("--out", default="outputs/steer-eval-merged", help="folder for the merged report.json and gain.png")
     p.set_defaults(func=cmd_steer_report)
 

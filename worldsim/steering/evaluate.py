@@ -234,33 +234,40 @@ def _setting(report: dict, key: str):
 
 
 def merge_steer_reports(reports: list[dict]) -> dict:
-    """Merges ``steer-eval`` reports of different K values run separately (other processes, machines or days).
+    """Merges ``steer-eval`` reports of other K values or other initial states, run separately (other processes,
+    machines or days).
 
-    A K = 16 run costs as much as K = 1 to 8 together, so a compute-scaling curve is often built in pieces. The
-    pieces are only comparable when they ran the same protocol: the same settings (states, horizon, base policy,
-    scorer, follow-up, samples, sampler, frame decoder; the date may differ) and the same model, and then their base
-    policies (K = 1, which every report holds) gave the same real values state by state. The intervals are recomputed from the
-    per-state values (the gains against that shared base).
+    A K = 16 run costs as much as K = 1 to 8 together, so a compute-scaling curve is often built in pieces, by K
+    (``--candidates``) and by initial states (``--seed``/``--num-states``: states 0-49 in one run, 50-99 in
+    another). The pieces are only comparable when they ran the same protocol: the same settings (horizon, base
+    policy, scorer, follow-up, samples, sampler, frame decoder; the seed, state count and date may differ) and the
+    same model. A state two pieces both ran must have the same values in both (K = 1, the base policy, is in every
+    piece: this checks the pieces are of one protocol); two pieces either cover the same states or disjoint ones.
+    The merged states must be contiguous and every K must cover all of them, so the gains stay paired. Intervals are
+    recomputed from the per-state values; a K's seconds per decision is the state-weighted mean of its pieces'
+    medians, its oracle figures the decision-weighted means.
 
     Args:
         reports: dicts as ``steer_evaluate`` returns them or as ``worldsim steer-eval`` writes ``report.json``
             (K keys as ints or strings; the optional ``model`` entry is compared too).
 
     Returns:
-        ``{"results": {K: {...}}, "settings": {...}, "model": ... (when given)}`` with int K keys, ``settings["date"]``
-        listing the runs' dates, and no video.
+        ``{"results": {K: {...}}, "settings": {...}, "model": ... (when given)}`` with int K keys, ``settings``
+        ``seed`` and ``num_states`` giving the merged states, ``date`` listing the runs' dates, and no video.
 
     Raises:
         ValueError: fewer than two reports; settings or models that differ (names the key and both values); a report
-            without K = 1; K = 1 values that differ by more than float round-off (not the same states or base
-            policy); a K > 1 in two reports with different values.
+            without K = 1; a K whose value count is not the report's state count; values of one K and state that
+            differ by more than float round-off between reports (for K = 1: not the same base policy); state ranges
+            that overlap in part; merged states with a gap; a K that does not cover every merged state.
     """
     if len(reports) < 2:
         raise ValueError(f"merging needs at least two reports, got {len(reports)}")
     first = reports[0]
-    merged: dict[int, dict] = {}
+    table: dict[int, dict[int, tuple[float, float]]] = {}  # K -> state -> (value, success)
+    pieces: dict[int, list[tuple[int, dict]]] = {}  # K -> (state count, entry) of each distinct piece
     for index, report in enumerate(reports):
-        for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date"}):
+        for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date", "seed", "num_states"}):
             if _setting(first, key) != _setting(report, key):
                 raise ValueError(f"report {index} ran with {key}={_setting(report, key)!r}, report 0 with "
                                  f"{_setting(first, key)!r}: only runs of the same protocol can be merged")
@@ -269,19 +276,64 @@ def merge_steer_reports(reports: list[dict]) -> dict:
         results = {int(count): entry for count, entry in report["results"].items()}
         if 1 not in results:
             raise ValueError(f"report {index} has no K = 1 (base policy) results: K = {sorted(results)}")
-        for count, entry in results.items():
-            if count in merged and not _same_values(merged[count]["values"], entry["values"]):
-                raise ValueError(f"K = {count} differs between report {index} and an earlier one"
-                                 + (" (the base policy's real values: not the same states or base policy)"
-                                    if count == 1 else ""))
-            merged.setdefault(count, {key: value for key, value in entry.items()
-                                      if key not in ("value", "success", "gain", "success_gain")})
+        seed, size = int(report["settings"].get("seed", 0)), len(results[1]["values"])
+        states = list(range(seed, seed + size))
+        for count, entry in sorted(results.items()):
+            if len(entry["values"]) != size:
+                raise ValueError(f"report {index}: K = {count} has {len(entry['values'])} values, K = 1 has {size}")
+            known = table.setdefault(count, {})
+            shared = [state for state in states if state in known]
+            if shared and not _same_values([known[state][0] for state in shared],
+                                           [entry["values"][state - seed] for state in shared]):
+                raise ValueError(f"K = {count} differs between report {index} and an earlier one on states "
+                                 f"{shared[0]}-{shared[-1]}" + (" (the base policy's real values: not the same "
+                                                                 "states or base policy)" if count == 1 else ""))
+            if shared and len(shared) < size:
+                raise ValueError(f"report {index} (states {seed}-{seed + size - 1}) overlaps an earlier report in "
+                                 f"part, on states {shared[0]}-{shared[-1]}: merge runs of the same or of disjoint "
+                                 f"states")
+            if shared:  # the same states run again (K = 1 is in every report): counted once
+                continue
+            for state in states:
+                known[state] = (float(entry["values"][state - seed]), float(entry["successes"][state - seed]))
+            pieces.setdefault(count, []).append((size, entry))
+    states = sorted(table[1])
+    missing = sorted(set(range(states[0], states[-1] + 1)) - set(states))
+    if missing:
+        raise ValueError(f"the merged states {states[0]}-{states[-1]} miss states {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}: run them too")
+    merged: dict[int, dict] = {}
+    for count, known in sorted(table.items()):
+        if sorted(known) != states:
+            raise ValueError(f"K = {count} covers {len(known)} of the {len(states)} merged states: every K must run "
+                             f"on all of them (the gains are paired with K = 1)")
+        merged[count] = {"values": [known[state][0] for state in states],
+                         "successes": [known[state][1] for state in states],
+                         **_merge_timing_and_oracle(pieces[count])}
     _add_intervals(merged)
     dates = sorted({str(report["settings"].get("date")) for report in reports})
-    out = {"results": dict(sorted(merged.items())), "settings": {**first["settings"], "date": ", ".join(dates)}}
+    settings = {**first["settings"], "seed": states[0], "num_states": len(states), "date": ", ".join(dates)}
+    out = {"results": merged, "settings": settings}
     if "model" in first:
         out["model"] = first["model"]
     return out
+
+
+def _merge_timing_and_oracle(pieces: list[tuple[int, dict]]) -> dict:
+    """Seconds per decision (state-weighted) and oracle figures (decision-weighted) of one K's pieces."""
+    sizes = np.asarray([size for size, _ in pieces], dtype=float)
+    seconds = float(np.average([entry["seconds_per_decision"] for _, entry in pieces], weights=sizes))
+    oracles = [entry.get("oracle") for _, entry in pieces]
+    if any(oracle is None for oracle in oracles):
+        return {"seconds_per_decision": seconds, "oracle": None}
+    decisions = np.asarray([oracle["decisions"] for oracle in oracles], dtype=float)
+    oracle = {"decisions": int(decisions.sum())}
+    for key in ("oracle_gain", "captured_gain", "spearman"):
+        values = np.asarray([entry[key] for entry in oracles], dtype=float)
+        defined = np.isfinite(values) & (decisions > 0)
+        oracle[key] = float(np.average(values[defined], weights=decisions[defined])) if defined.any() \
+            else float("nan")
+    return {"seconds_per_decision": seconds, "oracle": oracle}
 
 
 def steer_table(report: dict) -> str:
