@@ -283,3 +283,22 @@ def test_steer_reports_of_other_initial_states_merge_into_one_run():
         merge_steer_reports([low, _steer_report({1: [0.6, 0.1], 8: [0.1]}, seed=2)])
     with pytest.raises(ValueError, match="K = 1 differs.*states 0-1.*base policy"):
         merge_steer_reports([low, _steer_report({1: [0.2, 0.5], 4: [0.1, 0.1]}, seed=0)])
+
+
+def test_steer_eval_cli_writes_a_report_that_merges_with_a_run_of_other_states(model_with_heads, tmp_path):
+    import json
+
+    from worldsim.cli.main import main
+
+    pytest.importorskip("gym_pusht")
+    common = ["steer-eval", "--model", str(model_with_heads[0]), "--candidates", "2", "--num-states", "1",
+              "--horizon", "3", "--context", "2", "--chunk-length", "3", "--device", "cpu"]
+    for seed in ("0", "1"):
+        assert main([*common, "--seed", seed, "--out", str(tmp_path / seed)]) == 0
+    written = json.loads((tmp_path / "0" / "report.json").read_text())
+    assert written["settings"]["decoder"] == "full" and sorted(written["results"], key=int) == ["1", "2"]
+    assert main(["steer-report", str(tmp_path / "0" / "report.json"), str(tmp_path / "1" / "report.json"),
+                 "--out", str(tmp_path / "merged")]) == 0
+    merged = json.loads((tmp_path / "merged" / "report.json").read_text())
+    assert merged["settings"]["seed"] == 0 and merged["settings"]["num_states"] == 2
+    assert len(merged["results"]["2"]["values"]) == 2

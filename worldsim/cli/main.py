@@ -274,7 +274,7 @@ def cmd_steer_eval(args) -> None:
         from worldsim.evaluation.pusht_zoo import CentroidPusher
 
         follow = CentroidPusher()  # the base policy's noise-free mode, acting on the imagined frames
-    pipeline = _load_pipeline(args.model)
+    pipeline = _load_pipeline(args.model, args.device)
     pipeline.set_decoder(args.decoder)
     predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed,
                                  follow_policy=follow, follow_steps=args.follow_steps,
@@ -539,7 +539,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sigma spacing of the denoising steps (default: the model's)")
     p.add_argument("--decoder", choices=["full", "light"], default="full",
                    help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="first env seed (states seed .. seed + num-states - 1; runs of "
+                   "other states merge with steer-report) and seed of the imagination noise")
+    p.add_argument("--device", default="cpu", help="where the world model runs (the real envs run on the CPU)")
     p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
     p.set_defaults(func=cmd_steer_eval)
 
