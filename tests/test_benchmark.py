@@ -105,6 +105,11 @@ def test_trailing_spacing_takes_equal_steps_and_bad_settings_leave_the_state_alo
         pipeline.set_timesteps(2, "cosine")
     with pytest.raises(ValueError, match="num_inference_steps must be >= 1, got 0"):
         pipeline.set_timesteps(0, "trailing")
+    assert pipeline.resolve_sampler(3, "trailing") == {"num_inference_steps": 3, "timestep_spacing": "trailing"}
+    assert pipeline.resolve_sampler() == {"num_inference_steps": pipeline.metadata.get("num_inference_steps", 10),
+                                          "timestep_spacing": pipeline.metadata.get("timestep_spacing", "linspace")}
+    with pytest.raises(ValueError, match="'cosine'"):
+        pipeline.resolve_sampler(2, "cosine")
 
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 255, (1, 2, 16, 16, 3), dtype=np.uint8)

@@ -452,9 +452,7 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     import worldsim  # noqa: F401  (registers the env ids)
 
     pipeline = WorldModelPipeline.from_pretrained(model, device)
-    settings = {"num_inference_steps": num_inference_steps or int(pipeline.metadata.get("num_inference_steps", 10)),
-                "timestep_spacing": timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace")}
-    pipeline.set_timesteps(settings["num_inference_steps"], settings["timestep_spacing"])  # refuses bad settings now
+    settings = pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # refuses bad settings now
     settings["decoder"] = decoder or "full"
     pipeline.set_decoder(settings["decoder"])
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),

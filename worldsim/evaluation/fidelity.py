@@ -184,8 +184,7 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment)
     report.update({
         "dataset": str(dataset.root),
-        "num_inference_steps": num_inference_steps or pipeline.metadata.get("num_inference_steps"),
-        "timestep_spacing": timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace"),
+        **pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing),
         "context_noise": pipeline.metadata.get("context_noise") if context_noise is None else context_noise,
         "action_guidance_scale": (pipeline.metadata.get("action_guidance_scale", 1.0) if action_guidance_scale is None
                                   else action_guidance_scale),

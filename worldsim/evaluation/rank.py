@@ -197,9 +197,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
         raise ValueError(f"need samples >= 1 and num_states >= 2, got {samples} and {num_states}")
-    # resolved (and refused when bad) now, not after the real episodes ran
-    steps = len(pipeline.set_timesteps(num_inference_steps, timestep_spacing))
-    spacing = timestep_spacing or pipeline.metadata.get("timestep_spacing", "linspace")
+    sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)  # refused now, not after the real runs
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
     frames, actions = real_starts(seeds, num_context, pipeline.image_size)
@@ -253,7 +251,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                                       [results[n]["real"]["mean"] for n in results])
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": pipeline.decoder_name,
-                "sampler": {"num_inference_steps": steps, "timestep_spacing": spacing},
+                "sampler": sampler,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
     return {"policies": results, "agreement": agreement, "settings": settings, "videos": videos}

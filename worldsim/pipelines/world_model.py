@@ -449,6 +449,30 @@ class WorldModelPipeline:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
 
     # ------------------------------------------------------------------ the loop
+    def resolve_sampler(self, num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> dict:
+        """The sampler that :meth:`set_timesteps` would set, with the model's defaults filled in (for reports).
+
+        Args:
+            num_inference_steps: denoising steps per frame, >= 1; ``None``: the model's ``num_inference_steps``
+                (10 when the model names none).
+            timestep_spacing: ``"linspace"`` or ``"trailing"`` (see :meth:`set_timesteps`); ``None``: the model's
+                ``timestep_spacing``, else ``"linspace"``.
+
+        Returns:
+            ``{"num_inference_steps": int, "timestep_spacing": str}``.
+
+        Raises:
+            ValueError: ``num_inference_steps < 1`` or an unknown spacing.
+        """
+        spacing = timestep_spacing or self.metadata.get("timestep_spacing", "linspace")
+        if num_inference_steps is None:
+            num_inference_steps = int(self.metadata.get("num_inference_steps", 10))
+        if int(num_inference_steps) < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if spacing not in ("linspace", "trailing"):
+            raise ValueError(f"timestep_spacing must be 'linspace' or 'trailing', got {spacing!r}")
+        return {"num_inference_steps": int(num_inference_steps), "timestep_spacing": spacing}
+
     def set_timesteps(self, num_inference_steps: int | None = None, timestep_spacing: str | None = None
                       ) -> torch.Tensor:
         """Sets the scheduler's timesteps for one frame's denoising loop and returns them.
@@ -467,18 +491,12 @@ class WorldModelPipeline:
         Raises:
             ValueError: ``num_inference_steps < 1`` or an unknown spacing.
         """
-        spacing = timestep_spacing or self.metadata.get("timestep_spacing", "linspace")
-        if num_inference_steps is None:
-            num_inference_steps = int(self.metadata.get("num_inference_steps", 10))
-        if int(num_inference_steps) < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        if spacing == "linspace":
-            self.scheduler.set_timesteps(int(num_inference_steps), device=self.device)
-        elif spacing == "trailing":
-            sigmas = np.linspace(1.0, 0.0, int(num_inference_steps) + 1)[:-1]
-            self.scheduler.set_timesteps(sigmas=sigmas, device=self.device)
-        else:
-            raise ValueError(f"timestep_spacing must be 'linspace' or 'trailing', got {spacing!r}")
+        sampler = self.resolve_sampler(num_inference_steps, timestep_spacing)
+        steps = sampler["num_inference_steps"]
+        if sampler["timestep_spacing"] == "linspace":
+            self.scheduler.set_timesteps(steps, device=self.device)
+        else:  # trailing
+            self.scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1], device=self.device)
         return self.scheduler.timesteps
 
     def _noise_history(self, latents: torch.Tensor, context_noise: float, generator) -> torch.Tensor:
