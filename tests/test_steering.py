@@ -1,8 +1,11 @@
 """OutcomePredictor: K candidates branched from one encoded context, scored by the heads or a user scorer."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 
 from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.steering import OutcomePredictor
@@ -179,6 +182,66 @@ def test_steer_eval_runs_base_and_steered_policies_in_the_real_env(model_with_he
     assert written["plot"].stat().st_size > 0 and written["video"].stat().st_size > 0
 
 
+def test_an_interrupted_steer_eval_resumes_to_the_uninterrupted_report(model_with_heads, tmp_path, monkeypatch):
+    """Progress is saved per episode; a resumed run restores the noise generator and equals a run never stopped."""
+    pytest.importorskip("gym_pusht")
+    from worldsim.steering import evaluate
+
+    settings = dict(num_states=3, horizon=6, num_context=2, chunk_length=3, oracle_follow=2, progress=False)
+    uninterrupted = OutcomePredictor(model_with_heads[0], seed=5)
+    straight = evaluate.steer_evaluate(uninterrupted, [2], **settings)
+
+    built, original = [], evaluate.NoisyPusherChunks
+
+    def interrupted(*args, **kwargs):  # K = 1 builds states 0-2, K = 2 builds 0, 1, then stops in state 2
+        built.append(kwargs["seed"])
+        if len(built) == 6:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(evaluate, "NoisyPusherChunks", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [2], progress_dir=tmp_path,
+                                **settings)
+    monkeypatch.setattr(evaluate, "NoisyPusherChunks", original)
+    saved = json.loads((tmp_path / "steer-progress.json").read_text())
+    assert [len(saved["runs"][k]["values"]) for k in ("1", "2")] == [3, 2]
+    assert (tmp_path / "steer-progress-video.safetensors").exists()  # its episode (K = 2, state 0) finished
+    before = (tmp_path / "steer-progress.json").read_text()
+    with pytest.raises(FileExistsError, match="K=2: 2"):  # never overwritten without being asked
+        evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [2], progress_dir=tmp_path,
+                                **settings)
+    with pytest.raises(ValueError, match="settings"):
+        evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [2], progress_dir=tmp_path,
+                                resume=True, **{**settings, "horizon": 5})
+    with pytest.raises(ValueError, match="candidates"):
+        evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [4], progress_dir=tmp_path,
+                                resume=True, **settings)
+    assert (tmp_path / "steer-progress.json").read_text() == before
+    damaged = tmp_path.parent / f"{tmp_path.name}-damaged"
+    damaged.mkdir()
+    (damaged / "steer-progress.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "runs"}))
+    with pytest.raises(ValueError, match="damaged"):
+        evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [2], progress_dir=damaged,
+                                resume=True, **settings)
+
+    predictor = OutcomePredictor(model_with_heads[0], seed=5)
+    resumed = evaluate.steer_evaluate(predictor, [2], progress_dir=tmp_path, resume=True, **settings)
+    for count in (1, 2):  # JSON text, so that a NaN Spearman compares equal to itself
+        ours, theirs = resumed["results"][count], straight["results"][count]
+        for key in ("values", "successes", "gain", "oracle"):
+            assert json.dumps(ours[key]) == json.dumps(theirs[key]), (count, key)
+    # the noise generator went on from where it stopped: the same draws as the run never interrupted
+    assert torch.equal(predictor.generator.get_state(), uninterrupted.generator.get_state())
+    assert not torch.equal(predictor.generator.get_state(), OutcomePredictor(model_with_heads[0], seed=5)
+                           .generator.get_state())
+    assert straight["results"][2]["oracle"]["decisions"] == 3 * 2
+    for key in ("futures", "real"):
+        np.testing.assert_array_equal(resumed["video"][key], straight["video"][key])
+    assert resumed["video"]["best"] == straight["video"]["best"]
+    assert not list(tmp_path.iterdir())  # a finished run leaves no progress behind
+
+
 def test_steer_eval_refuses_bad_settings(model_with_heads):
     from worldsim.steering.evaluate import NoisyPusherChunks, steer_evaluate
 
@@ -293,8 +356,13 @@ def test_steer_eval_cli_writes_a_report_that_merges_with_a_run_of_other_states(m
     pytest.importorskip("gym_pusht")
     common = ["steer-eval", "--model", str(model_with_heads[0]), "--candidates", "2", "--num-states", "1",
               "--horizon", "3", "--context", "2", "--chunk-length", "3", "--device", "cpu"]
-    for seed in ("0", "1"):
-        assert main([*common, "--seed", seed, "--out", str(tmp_path / seed)]) == 0
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "steer-progress.json").write_text("{}")  # an unfinished run is there
+    assert main([*common, "--seed", "1", "--out", str(tmp_path / "1")]) == 2  # refused, not overwritten
+    assert main([*common, "--seed", "0", "--out", str(tmp_path / "0"), "--resume"]) == 0  # nothing saved: starts
+    (tmp_path / "1" / "steer-progress.json").unlink()
+    assert main([*common, "--seed", "1", "--out", str(tmp_path / "1")]) == 0
+    assert sorted(path.name for path in (tmp_path / "0").iterdir()) == ["gain.png", "report.json", "steered.mp4"]
     written = json.loads((tmp_path / "0" / "report.json").read_text())
     assert written["settings"]["decoder"] == "full" and sorted(written["results"], key=int) == ["1", "2"]
     assert main(["steer-report", str(tmp_path / "0" / "report.json"), str(tmp_path / "1" / "report.json"),

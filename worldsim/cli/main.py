@@ -282,7 +282,8 @@ def cmd_steer_eval(args) -> None:
                                  timestep_spacing=args.timestep_spacing, num_samples=args.samples)
     report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
                             num_context=args.context, seed=args.seed, base_noise=args.base_noise,
-                            chunk_length=args.chunk_length, oracle_follow=args.oracle_follow)
+                            chunk_length=args.chunk_length, oracle_follow=args.oracle_follow, progress_dir=args.out,
+                            resume=args.resume)
     print(steer_table(report))
     out = Path(args.out)
     written = write_steer_report(report, out)
@@ -542,7 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="first env seed (states seed .. seed + num-states - 1; runs of "
                    "other states merge with steer-report) and seed of the imagination noise")
     p.add_argument("--device", default="cpu", help="where the world model runs (the real envs run on the CPU)")
-    p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4")
+    p.add_argument("--out", default="outputs/steer-eval", help="folder for report.json, gain.png, steered.mp4; "
+                   "progress is saved there after every episode until the run finishes")
+    p.add_argument("--resume", action="store_true", help="continue the unfinished run saved in --out (same command "
+                   "otherwise); its report equals an uninterrupted run's")
     p.set_defaults(func=cmd_steer_eval)
 
     p = sub.add_parser("steer-report", help="table and gain plot of steer-eval reports; merges runs of other K values "

@@ -18,12 +18,17 @@ simulator, as in runtime steering of VLA policies with a world model and a judge
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import time
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
+import torch
 from tqdm.auto import tqdm
 
 from worldsim.data.collect import make_recording_env, pusht_state_options
@@ -32,6 +37,7 @@ from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent
 from worldsim.evaluation.pusht_zoo import CentroidPusher
 from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval
 from worldsim.steering.policy import SteeredPolicy
+from worldsim.utils.files import read_json_object, write_json
 
 PUSHT_ENV = "gym_pusht/PushT-v0"
 
@@ -108,7 +114,7 @@ def _interval(samples) -> dict:
 
 def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, horizon: int = 64, num_context: int = 4,
                    seed: int = 0, base_noise: float = 120.0, chunk_length: int = 8, oracle_follow: int = 0,
-                   progress: bool = True) -> dict:
+                   progress: bool = True, progress_dir: str | Path | None = None, resume: bool = False) -> dict:
     """Runs the base and steered policies in the real PushT env (see the module docstring).
 
     Args:
@@ -122,6 +128,12 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
         oracle_follow: > 0 also measures every candidate's real outcome at each decision (the pusher then runs
             this many more steps); 0 skips it (it costs K real rollouts per decision).
         progress: show a progress bar per K.
+        progress_dir: folder where the run saves its progress after every finished episode (``steer-progress.json``,
+            and ``steer-progress-video.safetensors`` once the video's episode is done), so that an interrupted run
+            loses at most one episode; the files are removed when the run finishes. ``None`` saves nothing.
+        resume: continue the unfinished run saved in ``progress_dir`` (its finished episodes are kept, the
+            imagination noise generator is restored, and the rest runs as if never interrupted: the report equals an
+            uninterrupted run's). With no saved run there, starts from the beginning.
 
     Returns:
         ``{"results": {K: {"values": [...], "successes": [...], "value", "success", "gain": {mean, low, high},
@@ -130,7 +142,9 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
         state (its imagined candidates and what really happened when the chosen one was executed).
 
     Raises:
-        ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``.
+        ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``; or, with ``resume``, a
+            saved run of other settings, K values or model weights (the message names what differs).
+        FileExistsError: ``progress_dir`` holds an unfinished run and ``resume`` is False (nothing is overwritten).
     """
     if not candidates or min(candidates) < 1:
         raise ValueError(f"candidates must be K values >= 1, got {candidates}")
@@ -138,13 +152,26 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
         raise ValueError(f"need num_states >= 1, horizon >= 1, num_context >= 2; got {num_states}, {horizon}, "
                          f"{num_context}")
     candidates = sorted(set(candidates) | {1})
+    settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
+                "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
+                "scorer": "user scorer" if predictor.scorer is not None else f"heads ({predictor.aggregate})",
+                "follow_steps": predictor.follow_steps, "samples": predictor.num_samples,
+                "sampler": {"num_inference_steps": predictor.num_inference_steps,
+                            "timestep_spacing": predictor.timestep_spacing},
+                "decoder": predictor.pipeline.decoder_name,
+                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+    saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
     size = predictor.pipeline.image_size
     env, probe = make_recording_env(PUSHT_ENV), make_recording_env(PUSHT_ENV) if oracle_follow > 0 else None
-    results, video = {}, None
+    video = saved.video
     try:
         for count in candidates:
-            values, successes, decision_seconds, oracle = [], [], [], {"oracle": [], "captured": [], "spearman": []}
-            for state in tqdm(range(seed, seed + num_states), desc=f"steer-eval K={count}", disable=not progress):
+            run = saved.runs[count]
+            values, successes, decision_seconds, oracle = (run["values"], run["successes"], run["decision_seconds"],
+                                                           run["oracle"])
+            states = range(seed + len(values), seed + num_states)
+            for state in tqdm(states, desc=f"steer-eval K={count}", disable=not progress, initial=len(values),
+                              total=num_states):
                 base = NoisyPusherChunks(base_noise, chunk_length, seed=state)
                 policy = SteeredPolicy(base, predictor, num_candidates=count, context=num_context) if count > 1 \
                     else None
@@ -155,7 +182,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                         policy.frames.append(resize_frames(observation[None], size)[0])
                         policy.actions.append(hold)
                     observation, *_ = env.step(hold)
-                best, success, queue, recording = 0.0, False, [], None
+                best, success, queue, recording, episode = 0.0, False, [], None, _episode_lists()
                 for _ in range(horizon):
                     frame = resize_frames(observation[None], size)[0]
                     if policy is None:
@@ -165,14 +192,14 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                         started, decided = time.perf_counter(), policy.last_decision
                         action = policy.act(frame)
                         if policy.last_decision is not decided:
-                            decision_seconds.append(time.perf_counter() - started)
+                            episode["decision_seconds"].append(time.perf_counter() - started)
                             decision = policy.last_decision
                             if oracle_follow > 0:
                                 real = _oracle_outcomes(env, probe, decision["candidates"], oracle_follow, size)
-                                oracle["oracle"].append(real.max() - real.mean())
-                                oracle["captured"].append(real[decision["best"]] - real.mean())
+                                episode["oracle"]["oracle"].append(float(real.max() - real.mean()))
+                                episode["oracle"]["captured"].append(float(real[decision["best"]] - real.mean()))
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
-                                    oracle["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
+                                    episode["oracle"]["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
                             if video is None and count == candidates[-1] and state == seed:
                                 prediction = predictor.last_prediction
                                 video = {"futures": prediction.frames, "best": prediction.best, "real": []}
@@ -183,33 +210,125 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                     best, success = max(best, float(reward)), success or bool(info.get("is_success", False))
                     if terminated or truncated:
                         break
+                if recording is not None:
+                    video["real"] = np.stack(recording) if recording else None
                 values.append(best)
                 successes.append(float(success))
-            results[count] = {"values": values, "successes": successes,
-                              "seconds_per_decision": float(np.median(decision_seconds)) if decision_seconds
-                              else 0.0,
-                              "oracle": {"decisions": len(oracle["oracle"]),
-                                         "oracle_gain": float(np.mean(oracle["oracle"])),
-                                         "captured_gain": float(np.mean(oracle["captured"])),
-                                         "spearman": float(np.mean(oracle["spearman"])) if oracle["spearman"]
-                                         else float("nan")} if oracle["oracle"] else None}
+                decision_seconds.extend(episode["decision_seconds"])
+                for key in oracle:
+                    oracle[key].extend(episode["oracle"][key])
+                saved.save(video)
     finally:
         env.close()
         if probe is not None:
             probe.close()
+    results = {count: _summarise_run(run) for count, run in saved.runs.items()}
     _add_intervals(results)
-    if video is not None:
-        video["real"] = np.stack(video["real"]) if video["real"] else None
-    settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
-                "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
-                "scorer": "user scorer" if predictor.scorer is not None else f"heads ({predictor.aggregate})",
-                "follow_steps": predictor.follow_steps, "samples": predictor.num_samples,
-                "sampler": {"num_inference_steps": predictor.num_inference_steps,
-                            "timestep_spacing": predictor.timestep_spacing},
-                "decoder": predictor.pipeline.decoder_name,
-                "date": time.strftime("%Y-%m-%d"),
-                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
-    return {"results": results, "settings": settings, "video": video}
+    saved.finish()
+    return {"results": results, "settings": {**settings, "date": time.strftime("%Y-%m-%d")}, "video": video}
+
+
+def _episode_lists() -> dict:
+    return {"decision_seconds": [], "oracle": {"oracle": [], "captured": [], "spearman": []}}
+
+
+def _summarise_run(run: dict) -> dict:
+    """One K's report entry from its per-episode lists (before the intervals are added)."""
+    seconds, oracle = run["decision_seconds"], run["oracle"]
+    return {"values": list(run["values"]), "successes": list(run["successes"]),
+            "seconds_per_decision": float(np.median(seconds)) if seconds else 0.0,
+            "oracle": {"decisions": len(oracle["oracle"]),
+                       "oracle_gain": float(np.mean(oracle["oracle"])),
+                       "captured_gain": float(np.mean(oracle["captured"])),
+                       "spearman": float(np.mean(oracle["spearman"])) if oracle["spearman"] else float("nan")}
+            if oracle["oracle"] else None}
+
+
+class _SteerProgress:
+    """The saved progress of one steer-eval run (see :func:`steer_evaluate`'s ``progress_dir`` and ``resume``).
+
+    Holds per K the finished episodes' values, successes, decision times and oracle figures (``runs``), and the video
+    once its episode is done; :meth:`save` writes them with the imagination generator's state after each episode
+    (JSON through an atomic rename; the video as safetensors, written once). A saved run is tied to its settings, K
+    values and a SHA-256 of the model's weights, so a resume cannot mix runs.
+    """
+
+    FORMAT = "worldsim steer-eval progress 1"
+    VIDEO = "steer-progress-video.safetensors"
+
+    def __init__(self, folder, predictor, settings: dict, candidates: list[int], resume: bool):
+        self.folder, self.predictor = None if folder is None else Path(folder), predictor
+        self.key = {"format": self.FORMAT, "settings": settings, "candidates": candidates,
+                    "model_sha256": _weights_sha256(predictor.pipeline) if folder is not None else None}
+        self.runs = {count: {"values": [], "successes": [], **_episode_lists()} for count in candidates}
+        self.video, self.video_saved = None, False
+        if self.folder is None or not self.path.exists():
+            return
+        saved = read_json_object(self.path)
+        done = ", ".join(f"K={k}: {len(run['values'])}" for k, run in saved.get("runs", {}).items())
+        if not resume:
+            raise FileExistsError(f"{self.path} holds an unfinished steer-eval run (episodes done per K: {done}); "
+                                  f"resume it (--resume) or delete the file to start over")
+        differing = sorted(key for key in self.key if json.dumps(saved.get(key), sort_keys=True)
+                           != json.dumps(self.key[key], sort_keys=True))
+        if differing:
+            details = "; ".join(f"{key}: saved {saved.get(key)!r}, now {self.key[key]!r}" for key in differing)
+            raise ValueError(f"{self.path} is a run of other {', '.join(differing)} ({details}); resume it with the "
+                             f"same command, or delete it to start over")
+        if not isinstance(saved.get("runs"), dict) or "generator_state" not in saved or "video" not in saved:
+            raise ValueError(f"{self.path} is damaged (it lacks the episodes, the generator state or the video "
+                             f"entry); delete it to start over")
+        self.runs = {int(count): run for count, run in saved["runs"].items()}
+        predictor.generator.set_state(torch.tensor(list(base64.b64decode(saved["generator_state"])),
+                                                   dtype=torch.uint8))
+        if saved["video"] is not None:
+            tensors = load_file(self.folder / self.VIDEO)
+            self.video = {"futures": tensors["futures"].numpy(), "best": int(saved["video"]["best"]),
+                          "real": tensors["real"].numpy() if "real" in tensors else None}
+            self.video_saved = True
+
+    @property
+    def path(self) -> Path:
+        return self.folder / "steer-progress.json"
+
+    def save(self, video: dict | None) -> None:
+        """Writes the finished episodes, the generator state and (once, when its episode is done) the video."""
+        if self.folder is None:
+            return
+        if video is not None and isinstance(video["real"], list):
+            video = None  # the video's episode is still running: nothing of it is saved yet
+        video_file = self.folder / self.VIDEO
+        if video is not None and not self.video_saved:  # (a file left by an older run is overwritten)
+            tensors = {"futures": torch.from_numpy(np.ascontiguousarray(video["futures"]))}
+            if video["real"] is not None:
+                tensors["real"] = torch.from_numpy(np.ascontiguousarray(video["real"]))
+            self.folder.mkdir(parents=True, exist_ok=True)
+            temporary = video_file.with_name(video_file.name + ".tmp")
+            save_file(tensors, temporary)
+            temporary.replace(video_file)
+            self.video_saved = True
+        state = base64.b64encode(self.predictor.generator.get_state().numpy().tobytes()).decode("ascii")
+        write_json(self.path, {**self.key, "runs": {str(k): run for k, run in self.runs.items()},
+                               "generator_state": state,
+                               "video": None if video is None else {"best": int(video["best"])}})
+
+    def finish(self) -> None:
+        """Removes the saved progress (the run is complete; its report holds everything)."""
+        if self.folder is not None:
+            for path in (self.path, self.folder / self.VIDEO):
+                path.unlink(missing_ok=True)
+
+
+def _weights_sha256(pipeline) -> str:
+    """SHA-256 of the pipeline's weights (transformer, outcome heads, autoencoder, light decoder), names included."""
+    digest = hashlib.sha256()
+    for module in (pipeline.transformer, pipeline.heads, pipeline.autoencoder, pipeline.decoder):
+        if module is None:
+            continue
+        for name, tensor in module.state_dict().items():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _add_intervals(results: dict) -> None:
