@@ -182,7 +182,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                         policy.frames.append(resize_frames(observation[None], size)[0])
                         policy.actions.append(hold)
                     observation, *_ = env.step(hold)
-                best, success, queue, recording, episode = 0.0, False, [], None, _episode_lists()
+                best, success, queue, recording = 0.0, False, [], None
                 for _ in range(horizon):
                     frame = resize_frames(observation[None], size)[0]
                     if policy is None:
@@ -192,14 +192,14 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                         started, decided = time.perf_counter(), policy.last_decision
                         action = policy.act(frame)
                         if policy.last_decision is not decided:
-                            episode["decision_seconds"].append(time.perf_counter() - started)
+                            decision_seconds.append(time.perf_counter() - started)
                             decision = policy.last_decision
                             if oracle_follow > 0:
                                 real = _oracle_outcomes(env, probe, decision["candidates"], oracle_follow, size)
-                                episode["oracle"]["oracle"].append(float(real.max() - real.mean()))
-                                episode["oracle"]["captured"].append(float(real[decision["best"]] - real.mean()))
+                                oracle["oracle"].append(float(real.max() - real.mean()))
+                                oracle["captured"].append(float(real[decision["best"]] - real.mean()))
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
-                                    episode["oracle"]["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
+                                    oracle["spearman"].append(float(spearmanr(decision["scores"], real)[0]))
                             if video is None and count == candidates[-1] and state == seed:
                                 prediction = predictor.last_prediction
                                 video = {"futures": prediction.frames, "best": prediction.best, "real": []}
@@ -214,10 +214,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                     video["real"] = np.stack(recording) if recording else None
                 values.append(best)
                 successes.append(float(success))
-                decision_seconds.extend(episode["decision_seconds"])
-                for key in oracle:
-                    oracle[key].extend(episode["oracle"][key])
-                saved.save(video)
+                saved.save(video)  # only finished episodes reach the file: an interruption discards this one's part
     finally:
         env.close()
         if probe is not None:
@@ -226,10 +223,6 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     _add_intervals(results)
     saved.finish()
     return {"results": results, "settings": {**settings, "date": time.strftime("%Y-%m-%d")}, "video": video}
-
-
-def _episode_lists() -> dict:
-    return {"decision_seconds": [], "oracle": {"oracle": [], "captured": [], "spearman": []}}
 
 
 def _summarise_run(run: dict) -> dict:
@@ -260,7 +253,8 @@ class _SteerProgress:
         self.folder, self.predictor = None if folder is None else Path(folder), predictor
         self.key = {"format": self.FORMAT, "settings": settings, "candidates": candidates,
                     "model_sha256": _weights_sha256(predictor.pipeline) if folder is not None else None}
-        self.runs = {count: {"values": [], "successes": [], **_episode_lists()} for count in candidates}
+        self.runs = {count: {"values": [], "successes": [], "decision_seconds": [],
+                             "oracle": {"oracle": [], "captured": [], "spearman": []}} for count in candidates}
         self.video, self.video_saved = None, False
         if self.folder is None or not self.path.exists():
             return
