@@ -94,6 +94,20 @@ def test_set_decoder_switches_what_decodes_imagined_frames(model_with_decoder, t
     pipeline.set_decoder("light")
     assert WorldModelEnv(pipeline).decoder == "light" and WorldModelEnv(path).decoder == "full"
 
+    # a refused env leaves a shared pipeline as it was: a bad decoder does not first change the steps, a bad step
+    # count or spacing does not first change the decoder
+    from worldsim.envs import WorldModelVectorEnv
+
+    pipeline.set_timesteps(2, "trailing")
+    timesteps = pipeline.scheduler.timesteps.clone()
+    refused = [(WorldModelEnv, {"num_inference_steps": 5, "decoder": "tiny"}, "'full' or 'light'"),
+               (WorldModelEnv, {"num_inference_steps": -1, "decoder": "full"}, "num_inference_steps must be"),
+               (WorldModelVectorEnv, {"timestep_spacing": "leading", "decoder": "full"}, "timestep_spacing must be")]
+    for env_class, settings, message in refused:
+        with pytest.raises(ValueError, match=message):
+            env_class(pipeline, **settings)
+        assert pipeline.decoder_name == "light" and torch.equal(pipeline.scheduler.timesteps, timesteps)
+
 
 def test_train_decoder_refuses_a_decoder_that_misses_the_frame_size(tiny_pipeline_path, pusht_dataset, tmp_path):
     from worldsim.training.train_decoder import train_decoder

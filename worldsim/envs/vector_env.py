@@ -25,8 +25,8 @@ from gymnasium.vector.utils import batch_space
 from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json
-from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space, predict_outcomes,
-                                          validate_action)
+from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, apply_sampler_settings, embodiment_action_space,
+                                          predict_outcomes, validate_action)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -108,12 +108,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
-        # refuses bad sampler settings here, not at the first step
-        self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
-        # None: the pipeline's current choice ("full" for a model loaded from its folder)
-        self.pipeline.set_decoder(decoder or self.pipeline.decoder_name)
-        self.decoder = self.pipeline.decoder_name
+        self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
         self._state = None
         self._generator = torch.Generator()
         self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)

@@ -71,6 +71,31 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     return rewards, terminated, info
 
 
+def apply_sampler_settings(pipeline: WorldModelPipeline, num_inference_steps: int | None,
+                           timestep_spacing: str | None, decoder: str | None) -> str:
+    """Sets a pipeline's denoising schedule and decoder for an env, refusing bad settings before the first step.
+
+    Args:
+        pipeline: the env's pipeline (changed in place only when every setting is valid).
+        num_inference_steps: denoising steps per frame; None or 0: the model's default.
+        timestep_spacing: ``"linspace"``, ``"trailing"`` or None (the model's default), as
+            :meth:`WorldModelPipeline.set_timesteps`.
+        decoder: ``"full"``, ``"light"`` or None (keep the pipeline's current decoder: ``"full"`` for a model loaded
+            from its folder).
+
+    Returns:
+        The name of the decoder now in use.
+
+    Raises:
+        ValueError: a step count below 1, an unknown spacing, an unknown decoder, or ``"light"`` for a model without a
+            light decoder; the pipeline is unchanged then.
+    """
+    pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # validates, changes nothing
+    pipeline.set_decoder(decoder or pipeline.decoder_name)  # unchanged when it raises
+    pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
+    return pipeline.decoder_name
+
+
 def embodiment_action_space(embodiment) -> gym.Space:
     """The Gymnasium action space of one of a model's embodiments (env units).
 
@@ -185,12 +210,8 @@ class WorldModelEnv(gym.Env):
         self.num_inference_steps = num_inference_steps
         self.context_noise = context_noise
         self.action_guidance_scale = action_guidance_scale
-        # refuses bad sampler settings here, not at the first step
-        self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
         self.timestep_spacing = timestep_spacing
-        # None: the pipeline's current choice ("full" for a model loaded from its folder)
-        self.pipeline.set_decoder(decoder or self.pipeline.decoder_name)
-        self.decoder = self.pipeline.decoder_name
+        self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
