@@ -223,6 +223,24 @@ def cmd_train_decoder(args) -> None:
     print(f"wrote {args.output or Path(args.model) / 'decoder'}")
 
 
+def cmd_distill(args) -> None:
+    from worldsim.training.distill import distill_world_model
+
+    report = distill_world_model(args.model, args.dataset, args.out, val_datasets=args.val_dataset,
+                                 student_steps=args.student_steps, teacher_steps=args.teacher_steps,
+                                 timestep_spacing=args.timestep_spacing, num_layers=args.num_layers,
+                                 steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
+                                 val_clips=args.val_clips, seed=args.seed, max_minutes=args.max_minutes)
+    errors = report["latent_mse_to_teacher"]
+    k = report["student_steps"]
+    print(f"{report['steps']} steps in {report['wall_minutes']:.1f} min ({report['samples_per_second']:.1f} clips/s); "
+          f"student: {report['num_layers']} layers, {report['num_parameters']:,} parameters, {k} step(s) per frame")
+    print(f"latent error against the teacher's {report['teacher_steps']}-step samples on {report['val_clips']} clips: "
+          f"teacher at {k} step(s) {errors[f'teacher_{k}_steps']:.4f}, student before {errors['student_init']:.4f}, "
+          f"after {errors['student']:.4f}")
+    print(f"wrote {args.out}")
+
+
 def cmd_rank(args) -> None:
     from worldsim.data.policies import _load_callable
     from worldsim.evaluation.pusht_zoo import pusht_zoo
@@ -492,6 +510,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", help="write the decoder here instead of <model>/decoder")
     p.set_defaults(func=cmd_train_decoder)
+
+    p = sub.add_parser("distill", help="distil a model into a few-step student (1-4 denoising steps per frame, "
+                                       "optionally fewer layers)")
+    p.add_argument("--model", required=True, help="teacher pipeline folder")
+    p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset of the model's embodiment "
+                                                                     "(repeat)")
+    p.add_argument("--out", required=True, help="student pipeline folder to write")
+    p.add_argument("--val-dataset", action="append", help="report on clips of this dataset (repeat); default: the "
+                                                          "training datasets")
+    p.add_argument("--student-steps", type=int, default=1, help="the student's Euler steps per frame")
+    p.add_argument("--teacher-steps", type=int, help="the teacher's, a multiple of --student-steps (default: twice)")
+    p.add_argument("--timestep-spacing", choices=["trailing", "linspace"], default="trailing")
+    p.add_argument("--num-layers", type=int, help="student depth (default: the teacher's); fewer keeps evenly spaced "
+                                                  "teacher blocks")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--learning-rate", type=float, default=1e-4)
+    p.add_argument("--val-clips", type=int, default=256)
+    p.add_argument("--max-minutes", type=float, help="stop early after this many minutes")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_distill)
 
     p = sub.add_parser("rank", help="rank policies in imagination and in the real PushT env; report the agreement")
     p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
