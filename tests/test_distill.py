@@ -89,3 +89,17 @@ def test_distill_refuses_bad_settings_before_writing(tiny_pipeline_path, pusht_d
     with pytest.raises(ValueError, match="teacher's folder"):
         distill_world_model(tiny_pipeline_path, [pusht_dataset], tiny_pipeline_path, progress=False)
     assert not out.exists() and not (tmp_path / ".student.partial").exists()
+
+
+def test_sampler_sweep_reads_a_model_per_sampler():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "sampler_sweep.py"
+    spec = importlib.util.spec_from_file_location("sampler_sweep", path)
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    assert sweep.parse_sampler("3:trailing") == (3, "trailing", "full", None)
+    assert sweep.parse_sampler("1:trailing:light@runs/pusht-1step") == (1, "trailing", "light", "runs/pusht-1step")
+    with pytest.raises(ValueError, match="got '0:trailing@x'"):
+        sweep.parse_sampler("0:trailing@x")
