@@ -8,9 +8,9 @@ al. 2023) do for image models:
 
 1. For a clip, the last frame is the target and the ``h`` frames before it (``h`` drawn per batch, so the student
    also sees the short histories of a rollout's start) are history, noised at the model's ``context_noise`` exactly
-   as at rollout time. The teacher encodes the history into a KV cache and runs its sampler
-   (diffusers' ``FlowMatchEulerDiscreteScheduler``, ``teacher_steps`` steps) from noise ``z``, keeping its state at
-   every sigma.
+   as at rollout time. The teacher encodes the history into a KV cache and runs its Euler sampler (the update of
+   diffusers' ``FlowMatchEulerDiscreteScheduler`` on that scheduler's sigmas, ``teacher_steps`` steps) from noise
+   ``z``, keeping its state at every sigma.
 2. The student's sampler has ``student_steps`` steps on the same spacing, whose sigmas are every
    ``teacher_steps / student_steps``-th of the teacher's. At a student step ``i`` (drawn per clip) the student sees
    the teacher's state ``x_i`` and learns the velocity ``(x_i - x_{i+1}) / (sigma_i - sigma_{i+1})`` that jumps to
@@ -23,7 +23,7 @@ pass. The result is a complete pipeline folder (the teacher's autoencoder, light
 the student transformer) whose default sampler is the student's, loadable wherever a model is.
 
     worldsim distill --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \\
-        --val-dataset data/pusht-heldout --student-steps 1 --teacher-steps 2 --out runs/pusht-1step
+        --val-dataset data/pusht-heldout --student-steps 1 --teacher-steps 3 --out runs/pusht-1step
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from worldsim.data.clips import ClipDataset
-from worldsim.data.frame_cache import load_frame_cache
-from worldsim.data.lerobot import LeRobotDataset
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.utils.files import replace_folder, write_json
@@ -85,6 +83,8 @@ def student_from_teacher(teacher: WorldModelTransformer, num_layers: int | None 
 def sampler_sigmas(pipeline, steps: int, spacing: str) -> torch.Tensor:
     """The sigmas `(steps + 1,)` float32 (last 0) of the pipeline's sampler with ``steps`` steps on ``spacing``.
 
+    Sets the pipeline's scheduler to that sampler (:meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`).
+
     Raises:
         ValueError: bad settings, as :meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`.
     """
@@ -104,7 +104,10 @@ def encode_history(model: WorldModelTransformer, history: torch.Tensor, action: 
         embodiment: `(B,)` long or None.
 
     Returns:
-        A :class:`FrameKVCache` of window ``h + 1`` holding the ``h`` frames.
+        A :class:`FrameKVCache` of window ``h + 1`` holding the ``h`` frames (bf16 under bf16 autocast).
+
+    Raises:
+        ValueError: shapes that disagree with the model (:meth:`WorldModelTransformer.forward_cached`).
     """
     batch, frames = history.shape[:2]
     dtype = torch.get_autocast_dtype(history.device.type) if torch.is_autocast_enabled(history.device.type) else None
@@ -129,6 +132,9 @@ def euler_trajectory(model: WorldModelTransformer, cache: FrameKVCache, producin
 
     Returns:
         `(n + 1, B, 1, C, h, w)` float32: the state at every sigma; the last is the finished frame's latent.
+
+    Raises:
+        ValueError: shapes that disagree with the model or the cache (:meth:`WorldModelTransformer.forward_cached`).
     """
     states, sample = [noise], noise
     for sigma, next_sigma in zip(sigmas[:-1].tolist(), sigmas[1:].tolist()):
@@ -137,6 +143,23 @@ def euler_trajectory(model: WorldModelTransformer, cache: FrameKVCache, producin
         sample = sample + (next_sigma - sigma) * velocity  # FlowMatchEulerDiscreteScheduler.step
         states.append(sample)
     return torch.stack(states)
+
+
+def noised_history_and_start(latents: torch.Tensor, context_noise: float, generator: torch.Generator
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """A clip's history as a rollout holds it and the noise its last frame starts from.
+
+    Args:
+        latents: `(B, h + 1, C, hh, ww)` clean latents; the last frame is the one to imagine.
+        context_noise: sigma of history frames (flow matching: ``(1 - sigma) * x + sigma * noise``).
+        generator: CPU torch RNG (history noise first, then the start noise).
+
+    Returns:
+        (history `(B, h, C, hh, ww)` noised at ``context_noise``, start noise `(B, 1, C, hh, ww)`), float32.
+    """
+    history_noise = torch.randn(latents[:, :-1].shape, generator=generator).to(latents.device)
+    history = (1.0 - context_noise) * latents[:, :-1] + context_noise * history_noise
+    return history, torch.randn(latents[:, -1:].shape, generator=generator).to(latents.device)
 
 
 def distillation_batch(teacher: WorldModelTransformer, latents: torch.Tensor, action: torch.Tensor,
@@ -165,9 +188,7 @@ def distillation_batch(teacher: WorldModelTransformer, latents: torch.Tensor, ac
     device = latents.device
     window = latents[:, frames - 1 - history_frames:]
     window_action = action[:, frames - 1 - history_frames:]
-    history_noise = torch.randn(window[:, :-1].shape, generator=generator).to(device)
-    history = (1.0 - context_noise) * window[:, :-1] + context_noise * history_noise
-    start = torch.randn(window[:, -1:].shape, generator=generator).to(device)
+    history, start = noised_history_and_start(window, context_noise, generator)
     student_steps = (len(teacher_sigmas) - 1) // stride
     step = torch.randint(0, student_steps, (batch,), generator=generator).to(device)
     with torch.no_grad():
@@ -188,6 +209,11 @@ def distillation_batch(teacher: WorldModelTransformer, latents: torch.Tensor, ac
 def student_loss(student: WorldModelTransformer, inputs: dict, motion_weight: float = 4.0,
                  motion_threshold: float = 0.3, embodiment: torch.Tensor | None = None) -> torch.Tensor:
     """Motion-weighted squared error of the student's velocity on the target frame (scalar).
+
+    Args:
+        inputs: a :func:`distillation_batch` dict (``sample`` `(B, h + 1, C, hh, ww)`, ``target`` `(B, C, hh, ww)`).
+        motion_weight, motion_threshold: as world-model training's ``train.motion_weight`` / ``motion_threshold``.
+        embodiment: `(B,)` long or None.
 
     The weights are those of world-model training (:func:`~worldsim.training.train_world_model.motion_weights`,
     computed from the clean history), so the small moving agent counts as it did for the teacher.
@@ -214,10 +240,7 @@ def sample_error(model: WorldModelTransformer, teacher: WorldModelTransformer, l
     Returns:
         The error (latent units squared, mean over clips and latent cells).
     """
-    generator = torch.Generator().manual_seed(seed)
-    history_noise = torch.randn(latents[:, :-1].shape, generator=generator).to(latents.device)
-    history = (1.0 - context_noise) * latents[:, :-1] + context_noise * history_noise
-    start = torch.randn(latents[:, -1:].shape, generator=generator).to(latents.device)
+    history, start = noised_history_and_start(latents, context_noise, torch.Generator().manual_seed(seed))
     finished = []
     for net, grid in ((teacher, teacher_sigmas), (model, sigmas)):
         cache = encode_history(net, history, action[:, :-1], context_noise, embodiment)
@@ -226,16 +249,15 @@ def sample_error(model: WorldModelTransformer, teacher: WorldModelTransformer, l
 
 
 def _clips_for(pipeline, model: Path, root, num_frames: int, progress: bool) -> ClipDataset:
-    from worldsim.training.train_world_model import load_latent_cache
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.training.train_decoder import load_frames_and_latents
 
-    dataset = LeRobotDataset(root)
     spec = pipeline.embodiment()
-    if dataset.action_dim != spec.action_dim:
+    dataset = LeRobotDataset(root)
+    if dataset.action_dim != spec.action_dim:  # checked before frames are cached
         raise ValueError(f"dataset {root} has {dataset.action_dim}-dimensional actions; the model's embodiment "
                          f"{spec.name!r} has {spec.action_dim}")
-    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
-    latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder", dataset.root / "cache",
-                                progress=progress)
+    dataset, _, latents = load_frames_and_latents(pipeline, model, root, progress)
     action = pipeline._normalize(spec, dataset.action).cpu().numpy()
     return ClipDataset(latents, action, dataset.episode_from, dataset.episode_to, num_frames)
 
@@ -300,7 +322,7 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     if len(train) < batch_size:
         raise ValueError(f"batch_size {batch_size} exceeds the {len(train)} training clips")
     held = torch.utils.data.ConcatDataset([_clips_for(pipeline, model, root, window, progress)
-                                           for root in (val_datasets or datasets)])
+                                           for root in val_datasets]) if val_datasets else train
     rng = np.random.default_rng(seed)
     val_rows = np.sort(rng.choice(len(held), min(val_clips, len(held)), replace=False))
     val = [held[int(row)] for row in val_rows]
@@ -318,11 +340,9 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     ema.to(accelerator.device)
 
     def evaluate(net) -> float:
-        net.eval()
         with accelerator.autocast():
-            error = sample_error(net, teacher, val_latents.to(accelerator.device), val_action.to(accelerator.device),
-                                 context_noise, student_sigmas, teacher_sigmas, seed)
-        return error
+            return sample_error(net.eval(), teacher, val_latents.to(accelerator.device),
+                                val_action.to(accelerator.device), context_noise, student_sigmas, teacher_sigmas, seed)
 
     before = {"teacher": evaluate(teacher), "student_init": evaluate(accelerator.unwrap_model(student))}
     student.train()

@@ -35,7 +35,18 @@ from worldsim.training.train_autoencoder import median_background, reconstructio
 from worldsim.utils.files import replace_folder, write_json
 
 
-def _frames_and_latents(pipeline, model: Path, root, progress: bool) -> tuple[LeRobotDataset, np.ndarray, np.ndarray]:
+def load_frames_and_latents(pipeline, model: Path, root, progress: bool = True
+                            ) -> tuple[LeRobotDataset, np.ndarray, np.ndarray]:
+    """A dataset's frames at the pipeline's size and their autoencoder latents, both cached on disk.
+
+    Args:
+        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline` loaded from ``model``.
+        model: its folder (the latent cache is keyed by the hash of ``model/autoencoder``'s weights).
+        root: LeRobot dataset folder.
+
+    Returns:
+        (the dataset, frames `(N, S, S, 3)` uint8, normalised latents `(N, C, h, w)` float16), arrays memory-mapped.
+    """
     from worldsim.training.train_world_model import load_latent_cache
 
     dataset = LeRobotDataset(root)
@@ -113,7 +124,7 @@ def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: l
     rng = np.random.default_rng(seed)
     sources, held_out = [], []
     for number, root in enumerate(datasets):
-        dataset, frames, latents = _frames_and_latents(pipeline, model, root, progress)
+        dataset, frames, latents = load_frames_and_latents(pipeline, model, root, progress)
         rows = np.arange(len(frames))
         if number == 0 and not val_datasets:
             if dataset.num_episodes <= 10:
@@ -122,7 +133,7 @@ def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: l
             rows, held_out = rows[~held], [(frames, latents, np.flatnonzero(held))]
         sources.append((frames, latents, rows, median_background(frames, rows, rng)))
     for root in val_datasets or []:
-        _, frames, latents = _frames_and_latents(pipeline, model, root, progress)
+        _, frames, latents = load_frames_and_latents(pipeline, model, root, progress)
         held_out.append((frames, latents, np.arange(len(frames))))
 
     light = LightDecoder(latent_channels=pipeline.transformer.config.in_channels, block_out_channels=block_out_channels,
