@@ -8,7 +8,7 @@ import pytest
 
 from worldsim.cli.main import main
 from worldsim.evaluation.pusht_zoo import CentroidPusher, RandomTargets, StandStill, pusht_zoo
-from worldsim.evaluation.rank import rank_policies, rank_table, real_starts, write_rank_report
+from worldsim.evaluation.rank import rank_policies, rank_table, real_starts, run_real, write_rank_report
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -16,6 +16,14 @@ def test_real_starts_hold_the_agent_still():
     frames, actions = real_starts([0, 1], num_context=3, image_size=16)
     assert frames.shape == (2, 3, 16, 16, 3) and actions.shape == (2, 2, 2)
     np.testing.assert_array_equal(actions[:, 0], actions[:, 1])  # the same hold target twice
+
+
+def test_zoo_skill_is_graded_in_the_real_env():
+    # the strongest pusher moves the block toward the goal; standing still only keeps the initial overlap
+    zoo = pusht_zoo()
+    strong = run_real(zoo["pusher-close-fast"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
+    still = run_real(zoo["still"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
+    assert strong["values"].mean() > still["values"].mean() + 0.15
 
 
 def test_zoo_policies_act_on_any_resolution():
@@ -80,6 +88,9 @@ def test_rank_cli_writes_json(model_with_heads, tmp_path):
           "--context", "2", "--json", str(out)])
     report = json.loads(out.read_text())
     assert set(report["policies"]) == {"still", "random"} and "videos" not in report
+    assert set(report["agreement_intervals"]) == {"pearson", "spearman", "kendall", "mmrv"}
+    assert report["agreement_intervals"]["mmrv"]["low"] <= report["agreement"]["mmrv"] <= \
+        report["agreement_intervals"]["mmrv"]["high"]
 
 
 def test_rank_refuses_a_model_without_heads(tiny_pipeline_path):

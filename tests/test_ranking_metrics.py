@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval, mmrv, ranking_agreement
+from worldsim.evaluation.ranking_metrics import agreement_intervals, bootstrap_mean_interval, mmrv, ranking_agreement
 
 
 def test_mmrv_is_zero_for_the_same_order_whatever_the_scale():
@@ -72,3 +72,42 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_more_data():
         bootstrap_mean_interval(small, confidence=1.5)
     with pytest.raises(ValueError, match="empty"):
         bootstrap_mean_interval([])
+
+
+def test_agreement_intervals_resample_states_paired():
+    # imagination equal to reality on every state: every resample ranks perfectly
+    real = np.array([[0.1, 0.2, 0.3, 0.2], [0.5, 0.4, 0.6, 0.5], [0.9, 0.8, 0.7, 0.9]])
+    perfect = agreement_intervals(real, real, num_resamples=200)
+    for name in ("pearson", "spearman", "kendall"):
+        assert perfect[name]["low"] == pytest.approx(1.0) and perfect[name]["high"] == pytest.approx(1.0), name
+    assert perfect["mmrv"] == {"low": 0.0, "high": 0.0}
+    # policies 0 and 1 swapped in imagination on every state: every resample has exactly that one violation, whose
+    # MMRV is (|gap| + |gap|) / 3 policies of that resample's real means; Spearman is 0.5 every time
+    swapped = real[[1, 0, 2]]
+    intervals = agreement_intervals(swapped, real, num_resamples=200)
+    assert intervals["spearman"]["low"] == pytest.approx(0.5) and intervals["spearman"]["high"] == pytest.approx(0.5)
+    gaps = np.abs(real[1] - real[0])  # the real gap is 0.3-0.4 on every state
+    assert 2 * gaps.min() / 3 - 1e-9 <= intervals["mmrv"]["low"] <= intervals["mmrv"]["high"] <= 2 * gaps.max() / 3 + 1e-9
+    # noisy imagination: the interval holds the full-sample estimate and is reproducible with a seed
+    rng = np.random.default_rng(0)
+    skill = np.linspace(0, 1, 6)[:, None]
+    real_noisy = skill + rng.normal(0, 0.5, (6, 40))
+    imagined_noisy = skill + rng.normal(0, 0.5, (6, 40))
+    point = ranking_agreement(imagined_noisy.mean(1), real_noisy.mean(1))
+    noisy = agreement_intervals(imagined_noisy, real_noisy, num_resamples=300, seed=1)
+    for name in ("pearson", "spearman", "kendall", "mmrv"):
+        assert noisy[name]["low"] <= point[name] <= noisy[name]["high"], name
+    assert noisy["spearman"]["high"] - noisy["spearman"]["low"] > 0.1
+    assert agreement_intervals(imagined_noisy, real_noisy, num_resamples=50, seed=2) == \
+        agreement_intervals(imagined_noisy, real_noisy, num_resamples=50, seed=2)
+
+
+@pytest.mark.parametrize("imagined, real, message", [
+    (np.zeros((3, 4)), np.zeros((3, 5)), "shapes"),
+    (np.zeros(4), np.zeros(4), "shapes"),
+    (np.zeros((1, 4)), np.zeros((1, 4)), "at least 2 policies"),
+    (np.full((2, 4), np.nan), np.zeros((2, 4)), "finite"),
+])
+def test_agreement_intervals_reject_bad_input(imagined, real, message):
+    with pytest.raises(ValueError, match=message):
+        agreement_intervals(imagined, real)

@@ -13,7 +13,8 @@ Protocol (PushT; DESIGN.md, "Evaluation protocol"):
    model's reward head. With ``samples > 1`` the imagination is repeated with other seeds; the spread across
    samples is reported per policy and widens its interval.
 4. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
-   imagined and the real mean values; per policy, bootstrap 95% intervals.
+   imagined and the real mean values, each with a paired bootstrap 95% interval over the initial states (another
+   set of states would give another ranking); per policy, bootstrap 95% intervals of the values.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from tqdm.auto import tqdm
 
 from worldsim.data.frame_cache import resize_frames
 from worldsim.evaluation.policy_adapters import as_policy
-from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval, ranking_agreement
+from worldsim.evaluation.ranking_metrics import agreement_intervals, bootstrap_mean_interval, ranking_agreement
 
 PUSHT_ENV = "gym_pusht/PushT-v0"
 
@@ -185,9 +186,12 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             in process order. The result, on every process, equals the single-process result.
 
     Returns:
-        ``{"policies": {name: {...}}, "agreement": {...} | None, "settings": {...}, "videos": {name: (real,
-        imagined)}}``: per policy the imagined and real mean values with 95% intervals, real success rate with its
-        interval, the per-sample imagined means and their standard deviation.
+        ``{"policies": {name: {...}}, "agreement": {...} | None, "agreement_intervals": {metric: {"low", "high"}} |
+        None, "settings": {...}, "videos": {name: (real, imagined)}}``: per policy the imagined and real mean values
+        with 95% intervals, real success rate with its interval, the per-sample imagined means and their standard
+        deviation; across policies the agreement (:func:`~worldsim.evaluation.ranking_metrics.ranking_agreement`)
+        and its bootstrap intervals over initial states
+        (:func:`~worldsim.evaluation.ranking_metrics.agreement_intervals`).
 
     Raises:
         ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``, or a sampler the scheduler refuses
@@ -245,16 +249,19 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         entry["imagined_values"] = pooled.tolist()
         results[name] = entry
         videos[name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
-    agreement = None
+    agreement = intervals = None
     if real:
         agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
                                       [results[n]["real"]["mean"] for n in results])
+        intervals = agreement_intervals([results[n]["imagined_values"] for n in results],
+                                        [results[n]["real_values"] for n in results], seed=seed)
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": pipeline.decoder_name,
                 "sampler": sampler,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
-    return {"policies": results, "agreement": agreement, "settings": settings, "videos": videos}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
+            "videos": videos}
 
 
 def rank_table(report: dict) -> str:
@@ -273,11 +280,21 @@ def rank_table(report: dict) -> str:
             row += f" {fmt(entry['real'])} | {fmt(entry['real_success'])} |"
         lines.append(row)
     if has_real:
-        a = report["agreement"]
-        lines.append("")
-        lines.append(f"Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, Kendall {a['kendall']:.3f}, "
-                     f"MMRV {a['mmrv']:.3f} over {a['num_policies']} policies")
+        lines += ["", agreement_line(report)]
     return "\n".join(lines)
+
+
+def agreement_line(report: dict) -> str:
+    """One sentence with the agreement of a :func:`rank_policies` report and, when present, its 95% intervals."""
+    a, intervals = report["agreement"], report.get("agreement_intervals")
+    parts = []
+    for name, label in (("pearson", "Pearson"), ("spearman", "Spearman"), ("kendall", "Kendall"), ("mmrv", "MMRV")):
+        text = f"{label} {a[name]:.3f}"
+        if intervals:
+            text += f" [{intervals[name]['low']:.3f}, {intervals[name]['high']:.3f}]"
+        parts.append(text)
+    suffix = " (95% bootstrap intervals over initial states)" if intervals else ""
+    return ", ".join(parts) + f" over {a['num_policies']} policies" + suffix
 
 
 def write_rank_report(report: dict, out_dir, fps: int = 10) -> dict:
@@ -341,9 +358,7 @@ def write_rank_report(report: dict, out_dir, fps: int = 10) -> dict:
     settings = html.escape(", ".join(f"{k}={v}" for k, v in report["settings"].items()))
     agreement = ""
     if has_real:
-        a = report["agreement"]
-        agreement = (f"<p>Pearson {a['pearson']:.3f}, Spearman {a['spearman']:.3f}, Kendall {a['kendall']:.3f}, "
-                     f"MMRV {a['mmrv']:.3f} over {a['num_policies']} policies.</p><img src='scatter.png'>")
+        agreement = f"<p>{html.escape(agreement_line(report))}.</p><img src='scatter.png'>"
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>worldsim policy ranking</title></head><body>"
             f"<h1>Policy ranking: imagined vs real</h1><p>{settings}</p>{agreement}"
             f"<table border='1' cellpadding='4'><tr><th>policy</th><th>imagined value [95% CI]</th>"
