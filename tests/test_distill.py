@@ -99,7 +99,11 @@ def test_sampler_sweep_reads_a_model_per_sampler():
     spec = importlib.util.spec_from_file_location("sampler_sweep", path)
     sweep = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sweep)
-    assert sweep.parse_sampler("3:trailing") == (3, "trailing", "full", None)
-    assert sweep.parse_sampler("1:trailing:light@runs/pusht-1step") == (1, "trailing", "light", "runs/pusht-1step")
+    assert sweep.parse_sampler("3:trailing") == (3, "trailing", "full", None, None)
+    assert sweep.parse_sampler("1:trailing:light@runs/pusht-1step") == (1, "trailing", "light", "runs/pusht-1step",
+                                                                        None)
+    assert sweep.parse_sampler("2:trailing:light:int8") == (2, "trailing", "light", None, "int8")
+    with pytest.raises(ValueError, match="got '2:trailing:light:fp4'"):
+        sweep.parse_sampler("2:trailing:light:fp4")
     with pytest.raises(ValueError, match="got '0:trailing@x'"):
         sweep.parse_sampler("0:trailing@x")

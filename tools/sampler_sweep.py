@@ -1,8 +1,9 @@
 """Fidelity of few-step samplers next to the many-step one: the speed/quality trade-off of ``num_inference_steps``.
 
-For each sampler (``<steps>:<spacing>[:<decoder>][@<model>]``, e.g. ``10:linspace``, ``3:trailing``,
-``2:trailing:light`` for the model's light decoder instead of the autoencoder's, ``1:trailing:light@runs/pusht-1step``
-for another model folder than ``--model``, such as a distilled student) runs the open-loop fidelity evaluation
+For each sampler (``<steps>:<spacing>[:<decoder>[:int8]][@<model>]``, e.g. ``10:linspace``, ``3:trailing``,
+``2:trailing:light`` for the model's light decoder instead of the autoencoder's, ``2:trailing:light:int8`` with the
+transformer's block linear layers in dynamic int8, ``1:trailing:light@runs/pusht-1step`` for another model folder
+than ``--model``, such as a distilled student) runs the open-loop fidelity evaluation
 of ``worldsim evaluate`` on the same held-out windows with the same seed, and reports agent-position error, PSNR,
 SSIM, block error and missing-agent rate, the denoising passes per frame and the evaluation's wall time; the agent
 error is also given relative to the best sampler's.
@@ -25,22 +26,23 @@ from worldsim.utils.files import write_json
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
-def parse_sampler(text: str) -> tuple[int, str, str, str | None]:
-    """``"3:trailing"`` -> ``(3, "trailing", "full", None)``; ``"2:trailing:light@runs/x"`` -> ``(2, "trailing",
-    "light", "runs/x")`` (None: the ``--model``).
+def parse_sampler(text: str) -> tuple[int, str, str, str | None, str | None]:
+    """``"3:trailing"`` -> ``(3, "trailing", "full", None, None)``; ``"2:trailing:light:int8@runs/x"`` ->
+    ``(2, "trailing", "light", "runs/x", "int8")`` (model None: the ``--model``; quantization None: bf16).
 
     Raises:
-        ValueError: not ``<positive int>:<linspace|trailing>[:<full|light>][@<model folder>]``.
+        ValueError: not ``<positive int>:<linspace|trailing>[:<full|light>[:int8]][@<model folder>]``.
     """
     sampler, _, model = text.partition("@")
     steps, _, rest = sampler.partition(":")
-    spacing, _, decoder = rest.partition(":")
+    spacing, _, rest = rest.partition(":")
+    decoder, _, quantize = rest.partition(":")
     decoder = decoder or "full"
     if not steps.isdigit() or int(steps) < 1 or spacing not in ("linspace", "trailing") \
-            or decoder not in ("full", "light"):
-        raise ValueError(f"sampler must look like 3:trailing, 10:linspace, 2:trailing:light or "
-                         f"1:trailing:light@<model folder>, got {text!r}")
-    return int(steps), spacing, decoder, model or None
+            or decoder not in ("full", "light") or quantize not in ("", "int8"):
+        raise ValueError(f"sampler must look like 3:trailing, 10:linspace, 2:trailing:light, 2:trailing:light:int8 "
+                         f"or 1:trailing:light@<model folder>, got {text!r}")
+    return int(steps), spacing, decoder, model or None, quantize or None
 
 
 def main(argv=None) -> dict:
@@ -61,35 +63,38 @@ def main(argv=None) -> dict:
     pipelines = {}
     dataset = LeRobotDataset(args.dataset)
     rows = []
-    for steps, spacing, decoder, model in samplers:
+    for steps, spacing, decoder, model, quantize in samplers:
         model = model or args.model
-        if model not in pipelines:
-            pipelines[model] = WorldModelPipeline.from_pretrained(model)
-        pipeline = pipelines[model]
+        if (model, quantize) not in pipelines:
+            pipelines[model, quantize] = WorldModelPipeline.from_pretrained(model)
+            if quantize:
+                pipelines[model, quantize].quantize(quantize)
+        pipeline = pipelines[model, quantize]
+        name = f"{steps}:{spacing}:{decoder}" + (f":{quantize}" if quantize else "")
         pipeline.set_decoder(decoder)  # refuses "light" for a model without a light decoder
         started = time.perf_counter()
         report, _, _ = evaluate_fidelity(pipeline, dataset, args.horizon, args.context, args.starts_per_episode,
                                          args.max_windows, num_inference_steps=steps, seed=args.seed,
                                          progress=False, timestep_spacing=spacing)
         summary = report["summary"]
-        rows.append({"sampler": f"{steps}:{spacing}:{decoder}", "model": model, "num_inference_steps": steps,
-                     "timestep_spacing": spacing, "decoder": decoder,
+        rows.append({"sampler": name, "model": model, "num_inference_steps": steps,
+                     "timestep_spacing": spacing, "decoder": decoder, "quantize": quantize,
                      "passes_per_frame": steps + 1, "agent_error": summary["agent_error/model"],
                      "agent_error_at_horizon": summary["agent_error_at_horizon/model"],
                      "psnr": summary["psnr/model"], "ssim": summary["ssim/model"],
                      "block_error": summary["block_error/model"], "agent_missing": summary["agent_missing/model"],
                      "num_windows": report["num_windows"], "wall_seconds": time.perf_counter() - started})
-        print(f"{steps}:{spacing}:{decoder} ({model}): agent error {summary['agent_error/model']:.1f} px, PSNR {summary['psnr/model']:.2f} dB",
+        print(f"{name} ({model}): agent error {summary['agent_error/model']:.1f} px, PSNR {summary['psnr/model']:.2f} dB",
               flush=True)
     best = min(row["agent_error"] for row in rows)
     for row in rows:
         row["agent_error_vs_best"] = row["agent_error"] / best
-    print("| model | sampler | decoder | passes / frame | agent error (px) | vs best | PSNR (dB) | SSIM | block error (px) "
+    print("| model | sampler | decoder | transformer | passes / frame | agent error (px) | vs best | PSNR (dB) | SSIM | block error (px) "
           "| agent missing |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(f"| {row['model']} | {row['num_inference_steps']} Euler, {row['timestep_spacing']} | {row['decoder']} | "
-              f"{row['passes_per_frame']} | "
+              f"{row['quantize'] or 'bf16'} | {row['passes_per_frame']} | "
               f"{row['agent_error']:.1f} | {row['agent_error_vs_best']:.2f}x | {row['psnr']:.2f} | {row['ssim']:.3f} | "
               f"{row['block_error']:.1f} | {row['agent_missing']:.3f} |")
     result = {"date": time.strftime("%Y-%m-%d"), "model": args.model, "dataset": args.dataset,

@@ -383,6 +383,11 @@ def rollout_memory_child(model: str, steps: int, settings: dict, device: str, se
 
     import worldsim  # noqa: F401  (registers the env ids)
 
+    if settings.get("quantize"):
+        from worldsim.pipelines.world_model import WorldModelPipeline
+
+        model = WorldModelPipeline.from_pretrained(model, device)
+        model.quantize(settings["quantize"])
     env = gym.make("worldsim/WorldModel-v0", model=model, device=device, **_env_kwargs(settings))
     env.reset(seed=seed)
     after_reset = peak_resident_mib()
@@ -420,7 +425,7 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
                   timestep_spacing: str | None = "trailing", latency_steps: int = 200,
                   memory_steps=(200, 2000), train_steps: int = 10, train_batch_size: int | None = None,
                   real_seconds: float | None = None, device: str = "cpu", peak_seconds: float = 1.0,
-                  progress=print, decoder: str | None = None) -> dict:
+                  progress=print, decoder: str | None = None, quantize: str | None = None) -> dict:
     """Runs every measurement of the module docstring and returns the report (see :func:`markdown_report`).
 
     Args:
@@ -430,6 +435,10 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         num_inference_steps, timestep_spacing: the sampler (default: 3 trailing Euler steps, see
             docs/benchmarks.md for its fidelity); None takes the model's default.
         decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder).
+        quantize: None (default: bf16 autocast) or ``"int8"``: the transformer's block linear layers run as
+            dynamic int8 (:meth:`~worldsim.pipelines.WorldModelPipeline.quantize`; CPU only). ``FlopCounterMode``
+            does not see the quantized matmuls, so the achieved FLOP/s are then taken from the config's count, over
+            the same bf16 peak. Training is measured in float either way.
         latency_steps: single-env steps timed one by one for the latency percentiles.
         memory_steps: rollout lengths whose peak memory is measured (each in a fresh process); empty: skip.
         train_steps: timed training steps (0: skip training).
@@ -440,7 +449,8 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         progress: called with a line of text after each measurement.
 
     Raises:
-        ValueError: ``num_envs`` empty or below 1, ``seconds <= 0``, or ``decoder="light"`` for a model without one.
+        ValueError: ``num_envs`` empty or below 1, ``seconds <= 0``, ``decoder="light"`` for a model without one,
+            or a quantization mode that is unknown or not available on ``device``.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
 
@@ -455,6 +465,9 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     settings = pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # refuses bad settings now
     settings["decoder"] = decoder or "full"
     pipeline.set_decoder(settings["decoder"])
+    if quantize:
+        pipeline.quantize(quantize)
+        settings["quantize"] = quantize
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),
               "sampler": settings, "outcome_heads": pipeline.heads is not None}
     started = time.perf_counter()
@@ -481,11 +494,15 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         progress(f"vector env, {n} envs: {entry['steps_per_second']:.1f} steps/s ({entry['ratio_to_real']:.2f}x real)")
     report["single_env"]["ratio_to_real"] = single["steps_per_second"] / real
     largest = report["vector_env"][str(num_envs[-1])]
+    config_flops = config_flops_per_frame(pipeline, settings["num_inference_steps"], num_envs[-1])
+    if quantize:  # the FLOP counter does not see quantized matmuls: take the config's count
+        largest["achieved_flops_per_second"] = config_flops["total"] * largest["steps_per_second"]
+        largest["fraction_of_peak"] = largest["achieved_flops_per_second"] / peak
     report["inference_flops"] = {"num_envs": num_envs[-1], "counted_per_frame": largest["flops_per_frame"],
-                                 "config_per_frame": config_flops_per_frame(pipeline, settings["num_inference_steps"],
-                                                                            num_envs[-1]),
+                                 "config_per_frame": config_flops,
                                  "achieved_flops_per_second": largest["achieved_flops_per_second"],
-                                 "fraction_of_peak": largest["fraction_of_peak"]}
+                                 "fraction_of_peak": largest["fraction_of_peak"],
+                                 "from": "config" if quantize else "counted"}
     progress(f"inference at {num_envs[-1]} envs: {largest['achieved_flops_per_second'] / 1e9:.0f} GFLOP/s, "
              f"{100 * largest['fraction_of_peak']:.1f}% of the bf16 matmul peak")
     if train_steps:
@@ -516,7 +533,9 @@ def markdown_report(report: dict, command: str | None = None) -> str:
     lines = [f"Date {report['date']}; machine: {where}; torch {machine['torch']}, device {machine['device']}. "
              f"Model `{report['model']}` (outcome heads: {'on' if report['outcome_heads'] else 'none'}), sampler: "
              f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache; "
-             f"decoder: {sampler.get('decoder', 'full')}.", ""]
+             f"decoder: {sampler.get('decoder', 'full')}"
+             + (f"; transformer blocks quantized to {sampler['quantize']} (dynamic)" if sampler.get("quantize") else "")
+             + ".", ""]
     if command:
         lines += ["```bash", command, "```", ""]
     single = report["single_env"]
@@ -539,7 +558,8 @@ def markdown_report(report: dict, command: str | None = None) -> str:
                  f"{inference['counted_per_frame'] / 1e6:.0f} / {config['total'] / 1e6:.0f} (transformer "
                  f"{config['transformer'] / 1e6:.0f}, decoder {config['decoder'] / 1e6:.0f}, heads "
                  f"{config['heads'] / 1e6:.1f}) |")
-    lines.append(f"| inference at {inference['num_envs']} envs, GFLOP/s (fraction of peak) | "
+    lines.append(f"| inference at {inference['num_envs']} envs, GFLOP/s (fraction of peak)"
+                 + (" from the config's FLOPs" if inference.get("from") == "config" else "") + " | "
                  f"{inference['achieved_flops_per_second'] / 1e9:.0f} ({100 * inference['fraction_of_peak']:.1f}%) |")
     if "training" in report:
         training = report["training"]

@@ -360,7 +360,8 @@ def cmd_bench(args) -> None:
 
     report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
                            args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,
-                           device=args.device, progress=lambda line: print(line, flush=True), decoder=args.decoder)
+                           device=args.device, progress=lambda line: print(line, flush=True), decoder=args.decoder,
+                           quantize=args.quantize)
     command = "worldsim bench " + " ".join(shlex.quote(part) for part in args.argv)
     section = markdown_report(report, command)
     print(section)
@@ -610,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
     p.add_argument("--decoder", choices=["full", "light"], default="full",
                    help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
     p.add_argument("--latency-steps", type=int, default=200, help="single-env steps timed one by one")
     p.add_argument("--memory-steps", type=int, nargs="*", default=[200, 2000],
                    help="rollout lengths whose peak memory is measured, each in a fresh process")

@@ -1,0 +1,63 @@
+"""Int8 dynamic quantization of the transformer blocks: close to the float model, refused where it cannot work."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import make_tiny_pipeline
+from worldsim.models.quantization import DynamicInt8Linear, quantize_transformer_
+
+
+def test_int8_linear_is_close_to_the_float_layer_and_keeps_the_dtype():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 96)
+    quantized = DynamicInt8Linear(linear)
+    x = torch.randn(32, 64)
+    error = (quantized(x) - linear(x)).norm() / linear(x).norm()
+    assert 0 < error < 0.05  # int8 is not exact, but within a few percent
+    assert quantized(x.bfloat16()).dtype == torch.bfloat16
+    linear.weight.data.zero_()  # the quantized layer holds its own copy of the weights
+    assert quantized(x).abs().sum() > 0
+
+
+def test_quantized_pipeline_rolls_out_close_to_the_float_one():
+    pipeline, quantized = make_tiny_pipeline(), make_tiny_pipeline()
+    linears = [m for m in quantized.transformer.blocks.modules() if isinstance(m, torch.nn.Linear)]
+    quantized.quantize("int8")
+    replaced = [m for m in quantized.transformer.blocks.modules() if isinstance(m, DynamicInt8Linear)]
+    assert len(replaced) == len(linears) > 0
+    assert not any(isinstance(m, torch.nn.Linear) and not isinstance(p, DynamicInt8Linear)
+                   for p in quantized.transformer.blocks.modules() for m in p.children())
+    assert isinstance(quantized.transformer.patch_embed, torch.nn.Linear)  # outside the blocks: float
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (2, 3, 16, 16, 3), dtype=np.uint8)
+    context_action = rng.uniform(0, 512, (2, 2, 2)).astype(np.float32)
+    action = rng.uniform(0, 512, (2, 4, 2)).astype(np.float32)
+    run = lambda p, seed: p.rollout(frames, context_action, action,
+                                    generator=torch.Generator().manual_seed(seed)).astype(np.float64)
+    float_frames, int8_frames = run(pipeline, 3), run(quantized, 3)
+    quantization_error = np.abs(float_frames - int8_frames).mean()
+    seed_spread = np.abs(float_frames - run(pipeline, 4)).mean()
+    assert 0 < quantization_error < 0.2 * seed_spread
+
+
+def test_quantization_is_refused_where_it_cannot_work(tmp_path):
+    pipeline = make_tiny_pipeline()
+    with pytest.raises(ValueError, match="'fp4'"):
+        pipeline.quantize("fp4")
+    assert pipeline.quantization is None
+    assert not any(isinstance(m, DynamicInt8Linear) for m in pipeline.transformer.modules())
+    pipeline.quantize("int8")
+    with pytest.raises(RuntimeError, match="already quantized"):
+        pipeline.quantize("int8")
+    with pytest.raises(RuntimeError, match="quantized"):
+        pipeline.save_pretrained(tmp_path / "q")
+    assert not (tmp_path / "q").exists()
+    with pytest.raises(ValueError, match="no `blocks`"):
+        quantize_transformer_(torch.nn.Linear(2, 2))
+    if torch.cuda.is_available():
+        other = make_tiny_pipeline()
+        other.transformer.cuda()
+        with pytest.raises(ValueError, match="CPU only"):
+            quantize_transformer_(other.transformer)
