@@ -93,6 +93,16 @@ def test_rank_cli_writes_json(model_with_heads, tmp_path):
         report["agreement_intervals"]["mmrv"]["high"]
 
 
+def test_rank_cli_runs_an_int8_transformer(model_with_heads, tmp_path):
+    path, _ = model_with_heads
+    out = tmp_path / "rank-int8.json"
+    main(["rank", "--model", str(path), "--policy", "still=worldsim.evaluation.pusht_zoo:StandStill",
+          "--policy", "random=worldsim.evaluation.pusht_zoo:RandomTargets", "--num-states", "2", "--horizon", "2",
+          "--context", "2", "--no-real", "--quantize", "int8", "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert report["settings"]["quantization"] == "int8" and set(report["policies"]) == {"still", "random"}
+
+
 def test_rank_refuses_a_model_without_heads(tiny_pipeline_path):
     pipeline = WorldModelPipeline.from_pretrained(tiny_pipeline_path)
     with pytest.raises(RuntimeError, match="train-heads"):

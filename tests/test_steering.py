@@ -370,3 +370,21 @@ def test_steer_eval_cli_writes_a_report_that_merges_with_a_run_of_other_states(m
     merged = json.loads((tmp_path / "merged" / "report.json").read_text())
     assert merged["settings"]["seed"] == 0 and merged["settings"]["num_states"] == 2
     assert len(merged["results"]["2"]["values"]) == 2
+
+
+def test_steer_eval_runs_an_int8_transformer_and_tells_its_weights_apart(model_with_heads, tmp_path):
+    import json
+
+    from tests.conftest import make_tiny_pipeline
+    from worldsim.cli.main import main
+    from worldsim.steering.evaluate import _weights_sha256
+
+    pipeline, quantized = make_tiny_pipeline(), make_tiny_pipeline()
+    quantized.quantize("int8")
+    assert _weights_sha256(quantized) == _weights_sha256(quantized) != _weights_sha256(pipeline)
+    pytest.importorskip("gym_pusht")
+    assert main(["steer-eval", "--model", str(model_with_heads[0]), "--candidates", "2", "--num-states", "1",
+                 "--horizon", "3", "--context", "2", "--chunk-length", "3", "--device", "cpu", "--quantize", "int8",
+                 "--out", str(tmp_path / "q")]) == 0
+    written = json.loads((tmp_path / "q" / "report.json").read_text())
+    assert written["settings"]["quantization"] == "int8"

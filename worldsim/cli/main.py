@@ -74,6 +74,15 @@ def _load_pipeline(path: str, device: str = "cpu"):
     return WorldModelPipeline.from_pretrained(path, device)
 
 
+def _inference_pipeline(args, device: str = "cpu"):
+    """The model of ``args.model`` with the frame decoder (``--decoder``) and quantization (``--quantize``) asked for."""
+    pipeline = _load_pipeline(args.model, device)
+    pipeline.set_decoder(args.decoder)
+    if getattr(args, "quantize", None):
+        pipeline.quantize(args.quantize)
+    return pipeline
+
+
 def cmd_rollout(args) -> None:
     import torch
 
@@ -82,8 +91,7 @@ def cmd_rollout(args) -> None:
     from worldsim.evaluation.report import side_by_side
     from worldsim.utils.video import write_video
 
-    pipeline = _load_pipeline(args.model)
-    pipeline.set_decoder(args.decoder)
+    pipeline = _inference_pipeline(args)
     generator = torch.Generator().manual_seed(args.seed)
     real = None
     if args.dataset:
@@ -136,8 +144,7 @@ def cmd_evaluate(args) -> None:
     from worldsim.evaluation.report import markdown_table, plot_per_step, side_by_side
     from worldsim.utils.video import write_video
 
-    pipeline = _load_pipeline(args.model)
-    pipeline.set_decoder(args.decoder)
+    pipeline = _inference_pipeline(args)
     dataset = LeRobotDataset(args.dataset)
     started = time.perf_counter()
     report, imagined, windows = evaluate_fidelity(
@@ -263,8 +270,7 @@ def cmd_rank(args) -> None:
 
     state = _process_state()
     device = str(state.device) if args.device == "auto" else args.device
-    pipeline = _load_pipeline(args.model, device)
-    pipeline.set_decoder(args.decoder)
+    pipeline = _inference_pipeline(args, device)
     sharding = {"process_index": state.process_index, "num_processes": state.num_processes, "gather": gather_object} \
         if state.num_processes > 1 else {}
     report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
@@ -292,8 +298,7 @@ def cmd_steer_eval(args) -> None:
         from worldsim.evaluation.pusht_zoo import CentroidPusher
 
         follow = CentroidPusher()  # the base policy's noise-free mode, acting on the imagined frames
-    pipeline = _load_pipeline(args.model, args.device)
-    pipeline.set_decoder(args.decoder)
+    pipeline = _inference_pipeline(args, args.device)
     predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,
@@ -429,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
         p.add_argument("--decoder", choices=["full", "light"], default="full",
                        help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+        p.add_argument("--quantize", choices=["int8"], default=None,
+                       help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
@@ -549,6 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
     p.add_argument("--decoder", choices=["full", "light"], default="full",
                    help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
     p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
                    "model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
@@ -580,6 +589,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sigma spacing of the denoising steps (default: the model's)")
     p.add_argument("--decoder", choices=["full", "light"], default="full",
                    help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+    p.add_argument("--quantize", choices=["int8"], default=None,
+                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
     p.add_argument("--seed", type=int, default=0, help="first env seed (states seed .. seed + num-states - 1; runs of "
                    "other states merge with steer-report) and seed of the imagination noise")
     p.add_argument("--device", default="cpu", help="where the world model runs (the real envs run on the CPU)")

@@ -257,6 +257,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                                         [results[n]["real_values"] for n in results], seed=seed)
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": pipeline.decoder_name,
+                "quantization": pipeline.quantization,
                 "sampler": sampler,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}

@@ -160,6 +160,8 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                             "timestep_spacing": predictor.timestep_spacing},
                 "decoder": predictor.pipeline.decoder_name,
                 "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+    if predictor.pipeline.quantization:  # only then, so the settings of earlier runs still match on --resume
+        settings["quantization"] = predictor.pipeline.quantization
     saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
     size = predictor.pipeline.image_size
     env, probe = make_recording_env(PUSHT_ENV), make_recording_env(PUSHT_ENV) if oracle_follow > 0 else None
@@ -319,10 +321,23 @@ def _weights_sha256(pipeline) -> str:
     for module in (pipeline.transformer, pipeline.heads, pipeline.autoencoder, pipeline.decoder):
         if module is None:
             continue
-        for name, tensor in module.state_dict().items():
+        for name, value in module.state_dict().items():
             digest.update(name.encode())
-            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+            _hash_value(digest, value)
     return digest.hexdigest()
+
+
+def _hash_value(digest, value) -> None:
+    """Feeds a state-dict entry into ``digest``: a tensor's bytes (a quantized one's dequantized values), the parts of
+    a tuple (a quantized layer's packed weight and bias), or the text of anything else (a dtype)."""
+    if isinstance(value, torch.Tensor):
+        tensor = value.dequantize() if value.is_quantized else value
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, (tuple, list)):
+        for part in value:
+            _hash_value(digest, part)
+    else:
+        digest.update(repr(value).encode())
 
 
 def _add_intervals(results: dict) -> None:
