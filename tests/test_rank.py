@@ -108,3 +108,47 @@ def test_rank_refuses_a_model_without_heads(tiny_pipeline_path):
     with pytest.raises(RuntimeError, match="train-heads"):
         rank_policies(pipeline, {"a": StandStill(), "b": RandomTargets()}, num_states=2, horizon=2, num_context=2,
                       real=False, progress=False)
+
+
+def _synthetic_report(seed: int, real: np.ndarray, imagined: np.ndarray, **settings) -> dict:
+    policies = {}
+    for index, name in enumerate(("a", "b", "c")):
+        policies[name] = {"real": {"mean": float(real[index].mean())}, "real_values": real[index].tolist(),
+                          "real_success": {"mean": 0.0, "low": 0.0, "high": 0.0},
+                          "imagined": {"mean": float(imagined[index].mean())},
+                          "imagined_values": imagined[index].tolist(),
+                          "imagined_per_sample": [float(imagined[index].mean())], "imagined_sample_std": 0.0}
+    return {"policies": policies, "agreement": {"spearman": 1.0},
+            "settings": {"seed": seed, "num_states": real.shape[1], "horizon": 64, "decoder": "light",
+                         "seconds": 1.0, "date": "2026-11-23", **settings}}
+
+
+def test_rank_reports_of_disjoint_states_pool_into_one_ranking(tmp_path):
+    from worldsim.evaluation.rank import merge_rank_reports
+    from worldsim.evaluation.ranking_metrics import ranking_agreement
+
+    rng = np.random.default_rng(0)
+    real = np.linspace(0, 1, 3)[:, None] + rng.normal(0, 0.3, (3, 10))
+    imagined = real[[1, 0, 2]] + rng.normal(0, 0.1, (3, 10))
+    first, second = _synthetic_report(0, real[:, :4], imagined[:, :4]), _synthetic_report(4, real[:, 4:], imagined[:, 4:])
+    merged = merge_rank_reports([first, second])
+    assert merged["settings"]["num_states"] == 10 and merged["settings"]["seed"] == 0
+    np.testing.assert_allclose(merged["policies"]["b"]["real_values"], real[1])
+    expected = ranking_agreement(imagined.mean(1), real.mean(1))
+    assert merged["agreement"] == pytest.approx(expected)
+    assert merged["real_split_agreement"] == pytest.approx(ranking_agreement(real[:, :4].mean(1), real[:, 4:].mean(1)))
+    assert merged["policies"]["a"]["imagined_per_sample"] == pytest.approx([imagined[0].mean()])
+    assert "low" not in merged["policies"]["a"]["real_success"]  # no per-state success to recompute it from
+    assert "Spearman" in rank_table(merged)
+    with pytest.raises(ValueError, match="overlap"):
+        merge_rank_reports([first, _synthetic_report(3, real[:, 4:], imagined[:, 4:])])
+    with pytest.raises(ValueError, match="horizon=32"):
+        merge_rank_reports([first, _synthetic_report(4, real[:, 4:], imagined[:, 4:], horizon=32)])
+    with pytest.raises(ValueError, match="at least two"):
+        merge_rank_reports([first])
+    # the CLI reads the JSON files `worldsim rank --json` writes
+    paths = [tmp_path / "0.json", tmp_path / "4.json"]
+    for path, report in zip(paths, (first, second)):
+        path.write_text(json.dumps(report))
+    assert main(["rank-report", *map(str, paths), "--json", str(tmp_path / "merged.json")]) == 0
+    assert json.loads((tmp_path / "merged.json").read_text())["settings"]["num_states"] == 10

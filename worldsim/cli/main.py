@@ -78,7 +78,7 @@ def _inference_pipeline(args, device: str = "cpu"):
     """The model of ``args.model`` with the frame decoder (``--decoder``) and quantization (``--quantize``) asked for."""
     pipeline = _load_pipeline(args.model, device)
     pipeline.set_decoder(args.decoder)
-    if getattr(args, "quantize", None):
+    if args.quantize:
         pipeline.quantize(args.quantize)
     return pipeline
 
@@ -334,6 +334,23 @@ def cmd_steer_report(args) -> None:
     print(f"wrote {out / 'report.json'}, {written['plot']}")
 
 
+def cmd_rank_report(args) -> None:
+    from worldsim.evaluation.rank import merge_rank_reports, rank_table
+    from worldsim.utils.files import read_json_object
+
+    reports = []
+    for path in args.reports:
+        report = read_json_object(path)
+        if "policies" not in report or "settings" not in report:
+            raise ValueError(f"{path} is not a rank report (the JSON `worldsim rank --json` writes): it has no "
+                             f"'policies' and 'settings'")
+        reports.append(report)
+    report = merge_rank_reports(reports)
+    print(rank_table(report))
+    if args.json:
+        print(f"wrote {write_json(args.json, report)}")
+
+
 def cmd_router_stats(args) -> None:
     from worldsim.data.lerobot import LeRobotDataset
     from worldsim.evaluation.router import router_statistics
@@ -428,14 +445,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=100")
         p.set_defaults(func=func)
 
-    def sampler_args(p):
-        p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
-        p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
-                       help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
+    def inference_args(p):
         p.add_argument("--decoder", choices=["full", "light"], default="full",
                        help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
         p.add_argument("--quantize", choices=["int8"], default=None,
                        help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
+
+    def sampler_args(p):
+        p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
+        p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
+                       help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
+        inference_args(p)
         p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1)")
         p.add_argument("--action-guidance-scale", type=float, default=None,
                        help="classifier-free guidance on the action (1.0: off)")
@@ -554,10 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "sharding under accelerate launch)")
     p.add_argument("--device", default="auto", help="'auto': this process's accelerate device (cpu here)")
     p.add_argument("--no-real", action="store_true", help="imagination only (no real env, no agreement)")
-    p.add_argument("--decoder", choices=["full", "light"], default="full",
-                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
+    inference_args(p)
     p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
                    "model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
@@ -587,10 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps per frame (0: the model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                    help="sigma spacing of the denoising steps (default: the model's)")
-    p.add_argument("--decoder", choices=["full", "light"], default="full",
-                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
+    inference_args(p)
     p.add_argument("--seed", type=int, default=0, help="first env seed (states seed .. seed + num-states - 1; runs of "
                    "other states merge with steer-report) and seed of the imagination noise")
     p.add_argument("--device", default="cpu", help="where the world model runs (the real envs run on the CPU)")
@@ -607,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="outputs/steer-eval-merged", help="folder for the merged report.json and gain.png")
     p.set_defaults(func=cmd_steer_report)
 
+    p = sub.add_parser("rank-report", help="pool `worldsim rank` runs on disjoint initial states into one ranking")
+    p.add_argument("reports", nargs="+", help="JSON files of `worldsim rank --json` (same policies and settings; "
+                                              "disjoint state ranges)")
+    p.add_argument("--json", help="write the pooled report here")
+    p.set_defaults(func=cmd_rank_report)
+
     p = sub.add_parser("router-stats", help="expert load of the mixture of action experts per embodiment")
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", action="append", required=True, help="embodiment=path to a LeRobot dataset (repeat)")
@@ -620,10 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=20.0, help="timing length of each env measurement")
     p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
-    p.add_argument("--decoder", choices=["full", "light"], default="full",
-                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
-    p.add_argument("--quantize", choices=["int8"], default=None,
-                   help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
+    inference_args(p)
     p.add_argument("--latency-steps", type=int, default=200, help="single-env steps timed one by one")
     p.add_argument("--memory-steps", type=int, nargs="*", default=[200, 2000],
                    help="rollout lengths whose peak memory is measured, each in a fresh process")

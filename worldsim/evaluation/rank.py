@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from worldsim.data.frame_cache import resize_frames
 from worldsim.evaluation.policy_adapters import as_policy
-from worldsim.evaluation.ranking_metrics import agreement_intervals, bootstrap_mean_interval, ranking_agreement
+from worldsim.evaluation.ranking_metrics import (AGREEMENT_METRICS, agreement_intervals, bootstrap_mean_interval,
+                                                 ranking_agreement)
 
 PUSHT_ENV = "gym_pusht/PushT-v0"
 
@@ -237,24 +238,11 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             entry["real_values"] = values.tolist()
         imagined_values = [np.concatenate([parts[start]["imagined"][sample] for start in order])
                            for sample in range(samples)]
-        per_sample = [float(values.mean()) for values in imagined_values]
-        pooled = np.mean(imagined_values, axis=0)  # per state, averaged over samples
-        mean, low, high = bootstrap_mean_interval(pooled)
-        spread = float(np.std(per_sample, ddof=1)) if samples > 1 else 0.0
-        # sampling spread widens the interval: half-widths add in quadrature with 1.96 sample standard deviations
-        widen = lambda half: float(np.hypot(half, 1.96 * spread))
-        entry["imagined"] = {"mean": mean, "low": mean - widen(mean - low), "high": mean + widen(high - mean)}
-        entry["imagined_per_sample"] = per_sample
-        entry["imagined_sample_std"] = spread
-        entry["imagined_values"] = pooled.tolist()
+        entry.update(_imagined_entry(np.mean(imagined_values, axis=0),  # per state, averaged over samples
+                                     [float(values.mean()) for values in imagined_values]))
         results[name] = entry
         videos[name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
-    agreement = intervals = None
-    if real:
-        agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
-                                      [results[n]["real"]["mean"] for n in results])
-        intervals = agreement_intervals([results[n]["imagined_values"] for n in results],
-                                        [results[n]["real_values"] for n in results], seed=seed)
+    agreement, intervals = _agreement(results, seed) if real else (None, None)
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": pipeline.decoder_name,
                 "quantization": pipeline.quantization,
@@ -265,6 +253,97 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             "videos": videos}
 
 
+def _imagined_entry(pooled: np.ndarray, per_sample: list[float]) -> dict:
+    """A policy's imagined summary from its per-state values `(S,)` (averaged over samples) and per-sample means.
+
+    The interval is the bootstrap interval over states, widened by the spread across samples: half-widths add in
+    quadrature with 1.96 sample standard deviations.
+    """
+    mean, low, high = bootstrap_mean_interval(pooled)
+    spread = float(np.std(per_sample, ddof=1)) if len(per_sample) > 1 else 0.0
+    widen = lambda half: float(np.hypot(half, 1.96 * spread))
+    return {"imagined": {"mean": mean, "low": mean - widen(mean - low), "high": mean + widen(high - mean)},
+            "imagined_per_sample": list(per_sample), "imagined_sample_std": spread,
+            "imagined_values": np.asarray(pooled).tolist()}
+
+
+def _agreement(results: dict, seed: int) -> tuple[dict, dict]:
+    """Agreement of the policies' imagined and real means, and its bootstrap intervals over the per-state values."""
+    agreement = ranking_agreement([results[n]["imagined"]["mean"] for n in results],
+                                  [results[n]["real"]["mean"] for n in results])
+    intervals = agreement_intervals([results[n]["imagined_values"] for n in results],
+                                    [results[n]["real_values"] for n in results], seed=seed)
+    return agreement, intervals
+
+
+# settings that may differ between runs of one protocol on other initial states
+_RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
+
+
+def merge_rank_reports(reports: list[dict]) -> dict:
+    """Pools ``worldsim rank`` reports of the same policies on disjoint initial states into one ranking.
+
+    A 100-state ranking can be run as states 0-49 (``--seed 0``) and 50-99 (``--seed 50``), on other days or
+    machines. The runs must share every setting but the seed, state count, time, date and process count, and the
+    policies. Per policy the per-state real and imagined values are concatenated and the intervals recomputed
+    (imagined: with each sample's mean weighted by its run's states); across policies the agreement and its
+    bootstrap intervals are recomputed on the pooled states. The real success rate is the state-weighted mean of the
+    runs' rates; its interval is not recomputed (the reports keep no per-state success) and is dropped. With exactly
+    two runs, ``real_split_agreement`` is :func:`~worldsim.evaluation.ranking_metrics.ranking_agreement` between the
+    two runs' real means: how well reality ranks the policies the same on the two sets of states.
+
+    Args:
+        reports: dicts as :func:`rank_policies` returns them or ``worldsim rank --json`` writes them, with real
+            values.
+
+    Returns:
+        A report like :func:`rank_policies`'s (no videos), ``settings["seed"]`` the smallest seed,
+        ``settings["num_states"]`` the total, ``settings["date"]`` the runs' dates, plus ``real_split_agreement``
+        (None unless two runs).
+
+    Raises:
+        ValueError: fewer than two reports; a report without real values; settings or policy names that differ
+            (names the key and both values); state ranges that overlap.
+    """
+    if len(reports) < 2:
+        raise ValueError(f"merging needs at least two reports, got {len(reports)}")
+    first = reports[0]
+    for index, report in enumerate(reports):
+        if report.get("agreement") is None:
+            raise ValueError(f"report {index} has no real values (run without --no-real to merge)")
+        if list(report["policies"]) != list(first["policies"]):
+            raise ValueError(f"report {index} ranks {list(report['policies'])}, report 0 {list(first['policies'])}")
+        for key in set(first["settings"]) | set(report["settings"]):
+            if key not in _RUN_KEYS and report["settings"].get(key) != first["settings"].get(key):
+                raise ValueError(f"report {index} has {key}={report['settings'].get(key)!r}, report 0 "
+                                 f"{first['settings'].get(key)!r}; only {', '.join(_RUN_KEYS)} may differ")
+    spans = sorted((r["settings"]["seed"], r["settings"]["seed"] + r["settings"]["num_states"]) for r in reports)
+    for (start, stop), (next_start, _) in zip(spans, spans[1:]):
+        if next_start < stop:
+            raise ValueError(f"the runs' initial states overlap: {start}-{stop - 1} and from {next_start}")
+    sizes = np.array([r["settings"]["num_states"] for r in reports], dtype=np.float64)
+    results = {}
+    for name in first["policies"]:
+        entries = [r["policies"][name] for r in reports]
+        real_values = np.concatenate([e["real_values"] for e in entries])
+        per_sample = (np.array([e["imagined_per_sample"] for e in entries]) * sizes[:, None]).sum(0) / sizes.sum()
+        results[name] = {
+            "real": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(real_values))),
+            "real_success": {"mean": float(np.dot([e["real_success"]["mean"] for e in entries], sizes) / sizes.sum())},
+            "real_values": real_values.tolist(),
+            **_imagined_entry(np.concatenate([e["imagined_values"] for e in entries]), per_sample.tolist())}
+    seed = min(r["settings"]["seed"] for r in reports)
+    agreement, intervals = _agreement(results, seed)
+    split = None
+    if len(reports) == 2:
+        split = ranking_agreement(*[[r["policies"][n]["real"]["mean"] for n in first["policies"]] for r in reports])
+    settings = {**first["settings"], "seed": seed, "num_states": int(sizes.sum()),
+                "seconds": sum(r["settings"]["seconds"] for r in reports),
+                "date": sorted({str(r["settings"]["date"]) for r in reports})}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
+            "real_split_agreement": split}
+
+
 def rank_table(report: dict) -> str:
     """A markdown table of a :func:`rank_policies` report, best real value first, with the agreement below."""
     policies = report["policies"]
@@ -273,7 +352,7 @@ def rank_table(report: dict) -> str:
     header = "| policy | imagined value [95% CI] | sample std |"
     header += " real value [95% CI] | real success [95% CI] |" if has_real else ""
     lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    fmt = lambda d: f"{d['mean']:.3f} [{d['low']:.3f}, {d['high']:.3f}]"
+    fmt = lambda d: f"{d['mean']:.3f}" + (f" [{d['low']:.3f}, {d['high']:.3f}]" if "low" in d else "")
     for name in order:
         entry = policies[name]
         row = f"| {name} | {fmt(entry['imagined'])} | {entry['imagined_sample_std']:.3f} |"
@@ -282,15 +361,22 @@ def rank_table(report: dict) -> str:
         lines.append(row)
     if has_real:
         lines += ["", agreement_line(report)]
+    split = report.get("real_split_agreement")
+    if split:
+        lines.append("The real env against itself (real means of the two runs' states): " + ", ".join(
+            f"{_METRIC_LABELS[name]} {split[name]:.3f}" for name in AGREEMENT_METRICS))
     return "\n".join(lines)
+
+
+_METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "kendall": "Kendall", "mmrv": "MMRV"}
 
 
 def agreement_line(report: dict) -> str:
     """One sentence with the agreement of a :func:`rank_policies` report and, when present, its 95% intervals."""
     a, intervals = report["agreement"], report.get("agreement_intervals")
     parts = []
-    for name, label in (("pearson", "Pearson"), ("spearman", "Spearman"), ("kendall", "Kendall"), ("mmrv", "MMRV")):
-        text = f"{label} {a[name]:.3f}"
+    for name in AGREEMENT_METRICS:
+        text = f"{_METRIC_LABELS[name]} {a[name]:.3f}"
         if intervals:
             text += f" [{intervals[name]['low']:.3f}, {intervals[name]['high']:.3f}]"
         parts.append(text)

@@ -15,6 +15,7 @@ caller's dtype, so they sit inside the pipeline's bf16 autocast unchanged.
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import torch
@@ -38,8 +39,7 @@ class DynamicInt8Linear(nn.Module):
         from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
         from torch.ao.quantization import default_dynamic_qconfig
 
-        float_linear = nn.Linear(linear.in_features, linear.out_features, bias=linear.bias is not None)
-        float_linear.load_state_dict({key: value.detach().float() for key, value in linear.state_dict().items()})
+        float_linear = copy.deepcopy(linear).float()
         float_linear.qconfig = default_dynamic_qconfig
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao on every use
             warnings.simplefilter("ignore")
