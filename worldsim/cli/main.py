@@ -315,17 +315,22 @@ def cmd_steer_eval(args) -> None:
     print(f"wrote {out / 'report.json'}, {written['plot']}" + (f", {written['video']}" if written["video"] else ""))
 
 
-def cmd_steer_report(args) -> None:
-    from worldsim.steering.evaluate import merge_steer_reports, steer_table, write_steer_report
+def _read_reports(paths: list[str], key: str, what: str) -> list[dict]:
+    """The JSON objects at ``paths``; raises ValueError naming a file that lacks ``key`` or ``settings``."""
     from worldsim.utils.files import read_json_object
 
-    reports = []
-    for path in args.reports:
-        report = read_json_object(path)
-        if "results" not in report or "settings" not in report:
-            raise ValueError(f"{path} is not a steer-eval report (the report.json `worldsim steer-eval` writes): it "
-                             f"has no 'results' and 'settings'")
-        reports.append(report)
+    reports = [read_json_object(path) for path in paths]
+    for path, report in zip(paths, reports):
+        if key not in report or "settings" not in report:
+            raise ValueError(f"{path} is not {what}: it has no {key!r} and 'settings'")
+    return reports
+
+
+def cmd_steer_report(args) -> None:
+    from worldsim.steering.evaluate import merge_steer_reports, steer_table, write_steer_report
+
+    reports = _read_reports(args.reports, "results", "a steer-eval report (the report.json `worldsim steer-eval` "
+                                                     "writes)")
     report = merge_steer_reports(reports) if len(reports) > 1 else reports[0]
     print(steer_table(report))
     out = Path(args.out)
@@ -336,15 +341,8 @@ def cmd_steer_report(args) -> None:
 
 def cmd_rank_report(args) -> None:
     from worldsim.evaluation.rank import merge_rank_reports, rank_table
-    from worldsim.utils.files import read_json_object
 
-    reports = []
-    for path in args.reports:
-        report = read_json_object(path)
-        if "policies" not in report or "settings" not in report:
-            raise ValueError(f"{path} is not a rank report (the JSON `worldsim rank --json` writes): it has no "
-                             f"'policies' and 'settings'")
-        reports.append(report)
+    reports = _read_reports(args.reports, "policies", "a rank report (the JSON `worldsim rank --json` writes)")
     report = merge_rank_reports(reports)
     print(rank_table(report))
     if args.json:
