@@ -8,7 +8,7 @@ import pytest
 from worldsim.constants import ACTION, OBS_ENV_STATE
 from worldsim.data.clips import ActionNormalizer, ClipDataset, clip_starts
 from worldsim.data.frame_cache import load_frame_cache
-from worldsim.data.lerobot import DatasetError, Episode, LeRobotDataset, LeRobotDatasetWriter
+from worldsim.data.lerobot import DatasetError, Episode, LeRobotDataset, LeRobotDatasetWriter, RunningStats
 
 
 def synthetic_episode(length: int, offset: int, size: int = 32) -> Episode:
@@ -50,6 +50,47 @@ def test_round_trip_through_lerobot_layout(tmp_path):
         offset += length
     tasks = pq.read_table(root / "meta/tasks.parquet").to_pylist()
     assert tasks == [{"task": "synthetic", "task_index": 0}]
+
+
+def test_writer_stats_equal_numpy_over_every_episode(tmp_path):
+    # the writer merges per-episode moments (so a long recording stays linear); the result must equal numpy's
+    # statistics over all frames, and the image statistics over the frames it samples (every length // 8-th)
+    lengths = (12, 9, 15, 40)
+    root = write_synthetic(tmp_path / "ds", lengths)
+    stats = json.loads((root / "meta/stats.json").read_text())
+    episodes, offset = [], 0
+    for length in lengths:
+        episodes.append(synthetic_episode(length, offset))
+        offset += length
+    action = np.concatenate([e.action for e in episodes]).astype(np.float64)
+    reward = np.concatenate([e.reward for e in episodes]).astype(np.float64)
+    for key, values in ((ACTION, action), ("next.reward", reward[:, None])):
+        np.testing.assert_allclose(stats[key]["mean"], values.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(stats[key]["std"], values.std(0), rtol=1e-9)
+        np.testing.assert_array_equal(stats[key]["min"], values.min(0))
+        np.testing.assert_array_equal(stats[key]["max"], values.max(0))
+        assert stats[key]["count"] == [len(values)]
+    pixels = np.concatenate([e.frames[:: max(1, len(e.frames) // 8)] for e in episodes]).reshape(-1, 3) / 255.0
+    image = stats["observation.image"]
+    np.testing.assert_allclose(np.ravel(image["mean"]), pixels.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(np.ravel(image["std"]), pixels.std(0), rtol=1e-8, atol=1e-12)
+    assert image["count"] == [len(pixels)]
+
+
+def test_running_stats_merge_and_refusals():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(300.0, 5.0, size=(1000, 3))  # a large mean: the naive sum-of-squares formula loses digits here
+    moments = RunningStats()
+    for part in np.array_split(rows, [1, 7, 500, 999]):
+        moments.update(part)
+    merged = moments.as_dict()
+    np.testing.assert_allclose(merged["std"], rows.std(0), rtol=1e-10)
+    np.testing.assert_allclose(merged["mean"], rows.mean(0), rtol=1e-13)
+    with pytest.raises(ValueError, match="width 2 differ"):
+        moments.update(rows[:4, :2])
+    assert moments.as_dict() == merged  # the refused rows left the statistics unchanged
+    with pytest.raises(ValueError, match="no rows"):
+        RunningStats().as_dict()
 
 
 def test_writer_leaves_nothing_when_aborted_before_the_first_episode(tmp_path):

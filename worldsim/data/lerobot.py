@@ -128,6 +128,58 @@ def _stats(values: np.ndarray) -> dict:
     }
 
 
+class RunningStats:
+    """LeRobot's per-feature statistics (min, max, mean, std, count) of rows that arrive in batches.
+
+    Batches are merged with the pairwise update of Chan, Golub and LeVeque (1979) in float64, so adding an episode
+    costs time in its own length, not in the dataset's: a writer that commits after every episode stays linear in
+    the recording. The result equals :func:`_stats` over all rows to float64 rounding.
+    """
+
+    def __init__(self):
+        self.count = 0
+        self.mean = self.m2 = self.min = self.max = None
+
+    def update(self, values: np.ndarray) -> None:
+        """Adds rows.
+
+        Args:
+            values: `(N,)` or `(N, D)` numbers (any real dtype); a `(N,)` array is one feature.
+
+        Raises:
+            ValueError: the feature width differs from the rows added before.
+        """
+        values = np.asarray(values, np.float64)
+        values = values.reshape(len(values), -1)
+        if len(values) == 0:
+            return
+        if self.mean is not None and values.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"rows of width {values.shape[1]} differ from the earlier rows' {self.mean.shape[0]}")
+        count, mean = len(values), values.mean(0)
+        m2 = ((values - mean) ** 2).sum(0)
+        if self.count == 0:
+            self.count, self.mean, self.m2 = count, mean, m2
+            self.min, self.max = values.min(0), values.max(0)
+            return
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (count / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * count / total)
+        self.min, self.max = np.minimum(self.min, values.min(0)), np.maximum(self.max, values.max(0))
+        self.count = total
+
+    def as_dict(self) -> dict:
+        """``{"min", "max", "mean", "std": lists of D floats, "count": [N]}`` (population std, as numpy's).
+
+        Raises:
+            ValueError: no rows were added.
+        """
+        if self.count == 0:
+            raise ValueError("no rows were added")
+        return {"min": self.min.tolist(), "max": self.max.tolist(), "mean": self.mean.tolist(),
+                "std": np.sqrt(self.m2 / self.count).tolist(), "count": [int(self.count)]}
+
+
 class LeRobotDatasetWriter:
     """Writes episodes into a new LeRobot v3.0 dataset folder, committing each episode as it is added.
 
@@ -171,10 +223,10 @@ class LeRobotDatasetWriter:
         self.fps, self.robot_type, self.env_id, self.action_space = fps, robot_type, env_id, action_space
         self.video_key = video_key
         self.pix_fmt = VIDEO_PIX_FMT
-        self._columns: dict[str, list] = {}
+        self._columns: dict[str, list] = {}  # the first episode's columns (their names and widths)
+        self._stats: dict[str, RunningStats] = {}  # per statistics key, over every committed episode
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
-        self._image_sample: list[np.ndarray] = []
         self._frame_shape: tuple | None = None
         self._action_dim: int | None = None
         self.total_frames = 0
@@ -230,6 +282,10 @@ class LeRobotDatasetWriter:
         columns = self._columns_of(episode, episode_index, task_index)
         if self._episodes and set(columns) != set(self._columns):
             raise ValueError(f"episode fields {sorted(columns)} differ from earlier episodes' {sorted(self._columns)}")
+        for key in (OBS_STATE, OBS_ENV_STATE):
+            if self._episodes and key in columns and len(columns[key][0]) != len(self._columns[key][0]):
+                raise ValueError(f"{key} width {len(columns[key][0])} differs from the dataset's "
+                                 f"{len(self._columns[key][0])}")
 
         # 1. this episode's own files, under temporary names, then renamed (not referenced until committed)
         length, start = len(episode.frames), self.total_frames
@@ -251,9 +307,14 @@ class LeRobotDatasetWriter:
         # 2. commit: the metadata of every episode so far, info.json last
         self._frame_shape, self._action_dim = frame_shape, action_dim
         self._tasks.setdefault(episode.task, task_index)
-        for key, values in columns.items():
-            self._columns.setdefault(key, []).extend(values)
-        self._image_sample.append(episode.frames[:: max(1, length // 8)])
+        if not self._columns:
+            self._columns = columns
+        for key in (ACTION, REWARD, OBS_STATE, OBS_ENV_STATE):
+            if key in columns:
+                self._stats.setdefault(key, RunningStats()).update(np.asarray(columns[key], np.float64))
+        # the image statistics sample about 8 frames per episode
+        pixels = episode.frames[:: max(1, length // 8)].reshape(-1, 3) / 255.0
+        self._stats.setdefault(self.video_key, RunningStats()).update(pixels)
         self._episodes.append({
             EPISODE_INDEX: episode_index,
             "tasks": [episode.task],
@@ -309,14 +370,13 @@ class LeRobotDatasetWriter:
             "next.terminated": _feature("bool", (1,)),
             "next.truncated": _feature("bool", (1,)),
         }
-        stats = frame_stats(self._columns)
+        stats = {key: moments.as_dict() for key, moments in self._stats.items() if key != self.video_key}
         for key in (OBS_STATE, OBS_ENV_STATE):
             if key in self._columns:
                 features[key] = _feature("float32", (len(self._columns[key][0]),))
         if SUCCESS in self._columns:
             features[SUCCESS] = _feature("bool", (1,))
-        pixels = np.concatenate(self._image_sample).reshape(-1, 3) / 255.0
-        image_stats = _stats(pixels)
+        image_stats = self._stats[self.video_key].as_dict()
         stats[self.video_key] = {k: [[[v]] for v in values] if k != "count" else values
                                  for k, values in image_stats.items()}
         info = {
