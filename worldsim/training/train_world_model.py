@@ -42,6 +42,7 @@ from worldsim.models.autoencoders import encode_frames
 from worldsim.data.spaces import continuous_mask
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.registry import file_digest
 from worldsim.training.config import RunConfig, config_to_yaml
 from worldsim.training.state import load_optimizer, rng_state, save_optimizer, set_rng_state
 from worldsim.training.train_autoencoder import split_episodes
@@ -135,6 +136,39 @@ class Source:
     def metadata(self) -> dict:
         return {"env_id": self.dataset.env_id, "fps": self.dataset.fps, "action_space": self.action_space,
                 "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape)}
+
+
+def carried_components(source: Path | None, autoencoder_path: Path, embodiments: list[str]) -> tuple:
+    """The outcome heads and light decoder of the pipeline a fine-tune starts from, when they stay valid.
+
+    Both read the autoencoder's latents (not the transformer's state), so a transformer fine-tuned on the same
+    autoencoder keeps them: ``worldsim train`` with ``train.init_from`` a shipped pipeline writes checkpoints that
+    still have ``heads/`` and ``decoder/``, and need no ``worldsim train-heads`` / ``train-decoder`` rerun.
+
+    Args:
+        source: ``train.init_from`` (a pipeline folder, a transformer folder or None).
+        autoencoder_path: this run's autoencoder folder (``train.autoencoder``).
+        embodiments: this run's embodiment names (the heads were trained on the source's).
+
+    Returns:
+        ``(heads, decoder)``: each the source pipeline's module, or None where the source is not a pipeline folder,
+        has no such part, its autoencoder's weights differ from this run's (SHA-256 of the safetensors file), or
+        its embodiments differ from this run's.
+
+    Raises:
+        ValueError / FileNotFoundError: the source pipeline folder fails to load
+            (:meth:`WorldModelPipeline.from_pretrained`).
+    """
+    if source is None or not (source / "worldsim.json").is_file():
+        return None, None
+    weights = "diffusion_pytorch_model.safetensors"
+    ours, theirs = autoencoder_path / weights, source / "autoencoder" / weights
+    if not theirs.is_file() or file_digest(theirs) != file_digest(ours):
+        return None, None
+    pipeline = WorldModelPipeline.from_pretrained(source)
+    if sorted(pipeline.embodiments) != sorted(embodiments):
+        return None, None
+    return pipeline.heads, pipeline.decoder
 
 
 def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str]:
@@ -368,6 +402,12 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         fresh = load_initial_weights(model, Path(train_config.init_from))
         accelerator.print(f"initialised from {train_config.init_from}; fresh tensors: {len(fresh)}"
                           + (f" ({', '.join(sorted({name.split('.')[0] for name in fresh}))})" if fresh else ""))
+    heads, light_decoder = carried_components(Path(train_config.init_from) if train_config.init_from else None,
+                                              autoencoder_path, names)
+    if heads is not None or light_decoder is not None:
+        accelerator.print("keeping the outcome heads and light decoder of " + str(train_config.init_from)
+                          + f" (same autoencoder): heads {'yes' if heads is not None else 'no'}, "
+                          f"decoder {'yes' if light_decoder is not None else 'no'}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
@@ -404,7 +444,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         "num_inference_steps": config.rollout.num_inference_steps,
         "context_noise": config.rollout.context_noise,
         "action_guidance_scale": config.rollout.action_guidance_scale,
-        "outcome_heads": False,
+        "outcome_heads": heads is not None,
     }
     if multi:
         metadata["embodiments"] = {source.name: source.metadata() for source in sources}
@@ -423,7 +463,8 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema_model = WorldModelTransformer.from_config(unwrapped.config)
         ema.copy_to(ema_model.parameters())
-        pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames)
+        pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames,
+                                      heads=heads, decoder=light_decoder)
         name = "final" if final else f"checkpoint-{at_step}"
         target = output_dir / name
         tmp = output_dir / f".{name}.partial"
