@@ -103,6 +103,7 @@ def test_sampler_sweep_reads_a_model_per_sampler():
     assert sweep.parse_sampler("1:trailing:light@runs/pusht-1step") == (1, "trailing", "light", "runs/pusht-1step",
                                                                         None)
     assert sweep.parse_sampler("2:trailing:light:int8") == (2, "trailing", "light", None, "int8")
+    assert sweep.parse_sampler("2:trailing:light:int8+decoder") == (2, "trailing", "light", None, "int8+decoder")
     with pytest.raises(ValueError, match="got '2:trailing:light:fp4'"):
         sweep.parse_sampler("2:trailing:light:fp4")
     with pytest.raises(ValueError, match="got '0:trailing@x'"):

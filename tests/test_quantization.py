@@ -1,12 +1,15 @@
-"""Int8 dynamic quantization of the transformer blocks: close to the float model, refused where it cannot work."""
+"""Int8 quantization (the transformer blocks dynamic, the light decoder static): close to the float model, refused
+where it cannot work."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from tests.conftest import make_tiny_pipeline
-from worldsim.models.quantization import DynamicInt8Linear, quantize_transformer_
+from tests.conftest import make_tiny_pipeline, randomize
+from worldsim.models.autoencoders import LightDecoder, decode_latents, encode_frames
+from worldsim.models.quantization import (DynamicInt8Linear, StaticInt8Decoder, quantize_decoder_,
+                                         quantize_transformer_)
 
 
 def test_int8_linear_is_close_to_the_float_layer_and_keeps_the_dtype():
@@ -61,3 +64,51 @@ def test_quantization_is_refused_where_it_cannot_work(tmp_path):
         other.transformer.cuda()
         with pytest.raises(ValueError, match="CPU only"):
             quantize_transformer_(other.transformer)
+
+
+def pipeline_with_light_decoder(start_frames: bool = True):
+    pipeline = make_tiny_pipeline(start_frames)
+    pipeline.decoder = randomize(LightDecoder(latent_channels=4, block_out_channels=8, num_blocks=(1, 1, 0)), seed=3)
+    pipeline.set_decoder("light")
+    return pipeline
+
+
+def test_int8_decoder_decodes_close_to_the_float_one():
+    pipeline, quantized = pipeline_with_light_decoder(), pipeline_with_light_decoder()
+    quantized.quantize("int8+decoder")
+    assert quantized.quantization == "int8+decoder" and isinstance(quantized.decoder.decoder, StaticInt8Decoder)
+    assert any(isinstance(m, DynamicInt8Linear) for m in quantized.transformer.blocks.modules())
+    frames = torch.as_tensor(pipeline.start_frames["frames"]).reshape(-1, 16, 16, 3)
+    latents = encode_frames(pipeline.autoencoder, frames)
+    with torch.no_grad():
+        reference, pixels = pipeline.decoder(latents), quantized.decoder(latents)
+        assert quantized.decoder(latents.bfloat16()).dtype == torch.bfloat16
+    assert 0 < ((pixels - reference).norm() / reference.norm()).item() < 0.05
+    decoded = decode_latents(quantized.decoder, latents)  # the frame path works without float parameters
+    assert decoded.dtype == torch.uint8 and decoded.shape == frames.shape
+    assert np.abs(decoded.numpy().astype(int) - decode_latents(pipeline.decoder, latents).numpy()).mean() < 3.0
+    rng = np.random.default_rng(2)
+    rollout = quantized.rollout(rng.integers(0, 255, (2, 3, 16, 16, 3), dtype=np.uint8),
+                                rng.uniform(0, 512, (2, 2, 2)).astype(np.float32),
+                                rng.uniform(0, 512, (2, 3, 2)).astype(np.float32))
+    assert rollout.shape == (2, 3, 16, 16, 3) and rollout.dtype == np.uint8
+
+
+def test_int8_decoder_is_refused_where_it_cannot_work():
+    pipeline = pipeline_with_light_decoder()
+    pipeline.set_decoder("full")
+    with pytest.raises(ValueError, match="set_decoder"):
+        pipeline.quantize("int8+decoder")
+    assert pipeline.quantization is None  # nothing changed: the transformer is still float
+    assert not any(isinstance(m, DynamicInt8Linear) for m in pipeline.transformer.modules())
+    without_start = pipeline_with_light_decoder(start_frames=False)
+    with pytest.raises(ValueError, match="start frames"):
+        without_start.quantize("int8+decoder")
+    assert without_start.quantization is None
+    with pytest.raises(ValueError, match="light decoder"):
+        quantize_decoder_(pipeline.autoencoder, torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"\(N >= 1, 4, h, w\)"):
+        quantize_decoder_(pipeline.decoder, torch.zeros(2, 3, 4, 4))
+    quantize_decoder_(pipeline.decoder, torch.randn(2, 4, 4, 4))
+    with pytest.raises(RuntimeError, match="already quantized"):
+        quantize_decoder_(pipeline.decoder, torch.randn(2, 4, 4, 4))

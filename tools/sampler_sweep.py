@@ -23,6 +23,7 @@ import time
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.fidelity import evaluate_fidelity
 from worldsim.utils.files import write_json
+from worldsim.models.quantization import QUANTIZATION_MODES
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -31,7 +32,7 @@ def parse_sampler(text: str) -> tuple[int, str, str, str | None, str | None]:
     ``(2, "trailing", "light", "runs/x", "int8")`` (model None: the ``--model``; quantization None: bf16).
 
     Raises:
-        ValueError: not ``<positive int>:<linspace|trailing>[:<full|light>[:int8]][@<model folder>]``.
+        ValueError: not ``<positive int>:<linspace|trailing>[:<full|light>[:int8|int8+decoder]][@<model folder>]``.
     """
     sampler, _, model = text.partition("@")
     steps, _, rest = sampler.partition(":")
@@ -39,9 +40,9 @@ def parse_sampler(text: str) -> tuple[int, str, str, str | None, str | None]:
     decoder, _, quantize = rest.partition(":")
     decoder = decoder or "full"
     if not steps.isdigit() or int(steps) < 1 or spacing not in ("linspace", "trailing") \
-            or decoder not in ("full", "light") or quantize not in ("", "int8"):
-        raise ValueError(f"sampler must look like 3:trailing, 10:linspace, 2:trailing:light, 2:trailing:light:int8 "
-                         f"or 1:trailing:light@<model folder>, got {text!r}")
+            or decoder not in ("full", "light") or quantize not in ("", *QUANTIZATION_MODES):
+        raise ValueError(f"sampler must look like 3:trailing, 10:linspace, 2:trailing:light, 2:trailing:light:int8, "
+                         f"2:trailing:light:int8+decoder or 1:trailing:light@<model folder>, got {text!r}")
     return int(steps), spacing, decoder, model or None, quantize or None
 
 
@@ -68,6 +69,7 @@ def main(argv=None) -> dict:
         if (model, quantize) not in pipelines:
             pipelines[model, quantize] = WorldModelPipeline.from_pretrained(model)
             if quantize:
+                pipelines[model, quantize].set_decoder(decoder)  # int8+decoder quantizes the decoder in use
                 pipelines[model, quantize].quantize(quantize)
         pipeline = pipelines[model, quantize]
         name = f"{steps}:{spacing}:{decoder}" + (f":{quantize}" if quantize else "")

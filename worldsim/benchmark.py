@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldsim.models.quantization import QUANTIZATION_LABELS
+
 MARKDOWN_BEGIN = "<!-- worldsim bench: begin (written by `worldsim bench --markdown`) -->"
 MARKDOWN_END = "<!-- worldsim bench: end -->"
 
@@ -387,6 +389,7 @@ def rollout_memory_child(model: str, steps: int, settings: dict, device: str, se
         from worldsim.pipelines.world_model import WorldModelPipeline
 
         model = WorldModelPipeline.from_pretrained(model, device)
+        model.set_decoder(settings.get("decoder"))  # int8+decoder quantizes the decoder in use
         model.quantize(settings["quantize"])
     env = gym.make("worldsim/WorldModel-v0", model=model, device=device, **_env_kwargs(settings))
     env.reset(seed=seed)
@@ -435,9 +438,10 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         num_inference_steps, timestep_spacing: the sampler (default: 3 trailing Euler steps, see
             docs/benchmarks.md for its fidelity); None takes the model's default.
         decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder).
-        quantize: None (default: bf16 autocast) or ``"int8"``: the transformer's block linear layers run as
-            dynamic int8 (:meth:`~worldsim.pipelines.WorldModelPipeline.quantize`; CPU only). ``FlopCounterMode``
-            does not see the quantized matmuls, so the achieved FLOP/s are then taken from the config's count, over
+        quantize: None (default: bf16 autocast), ``"int8"`` (the transformer's block linear layers run as dynamic
+            int8) or ``"int8+decoder"`` (those, and the light decoder in static int8); see
+            :meth:`~worldsim.pipelines.WorldModelPipeline.quantize` (CPU only). ``FlopCounterMode`` does not see
+            quantized matmuls and convolutions, so the achieved FLOP/s are then taken from the config's count, over
             the same bf16 peak. Training is measured in float either way.
         latency_steps: single-env steps timed one by one for the latency percentiles.
         memory_steps: rollout lengths whose peak memory is measured (each in a fresh process); empty: skip.
@@ -465,6 +469,8 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     settings = pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # refuses bad settings now
     settings["decoder"] = decoder or "full"
     pipeline.set_decoder(settings["decoder"])
+    # counted from the float modules: FlopCounterMode sees neither quantized matmuls nor quantized convolutions
+    config_flops = config_flops_per_frame(pipeline, settings["num_inference_steps"], num_envs[-1])
     if quantize:
         pipeline.quantize(quantize)
         settings["quantize"] = quantize
@@ -494,7 +500,6 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         progress(f"vector env, {n} envs: {entry['steps_per_second']:.1f} steps/s ({entry['ratio_to_real']:.2f}x real)")
     report["single_env"]["ratio_to_real"] = single["steps_per_second"] / real
     largest = report["vector_env"][str(num_envs[-1])]
-    config_flops = config_flops_per_frame(pipeline, settings["num_inference_steps"], num_envs[-1])
     if quantize:  # the FLOP counter does not see quantized matmuls: take the config's count
         largest["achieved_flops_per_second"] = config_flops["total"] * largest["steps_per_second"]
         largest["fraction_of_peak"] = largest["achieved_flops_per_second"] / peak
@@ -534,7 +539,7 @@ def markdown_report(report: dict, command: str | None = None) -> str:
              f"Model `{report['model']}` (outcome heads: {'on' if report['outcome_heads'] else 'none'}), sampler: "
              f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache; "
              f"decoder: {sampler.get('decoder', 'full')}"
-             + (f"; transformer blocks quantized to {sampler['quantize']} (dynamic)" if sampler.get("quantize") else "")
+             + (f"; quantized: {QUANTIZATION_LABELS[sampler['quantize']]}" if sampler.get("quantize") else "")
              + ".", ""]
     if command:
         lines += ["```bash", command, "```", ""]

@@ -446,8 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
     def inference_args(p):
         p.add_argument("--decoder", choices=["full", "light"], default="full",
                        help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
-        p.add_argument("--quantize", choices=["int8"], default=None,
-                       help="run the transformer blocks' linear layers in dynamic int8 (CPU; default: bf16 autocast)")
+        p.add_argument("--quantize", choices=["int8", "int8+decoder"], default=None,
+                       help="int8: the transformer blocks' linear layers in dynamic int8; int8+decoder: also the light "
+                            "decoder in static int8 (with --decoder light). CPU; default: bf16 autocast")
 
     def sampler_args(p):
         p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")

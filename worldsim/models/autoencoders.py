@@ -147,7 +147,8 @@ def decode_latents(decoder: AutoencoderKL | LightDecoder, latents: torch.Tensor,
     """
     lead = latents.shape[:-3]
     flat = latents.reshape(-1, *latents.shape[-3:])
-    dtype = next(decoder.parameters()).dtype
+    parameter = next(decoder.parameters(), None)  # a statically quantized light decoder has none left
+    dtype = torch.float32 if parameter is None else parameter.dtype
     outputs = []
     for chunk in flat.split(batch_size):
         if isinstance(decoder, LightDecoder):

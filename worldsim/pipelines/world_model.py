@@ -339,19 +339,42 @@ class WorldModelPipeline:
             raise ValueError(f"decoder must be 'full' or 'light', got {name!r}")
 
     def quantize(self, mode: str = "int8") -> None:
-        """Quantizes the transformer's block linear layers for CPU inference, in place
-        (:func:`~worldsim.models.quantization.quantize_transformer_`: PyTorch dynamic int8 quantization).
+        """Quantizes for CPU inference, in place.
 
-        Several times faster matmuls on CPUs with int8 dot-product instructions and no bf16 matrix unit, at a
-        small cost in fidelity (docs/benchmarks.md, "Int8 transformer"). A quantized pipeline cannot be saved.
+        ``"int8"``: the transformer's block linear layers (:func:`~worldsim.models.quantization.quantize_transformer_`,
+        PyTorch dynamic int8 quantization). ``"int8+decoder"``: those, and the light decoder's convolutions in static
+        int8 (:func:`~worldsim.models.quantization.quantize_decoder_`), calibrated on the latents of the model's real
+        start frames; the light decoder must be the one in use (:meth:`set_decoder`).
+
+        Several times faster matmuls and convolutions on CPUs with int8 dot-product instructions and no bf16 matrix
+        unit, at a small cost in fidelity (docs/benchmarks.md, "Int8 transformer"). A quantized pipeline cannot be
+        saved.
 
         Raises:
-            ValueError: an unknown mode or a pipeline not on the CPU; nothing changes.
+            ValueError: an unknown mode, a pipeline not on the CPU, or ``"int8+decoder"`` without the light decoder
+                in use or without start frames to calibrate on; nothing changes.
             RuntimeError: already quantized.
         """
-        from worldsim.models.quantization import quantize_transformer_
+        from worldsim.models.quantization import QUANTIZATION_MODES, quantize_decoder_, quantize_transformer_
 
-        quantize_transformer_(self.transformer, mode)
+        if mode not in QUANTIZATION_MODES:
+            raise ValueError(f"quantization mode must be one of {QUANTIZATION_MODES}, got {mode!r}")
+        if self.quantization is not None:
+            raise RuntimeError(f"the pipeline is already quantized ({self.quantization})")
+        if self.device.type != "cpu":
+            raise ValueError(f"int8 quantization runs on the CPU only; the pipeline is on {self.device}")
+        calibration = None
+        if mode == "int8+decoder":
+            if self.decoder_name != "light":
+                raise ValueError("int8+decoder quantizes the light decoder, but the autoencoder's decoder is in use; "
+                                 "call set_decoder('light') (--decoder light) first")
+            if self.start_frames is None:
+                raise ValueError("int8+decoder calibrates on the model's start frames, and this model has none")
+            frames = torch.as_tensor(self.start_frames["frames"])
+            calibration = encode_frames(self.autoencoder, frames.reshape(-1, *frames.shape[-3:]).to(self.device))
+        quantize_transformer_(self.transformer, "int8")
+        if calibration is not None:
+            quantize_decoder_(self.decoder, calibration)
         self.quantization = mode
 
     @property
