@@ -192,6 +192,28 @@ def test_model_forward_cached_equals_forward():
     assert cache.num_frames == 4 and cache.frames_seen == 5  # capacity local_attn_size - 1
 
 
+
+def test_a_cache_only_pass_writes_the_same_keys_and_values():
+    """return_output=False skips the last block's attention and MLP but fills the cache exactly as a full pass."""
+    model = randomize(tiny_transformer()).eval()
+    generator = torch.Generator().manual_seed(1)
+    sample, action = torch.randn(2, 3, 4, 4, 4, generator=generator), torch.randn(2, 3, 2, generator=generator)
+    timestep = torch.full((2, 3), 50.0)
+    caches = [model.new_cache(2, local_attn_size=4) for _ in range(2)]
+    with torch.no_grad():
+        for t in range(3):
+            out = model.forward_cached(sample[:, t:t + 1], timestep[:, t:t + 1], action[:, t:t + 1], None, caches[0],
+                                       update_cache=True)
+            assert out.shape == (2, 1, 4, 4, 4)
+            assert model.forward_cached(sample[:, t:t + 1], timestep[:, t:t + 1], action[:, t:t + 1], None,
+                                        caches[1], update_cache=True, return_output=False) is None
+    torch.testing.assert_close(caches[1].keys, caches[0].keys, atol=0, rtol=0)
+    torch.testing.assert_close(caches[1].values, caches[0].values, atol=0, rtol=0)
+    seen = caches[1].frames_seen
+    with pytest.raises(ValueError, match="update_cache"):
+        model.forward_cached(sample[:, :1], timestep[:, :1], action[:, :1], None, caches[1], return_output=False)
+    assert caches[1].frames_seen == seen
+
 def test_kv_cache_keeps_sinks_and_recent_frames_within_capacity():
     cache = FrameKVCache(num_layers=1, batch_size=1, num_heads=1, head_dim=1, tokens_per_frame=1,
                          local_attn_size=3, sink_size=1)

@@ -102,16 +102,20 @@ class FrameCausalAttention(nn.Module):
         self.to_out = nn.Linear(num_heads * head_dim, dim)
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor | None,
-                past: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                past: tuple[torch.Tensor, torch.Tensor] | None = None, keys_only: bool = False
+                ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
         """`(B, L, D)` -> `(B, L, D)`, plus this call's un-rotated keys and values `(B, heads, L, head_dim)`.
 
         ``past`` holds cached keys (already rotated to their slots) and values, `(B or B/k, heads, P, head_dim)`;
-        ``cos``/``sin`` `(L, head_dim/2)` are the angles of this call's tokens.
+        ``cos``/``sin`` `(L, head_dim/2)` are the angles of this call's tokens. ``keys_only`` skips the attention
+        itself and returns None for the output (a pass that only fills a KV cache).
         """
         qkv = rearrange(self.to_qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.num_heads)
         q, k, v = qkv.unbind(0)  # each (B, heads, L, head_dim)
         # QK-norm and rotation in float32, then back to the compute dtype for SDPA; keys are cached un-rotated
         new_k = self.norm_k(k.float()).to(v.dtype)
+        if keys_only:
+            return None, new_k, v
         q = apply_rope(self.norm_q(q.float()), cos, sin).to(v.dtype)
         k = apply_rope(new_k.float(), cos, sin).to(v.dtype)
         new_v = v
@@ -144,14 +148,20 @@ class WorldModelBlock(nn.Module):
         nn.init.zeros_(self.adaLN_modulation[-1].bias)
         self.action_adapter = ActionAdapter(dim)
 
-    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask, past=None):
-        """Returns the new hidden states and this block's un-rotated keys and values (for a KV cache)."""
+    def forward(self, hidden_states, conditioning, action_embedding, cos, sin, mask, past=None, keys_only=False):
+        """Returns the new hidden states and this block's un-rotated keys and values (for a KV cache).
+
+        ``keys_only``: return None for the hidden states and compute only the keys and values (the last block of a
+        pass that only fills a KV cache: its attention output, adapter and MLP would be thrown away).
+        """
         batch, frames, tokens, dim = hidden_states.shape
         # 1. per-frame modulation parameters, broadcast over the frame's tokens
         shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(conditioning).unsqueeze(2).chunk(6, dim=-1)
         # 2. frame-causal attention
         x = self.norm1(hidden_states) * (1 + scale1) + shift1
-        x, keys, values = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask, past)
+        x, keys, values = self.attn(x.reshape(batch, frames * tokens, dim), cos, sin, mask, past, keys_only)
+        if keys_only:
+            return None, keys, values
         hidden_states = hidden_states + gate1 * x.reshape(batch, frames, tokens, dim)
         # 3. action-aware adapter (zero at initialisation)
         hidden_states = self.action_adapter(hidden_states, action_embedding)
@@ -390,8 +400,11 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask)
         return out
 
-    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None):
-        """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values."""
+    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None,
+             keys_only=False):
+        """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values.
+
+        ``keys_only``: the output is None; the last block computes only its keys and values."""
         batch, frames = sample.shape[:2]
         p = self.config.patch_size
         # 1. patchify: (B, T, C, h, w) -> (B, T, N, C*p*p) -> (B, T, N, D)
@@ -406,9 +419,13 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         keys, values = [], []
         for index, block in enumerate(self.blocks):
             past = cache.rotated_layer(index, rotate_past) if cache is not None and cache.num_frames else None
-            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past)
+            last = index == len(self.blocks) - 1
+            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past,
+                                        keys_only and last)
             keys.append(k)
             values.append(v)
+        if keys_only:
+            return None, keys, values
         # 4. final adaLN and unpatchify
         shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
@@ -433,7 +450,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         cache: FrameKVCache,
         update_cache: bool = False,
         embodiment: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+        return_output: bool = True,
+    ) -> torch.Tensor | None:
         """Streaming forward pass: ``F`` new frames attend to the cached history and to each other (block-causal).
 
         The output equals :meth:`forward` on the window ``history + new frames`` whenever the cache holds exactly
@@ -450,15 +468,20 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             update_cache: write the new frames' keys and values into ``cache`` (evicting the oldest frames when the
                 window is full).
             embodiment: `(B',)` long or None, see :meth:`encode_actions`.
+            return_output: False for a pass that only fills the cache (``update_cache=True``): the last block
+                computes only its keys and values (no attention output, adapter, MLP or final projection: about a
+                seventh of a pass at the default width), and None is returned. The cache is the same.
 
         Returns:
-            `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame.
+            `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame; None when not ``return_output``.
 
         Raises:
             ValueError: shapes that disagree with each other, the config or the cache; appending guidance-stacked
-                branches to the cache.
+                branches to the cache; ``return_output=False`` without ``update_cache`` (a pass with no result).
         """
         batch, frames = sample.shape[:2]
+        if not return_output and not update_cache:
+            raise ValueError("return_output=False needs update_cache=True: the pass would have no result")
         self._check_shapes(sample, timestep, producing_action)
         if batch % cache.batch_size:
             raise ValueError(f"sample batch {batch} is not a multiple of the cache batch {cache.batch_size}")
@@ -489,7 +512,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             own = own.expand(cache.batch_size, 1, new_tokens, new_tokens)
             mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, new_tokens, -1), own], dim=-1)
             mask = mask.repeat(batch // cache.batch_size, 1, 1, 1)
-        out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past)
+        out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past,
+                                      keys_only=not return_output)
         if update_cache:
             cache.append(keys, values)
         return out

@@ -606,7 +606,7 @@ class WorldModelPipeline:
         timestep = torch.full((batch, keep), context_noise * 1000.0, device=self.device)
         with self._autocast():
             self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True,
-                                            embodiment=self._ids(spec, batch))
+                                            embodiment=self._ids(spec, batch), return_output=False)
         return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name)
 
     @torch.no_grad()
@@ -816,7 +816,7 @@ class WorldModelPipeline:
         with self._autocast():
             self.transformer.forward_cached(latents, torch.full((batch, 1), context_noise * 1000.0, device=self.device),
                                             producing[:batch], None, state.cache, update_cache=True,
-                                            embodiment=self._ids(spec, batch))
+                                            embodiment=self._ids(spec, batch), return_output=False)
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache, embodiment=spec.name,
                             frame_latents=sample[:, 0])

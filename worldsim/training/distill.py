@@ -116,7 +116,8 @@ def encode_history(model: WorldModelTransformer, history: torch.Tensor, action: 
     mask = torch.ones(batch, frames, dtype=torch.bool, device=history.device)
     mask[:, 0] = False  # the first history frame has no producing action
     model.forward_cached(history, torch.full((batch, frames), context_noise * 1000.0, device=history.device),
-                         producing, mask, cache, update_cache=True, embodiment=embodiment)
+                         producing, mask, cache, update_cache=True, embodiment=embodiment,
+                         return_output=False)
     return cache
 
 
