@@ -179,3 +179,96 @@ def test_value_aggregate_needs_a_value_head(model_with_heads):
 
     with pytest.raises(ValueError, match="value output"):
         OutcomePredictor(model_with_heads[0], aggregate="value")
+
+
+def test_imagined_latents_are_the_rollout_of_the_recorded_actions(tiny_pipeline_path, pusht_dataset):
+    from worldsim.data.frame_cache import load_frame_cache
+    from worldsim.models.autoencoders import decode_latents
+    from worldsim.training.train_heads import imagined_latents
+
+    pipeline = WorldModelPipeline.from_pretrained(tiny_pipeline_path)
+    dataset = LeRobotDataset(pusht_dataset)
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=False)
+    latents, rows, steps = imagined_latents(pipeline, dataset, frames, num_context=4, horizon=5,
+                                            episodes=np.array([0, 2]), seed=3, progress=False)
+    assert latents.shape == (10, 4, 4, 4) and latents.dtype == torch.float32
+    starts = [dataset.episode_slice(e).start for e in (0, 2)]
+    np.testing.assert_array_equal(rows, np.concatenate([[s + 4 + k for s in starts] for k in range(5)]))
+    np.testing.assert_array_equal(steps, np.repeat(np.arange(1, 6), 2))
+    # the same rollout through the public API, same noise: latent k decodes to imagined frame k
+    first, third = dataset.episode_slice(0), dataset.episode_slice(2)
+    clips = np.stack([frames[first.start:first.start + 9], frames[third.start:third.start + 9]])
+    action = np.stack([dataset.action[first.start:first.start + 8], dataset.action[third.start:third.start + 8]])
+    imagined = pipeline.rollout(clips[:, :4], action[:, :3], action[:, 3:], generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(), pipeline._autocast():  # the step decodes in its bf16 autocast region
+        decoded = decode_latents(pipeline.frame_decoder, latents).numpy().reshape(5, 2, *imagined.shape[2:])
+    np.testing.assert_allclose(decoded.transpose(1, 0, 2, 3, 4).astype(int), imagined.astype(int), atol=2)
+
+
+def test_train_heads_on_imagined_frames_keeps_held_out_episodes_out(tiny_pipeline_path, pusht_dataset, tmp_path):
+    from worldsim.training.train_heads import train_heads
+
+    with pytest.raises(ValueError, match="imagined_fraction"):
+        train_heads(tiny_pipeline_path, [pusht_dataset], imagined_datasets=[pusht_dataset], imagined_fraction=1.0,
+                    output=tmp_path / "bad", progress=False)
+    assert not (tmp_path / "bad").exists()
+    report = train_heads(tiny_pipeline_path, [pusht_dataset], steps=20, batch_size=16, val_episodes=1,
+                         imagined_datasets=[pusht_dataset], imagined_horizon=4, output=tmp_path / "heads",
+                         progress=False)
+    # 3 episodes, the last held out: one window of 4 imagined frames from each of the other two
+    assert report["imagined_frames"] == 8 and report["imagined_sampler"]["num_inference_steps"] == 2
+    assert np.isfinite(report["reward_mae"]) and (tmp_path / "heads" / "config.json").is_file()
+
+
+def test_imagined_latents_are_cached_per_model_and_settings(tiny_pipeline_path, pusht_dataset, monkeypatch):
+    from worldsim.data.frame_cache import load_frame_cache
+    from worldsim.training import train_heads as module
+
+    pipeline = WorldModelPipeline.from_pretrained(tiny_pipeline_path)
+    dataset = LeRobotDataset(pusht_dataset)
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=False)
+    settings = dict(horizon=3, windows_per_episode=1, episodes=np.array([1]), seed=5, num_inference_steps=None,
+                    timestep_spacing=None)
+    first = module.cached_imagined_latents(pipeline, tiny_pipeline_path, dataset, frames, progress=False, **settings)
+    monkeypatch.setattr(module, "imagined_latents", lambda *a, **k: (_ for _ in ()).throw(AssertionError("rerun")))
+    again = module.cached_imagined_latents(pipeline, tiny_pipeline_path, dataset, frames, progress=False, **settings)
+    torch.testing.assert_close(again[0], first[0])
+    np.testing.assert_array_equal(again[1], first[1])
+    np.testing.assert_array_equal(again[2], first[2])
+    with pytest.raises(AssertionError, match="rerun"):  # other settings are not served from that cache
+        module.cached_imagined_latents(pipeline, tiny_pipeline_path, dataset, frames, progress=False,
+                                       **{**settings, "seed": 6})
+
+
+def test_step_conditioned_heads_read_the_steps_and_the_env_passes_them(tiny_pipeline_path, pusht_dataset, tmp_path):
+    import shutil
+
+    from worldsim.registry import write_manifest
+    from worldsim.training.train_heads import train_heads
+
+    with pytest.raises(ValueError, match="imagined_datasets"):
+        train_heads(tiny_pipeline_path, [pusht_dataset], condition_on_steps=True, progress=False)
+    path = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_path, path)
+    report = train_heads(path, [pusht_dataset], steps=30, batch_size=16, val_episodes=1,
+                         imagined_datasets=[pusht_dataset], imagined_horizon=4, condition_on_steps=True,
+                         progress=False)
+    assert report["condition_on_steps"] and report["imagined_frames"] == 8
+    pipeline = WorldModelPipeline.from_pretrained(path)
+    assert pipeline.heads.config.step_horizon == 4
+    latents = torch.randn(3, 4, 4, 4)
+    near, far = pipeline.heads.predict(latents, torch.zeros(3)), pipeline.heads(latents, torch.full((3,), 9.0))
+    assert not torch.allclose(near["reward"], far["reward"])  # the steps are an input
+    torch.testing.assert_close(pipeline.heads(latents, torch.full((3,), 4.0))["reward"], far["reward"])  # clipped
+    torch.testing.assert_close(pipeline.heads.predict(latents)["reward"], near["reward"])  # None: real frames
+    with pytest.raises(ValueError, match="steps must be"):
+        pipeline.heads(latents, torch.tensor([1.0, -1.0, 0.0]))
+    # the vector env gives each sub-env's imagined step count to the heads
+    envs = WorldModelVectorEnv(pipeline, num_envs=2)
+    envs.reset(seed=0)
+    for expected in (1, 2):
+        _, rewards, *_ , infos = envs.step(envs.action_space.sample())
+        np.testing.assert_array_equal(infos["imagined_steps"], [expected, expected])
+        direct = pipeline.heads.predict(envs._state.frame_latents.float(), torch.full((2,), float(expected)))
+        np.testing.assert_allclose(rewards, direct["reward"].numpy(), atol=1e-6)
+    check_env(WorldModelEnv(pipeline).unwrapped, skip_render_check=True)
