@@ -199,14 +199,7 @@ def cmd_train_heads(args) -> None:
     report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
                          learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
                          output=args.output, val_datasets=args.val_dataset, embodiment=args.embodiment,
-                         value_discount=args.value_discount, imagined_datasets=args.imagined_dataset,
-                         imagined_horizon=args.imagined_horizon,
-                         imagined_windows_per_episode=args.imagined_windows_per_episode,
-                         imagined_fraction=args.imagined_fraction, num_inference_steps=args.num_inference_steps,
-                         timestep_spacing=args.timestep_spacing, condition_on_steps=args.condition_on_steps)
-    if report["imagined_frames"]:
-        print(f"imagined frames in training: {report['imagined_frames']} ({report['imagined_fraction']:.0%} of each "
-              f"batch)")
+                         value_discount=args.value_discount)
     print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
           f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
     if "value_mae" in report:
@@ -526,18 +519,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value-discount", type=float, default=None,
                    help="also train a value head with this gamma (e.g. 0.97): discounted future reward under the "
                         "data's policy, the steering score of a chunk's final imagined frame")
-    p.add_argument("--imagined-dataset", action="append",
-                   help="also train on the model's open-loop rollouts of this dataset's episodes, labelled with the "
-                        "real frames' outcomes (repeat); corrects the heads for imagined frames' drift and blur")
-    p.add_argument("--imagined-horizon", type=int, default=64, help="imagined frames per window (4 real context)")
-    p.add_argument("--imagined-windows-per-episode", type=int, default=1)
-    p.add_argument("--imagined-fraction", type=float, default=0.5, help="share of each batch from imagined frames")
-    p.add_argument("--condition-on-steps", action="store_true",
-                   help="the heads also read how many imagined steps a frame lies after the last real frame, so "
-                        "they stay as accurate on real frames (needs --imagined-dataset)")
-    p.add_argument("--num-inference-steps", type=int, default=None,
-                   help="sampler of the imagined rollouts (default: the model's)")
-    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None)
     p.set_defaults(func=cmd_train_heads)
 
     p = sub.add_parser("train-decoder", help="train a light frame decoder (a quarter of the decode FLOPs) on a "

@@ -230,8 +230,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,
-                                                           self.embodiment.name, self._state.frame_latents,
-                                                           self._steps)
+                                                           self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         truncations = np.zeros(self.num_envs, dtype=bool)

@@ -27,7 +27,7 @@ NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated
 
 def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=None, task: str | None = None,
                      embodiment: str | None = None,
-                     latents: torch.Tensor | None = None, steps=None) -> tuple[np.ndarray, np.ndarray, dict]:
+                     latents: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
     """Rewards, terminations and info entries for a batch of imagined frames (shared by the single and vector env).
 
     Args:
@@ -39,7 +39,6 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
         embodiment: whose frames these are; heads trained for another embodiment are not used.
         latents: `(B, C, h, w)` float32, the frames' imagined latents; when given the heads read them instead of
             re-encoding the decoded frames (one autoencoder pass saved per step).
-        steps: `(B,)` int, imagined steps since each frame's last real frame (for heads with a ``step_horizon``).
 
     Returns:
         rewards `(B,)` float64, terminated `(B,)` bool (termination probability above 0.5; always False when the
@@ -53,7 +52,7 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     batch = len(frames)
     rewards, terminated, info = np.zeros(batch), np.zeros(batch, dtype=bool), {}
     if pipeline.heads_for(embodiment) is not None:
-        outcomes = pipeline.outcomes(frames, embodiment, latents=latents, steps=steps)
+        outcomes = pipeline.outcomes(frames, embodiment, latents=latents)
         rewards = outcomes["reward"].astype(np.float64)
         info = {"head_reward": rewards.copy()}
         if "termination_probability" in outcomes:
@@ -293,8 +292,7 @@ class WorldModelEnv(gym.Env):
                                              self._generator, self.action_guidance_scale, self.timestep_spacing)
         self._observation = self._state.frames[0].cpu().numpy()
         reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task,
-                                                        self.embodiment.name, self._state.frame_latents,
-                                                        [self._state.num_steps])
+                                                        self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
         return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)

@@ -138,16 +138,13 @@ def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRob
     rows = np.array([dataset.episode_slice(int(e)).start + int(s) for e, s in zip(windows.episodes, windows.starts)])
     target = reward[rows[:, None] + num_context - 1 + np.arange(horizon)[None]]  # (W, H)
 
-    def head(frames: np.ndarray, imagined_frames: bool) -> np.ndarray:
-        # imagined frame k lies k + 1 steps after the last real frame (read by heads with a step_horizon)
-        steps = np.tile(np.arange(1, horizon + 1), len(frames)) if imagined_frames else None
-        return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]), embodiment,
-                                 steps=steps)["reward"].reshape(frames.shape[:2])
+    def head(frames: np.ndarray) -> np.ndarray:
+        return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]), embodiment)["reward"].reshape(frames.shape[:2])
 
     real = windows.frames[:, num_context:num_context + horizon]
     baseline = np.repeat(windows.frames[:, num_context - 1:num_context], horizon, axis=1)
     for label, frames in (("model", imagined), ("copy_last_frame", baseline), ("real_frames", real)):
-        error = np.abs(head(frames, label == "model") - target)
+        error = np.abs(head(frames) - target)
         report["per_step"].setdefault("reward_error", {})[label] = error.mean(axis=0).tolist()
         report["summary"][f"reward_error/{label}"] = float(error.mean())
     report["summary"]["reward/real"] = float(target.mean())

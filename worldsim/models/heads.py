@@ -35,31 +35,20 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
             policy: the normalised discounted future reward ``(1 - gamma) * sum_i gamma^i r_{t+i}`` (in reward
             units), the terminal-value estimate model-based planners (TD-MPC, MuZero) put at the end of an
             imagined rollout. None (heads saved before it existed): no value output.
-        step_horizon: when set, the heads also read how many imagined steps a frame lies after the last real
-            frame (0: a real frame), clipped to ``step_horizon`` and scaled to [0, 1], as one more input channel.
-            Heads trained on real frames and on the model's own rollouts (``worldsim train-heads
-            --imagined-dataset``) then correct for the drift and blur that grow with the rollout, and stay as
-            accurate as before on real frames. None: a frame is read the same however it was made.
 
     Shapes:
-        forward: latents `(B, C, h, w)` float and optional steps `(B,)` (imagined steps since the last real frame;
-        None: all 0) -> dict of `(B,)` float32: ``reward`` (raw regression), ``termination_logit``,
-        ``success_logit`` (and ``value`` with ``value_discount``).
+        forward: latents `(B, C, h, w)` float -> dict of `(B,)` float32: ``reward`` (raw regression),
+        ``termination_logit``, ``success_logit`` (and ``value`` with ``value_discount``).
 
     Raises:
-        ValueError: ``sample_size`` odd, ``reward_min >= reward_max``, ``value_discount`` outside (0, 1) or
-            ``step_horizon < 1``; in :meth:`forward`, latents of the wrong shape or steps that are not `(B,)`
-            non-negative numbers.
+        ValueError: ``sample_size`` odd, ``reward_min >= reward_max`` or ``value_discount`` outside (0, 1).
     """
 
     @register_to_config
     def __init__(self, in_channels: int = 8, sample_size: int = 8, hidden_dim: int = 64, reward_min: float = 0.0,
                  reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True,
-                 embodiment: str | None = None, value_discount: float | None = None,
-                 step_horizon: int | None = None):
+                 embodiment: str | None = None, value_discount: float | None = None):
         super().__init__()
-        if step_horizon is not None and int(step_horizon) < 1:
-            raise ValueError(f"step_horizon must be >= 1 or None, got {step_horizon}")
         if value_discount is not None and not 0.0 < value_discount < 1.0:
             raise ValueError(f"value_discount must be in (0, 1) or None, got {value_discount}")
         if sample_size % 2:
@@ -67,21 +56,13 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         if reward_min >= reward_max:
             raise ValueError(f"reward_min {reward_min} must be below reward_max {reward_max}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels + (step_horizon is not None), hidden_dim, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(in_channels, hidden_dim, 3, padding=1), nn.SiLU(),
             nn.Conv2d(hidden_dim, hidden_dim, 3, stride=2, padding=1), nn.SiLU(),
             nn.Flatten(), nn.Linear(hidden_dim * (sample_size // 2) ** 2, 128), nn.SiLU(), nn.Linear(128, 3 if value_discount is None else 4))
 
-    def forward(self, latents: torch.Tensor, steps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if latents.ndim != 4 or latents.shape[1] != self.config.in_channels:
             raise ValueError(f"latents must be (B, {self.config.in_channels}, h, w), got {tuple(latents.shape)}")
-        if self.config.step_horizon is not None:
-            batch, _, height, width = latents.shape
-            steps = torch.zeros(batch) if steps is None else torch.as_tensor(steps).float()
-            if steps.shape != (batch,) or not bool(torch.all(steps >= 0)):
-                raise ValueError(f"steps must be ({batch},) numbers >= 0 (imagined steps since the last real "
-                                 f"frame), got shape {tuple(steps.shape)}")
-            channel = (steps.clamp(max=self.config.step_horizon) / self.config.step_horizon).to(latents)
-            latents = torch.cat([latents, channel.view(batch, 1, 1, 1).expand(batch, 1, height, width)], dim=1)
         out = self.features(latents).float()
         named = {"reward": out[:, 0], "termination_logit": out[:, 1], "success_logit": out[:, 2]}
         if self.config.value_discount is not None:
@@ -89,12 +70,11 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         return named
 
     @torch.no_grad()
-    def predict(self, latents: torch.Tensor, steps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def predict(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         """Outcomes in their units: ``reward`` clipped to the range, ``termination_probability`` and
         ``success_probability`` in [0, 1] (only for heads trained with positive examples), ``value`` clipped to the
-        reward range (only with ``value_discount``); each `(B,)` float32. ``steps`` as in :meth:`forward` (ignored
-        by heads without ``step_horizon``)."""
-        out = self(latents, steps)
+        reward range (only with ``value_discount``); each `(B,)` float32."""
+        out = self(latents)
         predicted = {"reward": out["reward"].clamp(self.config.reward_min, self.config.reward_max)}
         if self.config.termination_trained:
             predicted["termination_probability"] = out["termination_logit"].sigmoid()

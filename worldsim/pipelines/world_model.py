@@ -392,7 +392,7 @@ class WorldModelPipeline:
 
     @torch.no_grad()
     def outcomes(self, frames: torch.Tensor | np.ndarray | None, embodiment: str | None = None,
-                 latents: torch.Tensor | None = None, steps=None) -> dict[str, np.ndarray]:
+                 latents: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Reward, termination and success predicted by the outcome heads for frames (real or imagined).
 
         Args:
@@ -400,8 +400,6 @@ class WorldModelPipeline:
             embodiment: whose frames these are (default: the model's).
             latents: `(B, C, h, w)` float32 normalised latents to read instead of encoding ``frames`` (an imagined
                 frame's :attr:`RolloutState.frame_latents`, the latent its pixels were decoded from).
-            steps: `(B,)` int, imagined steps since the last real frame (0 or None: real frames); read by heads
-                trained with a ``step_horizon`` (:class:`~worldsim.models.heads.OutcomeHeads`), ignored by others.
 
         Returns:
             ``{"reward", "termination_probability", "success_probability", "value"}`` (the probabilities only for
@@ -428,8 +426,7 @@ class WorldModelPipeline:
             frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.asarray(frames))
             with self._fp32():
                 latents = encode_frames(self.autoencoder, frames.to(self.device))
-        steps = None if steps is None else torch.as_tensor(np.asarray(steps))
-        return {name: value.cpu().numpy() for name, value in heads.predict(latents.float(), steps).items()}
+        return {name: value.cpu().numpy() for name, value in heads.predict(latents.float()).items()}
 
     # ------------------------------------------------------------------ properties
     @property

@@ -174,8 +174,7 @@ class OutcomePredictor:
         rewards = np.full((runs, length), np.nan, dtype=np.float32)
         values = None
         if self.pipeline.heads_for(self.embodiment) is not None:
-            steps = np.tile(np.arange(1, length + 1), runs)  # imagined steps since the real context
-            outcomes = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]), self.embodiment, steps=steps)
+            outcomes = self.pipeline.outcomes(futures.reshape(-1, *futures.shape[2:]), self.embodiment)
             rewards = outcomes["reward"].reshape(runs, length)
             if "value" in outcomes:
                 values = outcomes["value"].reshape(runs, length)

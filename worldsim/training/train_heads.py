@@ -7,23 +7,12 @@ latents from the pipeline's own autoencoder (cached per dataset), so the heads r
 read real ones. The last ``val_episodes`` episodes of the first dataset are held out; the report gives the reward
 error and correlation and a reliability table per probability head on them.
 
-Imagined frames are not real ones: over a long rollout the model's frames drift and blur (a smeared T block overlaps
-more of the goal), and heads trained only on real latents read that as reward. With ``imagined_datasets`` the heads
-also train on the model's own open-loop rollouts of recorded episodes (the episode's real actions from real
-context), each imagined latent labelled with the outcome of the real frame it stands for, so the heads learn
-``E[real outcome | imagined frame]``: the quantity an evaluation in imagination needs. This is the reward-model
-counterpart of training a policy on model rollouts (Dyna; Hafner et al. 2020, "Dream to Control", learn the reward
-on the model's own latent states).
-
     worldsim train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander
-    worldsim train-heads ... --imagined-dataset data/pusht-mix --imagined-dataset data/pusht-wander
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import shutil
 import time
 from pathlib import Path
@@ -38,7 +27,7 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.pusht import pusht_coverage
 from worldsim.models.heads import OutcomeHeads
-from worldsim.registry import file_digest, write_manifest
+from worldsim.registry import write_manifest
 from worldsim.utils.files import replace_folder
 
 
@@ -129,100 +118,10 @@ def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 
     return table
 
 
-def imagined_latents(pipeline, dataset: LeRobotDataset, frames: np.ndarray, num_context: int = 4, horizon: int = 64,
-                     windows_per_episode: int = 1, episodes: np.ndarray | None = None, batch_size: int = 64,
-                     seed: int = 0, num_inference_steps: int | None = None, timestep_spacing: str | None = None,
-                     progress: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """The model's open-loop rollouts of recorded episodes, as latents paired with the real frames they stand for.
-
-    Windows of ``num_context + horizon`` frames are cut from each episode
-    (:func:`~worldsim.evaluation.fidelity.evaluation_windows`); from each window's first ``num_context`` real frames
-    the pipeline imagines ``horizon`` frames under the window's recorded actions (cached path, the given sampler).
-    Imagined frame ``k`` is the result of the action that produced real frame ``num_context + k``.
-
-    Args:
-        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline` whose rollouts are read.
-        dataset: the episodes; ``frames`` `(N, S, S, 3)` uint8 are its frames at the model's ``image_size``.
-        num_context, horizon: real frames given, frames imagined per window.
-        windows_per_episode: evenly spaced windows per episode.
-        episodes: `(E,)` episode indices to use (None: all); e.g. to keep held-out episodes out.
-        batch_size: windows imagined together.
-        seed: the rollouts' noise.
-        num_inference_steps, timestep_spacing: the sampler (default: the model's).
-
-    Returns:
-        latents `(M, C, h, w)` float32 (the imagined frames' clean normalised latents), rows `(M,)` int64, the
-        dataset row of the real frame each one stands for, and steps `(M,)` int64, how many imagined steps each
-        lies after the last real frame (``k + 1`` for imagined frame ``k``); ``M = windows * horizon``.
-
-    Raises:
-        ValueError: no episode (of ``episodes``) is long enough for one window.
-    """
-    from worldsim.evaluation.fidelity import evaluation_windows
-
-    windows = evaluation_windows(dataset, frames, num_context, horizon, windows_per_episode)
-    keep = np.ones(len(windows.episodes), dtype=bool) if episodes is None else np.isin(windows.episodes, episodes)
-    if not keep.any():
-        raise ValueError(f"{dataset.root}: none of the chosen episodes has {num_context + horizon} frames")
-    starts = np.array([dataset.episode_slice(int(e)).start + int(s)
-                       for e, s in zip(windows.episodes[keep], windows.starts[keep])], dtype=np.int64)
-    clips, actions = windows.frames[keep], windows.action[keep]
-    generator = torch.Generator().manual_seed(seed)
-    latents, rows, steps = [], [], []
-    for start in tqdm(range(0, len(clips), batch_size), desc=f"imagining {Path(dataset.root).name}",
-                      disable=not progress):
-        chunk = slice(start, start + batch_size)
-        state = pipeline.encode_context(clips[chunk, :num_context], actions[chunk, :num_context - 1],
-                                        generator=generator)
-        for k in range(horizon):
-            state = pipeline.step(state, actions[chunk, num_context - 1 + k], num_inference_steps,
-                                  generator=generator, timestep_spacing=timestep_spacing)
-            latents.append(state.frame_latents.float().cpu())
-            rows.append(starts[chunk] + num_context + k)
-            steps.append(np.full(len(rows[-1]), k + 1, dtype=np.int64))
-    return torch.cat(latents), np.concatenate(rows), np.concatenate(steps)
-
-
-def cached_imagined_latents(pipeline, model: Path, dataset: LeRobotDataset, frames: np.ndarray,
-                            progress: bool = True, **settings) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
-    """:func:`imagined_latents`, cached in ``dataset.root/cache`` (safetensors, written atomically).
-
-    The cache key covers everything the rollouts depend on: the transformer's and autoencoder's weight digests,
-    the dataset's size and every setting (sampler, horizon, windows, episodes, seed, batch size). Returns what
-    :func:`imagined_latents` returns.
-    """
-    from safetensors.torch import load_file, save_file
-
-    settings = {**settings, "sampler": pipeline.resolve_sampler(settings.get("num_inference_steps"),
-                                                                settings.get("timestep_spacing"))}
-    episodes = settings.get("episodes")
-    key = json.dumps({name: (np.asarray(value).tolist() if name == "episodes" and value is not None else value)
-                      for name, value in sorted(settings.items())}, sort_keys=True)
-    key += file_digest(model / "transformer" / "diffusion_pytorch_model.safetensors")
-    key += file_digest(model / "autoencoder" / "diffusion_pytorch_model.safetensors") + str(len(frames))
-    path = Path(dataset.root) / "cache" / f"imagined_{hashlib.sha256(key.encode()).hexdigest()[:16]}.safetensors"
-    if path.is_file():
-        stored = load_file(path)
-        return stored["latents"], stored["rows"].numpy(), stored["steps"].numpy()
-    settings.pop("sampler")
-    latents, rows, steps = imagined_latents(pipeline, dataset, frames, progress=progress, episodes=episodes,
-                                     **{k: v for k, v in settings.items() if k != "episodes"})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    save_file({"latents": latents.contiguous(), "rows": torch.from_numpy(rows), "steps": torch.from_numpy(steps)},
-              tmp)
-    os.replace(tmp, path)
-    return latents, rows, steps
-
-
 def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
                 learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
                 progress: bool = True, val_datasets: list[str | Path] | None = None,
-                embodiment: str | None = None, value_discount: float | None = None,
-                imagined_datasets: list[str | Path] | None = None, imagined_horizon: int = 64,
-                imagined_windows_per_episode: int = 1, imagined_fraction: float = 0.5,
-                num_inference_steps: int | None = None, timestep_spacing: str | None = None,
-                condition_on_steps: bool = False) -> dict:
+                embodiment: str | None = None, value_discount: float | None = None) -> dict:
     """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
 
     Args:
@@ -235,16 +134,6 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         embodiment: the embodiment the datasets show (default: the model's); the heads are used only for it.
         value_discount: gamma of the value output (:func:`discounted_values` of the reward labels under the
             datasets' own policies); None trains no value output. The report adds its MAE and Pearson r.
-        imagined_datasets: also train on the model's open-loop rollouts of these datasets' episodes
-            (:func:`imagined_latents`, cached per dataset by :func:`cached_imagined_latents`; 4 real context
-            frames, ``imagined_horizon`` imagined frames per window,
-            ``imagined_windows_per_episode`` windows per episode, sampler ``num_inference_steps`` /
-            ``timestep_spacing``), labelled with the real frames' outcomes. Episodes held out of the first dataset
-            are not imagined either.
-        imagined_fraction: share of each batch drawn from the imagined frames (when there are any), in [0, 1).
-        condition_on_steps: the heads also read how many imagined steps a frame lies after the last real frame
-            (``OutcomeHeads(step_horizon=imagined_horizon)``; real frames read 0), so learning the imagined frames'
-            drift does not blur what they say about real frames. Needs ``imagined_datasets``.
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
@@ -253,69 +142,37 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         reports no such probability rather than a constant 0).
 
     Raises:
-        ValueError: no datasets, a dataset without rewards, too few episodes to hold out, an ``imagined_fraction``
-            outside [0, 1), or an imagined dataset with no episode long enough for one window.
+        ValueError: no datasets, a dataset without rewards, or too few episodes to hold out.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
     from worldsim.training.train_world_model import load_latent_cache
 
     if not datasets:
         raise ValueError("give at least one dataset")
-    if not 0.0 <= imagined_fraction < 1.0:
-        raise ValueError(f"imagined_fraction must be in [0, 1), got {imagined_fraction}")
-    imagined_roots = {Path(root).resolve() for root in imagined_datasets or []}
-    if condition_on_steps and not imagined_roots:
-        raise ValueError("condition_on_steps needs imagined_datasets: real frames alone all lie 0 steps after a real "
-                         "frame")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
-    if imagined_roots:
-        pipeline.resolve_sampler(num_inference_steps, timestep_spacing)  # bad sampler settings fail before any work
-        if pipeline.decoder is not None:
-            pipeline.set_decoder("light")  # the pixels are not read, only the latents: the cheaper decoder will do
     torch.manual_seed(seed)
-    train_x, train_y, val_x, val_y, dream_x, dream_y, dream_steps = [], [], [], [], [], [], []
+    train_x, train_y, val_x, val_y = [], [], [], []
     sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
-    sources += [(root, None) for root in imagined_datasets or []
-                if Path(root).resolve() not in {Path(d).resolve() for d in datasets}]
     for number, (root, validation_only) in enumerate(sources):
         dataset = LeRobotDataset(root)
         rows, labels = frame_labels(dataset)
         frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
         latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder",
                                     dataset.root / "cache", progress=progress)
-        held = np.full(len(rows), bool(validation_only))
-        held_episodes = np.zeros(0, dtype=np.int64)
+        held = np.full(len(rows), validation_only)
         if number == 0 and not val_datasets:
             if len(dataset.episodes) <= val_episodes:
                 raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {val_episodes}")
             held = dataset.episode_index[rows] >= len(dataset.episodes) - val_episodes
-            held_episodes = np.arange(len(dataset.episodes) - val_episodes, len(dataset.episodes))
         columns = [labels["reward"], labels["termination"], labels["success"]]
         if value_discount is not None:
             columns.append(discounted_values(labels["reward"], dataset.episode_index[rows], value_discount))
         stacked = np.stack(columns, axis=1)
-        if validation_only is not None:  # an imagination-only source trains on no real frame
-            x = torch.from_numpy(np.asarray(latents[rows], dtype=np.float32))
-            train_x.append(x[~held]), train_y.append(torch.from_numpy(stacked[~held]))
-            val_x.append(x[held]), val_y.append(torch.from_numpy(stacked[held]))
-        if validation_only is not True and Path(root).resolve() in imagined_roots:
-            by_row = np.full((len(dataset.episode_index), stacked.shape[1]), np.nan, dtype=np.float32)
-            by_row[rows] = stacked
-            usable = np.setdiff1d(np.arange(len(dataset.episodes)), held_episodes)
-            x, imagined_rows, steps_after = cached_imagined_latents(
-                pipeline, model, dataset, frames, progress=progress, horizon=imagined_horizon,
-                windows_per_episode=imagined_windows_per_episode, episodes=usable, seed=seed,
-                num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing)
-            y = torch.from_numpy(by_row[imagined_rows])
-            labelled = ~torch.isnan(y).any(dim=1)
-            dream_x.append(x[labelled]), dream_y.append(y[labelled])
-            dream_steps.append(torch.from_numpy(steps_after)[labelled])
+        x = torch.from_numpy(np.asarray(latents[rows], dtype=np.float32))
+        train_x.append(x[~held]), train_y.append(torch.from_numpy(stacked[~held]))
+        val_x.append(x[held]), val_y.append(torch.from_numpy(stacked[held]))
     train_x, train_y = torch.cat(train_x), torch.cat(train_y)
-    dream_x = torch.cat(dream_x) if dream_x else None
-    dream_y = torch.cat(dream_y) if dream_y else None
-    dream_steps = torch.cat(dream_steps).float() if dream_steps else None
-    dream_batch = round(batch_size * imagined_fraction) if dream_x is not None and len(dream_x) else 0
     val_x, val_y = torch.cat(val_x), torch.cat(val_y)
     reward_min, reward_max = float(train_y[:, 0].min()), float(train_y[:, 0].max())
     if reward_max <= reward_min:
@@ -324,21 +181,15 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0),
-                         embodiment=pipeline.embodiment(embodiment).name, value_discount=value_discount,
-                         step_horizon=imagined_horizon if condition_on_steps else None)
+                         embodiment=pipeline.embodiment(embodiment).name, value_discount=value_discount)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     started = time.monotonic()
     heads.train()
     for _ in tqdm(range(steps), desc="train outcome heads", disable=not progress):
-        index = torch.randint(len(train_x), (batch_size - dream_batch,), generator=generator)
-        x, y, steps_after = train_x[index], train_y[index], torch.zeros(len(index))
-        if dream_batch:
-            index = torch.randint(len(dream_x), (dream_batch,), generator=generator)
-            x, y = torch.cat([x, dream_x[index]]), torch.cat([y, dream_y[index]])
-            steps_after = torch.cat([steps_after, dream_steps[index]])
-        out = heads(x, steps_after)
+        index = torch.randint(len(train_x), (batch_size,), generator=generator)
+        out, y = heads(train_x[index]), train_y[index]
         # plain (unweighted) cross-entropy, a proper scoring rule: the probabilities stay calibrated even for rare
         # events, which is what a reliability table checks
         loss = F.mse_loss(out["reward"], y[:, 0]) + F.binary_cross_entropy_with_logits(
@@ -356,12 +207,6 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         "date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets],
         "val_datasets": [str(d) for d in val_datasets or []], "steps": steps,
         "wall_seconds": time.monotonic() - started, "train_frames": len(train_x), "val_frames": len(val_x),
-        "imagined_datasets": [str(d) for d in imagined_datasets or []],
-        "imagined_frames": 0 if dream_x is None else len(dream_x), "imagined_fraction": imagined_fraction,
-        "condition_on_steps": condition_on_steps,
-        "imagined_horizon": imagined_horizon if dream_x is not None else None,
-        "imagined_sampler": pipeline.resolve_sampler(num_inference_steps, timestep_spacing) if dream_x is not None
-        else None,
         "train_positives": {"termination": int(positives[0]), "success": int(positives[1])},
         "val_positives": {"termination": int(val_y[:, 1].sum()), "success": int(val_y[:, 2].sum())},
         "reward_mae": float(np.abs(reward - truth).mean()),
