@@ -35,6 +35,13 @@ def test_transformer_flops_from_the_config_match_torchs_flop_counter(num_layers)
         model.forward_cached(sample[:, :3], timestep[:, :3], action[:, :3], None, cache, update_cache=True)
         counted = count_flops(lambda: model.forward_cached(sample[:, 3:4], timestep[:, :1], action[:, :1], None, cache))
     assert counted == pytest.approx(transformer_flops(config, batch, 1, 3), rel=0.01)
+    # the cache-only pass that writes a finished frame: the last block stops at its QKV projection
+    with torch.no_grad():
+        counted = count_flops(lambda: model.forward_cached(sample[:, 3:4], timestep[:, :1], action[:, :1], None,
+                                                           cache.reorder(torch.arange(batch)), update_cache=True,
+                                                           return_output=False))
+    assert counted == pytest.approx(transformer_flops(config, batch, 1, 3, keys_only=True), rel=0.01)
+    assert transformer_flops(config, batch, 1, 3, keys_only=True) < transformer_flops(config, batch, 1, 3)
     # more past frames cost more: the attention term is really there
     assert transformer_flops(config, batch, 1, 7) > transformer_flops(config, batch, 1, 3)
 

@@ -112,3 +112,26 @@ def test_int8_decoder_is_refused_where_it_cannot_work():
     quantize_decoder_(pipeline.decoder, torch.randn(2, 4, 4, 4))
     with pytest.raises(RuntimeError, match="already quantized"):
         quantize_decoder_(pipeline.decoder, torch.randn(2, 4, 4, 4))
+
+
+def test_bench_counts_the_int8_decoders_flops_from_the_float_decoder(tmp_path):
+    """The config FLOP count is taken before quantizing: an int8 decoder is invisible to the FLOP counter."""
+    import json
+
+    from worldsim.benchmark import config_flops_per_frame
+    from worldsim.cli.main import main as cli
+    from worldsim.pipelines.world_model import WorldModelPipeline
+
+    path = tmp_path / "model"
+    pipeline_with_light_decoder().save_pretrained(path)
+    float_count = config_flops_per_frame(WorldModelPipeline.from_pretrained(path), 1, 2)
+    assert cli(["bench", "--model", str(path), "--num-envs", "2", "--seconds", "0.2", "--latency-steps", "0",
+                "--memory-steps", "--train-steps", "0", "--num-inference-steps", "1", "--decoder", "light",
+                "--quantize", "int8+decoder", "--json", str(tmp_path / "bench.json")]) == 0
+    report = json.loads((tmp_path / "bench.json").read_text())
+    config = report["inference_flops"]["config_per_frame"]
+    assert report["sampler"]["quantize"] == "int8+decoder" and config["decoder"] > 0
+    light = WorldModelPipeline.from_pretrained(path)
+    light.set_decoder("light")
+    assert config == pytest.approx(config_flops_per_frame(light, 1, 2))
+    assert config["decoder"] != pytest.approx(float_count["decoder"])  # the light decoder's, not the full one's

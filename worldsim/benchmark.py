@@ -93,7 +93,7 @@ def matmul_peak(device: str = "cpu", dtype: torch.dtype = torch.bfloat16, sizes=
 
 
 # ---------------------------------------------------------------------------------------------------- FLOPs
-def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int = 0) -> int:
+def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int = 0, keys_only: bool = False) -> int:
     """FLOPs of one :class:`~worldsim.models.WorldModelTransformer` pass, counted from its config.
 
     A multiply-add is 2 FLOPs. Counted: every linear layer on tokens (patch embedding, QKV, attention output, MLP,
@@ -107,6 +107,8 @@ def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int 
         batch: B, rows in the pass.
         new_frames: F, frames whose tokens go through the pass.
         past_frames: P, cached history frames the new tokens attend to.
+        keys_only: a pass that only fills the KV cache (``forward_cached(..., return_output=False)``): its last
+            block computes its modulation and QKV projection only, and there is no output projection.
 
     Returns:
         FLOPs as an int.
@@ -123,7 +125,11 @@ def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int 
                  + 2 * rows * width * (6 * width + 2 * width))  # adaLN modulation, action adapter (two linears)
     action_in = config.action_dim * (1 + 2 * config.action_num_frequencies)
     conditioning = 2 * rows * (256 * width + width * width + action_in * width + width * width + 2 * width * width)
-    return int(config.num_layers * per_layer + 2 * tokens * patch * width * 2 + conditioning)
+    if not keys_only:
+        return int(config.num_layers * per_layer + 2 * tokens * patch * width * 2 + conditioning)
+    last = 2 * tokens * width * 3 * width + 2 * rows * width * 6 * width  # QKV, adaLN modulation
+    final = 2 * rows * width * 2 * width  # the output adaLN, not run
+    return int((config.num_layers - 1) * per_layer + last + 2 * tokens * patch * width + conditioning - final)
 
 
 def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
@@ -281,13 +287,14 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     """FLOPs of one imagined frame counted from the config: the denoising passes, the cache pass, the decoder.
 
     The transformer passes come from :func:`transformer_flops` (``num_inference_steps`` denoising passes and one
-    pass that writes the finished frame into a full cache of ``local_attn_size - 1`` frames); the autoencoder
+    cache-only pass that writes the finished frame into a full cache of ``local_attn_size - 1`` frames); the autoencoder
     decoder and the outcome heads are counted by ``FlopCounterMode`` on one latent (convolutions have no closed
     form worth keeping here).
     """
     config = pipeline.transformer.config
     past = pipeline.sink_size + pipeline.local_attn_size - 1
-    passes = (num_inference_steps + 1) * transformer_flops(config, num_envs, 1, past) / num_envs
+    passes = (num_inference_steps * transformer_flops(config, num_envs, 1, past)
+              + transformer_flops(config, num_envs, 1, past, keys_only=True)) / num_envs
     latent = torch.zeros(1, config.in_channels, config.sample_size, config.sample_size, device=pipeline.device)
     from worldsim.models.autoencoders import decode_latents
 
