@@ -59,6 +59,8 @@ def test_quantization_is_refused_where_it_cannot_work(tmp_path):
     assert not (tmp_path / "q").exists()
     with pytest.raises(ValueError, match="no `blocks`"):
         quantize_transformer_(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="must be 'int8'"):  # the decoder part is not the transformer's to do
+        quantize_transformer_(make_tiny_pipeline().transformer, "int8+decoder")
     if torch.cuda.is_available():
         other = make_tiny_pipeline()
         other.transformer.cuda()

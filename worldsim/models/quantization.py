@@ -74,8 +74,8 @@ def quantize_transformer_(transformer: nn.Module, mode: str = "int8") -> int:
             or one that has no ``blocks``; nothing is changed then.
         RuntimeError: the transformer is already quantized.
     """
-    if mode not in QUANTIZATION_MODES:
-        raise ValueError(f"quantization mode must be one of {QUANTIZATION_MODES}, got {mode!r}")
+    if mode != "int8":  # "int8+decoder" is a pipeline mode: the decoder part is quantize_decoder_'s
+        raise ValueError(f"transformer quantization mode must be 'int8', got {mode!r}")
     blocks = getattr(transformer, "blocks", None)
     if blocks is None:
         raise ValueError(f"{type(transformer).__name__} has no `blocks` to quantize")
