@@ -8,7 +8,8 @@ import pytest
 
 from worldsim.cli.main import main
 from worldsim.evaluation.pusht_zoo import CentroidPusher, RandomTargets, StandStill, pusht_zoo
-from worldsim.evaluation.rank import rank_policies, rank_table, real_starts, run_real, write_rank_report
+from worldsim.evaluation.rank import (episode_values, rank_policies, rank_table, real_starts, run_real, run_imagined,
+                                      write_rank_report)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -16,6 +17,27 @@ def test_real_starts_hold_the_agent_still():
     frames, actions = real_starts([0, 1], num_context=3, image_size=16)
     assert frames.shape == (2, 3, 16, 16, 3) and actions.shape == (2, 2, 2)
     np.testing.assert_array_equal(actions[:, 0], actions[:, 1])  # the same hold target twice
+
+
+def test_episode_values_median_drops_spikes_keeps_trends_and_stops_at_the_episode_end():
+    rewards = np.array([[0.1, 0.1, 0.9, 0.1, 0.1, 0.1],     # a one-step spike
+                        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6],     # a steady rise: kept to its last step
+                        [0.0, 0.0, 0.5, 0.2, 0.9, 0.9],     # ended after 4 steps; the 0.9s are the next episode's
+                        [0.0, 0.4, 0.0, 0.0, 0.0, 0.0]])    # ended after 2 steps
+    in_episode = np.array([[True] * 6, [True] * 6, [True] * 4 + [False] * 2, [True] * 2 + [False] * 4])
+    np.testing.assert_allclose(episode_values(rewards, in_episode), [0.9, 0.6, 0.5, 0.4])
+    # row 2, width 3: at its last step the window is [0.5, 0.2, 0.2 (its own last step repeated)] -> 0.2; a window
+    # running on into the next episode would see [0.5, 0.2, 0.9] -> 0.5. Row 3: an episode's last step is repeated
+    # to fill the window, so it is kept at any width (at the end a spike and the start of a rise look alike).
+    np.testing.assert_allclose(episode_values(rewards, in_episode, 3), [0.1, 0.6, 0.2, 0.4])
+    np.testing.assert_allclose(episode_values(rewards, in_episode, 5), [0.1, 0.6, 0.2, 0.4])
+    for bad in (0, 2, -3, 1.0, True):
+        with pytest.raises(ValueError, match="reward_median"):
+            episode_values(rewards, in_episode, bad)
+    with pytest.raises(ValueError, match="prefix"):
+        episode_values(rewards, np.array([[False, True] * 3] * 4))
+    with pytest.raises(ValueError, match="shape"):
+        episode_values(rewards, in_episode[:, :3])
 
 
 def test_zoo_skill_is_graded_in_the_real_env():
@@ -68,7 +90,7 @@ def test_rank_sampler_is_used_and_a_bad_one_refused_before_anything_runs(model_w
     ran = []
     monkeypatch.setattr(rank, "run_real", lambda *args, **kwargs: ran.append(1))
     for bad, message in (({"num_inference_steps": 0}, "num_inference_steps"),
-                         ({"timestep_spacing": "leading"}, "timestep_spacing")):
+                         ({"timestep_spacing": "leading"}, "timestep_spacing"), ({"reward_median": 4}, "reward_median")):
         with pytest.raises(ValueError, match=message):
             rank_policies(pipeline, policies, num_states=2, horizon=2, num_context=2, progress=False, **bad)
     assert not ran
@@ -76,6 +98,7 @@ def test_rank_sampler_is_used_and_a_bad_one_refused_before_anything_runs(model_w
     report = rank_policies(pipeline, policies, num_states=2, horizon=2, num_context=2, real=False, progress=False,
                            num_inference_steps=2, timestep_spacing="trailing")
     assert report["settings"]["sampler"] == {"num_inference_steps": 2, "timestep_spacing": "trailing"}
+    assert report["settings"]["reward_median"] == 3  # the default
     # the vector env ran the 2-step trailing sampler: the scheduler holds its sigmas
     np.testing.assert_allclose(pipeline.scheduler.sigmas.numpy(), [1.0, 0.5, 0.0], atol=1e-6)
 
@@ -152,3 +175,16 @@ def test_rank_reports_of_disjoint_states_pool_into_one_ranking(tmp_path):
         path.write_text(json.dumps(report))
     assert main(["rank-report", *map(str, paths), "--json", str(tmp_path / "merged.json")]) == 0
     assert json.loads((tmp_path / "merged.json").read_text())["settings"]["num_states"] == 10
+
+
+def test_run_imagined_values_are_the_smoothed_maximum_of_its_reward_traces(model_with_heads):
+    pipeline = WorldModelPipeline.from_pretrained(model_with_heads[0])
+    frames, actions = real_starts([0, 1, 2], num_context=2, image_size=pipeline.image_size)
+    runs = {width: run_imagined(pipeline, RandomTargets(seed=0), frames, actions, horizon=5, reward_median=width,
+                                keep_frames=0) for width in (1, 3)}
+    np.testing.assert_array_equal(runs[1]["rewards"], runs[3]["rewards"])  # same seeds: the same imagination
+    assert runs[1]["rewards"].shape == runs[1]["in_episode"].shape == (3, 5)
+    masked = np.where(runs[1]["in_episode"], runs[1]["rewards"], -np.inf)
+    np.testing.assert_allclose(runs[1]["values"], masked.max(1), rtol=1e-6)
+    np.testing.assert_allclose(runs[3]["values"], episode_values(runs[3]["rewards"], runs[3]["in_episode"], 3))
+    assert np.all(runs[3]["values"] <= runs[1]["values"] + 1e-6)

@@ -251,7 +251,7 @@ def cmd_distill(args) -> None:
 def cmd_rank(args) -> None:
     from worldsim.data.policies import _load_callable
     from worldsim.evaluation.pusht_zoo import pusht_zoo
-    from worldsim.evaluation.rank import rank_policies, rank_table, write_rank_report
+    from worldsim.evaluation.rank import DEFAULT_REWARD_MEDIAN, rank_policies, rank_table, write_rank_report
 
     policies = {}
     for spec in args.policy or ["zoo"]:
@@ -277,6 +277,7 @@ def cmd_rank(args) -> None:
                            num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
                            batch_size=args.batch_size, progress=state.is_main_process,
                            num_inference_steps=args.num_inference_steps, timestep_spacing=args.timestep_spacing,
+                           reward_median=DEFAULT_REWARD_MEDIAN if args.reward_median is None else args.reward_median,
                            **sharding)
     if not state.is_main_process:
         return
@@ -578,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                    help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
+    p.add_argument("--reward-median", type=int, default=None, help="width of a running median over each imagined "
+                   "episode's predicted rewards before its largest is taken (odd; 1: the raw largest reward; "
+                   "default: worldsim.evaluation.rank.DEFAULT_REWARD_MEDIAN, 3)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)

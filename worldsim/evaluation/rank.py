@@ -10,8 +10,11 @@ Protocol (PushT; DESIGN.md, "Evaluation protocol"):
    coverage / 0.95, clipped to 1), success is reaching the 95% coverage threshold.
 3. Imagined value: the same policy acts for ``horizon`` steps in :class:`~worldsim.envs.WorldModelVectorEnv`,
    all states in one batch, from the same real context; the episode's value is its largest reward predicted by the
-   model's reward head. With ``samples > 1`` the imagination is repeated with other seeds; the spread across
-   samples is reported per policy and widens its interval.
+   model's reward head. The predicted rewards are noisier than the real ones, and the largest of 64 noisy numbers
+   is biased upwards, so each imagined episode's rewards first pass a centred running median of width
+   ``reward_median`` (default 3; :func:`episode_values`), which keeps a trend and drops single-frame spikes. With
+   ``samples > 1`` the imagination is repeated with other seeds; the spread across samples is reported per policy
+   and widens its interval.
 4. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
    imagined and the real mean values, each with a paired bootstrap 95% interval over the initial states (another
    set of states would give another ranking); per policy, bootstrap 95% intervals of the values.
@@ -30,6 +33,52 @@ from worldsim.evaluation.ranking_metrics import (AGREEMENT_METRICS, agreement_in
                                                  ranking_agreement)
 
 PUSHT_ENV = "gym_pusht/PushT-v0"
+# running-median width of ``worldsim rank`` since 2026-11-24: chosen on a dev set of other initial states, then
+# checked against the raw maximum on the 100 test states (docs/results.md, "Imagined values: a running median")
+DEFAULT_REWARD_MEDIAN = 3
+
+
+def check_reward_median(width) -> int:
+    """``width`` as an int if it is a valid running-median width (odd, >= 1), else ValueError naming it."""
+    if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1 or width % 2 == 0:
+        raise ValueError(f"reward_median must be an odd integer >= 1 (1: no smoothing), got {width!r}")
+    return int(width)
+
+
+def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: int = 1) -> np.ndarray:
+    """Each episode's value: its largest per-step reward, after an optional centred running median.
+
+    Args:
+        rewards: `(S, T)` float, the reward of each of the ``T`` steps of ``S`` episodes.
+        in_episode: `(S, T)` bool, which steps belong to the episode: a prefix of each row that holds at least the
+            first step (steps after an episode ended belong to the next, autoreset episode).
+        reward_median: width of the running median (odd, >= 1; 1 takes the raw maximum). The window is centred
+            and cut at the episode's ends, whose values are repeated (``scipy.ndimage.median_filter``,
+            ``mode="nearest"``), so a monotone trace is kept exactly and a single-step spike is removed, except at
+            the first and the last step, which are kept (there a spike and the start of a rise look alike).
+
+    Returns:
+        `(S,)` float64 values.
+
+    Raises:
+        ValueError: shapes that differ or are not 2-D, a row of ``in_episode`` that is not a non-empty prefix, or a
+            bad ``reward_median``.
+    """
+    from scipy.ndimage import median_filter
+
+    width = check_reward_median(reward_median)
+    rewards, in_episode = np.asarray(rewards, dtype=np.float64), np.asarray(in_episode, dtype=bool)
+    if rewards.ndim != 2 or rewards.shape != in_episode.shape:
+        raise ValueError(f"rewards {rewards.shape} and in_episode {in_episode.shape} must be the same (S, T) shape")
+    lengths = in_episode.sum(1)
+    prefix = np.arange(rewards.shape[1])[None, :] < lengths[:, None]
+    if rewards.shape[1] == 0 or (lengths < 1).any() or (prefix != in_episode).any():
+        raise ValueError("in_episode must mark a non-empty prefix of every episode's steps")
+    last = rewards[np.arange(len(rewards)), lengths - 1]
+    padded = np.where(prefix, rewards, last[:, None])  # the window's "nearest" edge at the episode's own end
+    if width > 1:
+        padded = median_filter(padded, size=(1, width), mode="nearest")
+    return np.where(prefix, padded, -np.inf).max(1)
 
 
 def real_starts(seeds: list[int], num_context: int, image_size: int, env_id: str = PUSHT_ENV):
@@ -98,7 +147,8 @@ def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_siz
 
 def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
                  batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0,
-                 num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> dict:
+                 num_inference_steps: int | None = None, timestep_spacing: str | None = None,
+                 reward_median: int = DEFAULT_REWARD_MEDIAN) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
@@ -108,17 +158,21 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     pipeline's current one (:meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`).
 
     Returns:
-        ``{"values": (S,), "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted
-        reward over the horizon.
+        ``{"values": (S,), "rewards": (S, horizon) float32, "in_episode": (S, horizon) bool,
+        "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted reward over each
+        episode, after a running median of width ``reward_median`` (:func:`episode_values`).
 
     Raises:
         RuntimeError: the model has no outcome heads (nothing to score imagined frames with).
+        ValueError: a bad ``reward_median``, before anything runs.
     """
     from worldsim.envs import WorldModelVectorEnv
 
+    check_reward_median(reward_median)
+
     if pipeline.heads_for() is None:
         raise RuntimeError("ranking needs predicted rewards: train the model's outcome heads (worldsim train-heads)")
-    values, video = [], None
+    rewards, in_episode, video = [], [], None
     for start in range(0, len(frames), batch_size):
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
@@ -127,19 +181,22 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
                                                                             "action": actions[chunk]}})
         policy.reset(count)
-        best = np.zeros(count)
         running = np.ones(count, dtype=bool)  # an episode that ended is autoreset: later frames are not its own
-        kept = []
+        trace, mask, kept = [], [], []
         for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
             observation, reward, terminated, truncated, _ = envs.step(policy.act(observation))
-            best = np.where(running, np.maximum(best, reward), best)
+            trace.append(np.asarray(reward, dtype=np.float32))
+            mask.append(running.copy())
             running &= ~(terminated | truncated)
             if start == 0:
                 kept.append(observation[:keep_frames].copy())
         if start == 0:
             video = np.stack(kept, axis=1)
-        values.append(best)
-    return {"values": np.concatenate(values), "frames": video}
+        rewards.append(np.stack(trace, axis=1))
+        in_episode.append(np.stack(mask, axis=1))
+    rewards, in_episode = np.concatenate(rewards), np.concatenate(in_episode)
+    return {"values": episode_values(rewards, in_episode, reward_median), "rewards": rewards,
+            "in_episode": in_episode, "frames": video}
 
 
 def state_batches(num_states: int, batch_size: int, process_index: int = 0, num_processes: int = 1
@@ -167,7 +224,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                   samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
                   gather=_gather_single, num_inference_steps: int | None = None,
-                  timestep_spacing: str | None = None) -> dict:
+                  timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -181,6 +238,9 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         real: also run the real env (otherwise only imagined values, no agreement).
         num_inference_steps, timestep_spacing: the imagination's sampler (None: the model's); the frame decoder is
             the pipeline's current one (``pipeline.set_decoder``). Both are recorded in the report's settings.
+        reward_median: width of the running median over each imagined episode's rewards before its maximum is
+            taken (odd, >= 1; 1: the raw maximum; default 3; :func:`episode_values`). Real values are always the raw
+            maximum: the real reward is exact.
         process_index, num_processes, gather: scale-out over several processes (``worldsim rank`` under
             ``accelerate launch``): this process runs its share of the state batches (:func:`state_batches`), and
             ``gather(list)`` (``accelerate.utils.gather_object``) returns the concatenation of every process's list,
@@ -195,14 +255,16 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         (:func:`~worldsim.evaluation.ranking_metrics.agreement_intervals`).
 
     Raises:
-        ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``, or a sampler the scheduler refuses
-            (``num_inference_steps < 1``, an unknown ``timestep_spacing``), before anything runs.
+        ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``, a sampler the scheduler refuses
+            (``num_inference_steps < 1``, an unknown ``timestep_spacing``) or a bad ``reward_median``, before
+            anything runs.
     """
     if len(policies) < 2:
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
         raise ValueError(f"need samples >= 1 and num_states >= 2, got {samples} and {num_states}")
     sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)  # refused now, not after the real runs
+    reward_median = check_reward_median(reward_median)
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
     frames, actions = real_starts(seeds, num_context, pipeline.image_size)
@@ -222,7 +284,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 imagined = run_imagined(pipeline, policy, frames[start:stop], actions[start:stop], horizon,
                                         seed=seed + 1000 * sample, batch_size=stop - start,
                                         keep_frames=int(start == 0), progress=progress, offset=start,
-                                        num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing)
+                                        num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing,
+                                        reward_median=reward_median)
                 part["imagined"].append(imagined["values"])
                 if sample == 0:
                     part["imagined_video"] = imagined["frames"]
@@ -248,7 +311,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 "quantization": pipeline.quantization,
                 "sampler": sampler,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
-                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)",
+                "reward_median": reward_median}
     return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
             "videos": videos}
 
@@ -278,6 +342,11 @@ def _agreement(results: dict, seed: int) -> tuple[dict, dict]:
 
 # settings that may differ between runs of one protocol on other initial states
 _RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
+_SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports written before them used
+
+
+def _setting(report: dict, key: str):
+    return report["settings"].get(key, _SETTING_DEFAULTS.get(key))
 
 
 def merge_rank_reports(reports: list[dict]) -> dict:
@@ -314,9 +383,9 @@ def merge_rank_reports(reports: list[dict]) -> dict:
         if list(report["policies"]) != list(first["policies"]):
             raise ValueError(f"report {index} ranks {list(report['policies'])}, report 0 {list(first['policies'])}")
         for key in set(first["settings"]) | set(report["settings"]):
-            if key not in _RUN_KEYS and report["settings"].get(key) != first["settings"].get(key):
-                raise ValueError(f"report {index} has {key}={report['settings'].get(key)!r}, report 0 "
-                                 f"{first['settings'].get(key)!r}; only {', '.join(_RUN_KEYS)} may differ")
+            if key not in _RUN_KEYS and _setting(report, key) != _setting(first, key):
+                raise ValueError(f"report {index} has {key}={_setting(report, key)!r}, report 0 "
+                                 f"{_setting(first, key)!r}; only {', '.join(_RUN_KEYS)} may differ")
     spans = sorted((r["settings"]["seed"], r["settings"]["seed"] + r["settings"]["num_states"]) for r in reports)
     for (start, stop), (next_start, _) in zip(spans, spans[1:]):
         if next_start < stop:
