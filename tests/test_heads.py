@@ -116,7 +116,7 @@ def test_a_scorer_replaces_the_reward_and_bad_scores_are_refused(model_with_head
 
 
 def test_evaluate_reports_the_reward_heads_error_on_imagined_frames(model_with_heads, pusht_dataset):
-    from worldsim.evaluation.fidelity import evaluate_fidelity
+    from worldsim.evaluation.fidelity import add_reward_report, evaluate_fidelity, imagine_windows
     from worldsim.evaluation.report import markdown_table
 
     path, _ = model_with_heads
@@ -133,7 +133,22 @@ def test_evaluate_reports_the_reward_heads_error_on_imagined_frames(model_with_h
     rows = [dataset.episode_slice(int(e)).start + int(s) + 1 for e, s in zip(windows.episodes, windows.starts)]
     error = np.abs(pipeline.outcomes(windows.frames[:, 2])["reward"] - reward[rows]).mean()
     assert report["per_step"]["reward_error"]["real_frames"][0] == pytest.approx(error, abs=1e-6)
-    assert "reward-head error" in markdown_table(report)
+    assert "reward-head error" in markdown_table(report) and "imagined latents" in markdown_table(report)
+    # the model's error is read from the latents the frames were decoded from, as the env reads them
+    assert report["reward_model_input"] == "latents"
+    again, latents = imagine_windows(pipeline, windows, 2, seed=0, progress=False, return_latents=True)
+    np.testing.assert_array_equal(again, imagined)
+    targets = reward[np.array(rows)[:, None] + np.arange(4)[None]]
+    from_latents = pipeline.outcomes(None, latents=torch.from_numpy(latents.reshape(-1, *latents.shape[2:])))["reward"]
+    expected = np.abs(from_latents.reshape(targets.shape) - targets).mean()
+    assert summary["reward_error/model"] == pytest.approx(expected, abs=1e-6)
+    # without latents the frames are encoded again: another input, and the report says so
+    by_frames = add_reward_report({"summary": {}, "per_step": {}}, pipeline, dataset, windows, imagined, 2)
+    assert by_frames["reward_model_input"] == "frames"
+    assert by_frames["summary"]["reward_error/model"] != pytest.approx(expected, abs=1e-9)
+    with pytest.raises(ValueError, match="imagined_latents"):
+        add_reward_report({"summary": {}, "per_step": {}}, pipeline, dataset, windows, imagined, 2,
+                          imagined_latents=latents[:, :2])
 
 
 def test_discounted_values_by_hand():

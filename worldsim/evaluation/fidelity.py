@@ -79,23 +79,30 @@ def _per_step(imagined: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
 def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context: int, batch_size: int = 16,
                     num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
                     progress: bool = True, action_guidance_scale: float | None = None,
-                    embodiment: str | None = None, timestep_spacing: str | None = None) -> np.ndarray:
+                    embodiment: str | None = None, timestep_spacing: str | None = None,
+                    return_latents: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Imagines every window open-loop from its first ``num_context`` frames under its real actions.
 
     ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default);
     ``timestep_spacing`` the sampler's spacing (:meth:`WorldModelPipeline.set_timesteps`).
 
     Returns:
-        `np.ndarray` `(W, H, S, S, 3)` uint8, H = window length - ``num_context``.
+        `np.ndarray` `(W, H, S, S, 3)` uint8, H = window length - ``num_context``; with ``return_latents`` the tuple
+        ``(frames, latents)``, latents `(W, H, C, h, w)` float32, what each frame was decoded from
+        (:meth:`WorldModelPipeline.rollout`).
     """
     generator = torch.Generator().manual_seed(seed)
-    imagined = []
+    imagined, latents = [], []
     for start in tqdm(range(0, len(windows.frames), batch_size), desc="imagining windows", disable=not progress):
         chunk = slice(start, start + batch_size)
-        imagined.append(pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
-                                         windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
-                                         generator, action_guidance_scale=action_guidance_scale,
-                                         embodiment=embodiment, timestep_spacing=timestep_spacing))
+        out = pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
+                               windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
+                               generator, action_guidance_scale=action_guidance_scale,
+                               embodiment=embodiment, timestep_spacing=timestep_spacing, return_latents=True)
+        imagined.append(out[0])
+        latents.append(out[1])
+    if return_latents:
+        return np.concatenate(imagined), np.concatenate(latents)
     return np.concatenate(imagined)
 
 
@@ -125,13 +132,24 @@ def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) ->
 
 
 def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobotDataset, windows: Windows,
-                      imagined: np.ndarray, num_context: int, embodiment: str | None = None) -> dict:
+                      imagined: np.ndarray, num_context: int, embodiment: str | None = None,
+                      imagined_latents: np.ndarray | None = None) -> dict:
     """Adds the reward head's error on imagined frames to a fidelity report (in place; also returned).
 
     Imagined frame k of a window (``k = 0 .. H-1``) was produced by the real transition ``start + num_context - 1
     + k``, whose ``next.reward`` is the target. Three errors, mean absolute, in reward units: the head on the
     imagined frames (``reward_error/model``), on the last context frame held still (``reward_error/copy_last_frame``)
     and on the real frames (``reward_error/real_frames``, the head's own error, a floor for the first).
+
+    Args:
+        imagined: `(W, H, S, S, 3)` uint8 imagined frames.
+        imagined_latents: `(W, H, C, h, w)` float32, the latents the imagined frames were decoded from
+            (:func:`imagine_windows` ``return_latents``). Given, the head reads them, as the env and ``worldsim
+            rank`` do; otherwise it reads the imagined frames encoded again by the autoencoder (a decode-encode round
+            trip the env never makes). ``report["reward_model_input"]`` says which.
+
+    Raises:
+        ValueError: ``imagined_latents`` whose first two dimensions are not ``imagined``'s.
     """
     horizon = imagined.shape[1]
     reward = np.asarray(dataset.columns[REWARD], dtype=np.float64).reshape(-1)
@@ -143,11 +161,20 @@ def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRob
 
     real = windows.frames[:, num_context:num_context + horizon]
     baseline = np.repeat(windows.frames[:, num_context - 1:num_context], horizon, axis=1)
-    for label, frames in (("model", imagined), ("copy_last_frame", baseline), ("real_frames", real)):
-        error = np.abs(head(frames) - target)
+    if imagined_latents is not None:
+        if imagined_latents.ndim != 5 or imagined_latents.shape[:2] != imagined.shape[:2]:
+            raise ValueError(f"imagined_latents has shape {imagined_latents.shape}, expected "
+                             f"({imagined.shape[0]}, {horizon}, C, h, w) like the imagined frames")
+        latents = torch.from_numpy(np.ascontiguousarray(imagined_latents.reshape(-1, *imagined_latents.shape[2:])))
+        model_reward = pipeline.outcomes(None, embodiment, latents=latents)["reward"].reshape(imagined.shape[:2])
+    else:
+        model_reward = head(imagined)
+    for label, predicted in (("model", model_reward), ("copy_last_frame", head(baseline)), ("real_frames", head(real))):
+        error = np.abs(predicted - target)
         report["per_step"].setdefault("reward_error", {})[label] = error.mean(axis=0).tolist()
         report["summary"][f"reward_error/{label}"] = float(error.mean())
     report["summary"]["reward/real"] = float(target.mean())
+    report["reward_model_input"] = "frames" if imagined_latents is None else "latents"
     return report
 
 
@@ -177,11 +204,12 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     """
     frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
-    imagined = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise, seed,
-                               progress, action_guidance_scale, embodiment, timestep_spacing)
+    imagined, latents = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise,
+                                        seed, progress, action_guidance_scale, embodiment, timestep_spacing,
+                                        return_latents=True)
     report = fidelity_report(imagined, windows, num_context)
     if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
-        add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment)
+        add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment, latents)
     report.update({
         "dataset": str(dataset.root),
         **pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing),

@@ -29,7 +29,9 @@ def markdown_table(report: dict) -> str:
         lines.append(f"| {label} | {fmt.format(model)} | {fmt.format(baseline)} |")
     lines.append(f"| agent error, model / baseline | {summary['agent_error_ratio']:.2f} | 1.00 |")
     if "reward_error/model" in summary:
-        lines.append(f"| reward-head error vs real reward (real frames: {summary['reward_error/real_frames']:.3f}; "
+        read = {"latents": "imagined latents", "frames": "imagined frames re-encoded"}.get(report.get("reward_model_input"))
+        source = f"model: head on the {read}; " if read else ""
+        lines.append(f"| reward-head error vs real reward ({source}real frames: {summary['reward_error/real_frames']:.3f}; "
                      f"mean reward {summary['reward/real']:.3f}) | {summary['reward_error/model']:.3f} | "
                      f"{summary['reward_error/copy_last_frame']:.3f} |")
     return "\n".join(lines)

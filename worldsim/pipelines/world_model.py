@@ -826,7 +826,8 @@ class WorldModelPipeline:
                 context_noise: float | None = None, generator: torch.Generator | None = None,
                 progress: bool = False, action_guidance_scale: float | None = None,
                 use_cache: bool = True, embodiment: str | None = None,
-                timestep_spacing: str | None = None) -> np.ndarray:
+                timestep_spacing: str | None = None,
+                return_latents: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Open-loop rollout: imagines one frame per action.
 
         Args:
@@ -837,17 +838,25 @@ class WorldModelPipeline:
             progress: show a progress bar over the S steps.
             use_cache: stream through a KV cache (default) or recompute the history window at every step.
             embodiment: whose actions these are; default: the model's default embodiment.
+            return_latents: also return the latent each frame was decoded from (what the env's outcome heads read,
+                :attr:`RolloutState.frame_latents`).
 
         Returns:
-            `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``.
+            `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``; with ``return_latents``
+            the tuple ``(frames, latents)``, latents `(B, S, C, h, w)` float32 (normalised, as the transformer sees
+            them).
         """
         action = np.asarray(action, dtype=np.float32)
         if action.ndim != 3:
             raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
         state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache, embodiment)
-        frames = []
+        frames, latents = [], []
         for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
             state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale,
                               timestep_spacing)
             frames.append(state.frames.cpu().numpy())
+            if return_latents:
+                latents.append(state.frame_latents.float().cpu().numpy())
+        if return_latents:
+            return np.stack(frames, axis=1), np.stack(latents, axis=1)
         return np.stack(frames, axis=1)
