@@ -108,3 +108,22 @@ def test_sampler_sweep_reads_a_model_per_sampler():
         sweep.parse_sampler("2:trailing:light:fp4")
     with pytest.raises(ValueError, match="got '0:trailing@x'"):
         sweep.parse_sampler("0:trailing@x")
+
+
+def test_second_sigma_sweep_runs_one_two_step_sampler_per_sigma(tiny_pipeline_path, pusht_dataset, tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "second_sigma_sweep.py"
+    spec = importlib.util.spec_from_file_location("second_sigma_sweep", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    with pytest.raises(SystemExit):
+        tool.main(["--sigmas", "0.5", "1.5"])  # refused before any model is read
+    out = tmp_path / "sweep.json"
+    result = tool.main(["--model", str(tiny_pipeline_path), "--dataset", str(pusht_dataset), "--horizon", "2",
+                        "--context", "2", "--decoder", "full", "--sigmas", "0.5", "0.3", "--json", str(out)])
+    assert [row["second_sigma"] for row in result["rows"]] == [0.5, 0.3]
+    assert result["rows"][0]["psnr"] != result["rows"][1]["psnr"]  # another second step, other frames
+    assert json.loads(out.read_text())["rows"][1]["second_sigma"] == 0.3
