@@ -98,9 +98,12 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
         out = pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
                                windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
                                generator, action_guidance_scale=action_guidance_scale,
-                               embodiment=embodiment, timestep_spacing=timestep_spacing, return_latents=True)
-        imagined.append(out[0])
-        latents.append(out[1])
+                               embodiment=embodiment, timestep_spacing=timestep_spacing, return_latents=return_latents)
+        if return_latents:
+            imagined.append(out[0])
+            latents.append(out[1])
+        else:
+            imagined.append(out)
     if return_latents:
         return np.concatenate(imagined), np.concatenate(latents)
     return np.concatenate(imagined)

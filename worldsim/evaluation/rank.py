@@ -39,7 +39,15 @@ DEFAULT_REWARD_MEDIAN = 3
 
 
 def check_reward_median(width) -> int:
-    """``width`` as an int if it is a valid running-median width (odd, >= 1), else ValueError naming it."""
+    """A running-median width for :func:`episode_values`, checked.
+
+    Returns:
+        ``width`` as an ``int`` (a step count: 1 means no smoothing).
+
+    Raises:
+        ValueError: ``width`` is not an odd integer >= 1 (a bool, a float, 0, an even or a negative number),
+            named in the message.
+    """
     if isinstance(width, bool) or not isinstance(width, (int, np.integer)) or width < 1 or width % 2 == 0:
         raise ValueError(f"reward_median must be an odd integer >= 1 (1: no smoothing), got {width!r}")
     return int(width)
