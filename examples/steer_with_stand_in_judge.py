@@ -10,7 +10,8 @@ Run:  .venv/bin/python examples/steer_with_stand_in_judge.py
 
 import numpy as np
 
-from worldsim.evaluation.pusht import locate_block
+from worldsim.embodiments.pusht.perception import locate_block
+from worldsim.embodiments.pusht import PushTEmbodiment
 from worldsim.evaluation.rank import real_starts
 from worldsim.steering import OutcomePredictor
 
@@ -25,7 +26,7 @@ def stand_in_judge(frames: np.ndarray, task: str) -> np.ndarray:
 
 
 # 4 real PushT frames (the agent holding still) as the current observation history
-frames, actions = real_starts([7], num_context=4, image_size=64)
+frames, actions = real_starts(PushTEmbodiment(), [7], num_context=4, image_size=64)
 predictor = OutcomePredictor("checkpoints/pusht", scorer=stand_in_judge, task="push the T onto the green goal")
 
 # 8 candidate chunks of 8 target positions each: straight lines from the agent toward random points

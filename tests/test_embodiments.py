@@ -226,7 +226,10 @@ def test_sensitivity_scoring_passes_a_follower_and_fails_an_action_blind_model()
 
 
 def test_entity_locators_find_paddle_and_minigrid_agent():
-    from worldsim.evaluation.sensitivity import locate_breakout_paddle, locate_minigrid_agent
+    from worldsim.embodiments import make_embodiment
+
+    locate_breakout_paddle = make_embodiment("breakout").locate_controlled
+    locate_minigrid_agent = make_embodiment("minigrid").locate_controlled
 
     frame = np.zeros((64, 64, 3), np.uint8)
     frame[58:60, 40:46] = (200, 72, 72)  # paddle
@@ -234,8 +237,8 @@ def test_entity_locators_find_paddle_and_minigrid_agent():
     assert locate_breakout_paddle(frame)[0] == pytest.approx(43 / 64, abs=1e-6)  # centre of columns 40-45
     assert np.isnan(locate_breakout_paddle(np.zeros((64, 64, 3), np.uint8))[0])
     grid = np.full((64, 64, 3), 100, np.uint8)
-    grid[8:14, 16:22] = (255, 0, 0)
-    np.testing.assert_allclose(locate_minigrid_agent(grid), [19 / 64, 11 / 64])
+    grid[8:14, 16:22] = (255, 0, 0)  # a red blob in the cell of column 2, row 1
+    np.testing.assert_allclose(locate_minigrid_agent(grid), [19 / 64, 11 / 64], atol=1 / 64)
 
 
 def test_router_statistics_report_load_per_embodiment():

@@ -29,7 +29,7 @@ def test_pusht_frames_are_labelled_from_their_state_as_the_env_scores_them(pusht
 
 def test_near_goal_starts_put_the_block_on_the_goal(tmp_path):
     from worldsim.data.collect import collect
-    from worldsim.evaluation.pusht import pusht_coverage
+    from worldsim.embodiments.pusht.perception import pusht_coverage
 
     root = collect("gym_pusht/PushT-v0", "random", 4, tmp_path / "near", seed=1, max_steps=2,
                    start="pusht-near-goal", progress=False)
@@ -55,8 +55,8 @@ def test_train_heads_reports_and_saves_loadable_heads(model_with_heads):
     assert np.isfinite(report["reward_mae"])
     # 24-step episodes never terminate: no positive labels, so those heads stay untrained and unreported
     assert report["untrained_heads"] == ["termination", "success"] and report["reliability"] == {}
-    assert (path / "heads" / "metrics.json").is_file()
-    assert not list((path / "heads").glob("*.bin"))  # safetensors only
+    assert (path / "heads" / "pusht" / "metrics.json").is_file()
+    assert not list((path / "heads").rglob("*.bin"))  # safetensors only
     pipeline = WorldModelPipeline.from_pretrained(path)
     assert isinstance(pipeline.heads, OutcomeHeads)
     outcomes = pipeline.outcomes(np.zeros((3, 16, 16, 3), np.uint8))
@@ -176,7 +176,7 @@ def test_value_head_is_trained_saved_and_scores_steering(tiny_pipeline_path, pus
     report = train_heads(path, [pusht_dataset], steps=30, batch_size=32, val_episodes=1, progress=False,
                          value_discount=0.9)
     assert report["value_discount"] == 0.9 and np.isfinite(report["value_mae"])
-    heads = OutcomeHeads.from_pretrained(path / "heads")
+    heads = OutcomeHeads.from_pretrained(path / "heads" / "pusht")
     assert heads.config.value_discount == 0.9
     predictor = OutcomePredictor(path)
     assert predictor.aggregate == "value"  # the default once the heads have a value output

@@ -7,14 +7,15 @@ import numpy as np
 import pytest
 
 from worldsim.cli.main import main
-from worldsim.evaluation.pusht_zoo import CentroidPusher, RandomTargets, StandStill, pusht_zoo
+from worldsim.embodiments.pusht.zoo import CentroidPusher, RandomTargets, StandStill, pusht_zoo
+from worldsim.embodiments.pusht import PushTEmbodiment
 from worldsim.evaluation.rank import (episode_values, rank_policies, rank_table, real_starts, run_real, run_imagined,
                                       write_rank_report)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
 def test_real_starts_hold_the_agent_still():
-    frames, actions = real_starts([0, 1], num_context=3, image_size=16)
+    frames, actions = real_starts(PushTEmbodiment(), [0, 1], num_context=3, image_size=16)
     assert frames.shape == (2, 3, 16, 16, 3) and actions.shape == (2, 2, 2)
     np.testing.assert_array_equal(actions[:, 0], actions[:, 1])  # the same hold target twice
 
@@ -43,13 +44,13 @@ def test_episode_values_median_drops_spikes_keeps_trends_and_stops_at_the_episod
 def test_zoo_skill_is_graded_in_the_real_env():
     # the strongest pusher moves the block toward the goal; standing still only keeps the initial overlap
     zoo = pusht_zoo()
-    strong = run_real(zoo["pusher-close-fast"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
-    still = run_real(zoo["still"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
+    strong = run_real(PushTEmbodiment(), zoo["pusher-close-fast"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
+    still = run_real(PushTEmbodiment(), zoo["still"], [0, 2, 3, 4], num_context=4, horizon=64, image_size=64, keep_frames=0)
     assert strong["values"].mean() > still["values"].mean() + 0.15
 
 
 def test_zoo_policies_act_on_any_resolution():
-    frames, _ = real_starts([0], num_context=1, image_size=64)
+    frames, _ = real_starts(PushTEmbodiment(), [0], num_context=1, image_size=64)
     zoo = pusht_zoo()
     assert len(zoo) >= 8
     for name, policy in zoo.items():
@@ -106,8 +107,8 @@ def test_rank_sampler_is_used_and_a_bad_one_refused_before_anything_runs(model_w
 def test_rank_cli_writes_json(model_with_heads, tmp_path):
     path, _ = model_with_heads
     out = tmp_path / "rank.json"
-    main(["rank", "--model", str(path), "--policy", "still=worldsim.evaluation.pusht_zoo:StandStill",
-          "--policy", "random=worldsim.evaluation.pusht_zoo:RandomTargets", "--num-states", "2", "--horizon", "2",
+    main(["rank", "--model", str(path), "--policy", "still=worldsim.embodiments.pusht.zoo:StandStill",
+          "--policy", "random=worldsim.embodiments.pusht.zoo:RandomTargets", "--num-states", "2", "--horizon", "2",
           "--context", "2", "--json", str(out)])
     report = json.loads(out.read_text())
     assert set(report["policies"]) == {"still", "random"} and "videos" not in report
@@ -119,8 +120,8 @@ def test_rank_cli_writes_json(model_with_heads, tmp_path):
 def test_rank_cli_runs_an_int8_transformer(model_with_heads, tmp_path):
     path, _ = model_with_heads
     out = tmp_path / "rank-int8.json"
-    main(["rank", "--model", str(path), "--policy", "still=worldsim.evaluation.pusht_zoo:StandStill",
-          "--policy", "random=worldsim.evaluation.pusht_zoo:RandomTargets", "--num-states", "2", "--horizon", "2",
+    main(["rank", "--model", str(path), "--policy", "still=worldsim.embodiments.pusht.zoo:StandStill",
+          "--policy", "random=worldsim.embodiments.pusht.zoo:RandomTargets", "--num-states", "2", "--horizon", "2",
           "--context", "2", "--no-real", "--quantize", "int8", "--json", str(out)])
     report = json.loads(out.read_text())
     assert report["settings"]["quantization"] == "int8" and set(report["policies"]) == {"still", "random"}
@@ -179,7 +180,7 @@ def test_rank_reports_of_disjoint_states_pool_into_one_ranking(tmp_path):
 
 def test_run_imagined_values_are_the_smoothed_maximum_of_its_reward_traces(model_with_heads):
     pipeline = WorldModelPipeline.from_pretrained(model_with_heads[0])
-    frames, actions = real_starts([0, 1, 2], num_context=2, image_size=pipeline.image_size)
+    frames, actions = real_starts(PushTEmbodiment(), [0, 1, 2], num_context=2, image_size=pipeline.image_size)
     runs = {width: run_imagined(pipeline, RandomTargets(seed=0), frames, actions, horizon=5, reward_median=width,
                                 keep_frames=0) for width in (1, 3)}
     np.testing.assert_array_equal(runs[1]["rewards"], runs[3]["rewards"])  # same seeds: the same imagination

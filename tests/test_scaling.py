@@ -86,9 +86,9 @@ def test_state_batches_cover_every_state_once():
 def test_sharded_ranking_equals_the_single_process_ranking(model_with_heads, tmp_path):
     path, _ = model_with_heads
     rank = ["rank", "--model", str(path), "--num-states", "5", "--horizon", "3", "--batch-size", "2",
-            "--policy", "pusher=worldsim.evaluation.pusht_zoo:CentroidPusher",
-            "--policy", "random=worldsim.evaluation.pusht_zoo:RandomTargets",
-            "--policy", "wanderer=worldsim.evaluation.pusht_zoo:Wanderer"]
+            "--policy", "pusher=worldsim.embodiments.pusht.zoo:CentroidPusher",
+            "--policy", "random=worldsim.embodiments.pusht.zoo:RandomTargets",
+            "--policy", "wanderer=worldsim.embodiments.pusht.zoo:Wanderer"]
     _launch(rank + ["--json", str(tmp_path / "one.json")], processes=1)
     _launch(rank + ["--json", str(tmp_path / "two.json")], processes=2)
     one, two = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("one", "two"))

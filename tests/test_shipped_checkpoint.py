@@ -8,7 +8,8 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 import worldsim  # noqa: F401
-from worldsim.demo import record_pusht_windows
+from worldsim.demo import record_windows
+from worldsim.embodiments.pusht import PushTEmbodiment
 from worldsim.evaluation.fidelity import fidelity_report, imagine_windows
 from worldsim.evaluation.sensitivity import action_sensitivity
 from worldsim.pipelines.world_model import WorldModelPipeline
@@ -19,9 +20,9 @@ CHECKPOINT = Path(__file__).resolve().parents[1] / "checkpoints" / "pusht"
 def test_shipped_model_beats_copy_last_frame_on_fresh_real_episodes():
     pipeline = WorldModelPipeline.from_pretrained(CHECKPOINT)
     horizon, context = 16, 4
-    windows = record_pusht_windows(4, context + horizon, pipeline.image_size, seed=30_000)
+    windows = record_windows(PushTEmbodiment(), 4, context + horizon, pipeline.image_size, seed=30_000)
     imagined = imagine_windows(pipeline, windows, context, batch_size=4, seed=0, progress=False)
-    summary = fidelity_report(imagined, windows, context)["summary"]
+    summary = fidelity_report(imagined, windows, context, PushTEmbodiment())["summary"]
     assert summary["agent_error/model"] < summary["agent_error/copy_last_frame"]
     assert summary["agent_error_at_horizon/model"] < summary["agent_error_at_horizon/copy_last_frame"]
     assert summary["agent_missing/model"] < 0.05

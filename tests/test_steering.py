@@ -191,19 +191,22 @@ def test_an_interrupted_steer_eval_resumes_to_the_uninterrupted_report(model_wit
     uninterrupted = OutcomePredictor(model_with_heads[0], seed=5)
     straight = evaluate.steer_evaluate(uninterrupted, [2], **settings)
 
-    built, original = [], evaluate.NoisyPusherChunks
+    from worldsim.embodiments.pusht import PushTEmbodiment
 
-    def interrupted(*args, **kwargs):  # K = 1 builds states 0-2, K = 2 builds 0, 1, then stops in state 2
-        built.append(kwargs["seed"])
+    built, original = [], PushTEmbodiment.steering_policy
+
+    def interrupted(self, *args, **kwargs):  # K = 1 builds states 0-2, K = 2 builds 0, 1, then stops in state 2
+        if "seed" in kwargs:  # (the check before the run passes the seed by position)
+            built.append(kwargs["seed"])
         if len(built) == 6:
             raise KeyboardInterrupt
-        return original(*args, **kwargs)
+        return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(evaluate, "NoisyPusherChunks", interrupted)
+    monkeypatch.setattr(PushTEmbodiment, "steering_policy", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate.steer_evaluate(OutcomePredictor(model_with_heads[0], seed=5), [2], progress_dir=tmp_path,
                                 **settings)
-    monkeypatch.setattr(evaluate, "NoisyPusherChunks", original)
+    monkeypatch.setattr(PushTEmbodiment, "steering_policy", original)
     saved = json.loads((tmp_path / "steer-progress.json").read_text())
     assert [len(saved["runs"][k]["values"]) for k in ("1", "2")] == [3, 2]
     assert (tmp_path / "steer-progress-video.safetensors").exists()  # its episode (K = 2, state 0) finished
@@ -243,7 +246,8 @@ def test_an_interrupted_steer_eval_resumes_to_the_uninterrupted_report(model_wit
 
 
 def test_steer_eval_refuses_bad_settings(model_with_heads):
-    from worldsim.steering.evaluate import NoisyPusherChunks, steer_evaluate
+    from worldsim.embodiments.pusht import NoisyPusherChunks
+    from worldsim.steering.evaluate import steer_evaluate
 
     predictor = OutcomePredictor(model_with_heads[0])
     with pytest.raises(ValueError, match="candidates"):

@@ -23,6 +23,7 @@ from worldsim.utils.files import write_json
 
 
 def main(argv=None) -> dict:
+    from worldsim.embodiments.pusht import PushTEmbodiment
     from worldsim.evaluation.rank import real_starts
     from worldsim.steering import OutcomePredictor
 
@@ -36,7 +37,7 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     predictor = OutcomePredictor(args.model)
-    frames, actions = real_starts([0], args.context, predictor.pipeline.image_size)
+    frames, actions = real_starts(PushTEmbodiment(), [0], args.context, predictor.pipeline.image_size)
     rng = np.random.default_rng(0)
     report = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.processor() or platform.machine()}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}", "model": args.model,

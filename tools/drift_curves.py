@@ -26,6 +26,7 @@ from worldsim.utils.files import write_json
 def main(argv=None) -> dict:
     from worldsim.data.frame_cache import load_frame_cache
     from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.embodiments.pusht import PushTEmbodiment
     from worldsim.evaluation.fidelity import evaluation_windows, fidelity_report, imagine_windows
     from worldsim.pipelines.world_model import WorldModelPipeline
 
@@ -54,7 +55,7 @@ def main(argv=None) -> dict:
         started = time.perf_counter()
         imagined = imagine_windows(pipeline, windows, args.context, args.batch_size, context_noise=noise,
                                    seed=args.seed)
-        result = fidelity_report(imagined, windows, args.context)
+        result = fidelity_report(imagined, windows, args.context, PushTEmbodiment())
         summary = result["summary"]
         report["settings"][str(noise)] = {"per_step": result["per_step"], "summary": summary,
                                           "seconds": time.perf_counter() - started}

@@ -4,8 +4,8 @@ One command measures, with the same model and sampler:
 
 * imagined env steps per second: the single env (``gym.make("worldsim/WorldModel-v0")``) and the native vector env
   (``gym.make_vec(..., vectorization_mode="vector_entry_point")``) at each ``num_envs``;
-* the real ``gym_pusht/PushT-v0`` env's steps per second with pixel observations, in the same process, and the ratio
-  imagined / real;
+* the real env's steps per second with pixel observations (the model's embodiment, made by its plug-in), in the same
+  process, and the ratio imagined / real;
 * the single env's per-frame latency (median and p95);
 * achieved FLOP/s of inference (at the largest ``num_envs``) and of training, over the bf16 matmul peak measured
   on the same machine in the same run: the fraction of the physical limit reached. FLOPs are counted from the
@@ -172,30 +172,32 @@ def steps_per_second(step, seconds: float, warmup: int = 2) -> tuple[float, int]
     return done / (time.perf_counter() - started), done
 
 
-def real_pusht_steps_per_second(seconds: float, seed: int = 0, obs_type: str = "pixels") -> dict:
-    """Steps per second of the real ``gym_pusht/PushT-v0`` (pymunk physics + pygame rendering), random actions.
+def real_env_steps_per_second(plugin, seconds: float, seed: int = 0) -> dict:
+    """Steps per second of an embodiment's real env with pixel observations (:meth:`~worldsim.embodiments.
+    EmbodimentPlugin.make_env`: physics and rendering), uniformly random actions, reset when an episode ends.
+
+    Returns:
+        ``{"steps_per_second", "steps", "env_id", "observation_shape"}`` (the frame's `(H, W, 3)`).
 
     Raises:
-        ImportError: gym-pusht is not installed (``pip install -e ".[pusht]"``).
+        ImportError: the env's package is not installed (the message names the extra).
     """
-    import gymnasium as gym
-    import gym_pusht  # noqa: F401  (registers the env)
+    from worldsim.data.collect import _pixels
 
-    env = gym.make("gym_pusht/PushT-v0", obs_type=obs_type)
-    env.reset(seed=seed)
-    rng = np.random.default_rng(seed)
-    low, high = env.action_space.low, env.action_space.high
+    env = plugin.make_env()
+    observation, _ = env.reset(seed=seed)
+    shape = _pixels(observation, env).shape
+    env.action_space.seed(seed)
 
     def step():
-        _, _, terminated, truncated, _ = env.step(rng.uniform(low, high).astype(np.float32))
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
         if terminated or truncated:
             env.reset()
         return 1
 
     rate, count = steps_per_second(step, seconds)
-    shape = env.observation_space["pixels"].shape if obs_type != "pixels" else env.observation_space.shape
     env.close()
-    return {"steps_per_second": rate, "steps": count, "obs_type": obs_type, "observation_shape": list(shape)}
+    return {"steps_per_second": rate, "steps": count, "env_id": plugin.default_env_id, "observation_shape": list(shape)}
 
 
 def _env_kwargs(settings: dict) -> dict:
@@ -299,7 +301,8 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     from worldsim.models.autoencoders import decode_latents
 
     decoder = count_flops(lambda: decode_latents(pipeline.frame_decoder, latent))  # the one set_decoder picked
-    heads = count_flops(lambda: pipeline.heads.predict(latent)) if pipeline.heads is not None else 0
+    heads_module = pipeline.heads_for()
+    heads = count_flops(lambda: heads_module.predict(latent)) if heads_module is not None else 0
     return {"transformer": passes, "decoder": decoder, "heads": heads, "total": passes + decoder + heads}
 
 
@@ -482,15 +485,17 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         pipeline.quantize(quantize)
         settings["quantize"] = quantize
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),
-              "sampler": settings, "outcome_heads": pipeline.heads is not None}
+              "sampler": settings, "outcome_heads": pipeline.heads_for() is not None}
     started = time.perf_counter()
 
     report["matmul_peak"] = matmul_peak(device, seconds=peak_seconds)
     peak = report["matmul_peak"]["flops_per_second"]
     progress(f"bf16 matmul peak: {peak / 1e9:.0f} GFLOP/s")
-    report["real_env"] = real_pusht_steps_per_second(real_seconds or seconds)
+    from worldsim.embodiments import resolve_embodiment
+
+    report["real_env"] = real_env_steps_per_second(resolve_embodiment(pipeline)[1], real_seconds or seconds)
     real = report["real_env"]["steps_per_second"]
-    progress(f"real gym_pusht/PushT-v0 ({report['real_env']['obs_type']}): {real:.1f} steps/s")
+    progress(f"real {report['real_env']['env_id']} (pixels): {real:.1f} steps/s")
     report["single_env"] = single_env_speed(pipeline, settings, seconds, latency_steps)
     single = report["single_env"]
     progress(f"single imagined env: {single['steps_per_second']:.1f} steps/s" + (
@@ -552,7 +557,7 @@ def markdown_report(report: dict, command: str | None = None) -> str:
         lines += ["```bash", command, "```", ""]
     single = report["single_env"]
     lines += ["| measure | value |", "|---|---|",
-              f"| real `gym_pusht/PushT-v0` ({real['obs_type']} {'x'.join(map(str, real['observation_shape']))}), "
+              f"| real `{real['env_id']}` (pixels {'x'.join(map(str, real['observation_shape']))}), "
               f"steps/s | {real['steps_per_second']:.1f} |",
               f"| imagined single env, steps/s (ratio to real) | {single['steps_per_second']:.1f} "
               f"({single['ratio_to_real']:.2f}x) |"]

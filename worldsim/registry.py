@@ -99,6 +99,9 @@ def manifest_files(folder: Path) -> list[Path]:
         if (folder / component).is_dir():
             for pattern in MANIFEST_PATTERNS:
                 files += sorted((folder / component).glob(pattern))
+                if component == "heads":  # heads/<embodiment>/, one folder per embodiment (not a hidden partial one)
+                    files += sorted(path for path in (folder / component).glob(f"*/{pattern}")
+                                    if not path.parent.name.startswith("."))
     return [path for path in files if path.is_file()]
 
 

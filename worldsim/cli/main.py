@@ -224,9 +224,9 @@ def cmd_train_decoder(args) -> None:
     print(f"{report['steps']} steps in {report['wall_minutes']:.1f} min; {report['num_parameters']:,} parameters; "
           f"{flops['light'] / 1e6:.0f} MFLOP per frame (autoencoder's decoder: {flops['full'] / 1e6:.0f})")
     print(f"held-out frames: {held['frames']}; PSNR light {held['psnr']['light']:.2f} dB, full "
-          f"{held['psnr']['full']:.2f} dB" + (f"; agent error light {held['agent_error_px']['light']:.2f} px, full "
-                                             f"{held['agent_error_px']['full']:.2f} px" if held["agent_error_px"]
-                                             else ""))
+          f"{held['psnr']['full']:.2f} dB" + (f"; {held['frame_metric']['name']} light "
+                                             f"{held['frame_metric']['light']:.2f}, full "
+                                             f"{held['frame_metric']['full']:.2f}" if held["frame_metric"] else ""))
     print(f"wrote {args.output or Path(args.model) / 'decoder'}")
 
 
@@ -248,15 +248,17 @@ def cmd_distill(args) -> None:
     print(f"wrote {args.out}")
 
 
-def cmd_rank(args) -> None:
+def _zoo_and_policies(specs: list[str] | None, plugin, seed: int) -> dict:
+    """``--policy`` values: ``zoo`` (the plug-in's zoo) or ``[name=]module:callable``, in order."""
     from worldsim.data.policies import _load_callable
-    from worldsim.evaluation.pusht_zoo import pusht_zoo
-    from worldsim.evaluation.rank import DEFAULT_REWARD_MEDIAN, rank_policies, rank_table, write_rank_report
 
     policies = {}
-    for spec in args.policy or ["zoo"]:
+    for spec in specs or ["zoo"]:
         if spec == "zoo":
-            policies.update(pusht_zoo(seed=args.seed))
+            zoo = plugin.policy_zoo(seed=seed)
+            if not zoo:
+                raise ValueError(f"embodiment {plugin.name!r} has no policy zoo; pass --policy name=module:callable")
+            policies.update(zoo)
             continue
         name, sep, target = spec.partition("=")
         if not sep:
@@ -264,6 +266,14 @@ def cmd_rank(args) -> None:
         obj = _load_callable(target)
         # a class or factory with no arguments builds the policy; any other callable is the policy itself
         policies[name] = obj() if isinstance(obj, type) else obj
+    return policies
+
+
+def cmd_rank(args) -> None:
+    from worldsim.embodiments import resolve_embodiment
+    from worldsim.evaluation.rank import (DEFAULT_REWARD_MEDIAN, rank_from_dataset, rank_policies, rank_table,
+                                          write_rank_report)
+
     # Under `accelerate launch` each process runs a share of the state batches and every process gets all
     # results; only the main process prints and writes. A plain run is one process.
     from accelerate.utils import gather_object
@@ -271,14 +281,24 @@ def cmd_rank(args) -> None:
     state = _process_state()
     device = str(state.device) if args.device == "auto" else args.device
     pipeline = _inference_pipeline(args, device)
-    sharding = {"process_index": state.process_index, "num_processes": state.num_processes, "gather": gather_object} \
-        if state.num_processes > 1 else {}
-    report = rank_policies(pipeline, policies, num_states=args.num_states, horizon=args.horizon,
-                           num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
-                           batch_size=args.batch_size, progress=state.is_main_process,
-                           num_inference_steps=args.num_inference_steps, timestep_spacing=args.timestep_spacing,
-                           reward_median=DEFAULT_REWARD_MEDIAN if args.reward_median is None else args.reward_median,
-                           **sharding)
+    name, plugin = resolve_embodiment(pipeline, args.embodiment)
+    policies = _zoo_and_policies(args.policy, plugin, args.seed)
+    median = DEFAULT_REWARD_MEDIAN if args.reward_median is None else args.reward_median
+    if args.dataset:
+        if state.num_processes > 1:
+            raise ValueError("ranking from a dataset runs in one process")
+        report = rank_from_dataset(pipeline, policies, args.dataset, num_states=args.num_states, horizon=args.horizon,
+                                   num_context=args.context, samples=args.samples, seed=args.seed,
+                                   batch_size=args.batch_size, num_inference_steps=args.num_inference_steps,
+                                   timestep_spacing=args.timestep_spacing, reward_median=median, embodiment=args.embodiment)
+    else:
+        sharding = {"process_index": state.process_index, "num_processes": state.num_processes,
+                    "gather": gather_object} if state.num_processes > 1 else {}
+        report = rank_policies(pipeline, policies, num_states=args.num_states or 50, horizon=args.horizon,
+                               num_context=args.context, samples=args.samples, seed=args.seed, real=not args.no_real,
+                               batch_size=args.batch_size, progress=state.is_main_process,
+                               num_inference_steps=args.num_inference_steps, timestep_spacing=args.timestep_spacing,
+                               reward_median=median, embodiment=args.embodiment, **sharding)
     if not state.is_main_process:
         return
     print(rank_table(report))
@@ -286,7 +306,7 @@ def cmd_rank(args) -> None:
         serialisable = {key: value for key, value in report.items() if key != "videos"}
         print(f"wrote {write_json(args.json, serialisable)}")
     if args.report:
-        written = write_rank_report(report, args.report)
+        written = write_rank_report(report, args.report, fps=pipeline.embodiment(name).fps)
         print(f"wrote {written['html']} ({len(written['videos'])} videos)")
 
 
@@ -294,20 +314,20 @@ def cmd_steer_eval(args) -> None:
     from worldsim.steering import OutcomePredictor
     from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
 
-    follow = None
-    if args.follow_steps:
-        from worldsim.evaluation.pusht_zoo import CentroidPusher
+    from worldsim.embodiments import resolve_embodiment
 
-        follow = CentroidPusher()  # the base policy's noise-free mode, acting on the imagined frames
     pipeline = _inference_pipeline(args, args.device)
-    predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed,
+    name, plugin = resolve_embodiment(pipeline, args.embodiment)
+    # the base policy's noise-free mode, acting on the imagined frames
+    follow = plugin.follow_policy() if args.follow_steps else None
+    predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed, embodiment=name,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,
                                  timestep_spacing=args.timestep_spacing, num_samples=args.samples)
     report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
                             num_context=args.context, seed=args.seed, base_noise=args.base_noise,
                             chunk_length=args.chunk_length, oracle_follow=args.oracle_follow, progress_dir=args.out,
-                            resume=args.resume)
+                            resume=args.resume, embodiment_plugin=plugin)
     print(steer_table(report))
     out = Path(args.out)
     written = write_steer_report(report, out)
@@ -444,6 +464,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=100")
         p.set_defaults(func=func)
 
+    def embodiment_arg(p):
+        p.add_argument("--embodiment", default=None, help="the model's embodiment (default: the model's), or "
+                       "module:object naming your own EmbodimentPlugin (registered on the spot)")
+
     def inference_args(p):
         p.add_argument("--decoder", choices=["full", "light"], default="full",
                        help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
@@ -560,12 +584,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("rank", help="rank policies in imagination and in the real PushT env; report the agreement")
-    p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
+    p = sub.add_parser("rank", help="rank policies in imagination and in the real env (or against logged episodes); "
+                       "report the agreement")
+    p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment")
+    embodiment_arg(p)
     p.add_argument("--policy", action="append",
-                   help="'zoo' (the PushT zoo, default) or [name=]module:callable (repeat); a callable maps "
-                        "observation -> action or action chunk, or is a LeRobot-style object")
-    p.add_argument("--num-states", type=int, default=50, help="initial states (real env seeds)")
+                   help="'zoo' (the embodiment plug-in's zoo, default) or [name=]module:callable (repeat); a callable "
+                        "maps observation -> action or action chunk, or is a LeRobot-style object")
+    p.add_argument("--dataset", help="rank against logged episodes instead of the real env: each policy's initial "
+                   "states and real values are its own recorded episodes (episodes name their policy; record them "
+                   "with `worldsim collect --policy zoo:<name>`)")
+    p.add_argument("--num-states", type=int, default=None, help="initial states (the plug-in's starts; default 50; "
+                   "with --dataset: episodes per policy, default all)")
     p.add_argument("--horizon", type=int, default=64, help="policy steps per episode")
     p.add_argument("--context", type=int, default=4, help="real frames shared by both worlds at the start")
     p.add_argument("--samples", type=int, default=1, help="imagined repetitions with different seeds")
@@ -586,13 +616,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)
 
-    p = sub.add_parser("steer-eval", help="run a stochastic PushT policy with and without steering in the real env")
-    p.add_argument("--model", default="checkpoints/pusht", help="PushT model with outcome heads")
+    p = sub.add_parser("steer-eval", help="run the embodiment plug-in's stochastic chunk policy with and without steering in the real env")
+    p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment")
+    embodiment_arg(p)
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="K values (1 = base policy)")
     p.add_argument("--num-states", type=int, default=100, help="initial states (real env seeds)")
     p.add_argument("--horizon", type=int, default=64, help="real env steps per episode")
     p.add_argument("--context", type=int, default=4, help="real frames given to the predictor")
-    p.add_argument("--base-noise", type=float, default=120.0, help="end-point noise of the base policy's chunks (px)")
+    p.add_argument("--base-noise", type=float, default=None, help="noise of the base policy's chunks, in the "
+                   "plug-in's unit (default: the plug-in's steering_noise)")
     p.add_argument("--chunk-length", type=int, default=8, help="actions per chunk (H)")
     p.add_argument("--aggregate", choices=["value", "max", "last", "mean"],
                    help="how the heads score an imagined future (default: value if the heads have one, else max)")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 from pathlib import Path
 from typing import Any
@@ -18,60 +19,38 @@ from worldsim.data.lerobot import Episode, LeRobotDatasetWriter
 from worldsim.data.policies import make_policy
 from worldsim.data.spaces import flatten_action, space_to_json
 
-# Per-env defaults: constructor kwargs, embodiment name and task text.
-ENV_PRESETS: dict[str, dict[str, Any]] = {
-    "gym_pusht/PushT-v0": {
-        "kwargs": {"obs_type": "pixels", "observation_width": 96, "observation_height": 96},
-        "robot_type": "pusht",
-        "task": "Push the T-shaped block onto the green target.",
-    },
-    "ALE/Breakout-v5": {
-        # sticky actions off: the recorded action is the one that moved the paddle
-        "kwargs": {"repeat_action_probability": 0.0},
-        "robot_type": "breakout",
-        "task": "Break the bricks with the ball; move the paddle (NOOP, FIRE, RIGHT, LEFT).",
-    },
-    "MiniGrid-Empty-8x8-v0": {
-        # 8 x 8 cells of 8 px: a 64 x 64 full-grid render, without the agent's view highlight (a large region that
-        # changes with every turn and would drown the small agent triangle in the autoencoder's loss)
-        "kwargs": {"tile_size": 8, "highlight": False},
-        "robot_type": "minigrid",
-        "task": "Reach the green goal square (turn left, turn right, forward; the other actions do nothing here).",
-    },
-}
-
-
 def import_env_package(env_id: str) -> None:
-    """Imports the package that registers ``env_id`` (``gym_pusht/PushT-v0`` -> ``gym_pusht``, ``ALE/...`` ->
-    ``ale_py``, ``MiniGrid-...`` -> ``minigrid``), if any.
+    """Imports the package that registers ``env_id``: the one its embodiment plug-in names, else the id's namespace
+    (``my_envs/Arm-v0`` -> ``my_envs``) when such a module exists.
 
     Raises:
-        ImportError: the package is not installed (the message names the extra that installs it).
+        ImportError: the plug-in's package is not installed (the message says what to install).
     """
-    namespace = env_id.split("/")[0] if "/" in env_id else None
-    package, extra = namespace, {"gym_pusht": "pusht"}.get(namespace or "")
-    if namespace == "ALE":
-        package, extra = "ale_py", "atari"
-    elif env_id.startswith("MiniGrid-"):
-        package, extra = "minigrid", "minigrid"
-    if not package:
+    from worldsim.embodiments import embodiment_for_env
+
+    plugin = embodiment_for_env(env_id)
+    if plugin is not None:
+        plugin.import_env_package()
         return
-    try:
-        module = __import__(package)
-    except ImportError as error:
-        hint = f" (pip install 'worldsim[{extra}]')" if extra else ""
-        raise ImportError(f"env {env_id!r} needs the package {package!r}{hint}") from error
-    if package == "ale_py":
-        gym.register_envs(module)
+    namespace = env_id.split("/")[0] if "/" in env_id else None
+    if namespace:
+        try:
+            importlib.import_module(namespace)
+        except ImportError:
+            pass  # gym.make names the missing namespace itself
 
 
 def make_recording_env(env_id: str, **kwargs) -> gym.Env:
-    """Makes ``env_id`` with the preset keyword arguments for pixel observations (overridden by ``kwargs``)."""
+    """Makes ``env_id`` for recording: through its embodiment plug-in (its pixel-observation keyword arguments and
+    recording wrappers; :meth:`~worldsim.embodiments.EmbodimentPlugin.make_recording_env`) when one serves it, else
+    ``gym.make(env_id, render_mode="rgb_array", **kwargs)``."""
+    from worldsim.embodiments import embodiment_for_env
+
+    plugin = embodiment_for_env(env_id)
+    if plugin is not None:
+        return plugin.make_recording_env(env_id, **kwargs)
     import_env_package(env_id)
-    preset = dict(ENV_PRESETS.get(env_id, {}).get("kwargs", {}))
-    preset.update(kwargs)
-    preset.setdefault("render_mode", "rgb_array")
-    return gym.make(env_id, **preset)
+    return gym.make(env_id, **{"render_mode": "rgb_array", **kwargs})
 
 
 def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
@@ -85,58 +64,10 @@ def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
     return np.asarray(frame)
 
 
-def _pusht_state(info: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    if "pos_agent" not in info or "block_pose" not in info:
-        return None
-    agent = np.asarray(info["pos_agent"], dtype=np.float32)
-    return agent, np.concatenate([agent, np.asarray(info["block_pose"], dtype=np.float32)])
-
-
-def pusht_state_options(env: gym.Env, agent, block) -> dict:
-    """``env.reset`` options that put a gym-pusht env's agent at ``agent`` and its T block at ``block``.
-
-    gym-pusht's ``reset_to_state`` sets the block's position before its angle and pymunk rotates about the centre of
-    gravity, so the requested position is corrected once by probing ``env`` (the shift depends only on the angle).
-    The probe resets ``env``; velocities start at zero.
-
-    Args:
-        env: a ``gym_pusht/PushT-v0`` env (reset by the probe).
-        agent: `(2,)` agent x, y (workspace px, 0-512).
-        block: `(3,)` block x, y (px) and angle (rad).
-
-    Returns:
-        ``{"reset_to_state": [agent x, agent y, block x, block y, block angle]}`` with the corrected position.
-    """
-    agent, block = np.asarray(agent, dtype=np.float64), np.asarray(block, dtype=np.float64)
-    _, info = env.reset(options={"reset_to_state": np.concatenate([agent, block]).tolist()})
-    corrected = block.copy()
-    corrected[:2] += block[:2] - np.asarray(info["block_pose"][:2])
-    return {"reset_to_state": np.concatenate([agent, corrected]).tolist()}
-
-
-def _pusht_near_goal(rng: np.random.Generator, env: gym.Env) -> dict:
-    """PushT start with the T block on the goal pose, perturbed (std 1.5 px, 0.02 rad), the agent well away from it.
-
-    Many of these starts cover the goal by more than 95%: the only way to record frames of success, since a LeRobot
-    row never holds the frame in which an episode terminates (placed with :func:`pusht_state_options`).
-    """
-    goal = np.array([256.0, 256.0, np.pi / 4])
-    block = goal + rng.normal(0.0, [1.5, 1.5, 0.02])
-    while True:
-        agent = rng.uniform(50.0, 462.0, 2)
-        if np.linalg.norm(agent - block[:2]) > 150.0:
-            break
-    return pusht_state_options(env, agent, block)
-
-
-START_STATES = {"pusht-near-goal": ("gym_pusht/PushT-v0", _pusht_near_goal)}
-"""Named start-state distributions for :func:`collect` (``--start``): name -> (env id, (rng, env) -> reset
-options)."""
-
-
 def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None, task: str = "",
-                   reset_options: dict | None = None) -> Episode:
-    """Runs one episode and returns it with frames, actions, rewards and (PushT) env states.
+                   reset_options: dict | None = None, embodiment=None) -> Episode:
+    """Runs one episode and returns it with frames, actions, rewards and (where the env's plug-in records them,
+    :meth:`~worldsim.embodiments.EmbodimentPlugin.recorded_state`) states.
 
     ``reset_options`` go to ``env.reset`` (e.g. PushT's ``{"reset_to_state": [...]}``).
 
@@ -151,7 +82,7 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
     frames, actions, rewards, terminated, truncated, success, states, env_states = [], [], [], [], [], [], [], []
     for step in itertools.count():
         frames.append(_pixels(observation, env))
-        state = _pusht_state(info)
+        state = None if embodiment is None else embodiment.recorded_state(info)
         if state is not None:
             states.append(state[0])
             env_states.append(state[1])
@@ -177,6 +108,16 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
         environment_state=np.stack(env_states) if env_states else None,
         task=task,
     )
+
+
+def policy_label(policy: str, kwargs: dict) -> str:
+    """The name an episode records for its policy: ``policy`` itself, or ``policy[key=value,...]`` with the
+    episode's keyword arguments (``zoo:<member>`` records the member's name alone)."""
+    if policy.startswith("zoo:"):
+        policy = policy[len("zoo:"):]
+    if not kwargs:
+        return policy
+    return f"{policy}[{','.join(f'{key}={value}' for key, value in sorted(kwargs.items()))}]"
 
 
 def _policy_kwargs_for(policy_kwargs: dict, episode: int) -> dict:
@@ -208,8 +149,9 @@ def collect(
         policy_kwargs: keyword arguments for the policy; a list value is cycled over episodes (episode ``i``
             uses ``value[i % len(value)]``), so one call can mix noise levels.
         env_kwargs: keyword arguments for ``gym.make``.
-        start: a named start-state distribution from :data:`START_STATES` (default: the env's own reset), drawn
-            with ``seed + i``.
+        start: a named start-state distribution of the env's embodiment plug-in
+            (:meth:`~worldsim.embodiments.EmbodimentPlugin.start_distributions`; default: the env's own reset),
+            drawn with ``seed + i``.
 
     Returns:
         The dataset folder.
@@ -220,27 +162,30 @@ def collect(
     """
     if num_episodes < 1:
         raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
-    if start is not None:
-        if start not in START_STATES:
-            raise ValueError(f"unknown start {start!r}; known: {sorted(START_STATES)}")
-        if START_STATES[start][0] != env_id:
-            raise ValueError(f"start {start!r} is for {START_STATES[start][0]}, not {env_id}")
+    from worldsim.embodiments import embodiment_for_env
+
+    plugin = embodiment_for_env(env_id)
+    starts = {} if plugin is None else plugin.start_distributions()
+    if start is not None and start not in starts:
+        raise ValueError(f"unknown start {start!r} for {env_id}; known: {sorted(starts) or 'none'}")
     policy_kwargs = dict(policy_kwargs or {})
     env = make_recording_env(env_id, **(env_kwargs or {}))
-    preset = ENV_PRESETS.get(env_id, {})
     writer = LeRobotDatasetWriter(
         out,
         fps=int(env.metadata.get("render_fps", 10)),
-        robot_type=preset.get("robot_type", env_id.split("/")[-1].lower()),
+        robot_type=plugin.name if plugin is not None else env_id.split("/")[-1].lower(),
         env_id=env_id,
         action_space=space_to_json(env.action_space),
     )
     try:
         bar = tqdm(range(num_episodes), desc=f"collect {env_id}", unit="ep", disable=not progress)
         for index in bar:
-            agent = make_policy(policy, env.action_space, **_policy_kwargs_for(policy_kwargs, index))
-            options = START_STATES[start][1](np.random.default_rng(seed + index), env) if start else None
-            episode = record_episode(env, agent, seed + index, max_steps, preset.get("task", ""), options)
+            agent = make_policy(policy, env.action_space, embodiment=plugin,
+                                **_policy_kwargs_for(policy_kwargs, index))
+            options = starts[start](np.random.default_rng(seed + index), env) if start else None
+            episode = record_episode(env, agent, seed + index, max_steps, "" if plugin is None else plugin.task,
+                                     options, embodiment=plugin)
+            episode.policy = policy_label(policy, _policy_kwargs_for(policy_kwargs, index))
             writer.add_episode(episode)
             bar.set_postfix(frames=writer.total_frames, last_len=len(episode.frames))
         return writer.close()

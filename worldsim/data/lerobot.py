@@ -82,6 +82,8 @@ class Episode:
         environment_state: `np.ndarray` `(T, E)` float32 or None, full env state where the env exposes it
             (PushT: agent x, y, block x, y, angle; what ``reset_to_state`` takes).
         task: natural-language task description.
+        policy: name of the policy that produced the episode (stored in the episode's ``meta/episodes`` row as
+            ``policy``; ranking from logged episodes groups episodes by it), or ``""``.
     """
 
     frames: np.ndarray
@@ -93,6 +95,7 @@ class Episode:
     state: np.ndarray | None = None
     environment_state: np.ndarray | None = None
     task: str = ""
+    policy: str = ""
 
     def __post_init__(self):
         length = len(self.frames)
@@ -318,6 +321,7 @@ class LeRobotDatasetWriter:
         self._episodes.append({
             EPISODE_INDEX: episode_index,
             "tasks": [episode.task],
+            "policy": episode.policy,
             "length": length,
             "data/chunk_index": 0,
             "data/file_index": episode_index,
@@ -675,6 +679,11 @@ class LeRobotDataset:
         row = self.episodes[episode_index]
         start = int(round(row[f"videos/{self.video_key}/from_timestamp"] * self.fps))
         return decode_video(self.video_path(episode_index), start, int(row["length"]))
+
+    @property
+    def episode_policies(self) -> list[str]:
+        """The name of the policy that produced each episode (``""`` where the recording did not name one)."""
+        return [str(row.get("policy") or "") for row in self.episodes]
 
     def episode_slice(self, episode_index: int) -> slice:
         return slice(int(self.episode_from[episode_index]), int(self.episode_to[episode_index]))

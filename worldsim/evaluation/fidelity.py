@@ -1,9 +1,10 @@
 """Open-loop fidelity: imagined rollouts against real held-out episodes, next to the copy-last-frame baseline.
 
 From ``num_context`` real frames, the model imagines ``horizon`` frames under the episode's real actions; each
-imagined frame is compared with the real one: PSNR, SSIM, and (PushT) the error of the agent position located in
-the imagined frame against the one located in the real frame (action following), plus the T block's position
-error and area ratio (does the block stay in place, or blur away). The baseline repeats the last context frame.
+imagined frame is compared with the real one: PSNR, SSIM, and the embodiment plug-in's frame metrics
+(:meth:`~worldsim.embodiments.EmbodimentPlugin.frame_metrics`; e.g. the error of an agent's position located in the
+imagined frame against the one located in the real frame: does the model follow the actions). The baseline repeats
+the last context frame.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr, ssim
 from worldsim.constants import REWARD
-from worldsim.evaluation.pusht import locate_agent, locate_block
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -60,20 +60,12 @@ def evaluation_windows(dataset: LeRobotDataset, frames: np.ndarray, num_context:
     return Windows(np.stack(clips), np.stack(actions).astype(np.float32), np.asarray(episodes), np.asarray(starts))
 
 
-def _per_step(imagined: np.ndarray, real: np.ndarray) -> dict[str, np.ndarray]:
-    """Metrics per window and step: arrays `(W, H)`."""
-    agent_imagined, agent_real = locate_agent(imagined), locate_agent(real)
-    block_imagined, area_imagined = locate_block(imagined)
-    block_real, area_real = locate_block(real)
-    agent_error = np.linalg.norm(agent_imagined - agent_real, axis=-1)
-    return {
-        "psnr": psnr(imagined, real),
-        "ssim": ssim(imagined, real),
-        "agent_error": agent_error,
-        "agent_missing": np.isnan(agent_imagined[..., 0]) & ~np.isnan(agent_real[..., 0]),
-        "block_error": np.linalg.norm(block_imagined - block_real, axis=-1),
-        "block_area_ratio": area_imagined / np.maximum(area_real, 1e-9),
-    }
+def _per_step(imagined: np.ndarray, real: np.ndarray, embodiment=None) -> dict[str, np.ndarray]:
+    """Metrics per window and step: arrays `(W, H)`; PSNR and SSIM, then the plug-in's frame metrics."""
+    metrics = {"psnr": psnr(imagined, real), "ssim": ssim(imagined, real)}
+    if embodiment is not None:
+        metrics.update(embodiment.frame_metrics(imagined, real))
+    return metrics
 
 
 def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context: int, batch_size: int = 16,
@@ -109,29 +101,36 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
     return np.concatenate(imagined)
 
 
-def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int) -> dict:
+def fidelity_report(imagined: np.ndarray, windows: Windows, num_context: int, embodiment=None) -> dict:
     """Compares imagined frames `(W, H, S, S, 3)` with the windows' real frames and the copy-last-frame baseline.
+
+    Args:
+        embodiment: the :class:`~worldsim.embodiments.EmbodimentPlugin` whose frame metrics are added (None: PSNR
+            and SSIM only).
 
     Returns:
         dict with ``"per_step"`` (metric -> {"model", "copy_last_frame"} -> list over steps 1..H) and ``"summary"``
-        (means over steps and windows; ``agent_error_at_horizon`` at the last step; ``agent_error_ratio`` = model
-        / baseline). Agent and block positions are in workspace pixels (0-512).
+        (means over steps and windows; for the plug-in's headline metric ``m`` also ``m_at_horizon`` at the last
+        step and ``m_ratio`` = model / baseline), in the units the plug-in states.
     """
     horizon = imagined.shape[1]
     real = windows.frames[:, num_context:num_context + horizon]
     baseline = np.repeat(windows.frames[:, num_context - 1:num_context], horizon, axis=1)
-    model_metrics, baseline_metrics = _per_step(imagined, real), _per_step(baseline, real)
+    model_metrics, baseline_metrics = _per_step(imagined, real, embodiment), _per_step(baseline, real, embodiment)
     per_step, summary = {}, {}
     for name in model_metrics:
         for label, metrics in (("model", model_metrics), ("copy_last_frame", baseline_metrics)):
             values = metrics[name].astype(np.float64)
             per_step.setdefault(name, {})[label] = np.nanmean(values, axis=0).tolist()
             summary[f"{name}/{label}"] = float(np.nanmean(values))
-    for label, metrics in (("model", model_metrics), ("copy_last_frame", baseline_metrics)):
-        summary[f"agent_error_at_horizon/{label}"] = float(np.nanmean(metrics["agent_error"][:, -1]))
-    summary["agent_error_ratio"] = summary["agent_error/model"] / max(summary["agent_error/copy_last_frame"], 1e-9)
+    headline = None if embodiment is None else embodiment.headline_metric
+    if headline is not None and headline in model_metrics:
+        for label, metrics in (("model", model_metrics), ("copy_last_frame", baseline_metrics)):
+            summary[f"{headline}_at_horizon/{label}"] = float(np.nanmean(metrics[headline][:, -1]))
+        summary[f"{headline}_ratio"] = summary[f"{headline}/model"] / max(summary[f"{headline}/copy_last_frame"], 1e-9)
+    labels = {} if embodiment is None else {key: list(value) for key, value in embodiment.metric_labels.items()}
     return {"num_windows": int(len(imagined)), "num_context": num_context, "horizon": horizon,
-            "summary": summary, "per_step": per_step}
+            "summary": summary, "per_step": per_step, "headline_metric": headline, "metric_labels": labels}
 
 
 def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobotDataset, windows: Windows,
@@ -181,6 +180,17 @@ def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRob
     return report
 
 
+def frame_metrics_for(pipeline: WorldModelPipeline, embodiment: str | None = None):
+    """The plug-in whose frame metrics :func:`fidelity_report` adds for a model's embodiment, or None when no
+    plug-in serves it (then PSNR and SSIM only)."""
+    from worldsim.embodiments import resolve_embodiment
+
+    try:
+        return resolve_embodiment(pipeline, embodiment)[1]
+    except (ValueError, ImportError):
+        return None
+
+
 def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, horizon: int = 32, num_context: int = 4,
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
@@ -199,7 +209,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         num_inference_steps, context_noise, action_guidance_scale, timestep_spacing: sampler settings (default: the
             model's).
         seed: generator seed; the same seed gives the same figures on the same machine.
-        embodiment: which embodiment's actions the dataset holds (multi-embodiment models).
+        embodiment: which embodiment's actions the dataset holds (multi-embodiment models); its plug-in adds its frame
+            metrics (:func:`frame_metrics_for`).
 
     Returns:
         (report, imagined, windows): the :func:`fidelity_report` dict plus the settings, the imagined frames
@@ -210,7 +221,7 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
     imagined, latents = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise,
                                         seed, progress, action_guidance_scale, embodiment, timestep_spacing,
                                         return_latents=True)
-    report = fidelity_report(imagined, windows, num_context)
+    report = fidelity_report(imagined, windows, num_context, frame_metrics_for(pipeline, embodiment))
     if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
         add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment, latents)
     report.update({

@@ -1,23 +1,31 @@
-"""Policy ranking in imagination against the real env (``worldsim rank``).
+"""Policy ranking in imagination against the real env or logged episodes (``worldsim rank``).
 
-Protocol (PushT; DESIGN.md, "Evaluation protocol"):
+Protocol (the same for every embodiment; what is specific to an env comes from its plug-in,
+:class:`~worldsim.embodiments.EmbodimentPlugin`):
 
-1. Initial states are env seeds ``seed .. seed + num_states - 1`` of the real ``gym_pusht/PushT-v0``. From each,
-   the agent holds still for ``num_context - 1`` steps; those real frames and actions are the shared start of the
-   real and the imagined episode, so both begin in exactly the same state.
+1. Initial states are the plug-in's starts ``seed .. seed + num_states - 1``
+   (:meth:`~worldsim.embodiments.EmbodimentPlugin.reset_start`). From each, the plug-in's context policy plays
+   ``num_context - 1`` steps (:meth:`~worldsim.embodiments.EmbodimentPlugin.context_policy`; e.g. an agent holding
+   still); those real frames and actions are the shared start of the real and the imagined episode, so both begin in
+   exactly the same state.
 2. Real value: each policy then acts for ``horizon`` steps in the real env (it sees the frames at the model's
-   resolution, so it meets the same input in both worlds); the episode's value is its largest reward (PushT:
-   coverage / 0.95, clipped to 1), success is reaching the 95% coverage threshold.
+   resolution, so it meets the same input in both worlds); each step's value is the plug-in's
+   (:meth:`~worldsim.embodiments.EmbodimentPlugin.step_value`, by default the reward) and the episode's value their
+   largest (``value_aggregation="max"``: a goal coverage, a success) or their sum (``"sum"``: a return). Success is
+   the plug-in's :meth:`~worldsim.embodiments.EmbodimentPlugin.is_success` at any step.
 3. Imagined value: the same policy acts for ``horizon`` steps in :class:`~worldsim.envs.WorldModelVectorEnv`,
-   all states in one batch, from the same real context; the episode's value is its largest reward predicted by the
-   model's reward head. The predicted rewards are noisier than the real ones, and the largest of 64 noisy numbers
-   is biased upwards, so each imagined episode's rewards first pass a centred running median of width
+   all states in one batch, from the same real context; the rewards are the model's outcome heads' for the
+   embodiment. With ``"max"``, the predicted rewards are noisier than the real ones and the largest of 64 noisy
+   numbers is biased upwards, so each imagined episode's rewards first pass a centred running median of width
    ``reward_median`` (default 3; :func:`episode_values`), which keeps a trend and drops single-frame spikes. With
    ``samples > 1`` the imagination is repeated with other seeds; the spread across samples is reported per policy
    and widens its interval.
 4. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
    imagined and the real mean values, each with a paired bootstrap 95% interval over the initial states (another
    set of states would give another ranking); per policy, bootstrap 95% intervals of the values.
+
+Without a real env (:func:`rank_from_dataset`), the initial states are the first frames of recorded episodes and a
+policy's real value is the value of its own recorded episodes, found by the policy name each episode carries.
 """
 
 from __future__ import annotations
@@ -28,11 +36,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from worldsim.data.frame_cache import resize_frames
+from worldsim.data.spaces import flatten_action, space_to_json
 from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.evaluation.ranking_metrics import (AGREEMENT_METRICS, agreement_intervals, bootstrap_mean_interval,
                                                  ranking_agreement)
 
-PUSHT_ENV = "gym_pusht/PushT-v0"
 # running-median width of ``worldsim rank`` since 2026-11-24: chosen on a dev set of other initial states, then
 # checked against the raw maximum on the 100 test states (docs/results.md, "Imagined values: a running median")
 DEFAULT_REWARD_MEDIAN = 3
@@ -53,28 +61,33 @@ def check_reward_median(width) -> int:
     return int(width)
 
 
-def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: int = 1) -> np.ndarray:
-    """Each episode's value: its largest per-step reward, after an optional centred running median.
+def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: int = 1,
+                   aggregation: str = "max") -> np.ndarray:
+    """Each episode's value: its largest per-step reward after an optional centred running median, or its return.
 
     Args:
         rewards: `(S, T)` float, the reward of each of the ``T`` steps of ``S`` episodes.
         in_episode: `(S, T)` bool, which steps belong to the episode: a prefix of each row that holds at least the
             first step (steps after an episode ended belong to the next, autoreset episode).
-        reward_median: width of the running median (odd, >= 1; 1 takes the raw maximum). The window is centred
-            and cut at the episode's ends, whose values are repeated (``scipy.ndimage.median_filter``,
-            ``mode="nearest"``), so a monotone trace is kept exactly and a single-step spike is removed, except at
-            the first and the last step, which are kept (there a spike and the start of a rise look alike).
+        reward_median: width of the running median (odd, >= 1; 1 takes the raw maximum), for ``"max"`` only. The
+            window is centred and cut at the episode's ends, whose values are repeated
+            (``scipy.ndimage.median_filter``, ``mode="nearest"``), so a monotone trace is kept exactly and a
+            single-step spike is removed, except at the first and the last step, which are kept (there a spike and
+            the start of a rise look alike; an episode that ends on reaching a goal keeps its last reward).
+        aggregation: ``"max"`` or ``"sum"`` (the episode's return; no median).
 
     Returns:
         `(S,)` float64 values.
 
     Raises:
-        ValueError: shapes that differ or are not 2-D, a row of ``in_episode`` that is not a non-empty prefix, or a
-            bad ``reward_median``.
+        ValueError: shapes that differ or are not 2-D, a row of ``in_episode`` that is not a non-empty prefix, a
+            bad ``reward_median`` or an unknown ``aggregation``.
     """
     from scipy.ndimage import median_filter
 
     width = check_reward_median(reward_median)
+    if aggregation not in ("max", "sum"):
+        raise ValueError(f"aggregation must be 'max' or 'sum', got {aggregation!r}")
     rewards, in_episode = np.asarray(rewards, dtype=np.float64), np.asarray(in_episode, dtype=bool)
     if rewards.ndim != 2 or rewards.shape != in_episode.shape:
         raise ValueError(f"rewards {rewards.shape} and in_episode {in_episode.shape} must be the same (S, T) shape")
@@ -82,6 +95,8 @@ def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: i
     prefix = np.arange(rewards.shape[1])[None, :] < lengths[:, None]
     if rewards.shape[1] == 0 or (lengths < 1).any() or (prefix != in_episode).any():
         raise ValueError("in_episode must mark a non-empty prefix of every episode's steps")
+    if aggregation == "sum":
+        return np.where(prefix, rewards, 0.0).sum(1)
     last = rewards[np.arange(len(rewards)), lengths - 1]
     padded = np.where(prefix, rewards, last[:, None])  # the window's "nearest" edge at the episode's own end
     if width > 1:
@@ -89,64 +104,83 @@ def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: i
     return np.where(prefix, padded, -np.inf).max(1)
 
 
-def real_starts(seeds: list[int], num_context: int, image_size: int, env_id: str = PUSHT_ENV):
-    """Real start clips: from each seed's initial state the agent holds still for ``num_context - 1`` steps.
+def _frame(observation, env, size: int) -> np.ndarray:
+    """The env's frame at the model's resolution: `(size, size, 3)` uint8."""
+    from worldsim.data.collect import _pixels
+
+    return resize_frames(_pixels(observation, env)[None], size)[0]
+
+
+def _play_context(plugin, env, seed: int, num_context: int, size: int):
+    """Resets ``env`` to start ``seed`` and plays the plug-in's context steps.
 
     Returns:
-        frames `(S, num_context, image_size, image_size, 3)` uint8 and actions `(S, num_context - 1, 2)` float32
-        (workspace px). :func:`run_real` replays the same steps, so the real episode starts from the same state.
+        ``(observation, frames (num_context, size, size, 3) uint8, actions (num_context - 1, A) float32 flat)``.
     """
-    from worldsim.data.collect import make_recording_env
+    space = space_to_json(env.action_space)
+    observation, info = plugin.reset_start(env, seed)
+    context = plugin.context_policy(env)
+    frames, actions = [_frame(observation, env, size)], []
+    for _ in range(num_context - 1):
+        action = context(observation, info)
+        observation, _, _, _, info = env.step(action)
+        frames.append(_frame(observation, env, size))
+        actions.append(flatten_action(space, action))
+    flat = np.stack(actions) if actions else np.zeros((0, len(flatten_action(space, env.action_space.sample()))))
+    return observation, np.stack(frames), flat.astype(np.float32)
 
-    env = make_recording_env(env_id)
+
+def real_starts(plugin, seeds: list[int], num_context: int, image_size: int):
+    """Real start clips: the plug-in's start of each seed, then ``num_context - 1`` context steps.
+
+    Args:
+        plugin: the :class:`~worldsim.embodiments.EmbodimentPlugin` of the real env.
+
+    Returns:
+        frames `(S, num_context, image_size, image_size, 3)` uint8 and actions `(S, num_context - 1, A)` float32
+        (the flat action layout, env units). :func:`run_real` replays the same steps, so the real episode starts
+        from the same state.
+    """
+    env = plugin.make_env()
     frames, actions = [], []
     try:
         for seed in seeds:
-            observation, info = env.reset(seed=int(seed))
-            hold = np.asarray(info["pos_agent"], dtype=np.float32)
-            clip, clip_actions = [observation], []
-            for _ in range(num_context - 1):
-                observation, *_ = env.step(hold)
-                clip.append(observation)
-                clip_actions.append(hold)
-            frames.append(resize_frames(np.stack(clip), image_size))
-            actions.append(np.stack(clip_actions) if clip_actions else np.zeros((0, 2), np.float32))
+            _, clip, clip_actions = _play_context(plugin, env, seed, num_context, image_size)
+            frames.append(clip)
+            actions.append(clip_actions)
     finally:
         env.close()
     return np.stack(frames), np.stack(actions).astype(np.float32)
 
 
-def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_size: int, env_id: str = PUSHT_ENV,
+def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, image_size: int,
              keep_frames: int = 1, progress: bool = False) -> dict:
-    """Runs ``policy`` in the real env from each seed's start (see the module docstring).
+    """Runs ``policy`` in the plug-in's real env from each seed's start (see the module docstring).
 
     Returns:
         ``{"values": (S,), "success": (S,) bool, "frames": (keep_frames, horizon, s, s, 3) uint8}``.
     """
-    from worldsim.data.collect import make_recording_env
-
-    env = make_recording_env(env_id)
+    env = plugin.make_env()
     values, successes, videos = [], [], []
     try:
         for index, seed in enumerate(tqdm(seeds, desc="real episodes", disable=not progress, leave=False)):
-            observation, info = env.reset(seed=int(seed))
-            hold = np.asarray(info["pos_agent"], dtype=np.float32)
-            for _ in range(num_context - 1):
-                observation, *_ = env.step(hold)
+            observation, _, _ = _play_context(plugin, env, seed, num_context, image_size)
             policy.reset(1)
-            best, success, video = 0.0, False, []
+            steps, success, video = [], False, []
             for _ in range(horizon):
-                frame = resize_frames(observation[None], image_size)
-                observation, reward, terminated, truncated, info = env.step(policy.act(frame)[0])
-                best, success = max(best, float(reward)), success or bool(info.get("is_success", False))
+                frame = _frame(observation, env, image_size)
+                observation, reward, terminated, truncated, info = env.step(policy.act(frame[None])[0])
+                value = plugin.step_value(float(reward), bool(terminated), info)
+                steps.append(value)
+                success = success or plugin.is_success(value, info)
                 if index < keep_frames:
-                    video.append(resize_frames(observation[None], image_size)[0])
+                    video.append(_frame(observation, env, image_size))
                 if terminated or truncated:
                     break
             if index < keep_frames:
                 video += [video[-1]] * (horizon - len(video))
                 videos.append(np.stack(video))
-            values.append(best)
+            values.append(max(steps) if plugin.value_aggregation == "max" else float(np.sum(steps)))
             successes.append(success)
     finally:
         env.close()
@@ -156,7 +190,8 @@ def run_real(policy, seeds: list[int], num_context: int, horizon: int, image_siz
 def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
                  batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0,
                  num_inference_steps: int | None = None, timestep_spacing: str | None = None,
-                 reward_median: int = DEFAULT_REWARD_MEDIAN) -> dict:
+                 reward_median: int = DEFAULT_REWARD_MEDIAN, embodiment: str | None = None,
+                 aggregation: str = "max") -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
@@ -165,27 +200,33 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     sampler (None: the model's; see :class:`~worldsim.envs.WorldModelVectorEnv`); the frame decoder is the
     pipeline's current one (:meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`).
 
+    Args:
+        embodiment: the model's embodiment whose actions the policy takes (default: the model's).
+        aggregation: ``"max"`` or ``"sum"`` (:func:`episode_values`).
+
     Returns:
         ``{"values": (S,), "rewards": (S, horizon) float32, "in_episode": (S, horizon) bool,
-        "frames": (keep_frames, horizon, s, s, 3) uint8}``; values are the largest predicted reward over each
-        episode, after a running median of width ``reward_median`` (:func:`episode_values`).
+        "frames": (keep_frames, horizon, s, s, 3) uint8}``; values aggregate each episode's predicted rewards
+        (the largest after a running median of width ``reward_median``, or the sum: :func:`episode_values`).
 
     Raises:
-        RuntimeError: the model has no outcome heads (nothing to score imagined frames with).
-        ValueError: a bad ``reward_median``, before anything runs.
+        RuntimeError: the model has no outcome heads for the embodiment (nothing to score imagined frames with).
+        ValueError: a bad ``reward_median`` or ``aggregation``, before anything runs.
     """
     from worldsim.envs import WorldModelVectorEnv
 
     check_reward_median(reward_median)
-
-    if pipeline.heads_for() is None:
-        raise RuntimeError("ranking needs predicted rewards: train the model's outcome heads (worldsim train-heads)")
+    if aggregation not in ("max", "sum"):
+        raise ValueError(f"aggregation must be 'max' or 'sum', got {aggregation!r}")
+    if pipeline.heads_for(embodiment) is None:
+        raise RuntimeError(f"ranking needs predicted rewards: train the model's outcome heads for "
+                           f"{pipeline.embodiment(embodiment).name!r} (worldsim train-heads)")
     rewards, in_episode, video = [], [], None
     for start in range(0, len(frames), batch_size):
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
         envs = WorldModelVectorEnv(pipeline, num_envs=count, num_inference_steps=num_inference_steps,
-                                   timestep_spacing=timestep_spacing)
+                                   timestep_spacing=timestep_spacing, embodiment=embodiment)
         observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
                                                                             "action": actions[chunk]}})
         policy.reset(count)
@@ -203,7 +244,7 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         rewards.append(np.stack(trace, axis=1))
         in_episode.append(np.stack(mask, axis=1))
     rewards, in_episode = np.concatenate(rewards), np.concatenate(in_episode)
-    return {"values": episode_values(rewards, in_episode, reward_median), "rewards": rewards,
+    return {"values": episode_values(rewards, in_episode, reward_median, aggregation), "rewards": rewards,
             "in_episode": in_episode, "frames": video}
 
 
@@ -232,14 +273,17 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                   samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
                   gather=_gather_single, num_inference_steps: int | None = None,
-                  timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN) -> dict:
+                  timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
+                  embodiment: str | None = None) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
-        pipeline: a PushT :class:`~worldsim.pipelines.WorldModelPipeline` with outcome heads.
+        pipeline: a :class:`~worldsim.pipelines.WorldModelPipeline` with outcome heads for the embodiment.
         policies: ``{name: policy}``; anything :func:`~worldsim.evaluation.policy_adapters.as_policy` accepts
-            (PushT action shape ``(2,)``).
-        num_states: initial states (env seeds ``seed ..``).
+            (actions of the embodiment's action space).
+        embodiment: the model's embodiment, or a plug-in (``module:object``) serving it
+            (:func:`~worldsim.embodiments.resolve_embodiment`); default: the model's.
+        num_states: initial states (the plug-in's starts ``seed ..``).
         horizon: policy steps per episode, after the shared context.
         num_context: real frames shared by both worlds at the start (the agent holds still between them).
         samples: imagined repetitions with different seeds (uncertainty).
@@ -267,6 +311,11 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             (``num_inference_steps < 1``, an unknown ``timestep_spacing``) or a bad ``reward_median``, before
             anything runs.
     """
+    from worldsim.embodiments import resolve_embodiment
+    from worldsim.envs.world_model_env import embodiment_action_space
+
+    name, plugin = resolve_embodiment(pipeline, embodiment)
+    action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
     if len(policies) < 2:
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
@@ -275,16 +324,16 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
     reward_median = check_reward_median(reward_median)
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
-    frames, actions = real_starts(seeds, num_context, pipeline.image_size)
+    frames, actions = real_starts(plugin, seeds, num_context, pipeline.image_size)
     results, videos = {}, {}
     mine = state_batches(num_states, batch_size, process_index, num_processes)
-    for name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
-        policy = as_policy(raw, (2,))
+    for policy_name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
+        policy = as_policy(raw, action_shape)
         local = {}
         for start, stop in mine:
             part = {}
             if real:
-                outcome = run_real(policy, seeds[start:stop], num_context, horizon, pipeline.image_size,
+                outcome = run_real(plugin, policy, seeds[start:stop], num_context, horizon, pipeline.image_size,
                                    keep_frames=int(start == 0), progress=progress)
                 part.update(real_values=outcome["values"], real_success=outcome["success"], real_video=outcome["frames"])
             part["imagined"] = []
@@ -293,7 +342,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                                         seed=seed + 1000 * sample, batch_size=stop - start,
                                         keep_frames=int(start == 0), progress=progress, offset=start,
                                         num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing,
-                                        reward_median=reward_median)
+                                        reward_median=reward_median, embodiment=name,
+                                        aggregation=plugin.value_aggregation)
                 part["imagined"].append(imagined["values"])
                 if sample == 0:
                     part["imagined_video"] = imagined["frames"]
@@ -311,16 +361,134 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                            for sample in range(samples)]
         entry.update(_imagined_entry(np.mean(imagined_values, axis=0),  # per state, averaged over samples
                                      [float(values.mean()) for values in imagined_values]))
-        results[name] = entry
-        videos[name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
+        results[policy_name] = entry
+        videos[policy_name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
     agreement, intervals = _agreement(results, seed) if real else (None, None)
-    settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
+    settings = {"embodiment": name, "env_id": plugin.default_env_id, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": pipeline.decoder_name,
                 "quantization": pipeline.quantization,
                 "sampler": sampler,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
-                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)",
+                "value": plugin.value_description,
                 "reward_median": reward_median}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
+            "videos": videos}
+
+
+def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None = None, horizon: int = 64,
+                      num_context: int = 4, samples: int = 1, seed: int = 0, batch_size: int = 64,
+                      progress: bool = True, num_inference_steps: int | None = None,
+                      timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
+                      embodiment: str | None = None) -> dict:
+    """Ranks policies against their own logged episodes instead of a real env (no simulator, no robot).
+
+    Each episode of ``dataset`` carries the name of the policy that produced it
+    (:attr:`~worldsim.data.lerobot.LeRobotDataset.episode_policies`; ``worldsim collect --policy zoo:<member>``
+    records it). For every policy in ``policies``, its first ``num_states`` episodes are its initial states: the
+    imagined episode starts from the episode's first ``num_context`` frames and recorded actions, and the policy
+    then acts ``horizon`` steps in imagination. Its real value is the value of the same episode's recorded steps
+    after the context (the plug-in's :meth:`~worldsim.embodiments.EmbodimentPlugin.step_value` over ``next.reward``,
+    ``next.terminated`` and ``next.success``, aggregated as in :func:`rank_policies`; an episode that ended earlier
+    contributes the steps it has). Episodes are paired across policies by their order, so collect every policy with
+    the same seeds (then episode i of each policy starts from the same state) for the paired intervals to mean what
+    they say.
+
+    Args:
+        pipeline, policies, samples, seed, batch_size, progress, num_inference_steps, timestep_spacing,
+            reward_median, embodiment: as :func:`rank_policies`.
+        dataset: a :class:`~worldsim.data.lerobot.LeRobotDataset` or its folder.
+        num_states: episodes per policy (default: as many as every policy has).
+        horizon: imagined steps, and the recorded steps valued, after the context.
+        num_context: recorded frames that start each imagined episode.
+
+    Returns:
+        A report like :func:`rank_policies`'s; ``settings["source"]`` names the dataset and ``settings["episodes"]``
+        lists each policy's episode indices.
+
+    Raises:
+        ValueError: fewer than 2 policies; a policy with no episode in the dataset (the message lists the names the
+            dataset has); fewer than 2 usable episodes per policy; ``num_states`` larger than a policy's count;
+            episodes shorter than ``num_context + 1`` frames; or the checks of :func:`rank_policies`.
+    """
+    from worldsim.constants import REWARD, SUCCESS
+    from worldsim.data.frame_cache import load_frame_cache
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.embodiments import resolve_embodiment
+    from worldsim.envs.world_model_env import embodiment_action_space
+
+    name, plugin = resolve_embodiment(pipeline, embodiment)
+    action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
+    dataset = dataset if isinstance(dataset, LeRobotDataset) else LeRobotDataset(dataset)
+    if len(policies) < 2:
+        raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
+    if samples < 1 or num_context < 1 or horizon < 1:
+        raise ValueError(f"need samples >= 1, num_context >= 1 and horizon >= 1, got {samples}, {num_context}, "
+                         f"{horizon}")
+    sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)
+    reward_median = check_reward_median(reward_median)
+    names = dataset.episode_policies
+    episodes = {}
+    for policy_name in policies:
+        own = [index for index, label in enumerate(names) if label == policy_name]
+        if not own:
+            raise ValueError(f"{dataset.root} has no episode of policy {policy_name!r}; its episodes' policies: "
+                             f"{sorted(set(names))}")
+        short = [index for index in own if dataset.episode_to[index] - dataset.episode_from[index] <= num_context]
+        if short:
+            raise ValueError(f"{dataset.root}: episodes {short[:5]} of {policy_name!r} have at most {num_context} "
+                             f"frames; need num_context + 1 or more")
+        episodes[policy_name] = own
+    available = min(len(own) for own in episodes.values())
+    count = available if num_states is None else int(num_states)
+    if count < 2 or count > available:
+        raise ValueError(f"num_states must be in [2, {available}] (the fewest episodes any policy has), got {count}")
+    columns = dataset.columns
+    reward = np.asarray(columns[REWARD], np.float64).reshape(-1)
+    terminated_key = "next.terminated" if "next.terminated" in columns else "next.done"
+    terminated = np.asarray(columns[terminated_key], bool).reshape(-1)
+    success = np.asarray(columns[SUCCESS], bool).reshape(-1) if SUCCESS in columns else np.zeros(len(reward), bool)
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+    started = time.perf_counter()
+    results, videos = {}, {}
+    for policy_name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
+        policy = as_policy(raw, action_shape)
+        chosen = episodes[policy_name][:count]
+        starts = [int(dataset.episode_from[index]) for index in chosen]
+        context = np.stack([np.asarray(frames[start:start + num_context]) for start in starts])
+        context_action = np.stack([dataset.action[start:start + num_context - 1] for start in starts]).astype(np.float32)
+        values, successes = [], []
+        for index, start in zip(chosen, starts):
+            steps = range(start + num_context - 1, min(start + num_context - 1 + horizon, int(dataset.episode_to[index])))
+            step_values = [plugin.step_value(reward[row], bool(terminated[row]), {"is_success": bool(success[row])})
+                           for row in steps]
+            values.append(max(step_values) if plugin.value_aggregation == "max" else float(np.sum(step_values)))
+            successes.append(any(plugin.is_success(value, {"is_success": bool(success[row])})
+                                 for value, row in zip(step_values, steps)))
+        values, successes = np.asarray(values), np.asarray(successes)
+        imagined_values, video = [], None
+        for sample in range(samples):
+            imagined = run_imagined(pipeline, policy, context, context_action, horizon, seed=seed + 1000 * sample,
+                                    batch_size=batch_size, progress=progress, num_inference_steps=num_inference_steps,
+                                    timestep_spacing=timestep_spacing, reward_median=reward_median, embodiment=name,
+                                    aggregation=plugin.value_aggregation)
+            imagined_values.append(imagined["values"])
+            video = imagined["frames"] if sample == 0 else video
+        first = starts[0] + num_context
+        real_video = np.asarray(frames[first:min(first + horizon, int(dataset.episode_to[chosen[0]]))])
+        real_video = np.concatenate([real_video, np.repeat(real_video[-1:], horizon - len(real_video), axis=0)])
+        entry = {"real": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(values))),
+                 "real_success": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(successes.astype(float)))),
+                 "real_values": values.tolist()}
+        entry.update(_imagined_entry(np.mean(imagined_values, axis=0), [float(v.mean()) for v in imagined_values]))
+        results[policy_name] = entry
+        videos[policy_name] = (real_video[None], video)
+    agreement, intervals = _agreement(results, seed)
+    settings = {"embodiment": name, "source": str(dataset.root), "num_states": count, "horizon": horizon,
+                "num_context": num_context, "samples": samples, "decoder": pipeline.decoder_name,
+                "quantization": pipeline.quantization, "sampler": sampler, "seed": seed,
+                "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
+                "value": plugin.value_description + " (recorded episodes)", "reward_median": reward_median,
+                "episodes": {policy_name: episodes[policy_name][:count] for policy_name in policies}}
     return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
             "videos": videos}
 
@@ -351,6 +519,8 @@ def _agreement(results: dict, seed: int) -> tuple[dict, dict]:
 # settings that may differ between runs of one protocol on other initial states
 _RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
 _SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports written before them used
+# settings added later with no value that fits every earlier report: compared only when both reports have them
+_COMPARED_IF_PRESENT = ("embodiment", "env_id")
 
 
 def _setting(report: dict, key: str):
@@ -391,6 +561,8 @@ def merge_rank_reports(reports: list[dict]) -> dict:
         if list(report["policies"]) != list(first["policies"]):
             raise ValueError(f"report {index} ranks {list(report['policies'])}, report 0 {list(first['policies'])}")
         for key in set(first["settings"]) | set(report["settings"]):
+            if key in _COMPARED_IF_PRESENT and (key not in report["settings"] or key not in first["settings"]):
+                continue
             if key not in _RUN_KEYS and _setting(report, key) != _setting(first, key):
                 raise ValueError(f"report {index} has {key}={_setting(report, key)!r}, report 0 "
                                  f"{_setting(first, key)!r}; only {', '.join(_RUN_KEYS)} may differ")

@@ -6,15 +6,26 @@ from pathlib import Path
 
 import numpy as np
 
+#: rows every fidelity report has: (summary key, label, format)
 ROWS = (
-    ("agent_error", "agent-position error (px, 0-512 workspace), mean over steps", "{:.1f}"),
-    ("agent_error_at_horizon", "agent-position error at the last step (px)", "{:.1f}"),
     ("psnr", "PSNR (dB)", "{:.2f}"),
     ("ssim", "SSIM", "{:.3f}"),
-    ("block_error", "T-block position error (px)", "{:.1f}"),
-    ("block_area_ratio", "T-block area, imagined / real", "{:.2f}"),
-    ("agent_missing", "frames with the agent missing (fraction)", "{:.3f}"),
 )
+
+
+def _rows(report: dict) -> list[tuple[str, str, str]]:
+    """The headline metric first, PSNR and SSIM, then the plug-in's other frame metrics (labels from the report's
+    ``metric_labels``, which :func:`~worldsim.evaluation.fidelity.fidelity_report` copies from the plug-in)."""
+    labels = report.get("metric_labels", {})
+    headline = report.get("headline_metric")
+    rows = []
+    if headline in labels:
+        label, fmt = labels[headline]
+        rows += [(headline, f"{label}, mean over steps", fmt), (f"{headline}_at_horizon", f"{label} at the last step",
+                                                                 fmt)]
+    rows += list(ROWS)
+    rows += [(key, label, fmt) for key, (label, fmt) in labels.items() if key != headline]
+    return rows
 
 
 def markdown_table(report: dict) -> str:
@@ -22,12 +33,14 @@ def markdown_table(report: dict) -> str:
     summary = report["summary"]
     lines = [f"| metric (horizon {report['horizon']}, {report['num_context']} context frames, "
              f"{report['num_windows']} windows) | model | copy-last-frame |", "|---|---|---|"]
-    for key, label, fmt in ROWS:
+    for key, label, fmt in _rows(report):
         model, baseline = summary.get(f"{key}/model"), summary.get(f"{key}/copy_last_frame")
         if model is None:
             continue
         lines.append(f"| {label} | {fmt.format(model)} | {fmt.format(baseline)} |")
-    lines.append(f"| agent error, model / baseline | {summary['agent_error_ratio']:.2f} | 1.00 |")
+    headline = report.get("headline_metric")
+    if headline and f"{headline}_ratio" in summary:
+        lines.append(f"| {headline}, model / baseline | {summary[f'{headline}_ratio']:.2f} | 1.00 |")
     if "reward_error/model" in summary:
         read = {"latents": "imagined latents", "frames": "imagined frames re-encoded"}.get(report.get("reward_model_input"))
         source = f"model: head on the {read}; " if read else ""
@@ -38,15 +51,17 @@ def markdown_table(report: dict) -> str:
 
 
 def plot_per_step(report: dict, path: str | Path) -> Path:
-    """Plots agent error, PSNR, SSIM and block area ratio against the step, model vs baseline (PNG)."""
+    """Plots the headline metric, PSNR, SSIM and the plug-in's other frame metrics (up to 5 panels) against the step,
+    model vs baseline (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [("agent_error", "agent error (px)"), ("psnr", "PSNR (dB)"), ("ssim", "SSIM"),
-            ("block_area_ratio", "block area imagined / real")]
-    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    keys = [(key, label.split(" (")[0]) for key, label, _ in _rows(report)
+            if key in report["per_step"] and not key.endswith("_at_horizon")][:5]
+    figure, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    axes = axes[0]
     for axis, (key, label) in zip(axes, keys):
         for name, style in (("model", "-"), ("copy_last_frame", "--")):
             values = report["per_step"][key][name]

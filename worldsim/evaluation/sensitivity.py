@@ -2,12 +2,14 @@
 
 Protocol (per embodiment):
 
-1. Reset the real env with a seed and play ``context`` steps of its scripted or random policy: the shared context.
+1. Reset the real env with a seed and play ``context`` steps of a policy (the embodiment plug-in's data policy, or
+   random): the shared context.
 2. Draw ``branches`` action sequences of ``horizon`` steps and play each from that same state in the real env
    (deterministic replay of seed + context actions), recording the real future of each branch.
 3. Imagine every branch with the world model from the same context frames.
-4. Locate the controlled entity in every frame (PushT: the agent disc; Breakout: the paddle; MiniGrid: the agent
-   triangle) and compare trajectories:
+4. Locate the controlled entity in every frame (the plug-in's
+   :meth:`~worldsim.embodiments.EmbodimentPlugin.locate_controlled`: an agent, a paddle, a gripper) and compare
+   trajectories:
 
    * *following*: imagined branch k is matched to the real branch whose entity trajectory is closest; it counts as
      correct when that distance is within ``tolerance`` of its distance to real branch k (branches whose real
@@ -22,66 +24,15 @@ following accuracy is at least ``min_accuracy`` (default 0.6; chance is 0.25 wit
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from worldsim.data.collect import make_recording_env, _pixels
+from worldsim.data.collect import _pixels
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.policies import make_policy
 from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
-from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent
-
-
-def _redness(frames: np.ndarray) -> np.ndarray:
-    rgb = np.asarray(frames, dtype=np.float32)
-    return rgb[..., 0] - 0.5 * (rgb[..., 1] + rgb[..., 2])
-
-
-def _centroid(weights: np.ndarray) -> np.ndarray:
-    """`(..., H, W)` weights -> `(..., 2)` (x, y) in [0, 1] frame units; NaN where the mass is under one pixel."""
-    height, width = weights.shape[-2:]
-    mass = weights.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        x = ((weights * np.arange(width)).sum(axis=(-2, -1)) / mass + 0.5) / width
-        y = ((weights * np.arange(height)[:, None]).sum(axis=(-2, -1)) / mass + 0.5) / height
-    position = np.stack([x, y], axis=-1)
-    position[mass < 0.5] = np.nan
-    return position
-
-
-def locate_breakout_paddle(frames: np.ndarray) -> np.ndarray:
-    """Breakout paddle centre: `(..., H, W, 3)` uint8 -> `(..., 1)` x in [0, 1] of the frame width (NaN if absent).
-
-    The paddle is red (200, 72, 72) in the band of rows just above the bottom (0.86-0.96 of the height); the bricks
-    of the same colour are far above it.
-    """
-    frames = np.asarray(frames)
-    height = frames.shape[-3]
-    band = slice(int(0.86 * height), int(0.96 * height))
-    weights = np.zeros(frames.shape[:-1], np.float32)
-    weights[..., band, :] = np.clip((_redness(frames[..., band, :, :]) - 50.0) / 50.0, 0.0, 1.0)
-    return _centroid(weights)[..., :1]
-
-
-def locate_minigrid_agent(frames: np.ndarray) -> np.ndarray:
-    """MiniGrid agent triangle: `(..., H, W, 3)` uint8 -> `(..., 2)` (x, y) in [0, 1] frame units (NaN if absent)."""
-    return _centroid(np.clip((_redness(frames) - 80.0) / 60.0, 0.0, 1.0))
-
-
-def locate_pusht_agent(frames: np.ndarray) -> np.ndarray:
-    """PushT agent disc in [0, 1] frame units (see :func:`worldsim.evaluation.pusht.locate_agent`)."""
-    return locate_agent(frames) / PUSHT_WORKSPACE
-
-
-LOCATORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "pusht": locate_pusht_agent,
-    "breakout": locate_breakout_paddle,
-    "minigrid": locate_minigrid_agent,
-}
-"""Controlled-entity locators by embodiment name: frames -> positions in [0, 1] frame units."""
 
 
 @dataclass
@@ -162,13 +113,9 @@ def sample_branch_actions(space_json: dict, branches: int, horizon: int, rng: np
     return sequences
 
 
-DEFAULT_CONTEXT_POLICY = {"pusht": "pusht-scripted"}
-"""Policies that play the context steps by embodiment (the data's own policy); others use ``random``."""
-
-
-def _play(env_id: str, seed: int, prefix: list, size: int, policy=None, context: int = 0):
+def _play(plugin, env_id: str, seed: int, prefix: list, size: int, policy=None, context: int = 0):
     """Resets ``env_id`` with ``seed`` and plays ``prefix`` (or ``context`` policy steps); returns env, frames, actions."""
-    env = make_recording_env(env_id)
+    env = plugin.make_env(env_id)
     observation, info = env.reset(seed=seed)
     frames, actions = [_pixels(observation, env)], []
     steps = prefix if prefix else [None] * context
@@ -195,8 +142,9 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
         branches: action sequences per context (K).
         horizon: imagined steps per branch (S).
         context: policy steps played before branching; the last ``window_size - 1`` frames are the model's context.
-        policy: the policy that plays the context steps (``random``, ``pusht-scripted`` or ``module:callable``);
-            default: :data:`DEFAULT_CONTEXT_POLICY` for the embodiment, else ``random``.
+        policy: the policy that plays the context steps (a collection policy name for
+            :func:`~worldsim.data.policies.make_policy`, or ``module:callable``); default: the plug-in's
+            :attr:`~worldsim.embodiments.EmbodimentPlugin.data_policy`, else ``random``.
         min_accuracy: following accuracy needed to pass.
         tolerance: see :func:`score_branches`.
 
@@ -204,31 +152,34 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
         (:class:`SensitivityReport`, frames `(num_contexts, K, S, H, 2W, 3)` uint8: real | imagined side by side).
 
     Raises:
-        ValueError: the embodiment has no env id, or no locator is known for it.
+        ValueError: the embodiment has no env id or no plug-in (:func:`~worldsim.embodiments.resolve_embodiment`).
+        NotImplementedError: its plug-in has no locator for the controlled entity.
     """
-    spec = pipeline.embodiment(embodiment)
+    from worldsim.embodiments import resolve_embodiment
+
+    name, plugin = resolve_embodiment(pipeline, embodiment)
+    spec = pipeline.embodiment(name)
     if not spec.env_id:
         raise ValueError(f"embodiment {spec.name!r} records no env id; cannot replay the real env")
-    if spec.name not in LOCATORS:
-        raise ValueError(f"no entity locator for embodiment {spec.name!r}; known: {sorted(LOCATORS)}")
-    locate = LOCATORS[spec.name]
-    policy = policy or DEFAULT_CONTEXT_POLICY.get(spec.name, "random")
-    space_json = spec.action_space or space_to_json(make_recording_env(spec.env_id).action_space)
+    locate = plugin.locate_controlled
+    locate(np.zeros((1, 8, 8, 3), np.uint8))  # a plug-in without a locator fails here, before any rollout
+    policy = policy or plugin.data_policy or "random"
+    space_json = spec.action_space or space_to_json(plugin.make_env(spec.env_id).action_space)
     rng = np.random.default_rng(seed)
     size = pipeline.image_size
     correct, imagined_spreads, real_spreads, own = [], [], [], []
     videos = []
     for index in tqdm(range(num_contexts), desc=f"sensitivity ({spec.name})", disable=not progress):
         env_seed = seed + index
-        actor = make_policy(policy, space_from_json(space_json))
+        actor = make_policy(policy, space_from_json(space_json), embodiment=plugin)
         if hasattr(actor, "reset"):
             actor.reset(env_seed)
-        _, _, context_frames, prefix = _play(spec.env_id, env_seed, [], size, policy=actor, context=context)
+        _, _, context_frames, prefix = _play(plugin, spec.env_id, env_seed, [], size, policy=actor, context=context)
         last = flatten_action(space_json, prefix[-1]) if prefix else None
         sequences = sample_branch_actions(space_json, branches, horizon, rng, start=last)
         real = []
         for sequence in sequences:  # deterministic replay of the context, then the branch
-            env, observation, _, _ = _play(spec.env_id, env_seed, prefix, size)
+            env, observation, _, _ = _play(plugin, spec.env_id, env_seed, prefix, size)
             frames = []
             for action in sequence:
                 observation, _, terminated, truncated, _ = env.step(action)
@@ -263,5 +214,4 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
     return report, np.stack(videos)
 
 
-__all__ = ["LOCATORS", "SensitivityReport", "action_sensitivity", "locate_breakout_paddle", "locate_minigrid_agent",
-           "locate_pusht_agent", "sample_branch_actions", "score_branches"]
+__all__ = ["SensitivityReport", "action_sensitivity", "sample_branch_actions", "score_branches"]

@@ -79,6 +79,18 @@ def _load_weights(cls, folder: Path):
     return model
 
 
+def heads_folders(path: Path) -> list[Path]:
+    """The outcome-head folders of a pipeline folder: ``heads/<embodiment>/`` each, or ``heads/`` itself when it
+    holds a single set of heads (folders saved before heads were per embodiment); sorted, empty when none."""
+    root = Path(path) / "heads"
+    if (root / "config.json").is_file():
+        return [root]
+    if not root.is_dir():
+        return []
+    return sorted(folder for folder in root.iterdir()
+                  if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file())
+
+
 @dataclass
 class RolloutState:
     """The history window of a batch of rollouts.
@@ -196,8 +208,10 @@ class WorldModelPipeline:
         metadata: dict with ``window_size``, ``image_size``, ``fps``, ``action_normalizer`` (``min``/``max``),
             ``action_space``, ``embodiment``, ``env_id``, ``num_inference_steps``, ``context_noise``.
         start_frames: optional dict ``{"frames": (K, n, H, W, 3) uint8, "action": (K, n - 1, A) float32}``.
-        heads: optional :class:`~worldsim.models.heads.OutcomeHeads` (reward / termination / success per frame),
-            loaded from ``<folder>/heads`` when present.
+        heads: optional outcome heads (reward / termination / success per frame): one
+            :class:`~worldsim.models.heads.OutcomeHeads` (for the embodiment its config names, or for any when it
+            names none) or ``{embodiment: OutcomeHeads}``; loaded from ``<folder>/heads/<embodiment>`` (or a single
+            ``<folder>/heads`` written before heads were per embodiment).
         decoder: optional :class:`~worldsim.models.autoencoders.LightDecoder`, loaded from ``<folder>/decoder``
             when present; frames are decoded by the autoencoder unless :meth:`set_decoder` picks ``"light"``.
 
@@ -208,12 +222,11 @@ class WorldModelPipeline:
 
     def __init__(self, autoencoder: AutoencoderKL, transformer: WorldModelTransformer,
                  scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None,
-                 heads: OutcomeHeads | None = None, decoder: LightDecoder | None = None):
+                 heads: OutcomeHeads | dict[str, OutcomeHeads] | None = None, decoder: LightDecoder | None = None):
         # channels-last convolutions: 1.2x (fp32) to 3x (bf16) faster autoencoder passes on CPU (oneDNN)
         self.autoencoder = autoencoder.eval().to(memory_format=torch.channels_last)
         self.decoder = None if decoder is None else decoder.eval().to(memory_format=torch.channels_last)
         self.frame_decoder: AutoencoderKL | LightDecoder = self.autoencoder  # what turns latents into frames
-        self.heads = None if heads is None else heads.eval()
         self.transformer = transformer.eval()
         self.quantization: str | None = None  # set by quantize()
         self.scheduler = scheduler
@@ -227,6 +240,42 @@ class WorldModelPipeline:
         for key in ("window_size", "image_size"):
             if key not in self.metadata:
                 raise ValueError(f"pipeline metadata lacks {key!r}")
+        #: outcome heads by embodiment name (None: heads trained before heads named their embodiment, for any)
+        self.outcome_heads: dict[str | None, OutcomeHeads] = {}
+        for name, module in (heads.items() if isinstance(heads, dict) else [(None, heads)] if heads is not None
+                             else []):
+            self.add_heads(module, name)
+
+    def add_heads(self, heads: OutcomeHeads, embodiment: str | None = None) -> None:
+        """Sets the outcome heads of one embodiment (replacing that embodiment's, keeping the others').
+
+        Args:
+            heads: the heads; their ``config.embodiment`` names the embodiment unless ``embodiment`` is given.
+            embodiment: the embodiment they serve (None: ``heads.config.embodiment``; heads naming none serve every
+                embodiment without heads of its own).
+
+        Raises:
+            ValueError: an embodiment the model does not know, or one that differs from the heads' own config.
+        """
+        name = embodiment if embodiment is not None else heads.config.embodiment
+        if name is not None:
+            self.embodiment(name)  # unknown names fail here
+            if heads.config.embodiment not in (None, name):
+                raise ValueError(f"heads trained for {heads.config.embodiment!r} cannot serve embodiment {name!r}")
+        self.outcome_heads[name] = heads.eval()
+
+    @property
+    def heads(self) -> OutcomeHeads | None:
+        """The default embodiment's outcome heads (:meth:`heads_for`); setting it replaces them (None: removes every
+        embodiment's heads)."""
+        return self.heads_for()
+
+    @heads.setter
+    def heads(self, value: OutcomeHeads | None) -> None:
+        if value is None:
+            self.outcome_heads = {}
+        else:
+            self.add_heads(value)
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path) -> Path:
@@ -249,15 +298,16 @@ class WorldModelPipeline:
         if self.start_frames is not None:
             save_file({k: torch.as_tensor(v).contiguous() for k, v in self.start_frames.items()},
                       path / "start_frames.safetensors")
-        if self.heads is not None:
-            self.heads.save_pretrained(path / "heads")
+        for name, module in self.outcome_heads.items():  # heads/<embodiment>/, one folder per embodiment
+            module.save_pretrained(path / "heads" / (name or self.default_embodiment))
         if self.decoder is not None:
             self.decoder.save_pretrained(path / "decoder")
         from worldsim import __version__
 
         index = {"_class_name": PIPELINE_CLASS, "worldsim_version": __version__}
         for component, module in (("autoencoder", self.autoencoder), ("transformer", self.transformer),
-                                  ("scheduler", self.scheduler), ("heads", self.heads), ("decoder", self.decoder)):
+                                  ("scheduler", self.scheduler),
+                                  ("heads", next(iter(self.outcome_heads.values()), None)), ("decoder", self.decoder)):
             if module is not None:
                 index[component] = next(list(key) for key, cls in COMPONENT_CLASSES[component].items()
                                         if isinstance(module, cls))
@@ -298,7 +348,8 @@ class WorldModelPipeline:
                     classes["heads"] = OutcomeHeads
                 continue
             classes[component] = component_class(component, index.get(component), path / "model_index.json")
-            check_component_config(component, path / component)
+            for folder in heads_folders(path) if component == "heads" else [path / component]:
+                check_component_config(component, folder)
         verify_manifest(path, index)
         metadata = read_json_object(path / "worldsim.json")
         if "embodiments" not in metadata and "action_normalizer" not in metadata:
@@ -315,7 +366,11 @@ class WorldModelPipeline:
                     from error
         heads = None
         if "heads" in classes:
-            heads = _load_weights(classes["heads"], path / "heads").to(device)
+            heads = {}
+            for folder in heads_folders(path):
+                module = _load_weights(classes["heads"], folder).to(device)
+                # a single heads/ folder (saved before heads were per embodiment) serves what its config names
+                heads[module.config.embodiment if folder == path / "heads" else folder.name] = module
         decoder = _load_weights(classes["decoder"], path / "decoder").to(device) if "decoder" in classes else None
         return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads, decoder)
 
@@ -383,12 +438,14 @@ class WorldModelPipeline:
         return "light" if self.frame_decoder is self.decoder and self.decoder is not None else "full"
 
     def heads_for(self, embodiment: str | None = None) -> OutcomeHeads | None:
-        """The outcome heads if they were trained for ``embodiment`` (default: the model's), else None."""
-        if self.heads is None:
-            return None
-        trained_for = self.heads.config.embodiment
+        """The outcome heads trained for ``embodiment`` (default: the model's), else heads trained for any
+        embodiment, else None.
+
+        Raises:
+            ValueError: an embodiment the model does not know.
+        """
         name = self.embodiment(embodiment).name
-        return self.heads if trained_for is None or trained_for == name else None
+        return self.outcome_heads.get(name, self.outcome_heads.get(None))
 
     @torch.no_grad()
     def outcomes(self, frames: torch.Tensor | np.ndarray | None, embodiment: str | None = None,

@@ -1,18 +1,20 @@
 """Steering in the real env (``worldsim steer-eval``): does imagining K candidates make a stochastic policy better?
 
-Protocol: from each initial state (real ``gym_pusht/PushT-v0`` seeds; the agent holds still for the context frames,
-as in :mod:`worldsim.evaluation.rank`), the base stochastic chunk policy and its steered versions
-(:class:`~worldsim.steering.SteeredPolicy` with K candidates) each run ``horizon`` real steps with the same base-policy
-seed. Per K: mean max reward (coverage / 0.95, clipped to 1) and success rate with bootstrap 95% intervals, the gain
-over the base policy with a paired bootstrap interval (the same states), and the wall time per steering decision.
-K = 1 is the base policy itself (nothing imagined).
+Protocol (any embodiment whose plug-in has a steering policy; :class:`~worldsim.embodiments.EmbodimentPlugin`):
+from each initial state (the plug-in's starts, then its context steps, as in :mod:`worldsim.evaluation.rank`), the
+plug-in's stochastic chunk policy (:meth:`~worldsim.embodiments.EmbodimentPlugin.steering_policy`) and its steered
+versions (:class:`~worldsim.steering.SteeredPolicy` with K candidates) each run ``horizon`` real steps with the same
+base-policy seed. Per K: the mean episode value (the plug-in's, as in ranking) and success rate with bootstrap 95%
+intervals, the gain over the base policy with a paired bootstrap interval (the same states), and the wall time per
+steering decision. K = 1 is the base policy itself (nothing imagined).
 
-The optional oracle (``oracle_follow > 0``) says where a missing gain is lost. At every steering decision each
-candidate is also executed in a second real env set to the current state (agent position and block pose; velocities
-start at zero), followed by ``oracle_follow`` steps of the noise-free centroid pusher, and its real outcome (largest
-reward over those steps) is recorded. Per decision: the oracle gain (best real outcome minus the candidates' mean:
-what a perfect predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the
-Spearman correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
+The optional oracle (``oracle_follow > 0``, for plug-ins that can snapshot and restore their env's state) says where
+a missing gain is lost. At every steering decision each candidate is also executed in a second real env set to the
+current state (:meth:`~worldsim.embodiments.EmbodimentPlugin.get_state` / ``set_state``), followed by
+``oracle_follow`` steps of the plug-in's follow-up policy (the base policy's mode), and its real outcome (the value of
+those steps) is recorded. Per decision: the oracle gain (best real outcome minus the candidates' mean: what a perfect
+predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the Spearman
+correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
 simulator, as in runtime steering of VLA policies with a world model and a judge.
 """
 
@@ -24,87 +26,62 @@ import json
 import time
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 from safetensors.torch import load_file, save_file
 from scipy.stats import spearmanr
 import torch
 from tqdm.auto import tqdm
 
-from worldsim.data.collect import make_recording_env, pusht_state_options
+from worldsim.data.collect import _pixels
 from worldsim.data.frame_cache import resize_frames
-from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent
-from worldsim.evaluation.pusht_zoo import CentroidPusher
+from worldsim.data.spaces import flatten_action, space_to_json, unflatten_action
+from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval
 from worldsim.steering.policy import SteeredPolicy
 from worldsim.utils.files import read_json_object, write_json
 
-PUSHT_ENV = "gym_pusht/PushT-v0"
 
+class FlatChunks:
+    """A chunk policy in the flat action layout: ``base(frame) -> (H, *action_shape)`` env actions becomes
+    ``(H, A)`` float32 flat actions (:func:`~worldsim.data.spaces.flatten_action`), what
+    :class:`~worldsim.steering.SteeredPolicy` and the predictor compare."""
 
-class NoisyPusherChunks:
-    """A stochastic PushT chunk policy: the centroid pusher's next target, reached along a noisy straight path.
-
-    Each call returns a different `(chunk_length, 2)` float32 chunk of agent targets (workspace px, 0-512), like
-    samples of a diffusion policy: a straight line from the agent to the centroid pusher's target plus Gaussian
-    noise of ``noise_std`` px on the end point. Some samples push the block, others miss it.
-
-    Args:
-        noise_std: spread of the chunk's end point (px).
-        chunk_length: actions per chunk.
-        seed: RNG seed (``reset`` restarts it).
-
-    Raises:
-        ValueError: ``noise_std < 0`` or ``chunk_length < 1``.
-    """
-
-    def __init__(self, noise_std: float = 120.0, chunk_length: int = 8, seed: int = 0):
-        if noise_std < 0 or chunk_length < 1:
-            raise ValueError(f"need noise_std >= 0 and chunk_length >= 1, got {noise_std} and {chunk_length}")
-        self.noise_std, self.chunk_length, self.seed = noise_std, int(chunk_length), seed
-        self.pusher = CentroidPusher(max_step=40.0 * chunk_length)
-        self.reset()
+    def __init__(self, base, space: dict):
+        self.base, self.space = base, space
 
     def reset(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
-        self.pusher.reset(1)
+        if hasattr(self.base, "reset"):
+            self.base.reset()
 
     def __call__(self, observation: np.ndarray) -> np.ndarray:
-        frame = np.asarray(observation)[None]
-        agent = locate_agent(frame)[0]
-        agent = np.where(np.isnan(agent), PUSHT_WORKSPACE / 2, agent)
-        end = self.pusher._targets(frame)[0] + self.rng.normal(0.0, self.noise_std, 2)
-        fractions = np.linspace(1.0 / self.chunk_length, 1.0, self.chunk_length)[:, None]
-        return np.clip(agent + (end - agent) * fractions, 0.0, PUSHT_WORKSPACE).astype(np.float32)
+        return np.stack([flatten_action(self.space, action) for action in self.base(observation)]).astype(np.float32)
 
 
-def copy_pusht_state(source: gym.Env, target: gym.Env) -> np.ndarray:
-    """Sets the PushT env ``target`` to ``source``'s agent position and block pose (velocities start at zero).
-
-    Returns:
-        ``target``'s observation after the reset, `(96, 96, 3)` uint8 for the pixel preset.
-    """
-    world = source.unwrapped
-    block = [*world.block.position, world.block.angle]
-    observation, _ = target.reset(options=pusht_state_options(target, world.agent.position, block))
-    return observation
+def _aggregate(plugin, step_values: list[float]) -> float:
+    return max(step_values) if plugin.value_aggregation == "max" else float(np.sum(step_values))
 
 
-def _oracle_outcomes(env, probe, candidates: np.ndarray, follow: int, size: int) -> np.ndarray:
-    """Real outcome `(K,)` of each candidate chunk from ``env``'s current state (see the module docstring)."""
+def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, size: int, space: dict) -> np.ndarray:
+    """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring)."""
     outcomes = []
+    state = plugin.get_state(env)
     for chunk in candidates:
-        copy_pusht_state(env, probe)
-        best, observation = 0.0, None
+        observation = plugin.set_state(probe, state)
+        steps = []
         for action in chunk:
-            observation, reward, *_ = probe.step(action)
-            best = max(best, float(reward))
-        pusher = CentroidPusher()
-        pusher.reset(1)
-        for _ in range(follow):
-            observation, reward, *_ = probe.step(pusher.act(resize_frames(observation[None], size))[0])
-            best = max(best, float(reward))
-        outcomes.append(best)
+            observation, reward, terminated, _, info = probe.step(unflatten_action(space, action))
+            steps.append(plugin.step_value(float(reward), bool(terminated), info))
+            if terminated:
+                break
+        follower = as_policy(plugin.follow_policy(), probe.action_space.shape)
+        follower.reset(1)
+        for _ in range(follow if not terminated else 0):
+            frame = resize_frames(_pixels(observation, probe)[None], size)
+            observation, reward, terminated, _, info = probe.step(follower.act(frame)[0])
+            steps.append(plugin.step_value(float(reward), bool(terminated), info))
+            if terminated:
+                break
+        outcomes.append(_aggregate(plugin, steps))
     return np.asarray(outcomes)
 
 
@@ -113,20 +90,25 @@ def _interval(samples) -> dict:
 
 
 def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, horizon: int = 64, num_context: int = 4,
-                   seed: int = 0, base_noise: float = 120.0, chunk_length: int = 8, oracle_follow: int = 0,
-                   progress: bool = True, progress_dir: str | Path | None = None, resume: bool = False) -> dict:
-    """Runs the base and steered policies in the real PushT env (see the module docstring).
+                   seed: int = 0, base_noise: float | None = None, chunk_length: int = 8, oracle_follow: int = 0,
+                   progress: bool = True, progress_dir: str | Path | None = None, resume: bool = False,
+                   embodiment_plugin=None) -> dict:
+    """Runs the base and steered policies in the real env of the predictor's embodiment (see the module docstring).
 
     Args:
-        predictor: :class:`~worldsim.steering.OutcomePredictor` of a PushT model (its scorer decides).
+        predictor: :class:`~worldsim.steering.OutcomePredictor` (its scorer decides; its embodiment picks the
+            plug-in).
         candidates: the K values to evaluate; K = 1 (added when missing) is the base policy.
-        num_states: initial states (real env seeds ``seed .. seed + num_states - 1``).
+        num_states: initial states (the plug-in's starts ``seed .. seed + num_states - 1``).
         horizon: real env steps per episode.
-        num_context: real frames the predictor is given (the first ``num_context - 1`` steps hold still).
-        seed: first env seed.
-        base_noise, chunk_length: the base policy (:class:`NoisyPusherChunks`).
-        oracle_follow: > 0 also measures every candidate's real outcome at each decision (the pusher then runs
-            this many more steps); 0 skips it (it costs K real rollouts per decision).
+        num_context: real frames the predictor is given (the first ``num_context - 1`` steps are the plug-in's
+            context steps).
+        seed: first start.
+        base_noise, chunk_length: the base policy (the plug-in's
+            :meth:`~worldsim.embodiments.EmbodimentPlugin.steering_policy`; ``base_noise`` None: the plug-in's
+            :attr:`~worldsim.embodiments.EmbodimentPlugin.steering_noise`).
+        oracle_follow: > 0 also measures every candidate's real outcome at each decision (the follow-up policy then
+            runs this many more steps); 0 skips it (it costs K real rollouts per decision).
         progress: show a progress bar per K.
         progress_dir: folder where the run saves its progress after every finished episode (``steer-progress.json``,
             and ``steer-progress-video.safetensors`` once the video's episode is done), so that an interrupted run
@@ -134,6 +116,8 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
         resume: continue the unfinished run saved in ``progress_dir`` (its finished episodes are kept, the
             imagination noise generator is restored, and the rest runs as if never interrupted: the report equals an
             uninterrupted run's). With no saved run there, starts from the beginning.
+        embodiment_plugin: the plug-in to use (default: the one serving the predictor's embodiment,
+            :func:`~worldsim.embodiments.resolve_embodiment`).
 
     Returns:
         ``{"results": {K: {"values": [...], "successes": [...], "value", "success", "gain": {mean, low, high},
@@ -144,13 +128,21 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     Raises:
         ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``; or, with ``resume``, a
             saved run of other settings, K values or model weights (the message names what differs).
+        NotImplementedError: the plug-in has no steering policy, or (with ``oracle_follow``) cannot restore states.
         FileExistsError: ``progress_dir`` holds an unfinished run and ``resume`` is False (nothing is overwritten).
     """
+    from worldsim.embodiments import resolve_embodiment
+
     if not candidates or min(candidates) < 1:
         raise ValueError(f"candidates must be K values >= 1, got {candidates}")
     if num_states < 1 or horizon < 1 or num_context < 2:
         raise ValueError(f"need num_states >= 1, horizon >= 1, num_context >= 2; got {num_states}, {horizon}, "
                          f"{num_context}")
+    plugin = embodiment_plugin or resolve_embodiment(predictor.pipeline, predictor.embodiment)[1]
+    base_noise = plugin.steering_noise if base_noise is None else base_noise
+    plugin.steering_policy(base_noise, chunk_length, seed)  # a plug-in without one fails here, before any run
+    if oracle_follow > 0:
+        plugin.follow_policy()
     candidates = sorted(set(candidates) | {1})
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
                 "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
@@ -159,12 +151,14 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                 "sampler": {"num_inference_steps": predictor.num_inference_steps,
                             "timestep_spacing": predictor.timestep_spacing},
                 "decoder": predictor.pipeline.decoder_name,
-                "value": "largest reward over the horizon (PushT: coverage / 0.95, clipped to 1)"}
+                "value": plugin.value_description}
     if predictor.pipeline.quantization:  # only then, so the settings of earlier runs still match on --resume
         settings["quantization"] = predictor.pipeline.quantization
+    settings["embodiment"] = plugin.name
     saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
     size = predictor.pipeline.image_size
-    env, probe = make_recording_env(PUSHT_ENV), make_recording_env(PUSHT_ENV) if oracle_follow > 0 else None
+    env, probe = plugin.make_env(), plugin.make_env() if oracle_follow > 0 else None
+    space = space_to_json(env.action_space)
     video = saved.video
     try:
         for count in candidates:
@@ -174,19 +168,20 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
             states = range(seed + len(values), seed + num_states)
             for state in tqdm(states, desc=f"steer-eval K={count}", disable=not progress, initial=len(values),
                               total=num_states):
-                base = NoisyPusherChunks(base_noise, chunk_length, seed=state)
+                base = FlatChunks(plugin.steering_policy(base_noise, chunk_length, seed=state), space)
                 policy = SteeredPolicy(base, predictor, num_candidates=count, context=num_context) if count > 1 \
                     else None
-                observation, info = env.reset(seed=state)
-                hold = np.asarray(info["pos_agent"], dtype=np.float32)
-                for _ in range(num_context - 1):  # the shared start: the agent holds still
+                observation, info = plugin.reset_start(env, state)
+                context = plugin.context_policy(env)
+                for _ in range(num_context - 1):  # the shared start: the plug-in's context steps
+                    action = context(observation, info)
                     if policy is not None:  # the policy sees the context it lives through
-                        policy.frames.append(resize_frames(observation[None], size)[0])
-                        policy.actions.append(hold)
-                    observation, *_ = env.step(hold)
-                best, success, queue, recording = 0.0, False, [], None
+                        policy.frames.append(resize_frames(_pixels(observation, env)[None], size)[0])
+                        policy.actions.append(flatten_action(space, action))
+                    observation, _, _, _, info = env.step(action)
+                steps, success, queue, recording = [], False, [], None
                 for _ in range(horizon):
-                    frame = resize_frames(observation[None], size)[0]
+                    frame = resize_frames(_pixels(observation, env)[None], size)[0]
                     if policy is None:
                         queue = queue or list(base(frame))
                         action = queue.pop(0)
@@ -197,7 +192,8 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                             decision_seconds.append(time.perf_counter() - started)
                             decision = policy.last_decision
                             if oracle_follow > 0:
-                                real = _oracle_outcomes(env, probe, decision["candidates"], oracle_follow, size)
+                                real = _oracle_outcomes(plugin, env, probe, decision["candidates"], oracle_follow,
+                                                        size, space)
                                 oracle["oracle"].append(float(real.max() - real.mean()))
                                 oracle["captured"].append(float(real[decision["best"]] - real.mean()))
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
@@ -206,15 +202,16 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                                 prediction = predictor.last_prediction
                                 video = {"futures": prediction.frames, "best": prediction.best, "real": []}
                                 recording = video["real"]
-                    observation, reward, terminated, truncated, info = env.step(action)
+                    observation, reward, terminated, truncated, info = env.step(unflatten_action(space, action))
                     if recording is not None and len(recording) < video["futures"].shape[1]:
-                        recording.append(resize_frames(observation[None], size)[0])
-                    best, success = max(best, float(reward)), success or bool(info.get("is_success", False))
+                        recording.append(resize_frames(_pixels(observation, env)[None], size)[0])
+                    steps.append(plugin.step_value(float(reward), bool(terminated), info))
+                    success = success or plugin.is_success(steps[-1], info)
                     if terminated or truncated:
                         break
                 if recording is not None:
                     video["real"] = np.stack(recording) if recording else None
-                values.append(best)
+                values.append(_aggregate(plugin, steps))
                 successes.append(float(success))
                 saved.save(video)  # only finished episodes reach the file: an interruption discards this one's part
     finally:
@@ -316,9 +313,11 @@ class _SteerProgress:
 
 
 def _weights_sha256(pipeline) -> str:
-    """SHA-256 of the pipeline's weights (transformer, outcome heads, autoencoder, light decoder), names included."""
+    """SHA-256 of the pipeline's weights (transformer, every embodiment's outcome heads, autoencoder, light decoder),
+    names included."""
     digest = hashlib.sha256()
-    for module in (pipeline.transformer, pipeline.heads, pipeline.autoencoder, pipeline.decoder):
+    heads = [pipeline.outcome_heads[name] for name in sorted(pipeline.outcome_heads, key=str)]
+    for module in (pipeline.transformer, *heads, pipeline.autoencoder, pipeline.decoder):
         if module is None:
             continue
         for name, value in module.state_dict().items():
@@ -396,6 +395,8 @@ def merge_steer_reports(reports: list[dict]) -> dict:
     pieces: dict[int, list[tuple[int, dict]]] = {}  # K -> (state count, entry) of each distinct piece
     for index, report in enumerate(reports):
         for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date", "seed", "num_states"}):
+            if key == "embodiment" and (key not in first["settings"] or key not in report["settings"]):
+                continue  # reports written before embodiment plug-ins do not name it
             if _setting(first, key) != _setting(report, key):
                 raise ValueError(f"report {index} ran with {key}={_setting(report, key)!r}, report 0 with "
                                  f"{_setting(first, key)!r}: only runs of the same protocol can be merged")
@@ -537,7 +538,7 @@ def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
         axis.grid(alpha=0.3)
     axes[0].set_xscale("log", base=2)
     settings = report["settings"]
-    figure.suptitle(f"steering in the real PushT env: {settings['num_states']} states, horizon {settings['horizon']}, "
+    figure.suptitle(f"steering in the real env{' (' + settings['embodiment'] + ')' if 'embodiment' in settings else ''}: {settings['num_states']} states, horizon {settings['horizon']}, "
                     f"scorer {settings['scorer']}")
     figure.tight_layout()
     plot = out_dir / "gain.png"

@@ -60,8 +60,8 @@ class OutcomePredictor:
             have a value output), ``"max"`` (best reward of any frame, the default otherwise), ``"last"`` (reward of
             the final frame) or ``"mean"``.
         num_inference_steps, context_noise, timestep_spacing: sampler settings (default: the model's; see
-            :meth:`WorldModelPipeline.step`; 3 ``"trailing"`` steps are as faithful as the default 10 for PushT,
-            docs/benchmarks.md).
+            :meth:`WorldModelPipeline.step`; 3 ``"trailing"`` steps are as faithful as the default 10 on the
+            shipped model, docs/benchmarks.md).
         embodiment: which embodiment's actions the candidates are (multi-embodiment models).
         seed: seed of the imagination noise (each call advances it).
         follow_policy: optional policy that continues every candidate's future in imagination after its chunk, acting
@@ -106,7 +106,9 @@ class OutcomePredictor:
             raise ValueError(f"follow_steps must be an integer >= 0, got {follow_steps!r}")
         if follow_steps > 0 and follow_policy is None:
             raise ValueError(f"follow_steps={follow_steps} needs a follow_policy to act in the imagined future")
-        action_shape = (self.pipeline.embodiment(self.embodiment).action_dim,)
+        from worldsim.envs.world_model_env import embodiment_action_space
+
+        action_shape = embodiment_action_space(self.pipeline.embodiment(self.embodiment)).shape
         self.follow_policy = None if follow_policy is None else as_policy(follow_policy, action_shape)
         self.follow_steps = int(follow_steps)
         if int(num_samples) != num_samples or num_samples < 1:

@@ -402,7 +402,7 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
               "latent_mse_to_teacher": {f"teacher_{student_steps}_steps": before["teacher"],
                                         "student_init": before["student_init"], "student": after}}
     student_pipeline = WorldModelPipeline(pipeline.autoencoder, distilled, pipeline.scheduler, metadata,
-                                          pipeline.start_frames, pipeline.heads, pipeline.decoder)
+                                          pipeline.start_frames, pipeline.outcome_heads, pipeline.decoder)
     student_pipeline.save_pretrained(staged)
     write_json(staged / "distill_metrics.json", report)
     replace_folder(staged, output)

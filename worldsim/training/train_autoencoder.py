@@ -1,7 +1,7 @@
 """``worldsim train-autoencoder``: fits the small ``AutoencoderKL`` to a dataset's frames.
 
 Loss: L1 + MSE reconstruction, weighted up (``1 + foreground_weight``) on pixels that differ from the dataset's
-median frame (the moving objects: PushT's agent and block), plus a small KL term. After training, the latents'
+median frame (the moving objects, such as an agent and the object it pushes), plus a small KL term. After training, the latents'
 mean and standard deviation are measured and stored as the autoencoder's ``shift_factor`` and ``scaling_factor``.
 """
 
@@ -23,7 +23,6 @@ from tqdm.auto import tqdm
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr
-from worldsim.evaluation.pusht import PUSHT_WORKSPACE
 from worldsim.models.autoencoders import build_autoencoder, decode_latents, encode_frames, frames_to_pixels
 from worldsim.training.config import RunConfig
 from worldsim.utils.files import replace_folder
@@ -33,7 +32,7 @@ FOREGROUND_WEIGHT = 4.0
 
 def reconstruction_loss(reconstruction: torch.Tensor, pixels: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """L1 + MSE per pixel, weighted ``1 + FOREGROUND_WEIGHT`` where the frame differs from its dataset's median frame
-    (the moving objects), so small ones such as PushT's agent are not traded for the background.
+    (the moving objects), so small ones such as an agent a few pixels wide are not traded for the background.
 
     Args:
         reconstruction, pixels, background: `(B, 3, H, W)` float in [-1, 1] (background broadcastable).
@@ -86,7 +85,7 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     """Trains the autoencoder described by ``config.autoencoder`` on ``config.dataset`` (and ``extra_datasets``).
 
     The loss is L1 + MSE with foreground pixels (those that differ from the dataset's median frame) weighted
-    ``1 + FOREGROUND_WEIGHT``, so small moving objects (PushT's agent, Breakout's paddle) are reconstructed. With
+    ``1 + FOREGROUND_WEIGHT``, so small moving objects (an agent disc, a paddle) are reconstructed. With
     extra datasets, each batch mixes their training frames in proportion to size times ``repeat``;
     ``autoencoder.init_from`` fine-tunes an existing autoencoder instead of starting fresh.
 
@@ -95,7 +94,7 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
         ``metrics.json`` (validation PSNR per dataset, and the error of the controlled entity's position in
         reconstructions where a locator exists for the embodiment).
     """
-    from worldsim.evaluation.sensitivity import LOCATORS
+    from worldsim.embodiments import make_embodiment
 
     ae_config, data_config = config.autoencoder, config.dataset
     torch.manual_seed(config.train.seed)
@@ -156,15 +155,15 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
         real = np.asarray(source.frames[index])
         reconstructed = decode_latents(autoencoder, encode_frames(autoencoder, torch.from_numpy(real))).numpy()
         entry = {"val_psnr": float(psnr(reconstructed, real).mean())}
-        if source.name in LOCATORS:
-            locate = LOCATORS[source.name]
+        try:  # the embodiment plug-in's locator of the controlled entity, where there is one
+            locate = make_embodiment(source.name).locate_controlled
             error = np.linalg.norm(locate(reconstructed) - locate(real), axis=-1) * real.shape[-2]
             entry["val_entity_error_px"] = float(np.nanmean(error)) if np.isfinite(error).any() else None
+        except (ValueError, NotImplementedError, ImportError):
+            pass
         metrics["datasets"][source.name] = entry
     first = metrics["datasets"][sources[0].name]
     metrics["val_psnr"] = first["val_psnr"]  # the primary dataset's, as before
-    if sources[0].name == "pusht":
-        metrics["val_agent_error_px"] = float(first["val_entity_error_px"] * PUSHT_WORKSPACE / data_config.image_size)
     out = Path(ae_config.output_dir) / "final"
     # written beside the target and renamed into place: an interrupted save never leaves a half-written autoencoder
     tmp = out.with_name(".final.partial")

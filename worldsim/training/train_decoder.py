@@ -28,7 +28,6 @@ from tqdm.auto import tqdm
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr
-from worldsim.evaluation.pusht import PUSHT_WORKSPACE
 from worldsim.models.autoencoders import LightDecoder, decode_latents, frames_to_pixels
 from worldsim.registry import write_manifest
 from worldsim.training.train_autoencoder import median_background, reconstruction_loss
@@ -66,23 +65,26 @@ def decoder_report(pipeline, light: LightDecoder, frames: np.ndarray, latents: n
         latents: `(N, C, h, w)` their normalised latents.
 
     Returns:
-        ``{"frames": N, "psnr": {"full", "light"} (dB, mean over frames), "agent_error_px": {"full", "light"} |
-        None}``; the agent error (PushT workspace px, the agent located in the decoded frame vs in the real one, over
-        the frames where both show it) is given for PushT models only, and None when no decoded frame shows it.
+        ``{"frames": N, "psnr": {"full", "light"} (dB, mean over frames), "frame_metric": {"name", "full", "light"} |
+        None}``: the embodiment plug-in's headline frame metric (PushT: ``agent_error``, workspace px, the agent
+        located in the decoded frame vs in the real one) over the frames where both show it; None when the
+        embodiment has no plug-in or headline metric, or no decoded frame shows it.
     """
-    from worldsim.evaluation.sensitivity import LOCATORS
+    from worldsim.embodiments import make_embodiment
 
     z = torch.from_numpy(np.asarray(latents, dtype=np.float32))
     decoded = {"full": decode_latents(pipeline.autoencoder, z).numpy(), "light": decode_latents(light, z).numpy()}
     report = {"frames": len(frames), "psnr": {name: float(psnr(out, frames).mean()) for name, out in decoded.items()},
-              "agent_error_px": None}
-    if pipeline.embodiment().name == "pusht":
-        locate = LOCATORS["pusht"]
-        real = locate(frames)
-        errors = {name: np.linalg.norm(locate(out) - real, axis=-1) for name, out in decoded.items()}
-        if all(np.isfinite(error).any() for error in errors.values()):  # frames where the agent was found in both
-            report["agent_error_px"] = {name: float(np.nanmean(error) * PUSHT_WORKSPACE)
-                                        for name, error in errors.items()}
+              "frame_metric": None}
+    try:
+        plugin = make_embodiment(pipeline.embodiment().name)
+    except (ValueError, ImportError):
+        plugin = None
+    metric = None if plugin is None else plugin.headline_metric
+    if metric is not None:
+        errors = {name: plugin.frame_metrics(out[:, None], frames[:, None])[metric][:, 0] for name, out in decoded.items()}
+        if all(np.isfinite(error).any() for error in errors.values()):  # frames where both show what it measures
+            report["frame_metric"] = {"name": metric, **{name: float(np.nanmean(error)) for name, error in errors.items()}}
     return report
 
 

@@ -7,7 +7,10 @@ latents from the pipeline's own autoencoder (cached per dataset), so the heads r
 read real ones. The last ``val_episodes`` episodes of the first dataset are held out; the report gives the reward
 error and correlation and a reliability table per probability head on them.
 
-    worldsim train-heads --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander
+    worldsim train-heads --model <model folder> --dataset <recorded episodes> [--embodiment <name>]
+
+A pipeline carries heads per embodiment (``<model>/heads/<embodiment>/``); training one embodiment's heads keeps the
+others'.
 """
 
 from __future__ import annotations
@@ -22,38 +25,44 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from worldsim.constants import DONE, OBS_ENV_STATE, REWARD, SUCCESS
+from worldsim.constants import DONE, REWARD, SUCCESS
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
-from worldsim.evaluation.pusht import pusht_coverage
 from worldsim.models.heads import OutcomeHeads
 from worldsim.registry import write_manifest
 from worldsim.utils.files import replace_folder
 
 
-def frame_labels(dataset: LeRobotDataset) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def frame_labels(dataset: LeRobotDataset, embodiment=None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Frames and their outcome labels.
 
-    PushT datasets with ``observation.environment_state`` (worldsim's collector stores agent x, y and block x, y,
-    angle) are labelled per frame from the state itself, every frame included, exactly as the env scores it:
-    reward ``clip(coverage / 0.95, 0, 1)``, success and termination ``coverage > 0.95``
-    (:func:`~worldsim.evaluation.pusht.pusht_coverage`). Other datasets are labelled from the transition that
-    produced each frame, as below.
+    The embodiment plug-in labels the frames when it can
+    (:meth:`~worldsim.embodiments.EmbodimentPlugin.label_frames`; PushT labels every frame from its recorded state,
+    exactly as the env scores it). Otherwise each frame ``i > 0`` of an episode is labelled by the transition that
+    produced it: reward ``next.reward[i - 1]``, termination ``next.terminated[i - 1]`` (else ``next.done[i - 1]``)
+    and success ``next.success[i - 1]``.
+
+    Args:
+        dataset: the recorded episodes.
+        embodiment: an :class:`~worldsim.embodiments.EmbodimentPlugin`; None: the plug-in serving the dataset's env
+            id, if any.
 
     Returns:
-        rows `(M,)` int64 dataset row indices (frame ``i > 0`` of its episode); labels ``{"reward", "termination",
-        "success"}`` each `(M,)` float32 (0/1 for the last two; zeros where the dataset lacks the column).
+        rows `(M,)` int64 dataset row indices; labels ``{"reward", "termination", "success"}`` each `(M,)` float32
+        (0/1 for the last two; zeros where the dataset lacks the column).
 
     Raises:
-        ValueError: the dataset has no ``next.reward`` column.
+        ValueError: the generic labels are needed and the dataset has no ``next.reward`` column.
     """
+    if embodiment is None and dataset.env_id:
+        from worldsim.embodiments import embodiment_for_env
+
+        embodiment = embodiment_for_env(dataset.env_id)
+    if embodiment is not None:
+        labelled = embodiment.label_frames(dataset)
+        if labelled is not None:
+            return labelled
     columns = dataset.columns
-    if dataset.env_id == "gym_pusht/PushT-v0" and OBS_ENV_STATE in columns \
-            and columns[OBS_ENV_STATE].shape[1] == 5:
-        coverage = pusht_coverage(columns[OBS_ENV_STATE][:, 2:5])
-        success = (coverage > 0.95).astype(np.float32)
-        return np.arange(len(coverage)), {"reward": np.clip(coverage / 0.95, 0.0, 1.0).astype(np.float32),
-                                          "termination": success, "success": success}
     if REWARD not in columns:
         raise ValueError(f"{dataset.root}: no {REWARD!r} column; outcome heads need rewards")
     rows = np.flatnonzero(dataset.frame_index > 0)
@@ -73,8 +82,8 @@ def discounted_values(rewards: np.ndarray, episode_index: np.ndarray, discount: 
     """Normalised discounted future reward per frame: ``V_t = (1 - gamma) * sum_{i >= 0} gamma^i r_{t+i}``.
 
     Computed backwards within each episode; past an episode's last frame the reward is taken to stay at its last
-    value (recorded PushT episodes end by time limit or success, where the scene no longer changes), so a state
-    that holds reward r has value r.
+    value (recorded episodes that end by a time limit or by success end where the scene no longer changes), so a
+    state that holds reward r has value r.
 
     Args:
         rewards: `(M,)` float per-frame reward, rows ordered by episode and frame.
@@ -151,12 +160,19 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
+    name = pipeline.embodiment(embodiment).name
+    try:
+        from worldsim.embodiments import make_embodiment
+
+        plugin = make_embodiment(name)
+    except ValueError:  # no plug-in for this embodiment: the generic labels
+        plugin = None
     torch.manual_seed(seed)
     train_x, train_y, val_x, val_y = [], [], [], []
     sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
     for number, (root, validation_only) in enumerate(sources):
         dataset = LeRobotDataset(root)
-        rows, labels = frame_labels(dataset)
+        rows, labels = frame_labels(dataset, plugin)
         frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
         latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder",
                                     dataset.root / "cache", progress=progress)
@@ -181,7 +197,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0),
-                         embodiment=pipeline.embodiment(embodiment).name, value_discount=value_discount)
+                         embodiment=name, value_discount=value_discount)
     optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
@@ -222,13 +238,33 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         value, truth = predicted["value"].numpy(), val_y[:, 3].numpy()
         report["value_mae"] = float(np.abs(value - truth).mean())
         report["value_pearson"] = float(np.corrcoef(value, truth)[0, 1]) if truth.std() > 0 else float("nan")
-    output = Path(output) if output is not None else model / "heads"
+    inside = output is None
+    output = Path(output) if output is not None else model / "heads" / name
+    if inside:
+        _split_single_heads(model, pipeline.default_embodiment)
     # Written beside the target and moved into place, so an interrupted run never leaves half-written heads.
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     heads.save_pretrained(tmp)
     (tmp / "metrics.json").write_text(json.dumps(report, indent=2))
     replace_folder(tmp, output)
-    if output == model / "heads":
+    if inside:
         write_manifest(model)
     return report
+
+
+def _split_single_heads(model: Path, default_embodiment: str) -> None:
+    """Moves a single ``<model>/heads`` (saved before heads were per embodiment) to ``<model>/heads/<embodiment>``, so
+    that training another embodiment's heads keeps it. Each move is a rename; the manifest is rewritten by the
+    caller."""
+    root = model / "heads"
+    if not (root / "config.json").is_file():
+        return
+    config = json.loads((root / "config.json").read_text())
+    target = config.get("embodiment") or default_embodiment
+    moved = model / f".heads-{target}.moving"
+    shutil.rmtree(moved, ignore_errors=True)
+    root.rename(moved)
+    root.mkdir()
+    moved.rename(root / target)

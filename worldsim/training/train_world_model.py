@@ -151,7 +151,8 @@ def carried_components(source: Path | None, autoencoder_path: Path, embodiments:
         embodiments: this run's embodiment names (the heads were trained on the source's).
 
     Returns:
-        ``(heads, decoder)``: each the source pipeline's module, or None where the source is not a pipeline folder,
+        ``(heads, decoder)``: the source pipeline's outcome heads (``{embodiment: OutcomeHeads}``, every
+        embodiment's) and light decoder, each None where the source is not a pipeline folder,
         has no such part, its autoencoder's weights differ from this run's (SHA-256 of the safetensors file), or
         its embodiments differ from this run's.
 
@@ -168,7 +169,7 @@ def carried_components(source: Path | None, autoencoder_path: Path, embodiments:
     pipeline = WorldModelPipeline.from_pretrained(source)
     if sorted(pipeline.embodiments) != sorted(embodiments):
         return None, None
-    return pipeline.heads, pipeline.decoder
+    return dict(pipeline.outcome_heads) or None, pipeline.decoder
 
 
 def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str]:
@@ -388,6 +389,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         return accelerator.skip_first_batches(loader, skip) if skip else loader
 
     # 2. model, optimizer, EMA
+    # a single embodiment with discrete parts gets its space's encoder (one learned embedding per index), never a
+    # Box encoder reading indices as ordinal numbers; an all-Box space keeps the config it always had
+    single_space = None if multi or continuous_mask(sources[0].action_space).all() else sources[0].action_space
     model = WorldModelTransformer(
         in_channels=latents.shape[1], sample_size=latents.shape[2], patch_size=config.transformer.patch_size,
         num_layers=config.transformer.num_layers, num_attention_heads=config.transformer.num_attention_heads,
@@ -397,6 +401,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         embodiments=[{"name": source.name, "action_space": source.action_space} for source in sources] if multi else None,
         num_action_experts=config.transformer.num_action_experts,
         action_experts_top_k=config.transformer.action_experts_top_k,
+        action_space=single_space,
     )
     if train_config.init_from:
         fresh = load_initial_weights(model, Path(train_config.init_from))

@@ -83,15 +83,12 @@ def pusht_coverage(block_pose: np.ndarray) -> np.ndarray:
     Raises:
         ValueError: ``block_pose`` is not `(N, 3)`.
     """
-    import gymnasium as gym
-
-    from worldsim.data.collect import import_env_package
+    from worldsim.embodiments.pusht import PushTEmbodiment
 
     poses = np.asarray(block_pose, dtype=np.float64)
     if poses.ndim != 2 or poses.shape[1] != 3:
         raise ValueError(f"block_pose must be (N, 3) x, y, angle; got {poses.shape}")
-    import_env_package("gym_pusht/PushT-v0")
-    env = gym.make("gym_pusht/PushT-v0").unwrapped
+    env = PushTEmbodiment().make_env().unwrapped
     env.reset(seed=0)
     coverage = np.empty(len(poses))
     for index, (x, y, angle) in enumerate(poses):

@@ -1,7 +1,7 @@
 """A zoo of PushT policies of graded skill that act from pixels, so they run the same in the real env and in imagination.
 
 Every policy sees only frames `(N, H, W, 3)` uint8 (any resolution) and finds the agent disc and the T block by
-colour (:mod:`worldsim.evaluation.pusht`), so a policy evaluated in the real ``gym_pusht/PushT-v0`` and in a world
+colour (:mod:`worldsim.embodiments.pusht.perception`), so a policy evaluated in the real ``gym_pusht/PushT-v0`` and in a world
 model meets exactly the same interface and the same perception. Actions are agent targets in workspace pixels
 (0-512), as in PushT.
 
@@ -20,7 +20,7 @@ from collections import deque
 
 import numpy as np
 
-from worldsim.evaluation.pusht import PUSHT_WORKSPACE, locate_agent, locate_block
+from worldsim.embodiments.pusht.perception import PUSHT_WORKSPACE, locate_agent, locate_block
 
 GOAL = np.array([256.0, 256.0])
 
@@ -170,3 +170,39 @@ def pusht_zoo(seed: int = 0) -> dict:
         "random": RandomTargets(seed=seed),
         "still": StandStill(),
     }
+
+
+class NoisyPusherChunks:
+    """A stochastic PushT chunk policy: the centroid pusher's next target, reached along a noisy straight path.
+
+    Each call returns a different `(chunk_length, 2)` float32 chunk of agent targets (workspace px, 0-512), like
+    samples of a diffusion policy: a straight line from the agent to the centroid pusher's target plus Gaussian
+    noise of ``noise_std`` px on the end point. Some samples push the block, others miss it.
+
+    Args:
+        noise_std: spread of the chunk's end point (px).
+        chunk_length: actions per chunk.
+        seed: RNG seed (``reset`` restarts it).
+
+    Raises:
+        ValueError: ``noise_std < 0`` or ``chunk_length < 1``.
+    """
+
+    def __init__(self, noise_std: float = 120.0, chunk_length: int = 8, seed: int = 0):
+        if noise_std < 0 or chunk_length < 1:
+            raise ValueError(f"need noise_std >= 0 and chunk_length >= 1, got {noise_std} and {chunk_length}")
+        self.noise_std, self.chunk_length, self.seed = noise_std, int(chunk_length), seed
+        self.pusher = CentroidPusher(max_step=40.0 * chunk_length)
+        self.reset()
+
+    def reset(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+        self.pusher.reset(1)
+
+    def __call__(self, observation: np.ndarray) -> np.ndarray:
+        frame = np.asarray(observation)[None]
+        agent = locate_agent(frame)[0]
+        agent = np.where(np.isnan(agent), PUSHT_WORKSPACE / 2, agent)
+        end = self.pusher._targets(frame)[0] + self.rng.normal(0.0, self.noise_std, 2)
+        fractions = np.linspace(1.0 / self.chunk_length, 1.0, self.chunk_length)[:, None]
+        return np.clip(agent + (end - agent) * fractions, 0.0, PUSHT_WORKSPACE).astype(np.float32)
