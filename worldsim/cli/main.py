@@ -1,7 +1,7 @@
 """``worldsim <verb>``: collect, train-autoencoder, train, rollout, evaluate, sensitivity, router-stats, demo.
 
 Run configs are YAML presets under ``configs/`` plus dotted overrides (``worldsim train --config
-configs/pusht.yaml train.max_steps=100``).
+configs/<run>.yaml train.max_steps=100``).
 """
 
 from __future__ import annotations
@@ -445,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("collect", help="record episodes from a Gymnasium env into a LeRobot v3.0 dataset")
-    p.add_argument("--env", required=True, help="Gymnasium id, e.g. gym_pusht/PushT-v0")
-    p.add_argument("--policy", default="random", help="random | pusht-scripted | module:callable")
+    p.add_argument("--env", required=True, help="Gymnasium id; an embodiment plug-in serving it supplies the pixel-observation settings, task text and state recording")
+    p.add_argument("--policy", default="random", help="random | zoo:<member> (the plug-in's zoo) | a plug-in's collection policy | module:callable")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
@@ -454,13 +454,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-kwargs", nargs="*", metavar="KEY=VALUE",
                    help="policy arguments; a list value is cycled over episodes, e.g. noise_std=[0,5,15,30]")
     p.add_argument("--env-kwargs", nargs="*", metavar="KEY=VALUE", help="gym.make arguments")
-    p.add_argument("--start", help="named start-state distribution, e.g. pusht-near-goal (T block on the goal)")
+    p.add_argument("--start", help="a start-state distribution the env's plug-in names (EmbodimentPlugin.start_distributions)")
     p.set_defaults(func=cmd_collect)
 
     for name, func, help_text in (("train-autoencoder", cmd_train_autoencoder, "train the frame autoencoder"),
                                   ("train", cmd_train, "train the world model (resumes from the latest checkpoint)")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", default="configs/pusht.yaml")
+        p.add_argument("--config", required=True, help="run config YAML (configs/)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.max_steps=100")
         p.set_defaults(func=func)
 
@@ -522,8 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--branches", type=int, default=4, help="action sequences per starting state")
     p.add_argument("--horizon", type=int, default=16, help="imagined steps per branch")
     p.add_argument("--context", type=int, default=8, help="policy steps played before branching")
-    p.add_argument("--policy", default=None, help="policy for the context steps (default: pusht-scripted for "
-                   "PushT, random otherwise)")
+    p.add_argument("--policy", default=None, help="policy for the context steps (default: the plug-in's "
+                   "data_policy, else random)")
     p.add_argument("--min-accuracy", type=float, default=0.6, help="following accuracy needed to pass")
     p.add_argument("--seed", type=int, default=0, help="first env seed; also seeds the branch actions")
     p.add_argument("--json", help="write the reports here")
@@ -670,7 +670,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="imagined vs real env steps/s, latency, FLOP/s vs the matmul peak, training "
                                      "speed, rollout memory; JSON and a markdown table")
-    p.add_argument("--model", default="checkpoints/pusht")
+    p.add_argument("--model", required=True)
     p.add_argument("--num-envs", type=int, nargs="+", default=[16, 64], help="vector-env sizes (FLOP/s at the largest)")
     p.add_argument("--seconds", type=float, default=20.0, help="timing length of each env measurement")
     p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
@@ -687,7 +687,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("soak", help="a long imagined rollout and many resets: resident memory and finite outputs")
-    p.add_argument("--model", default="checkpoints/pusht")
+    p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, default=10_000, help="rollout length (0: skip)")
     p.add_argument("--resets", type=int, default=1_000, help="env resets (0: skip)")
     p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
@@ -697,8 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the report here")
     p.set_defaults(func=cmd_soak)
 
-    p = sub.add_parser("demo", help="record fresh real PushT episodes and imagine them with the shipped model")
-    p.add_argument("--model", default="checkpoints/pusht")
+    p = sub.add_parser("demo", help="record fresh real episodes and imagine them with a trained model (make demo: the "
+                       "shipped one)")
+    p.add_argument("--model", required=True)
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--episodes", type=int, default=4)
     p.add_argument("--steps", type=int, default=64)

@@ -18,7 +18,7 @@ class ActionNormalizer:
     indices and binary entries pass through unchanged, for the embodiment's encoder to embed.
 
     Args:
-        minimum, maximum: `np.ndarray` `(A,)`, per-dimension bounds in the env's units (PushT: pixels, 0-512).
+        minimum, maximum: `np.ndarray` `(A,)`, per-dimension bounds in the env's units (e.g. pixels of a workspace).
         continuous: `(A,)` bool or None (all True): which entries to normalise.
 
     Raises:

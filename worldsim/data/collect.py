@@ -1,7 +1,7 @@
 """Recording episodes from any Gymnasium env with pixel observations (or ``render()``).
 
 >>> from worldsim.data.collect import collect  # doctest: +SKIP
->>> collect("gym_pusht/PushT-v0", "pusht-scripted", num_episodes=200, out="data/pusht")  # doctest: +SKIP
+>>> collect("MiniGrid-Empty-8x8-v0", "minigrid-zoo", num_episodes=200, out="data/grid")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
     """Runs one episode and returns it with frames, actions, rewards and (where the env's plug-in records them,
     :meth:`~worldsim.embodiments.EmbodimentPlugin.recorded_state`) states.
 
-    ``reset_options`` go to ``env.reset`` (e.g. PushT's ``{"reset_to_state": [...]}``).
+    ``reset_options`` go to ``env.reset`` (e.g. an env's ``{"reset_to_state": [...]}``).
 
     Frames are the observations *before* each action (the observation after the last action is dropped, as in
     LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``. Actions are stored in the flat layout of
@@ -113,8 +113,8 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
 def policy_label(policy: str, kwargs: dict) -> str:
     """The name an episode records for its policy: ``policy`` itself, or ``policy[key=value,...]`` with the
     episode's keyword arguments (``zoo:<member>`` records the member's name alone)."""
-    if policy.startswith("zoo:"):
-        policy = policy[len("zoo:"):]
+    if policy.startswith("zoo:"):  # a zoo member is its name (its only keyword, image_size, is not behaviour)
+        return policy[len("zoo:"):]
     if not kwargs:
         return policy
     return f"{policy}[{','.join(f'{key}={value}' for key, value in sorted(kwargs.items()))}]"
@@ -140,7 +140,7 @@ def collect(
     """Records ``num_episodes`` episodes of ``env_id`` under ``policy`` into a LeRobot v3.0 dataset at ``out``.
 
     Args:
-        env_id: a registered Gymnasium id (``gym_pusht/PushT-v0``; its package is imported for you).
+        env_id: a registered Gymnasium id (its package is imported for you).
         policy: a policy name for :func:`~worldsim.data.policies.make_policy`.
         num_episodes: how many episodes.
         out: dataset folder to create (must not exist).

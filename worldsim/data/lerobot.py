@@ -78,9 +78,9 @@ class Episode:
         terminated: `np.ndarray` `(T,)` bool, the transition ``t -> t + 1`` ended the episode (task over).
         truncated: `np.ndarray` `(T,)` bool, the episode was cut by a time limit after step ``t``.
         success: `np.ndarray` `(T,)` bool or None, frame ``t + 1`` is a success state.
-        state: `np.ndarray` `(T, S)` float32 or None, proprioceptive state (PushT: agent position, pixels).
+        state: `np.ndarray` `(T, S)` float32 or None, proprioceptive state (e.g. an agent's position).
         environment_state: `np.ndarray` `(T, E)` float32 or None, full env state where the env exposes it
-            (PushT: agent x, y, block x, y, angle; what ``reset_to_state`` takes).
+            (e.g. agent and object poses: what a state reset takes).
         task: natural-language task description.
         policy: name of the policy that produced the episode (stored in the episode's ``meta/episodes`` row as
             ``policy``; ranking from logged episodes groups episodes by it), or ``""``.
@@ -196,7 +196,7 @@ class LeRobotDatasetWriter:
     Args:
         root: the dataset folder to create; must not exist yet.
         fps: frame rate of the recording (Hz).
-        robot_type: free-form embodiment name stored in ``meta/info.json`` (e.g. ``"pusht"``).
+        robot_type: free-form embodiment name stored in ``meta/info.json`` (the embodiment plug-in's name).
         env_id: the Gymnasium id the data came from, stored in ``meta/info.json`` (``None`` if not from an env).
         action_space: JSON description of the env's action space (``{"type": "Box", "low": [...], ...}``).
         video_key: feature name of the camera stream.
@@ -204,7 +204,7 @@ class LeRobotDatasetWriter:
     Raises:
         FileExistsError: ``root`` exists already.
 
-    >>> writer = LeRobotDatasetWriter("data/pusht", fps=10, robot_type="pusht")  # doctest: +SKIP
+    >>> writer = LeRobotDatasetWriter("data/grid", fps=10, robot_type="minigrid")  # doctest: +SKIP
     >>> writer.add_episode(episode); writer.close()                              # doctest: +SKIP
     """
 

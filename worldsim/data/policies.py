@@ -118,7 +118,7 @@ def make_policy(name: str, action_space: gym.Space, embodiment=None, **kwargs) -
     Args:
         name: ``"random"``; ``"zoo:<member>"``, a member of the env's plug-in zoo (:class:`ZooMemberPolicy`; keyword
             ``image_size``); a policy an embodiment plug-in contributes (:func:`plugin_policies`; e.g.
-            ``"pusht-scripted"``, whose keyword arguments go to the PushT plug-in's scripted pusher); or
+            a scripted expert); or
             ``"module:callable"``: an importable callable that is itself a policy ``(observation, info) -> action``,
             or a factory that takes ``action_space`` (and the keyword arguments) and returns one.
         action_space: the env's action space.

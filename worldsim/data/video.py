@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-VIDEO_PIX_FMT = "yuv444p"  # full chroma: 4:2:0 chroma subsampling smears small coloured objects (PushT's agent disc)
+VIDEO_PIX_FMT = "yuv444p"  # full chroma: 4:2:0 chroma subsampling smears small coloured objects (an agent a few pixels wide)
 
 
 def _pyav():
@@ -27,7 +27,7 @@ class VideoWriter:
         path: output file (``.mp4``).
         fps: frames per second (Hz).
         codec: FFmpeg encoder name.
-        pix_fmt: pixel format; ``yuv444p`` keeps the colours of small objects (PushT's agent disc) that 4:2:0
+        pix_fmt: pixel format; ``yuv444p`` keeps the colours of small objects (an agent a few pixels wide) that 4:2:0
             chroma subsampling smears at 96 x 96.
         crf: constant rate factor (lower is better quality).
     """

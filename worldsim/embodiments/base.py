@@ -50,14 +50,14 @@ class EmbodimentPlugin:
     """Base class of embodiment plug-ins (see the module docstring).
 
     Class attributes a subclass sets:
-        name: registry key and the model's embodiment name, e.g. ``"pusht"``.
+        name: registry key and the model's embodiment name, e.g. ``"minigrid"``.
         env_ids: the Gymnasium ids this plug-in serves; the first is the default.
-        env_package: the module that registers the ids (imported by :meth:`make_env`), e.g. ``"gym_pusht"``.
-        install_hint: what to install when ``env_package`` is missing, e.g. ``"pip install 'worldsim[pusht]'"``.
+        env_package: the module that registers the ids (imported by :meth:`make_env`), e.g. ``"minigrid"``.
+        install_hint: what to install when ``env_package`` is missing, e.g. ``"pip install 'worldsim[minigrid]'"``.
         env_kwargs: ``gym.make`` keyword arguments for pixel observations at the recorded resolution.
         task: the task text recorded with every episode.
-        value_aggregation: ``"max"`` (an episode's value is its largest per-step value: PushT's goal coverage) or
-            ``"sum"`` (its return: Breakout's reward per brick).
+        value_aggregation: ``"max"`` (an episode's value is its largest per-step value: a goal coverage, a success) or
+            ``"sum"`` (its return: points per brick).
         value_description: one line for reports, e.g. ``"largest reward (coverage / 0.95)"``.
         success_threshold: a per-step value at or above which the step counts as success (None: success comes
             from ``info["is_success"]`` / ``info["success"]`` only).
@@ -69,7 +69,7 @@ class EmbodimentPlugin:
             with: a setting the model's training data never used (None: no demo).
         steering_noise: the default noise of :meth:`steering_policy` (its unit is the plug-in's).
         headline_metric: the :meth:`frame_metrics` entry that ``worldsim evaluate`` also reports at the horizon and
-            as a ratio to the copy-last-frame baseline (PushT: ``"agent_error"``); None: none.
+            as a ratio to the copy-last-frame baseline (e.g. ``"agent_error"``); None: none.
     """
 
     name: str = ""

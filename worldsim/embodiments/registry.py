@@ -7,7 +7,9 @@ Three ways a plug-in gets in, looked up in this order:
 2. an entry point in the group ``worldsim.embodiments`` of an installed package (``[project.entry-points.
    "worldsim.embodiments"] my-arm = "my_package.worldsim_plugin:MyArm"``), loaded the first time the registry is
    asked;
-3. the built-in plug-ins (PushT, MiniGrid, Breakout), each in its own package under :mod:`worldsim.embodiments`.
+3. the built-in plug-ins, each in its own package under :mod:`worldsim.embodiments` whose name is the plug-in's and
+   which exports the plug-in class as ``PLUGIN`` (found by listing the packages; imported only when asked for, since
+   their env packages are optional extras).
 
 Commands that take ``--embodiment`` also accept ``module:object``, which registers it on the spot, so a user runs
 ``worldsim rank --embodiment my_package.plugin:MyArm`` without editing worldsim or installing an entry point.
@@ -16,17 +18,16 @@ Commands that take ``--embodiment`` also accept ``module:object``, which registe
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from importlib.metadata import entry_points
 
 from worldsim.embodiments.base import EmbodimentPlugin, check_plugin
 
 ENTRY_POINT_GROUP = "worldsim.embodiments"
-#: built-in plug-ins: name -> "module:class", imported only when asked for (their env packages are optional)
-BUILTIN_EMBODIMENTS = {
-    "pusht": "worldsim.embodiments.pusht:PushTEmbodiment",
-    "minigrid": "worldsim.embodiments.minigrid:MiniGridEmbodiment",
-    "breakout": "worldsim.embodiments.breakout:BreakoutEmbodiment",
-}
+#: built-in plug-ins: name -> "module:PLUGIN", one per package of worldsim.embodiments
+BUILTIN_EMBODIMENTS = {module.name: f"worldsim.embodiments.{module.name}:PLUGIN"
+                       for module in pkgutil.iter_modules(importlib.import_module("worldsim.embodiments").__path__)
+                       if module.ispkg}
 
 _registry: dict[str, EmbodimentPlugin] = {}
 _entry_points_loaded = False

@@ -100,7 +100,7 @@ def embodiment_action_space(embodiment) -> gym.Space:
     """The Gymnasium action space of one of a model's embodiments (env units).
 
     The space recorded with the embodiment's data (Box, Discrete, MultiBinary, MultiDiscrete, Dict) when there is
-    one; otherwise a float32 Box over the action normaliser's range (PushT: agent target, workspace px 0-512).
+    one; otherwise a float32 Box over the action normaliser's range (e.g. an agent's target position).
     """
     if embodiment.action_space:
         return space_from_json(embodiment.action_space)
@@ -148,7 +148,7 @@ class WorldModelEnv(gym.Env):
     """A Gymnasium env whose dynamics are a trained world model.
 
     Args:
-        model: a pipeline folder (``checkpoints/pusht``) or a loaded :class:`WorldModelPipeline`.
+        model: a pipeline folder (``checkpoints/joint``) or a loaded :class:`WorldModelPipeline`.
         render_mode: ``None`` or ``"rgb_array"`` (``render()`` returns the current frame).
         num_inference_steps: denoising steps per frame; default: the model's.
         timestep_spacing: ``"linspace"`` or ``"trailing"`` (equal steps; the few-step sampler, see
@@ -169,8 +169,8 @@ class WorldModelEnv(gym.Env):
             (:meth:`~worldsim.pipelines.WorldModelPipeline.step_with_disagreement`); 1 (default) is off.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
-    Action: the embodiment's action space (PushT: ``Box(0, 512, (2,), float32)``, target agent position; Breakout:
-    ``Discrete(4)``; any Box / Discrete / MultiBinary / MultiDiscrete / Dict of those).
+    Action: the embodiment's action space (e.g. ``Box(0, 512, (2,), float32)``, a target position;
+    ``Discrete(7)``, grid moves; any Box / Discrete / MultiBinary / MultiDiscrete / Dict of those).
 
     ``reset(options={"context": {"observation.image": frames, "action": actions}})`` starts from real frames:
     ``frames`` `(n, H', W', 3)` uint8 (resized to the model's size if needed) and ``actions`` `(n - 1, A)`, the
@@ -178,7 +178,7 @@ class WorldModelEnv(gym.Env):
     set, chosen with the env's seeded RNG.
 
     >>> import gymnasium as gym, worldsim                                              # doctest: +SKIP
-    >>> env = gym.make("worldsim/WorldModel-v0", model="checkpoints/pusht")           # doctest: +SKIP
+    >>> env = gym.make("worldsim/WorldModel-v0", model="checkpoints/joint", embodiment="minigrid")           # doctest: +SKIP
     >>> obs, info = env.reset(seed=0)                                                  # doctest: +SKIP
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample()) # doctest: +SKIP
     """

@@ -10,7 +10,7 @@ Policy evaluation runs N episodes side by side (a vector env, real or imagined),
 - a LeRobot-style object with ``select_action(batch)`` and ``reset()`` (LeRobot's ``PreTrainedPolicy``), fed
   ``{"observation.image": (N, 3, H, W) float32 in [0, 1]}`` like LeRobot's env wrappers do.
 
-Observations are what the env gives: ``(N, H, W, 3)`` uint8 frames for worldsim and pixel PushT.
+Observations are what the env gives: ``(N, H, W, 3)`` uint8 frames for worldsim and pixel envs.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Router statistics of the mixture of action experts: which experts each embodiment's actions use.
 
-``worldsim router-stats --model M --dataset pusht=data/pusht --dataset breakout=data/breakout`` runs every action of
+``worldsim router-stats --model M --dataset a=data/a --dataset b=data/b`` runs every action of
 each dataset through its embodiment's encoder and the router (no video model pass needed) and reports the expert
 load per embodiment, dead experts, and how different the embodiments' mixes are (total-variation distance).
 """

@@ -1,11 +1,11 @@
 """Outcome heads: reward, termination and success predicted from a frame's latent.
 
 A small convolutional network on the autoencoder latent of one frame `(C, h, w)` with three outputs: the reward
-of the transition that produced the frame (regression; PushT: goal coverage in [0, 1]), and logits for
+of the transition that produced the frame (regression; e.g. a goal coverage in [0, 1]), and logits for
 "the episode terminated with this frame" and "the task is solved in this frame". Trained on real frames
 (``worldsim train-heads``, :mod:`worldsim.training.train_heads`) and applied to imagined ones, so an imagined
 rollout gets rewards the way a real env gives them (as DreamerV3 and DIAMOND predict rewards and terminations,
-here from the frame alone, which is enough when reward is a function of the scene, as in PushT).
+here from the frame alone, which is enough when reward is a function of the scene).
 
 Saved and loaded with diffusers' ``ModelMixin`` (safetensors) under ``<pipeline>/heads``.
 """

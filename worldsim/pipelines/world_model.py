@@ -147,7 +147,7 @@ class Embodiment:
     """One action source a pipeline can be driven by.
 
     Attributes:
-        name: e.g. ``"pusht"``.
+        name: e.g. ``"minigrid"``.
         index: the transformer's embodiment index, or None for a single-embodiment transformer.
         action_space: the env's action space as JSON (:mod:`worldsim.data.spaces`), or None.
         normalizer: action normalisation of the flat layout.
@@ -215,7 +215,7 @@ class WorldModelPipeline:
         decoder: optional :class:`~worldsim.models.autoencoders.LightDecoder`, loaded from ``<folder>/decoder``
             when present; frames are decoded by the autoencoder unless :meth:`set_decoder` picks ``"light"``.
 
-    >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/pusht")          # doctest: +SKIP
+    >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/joint")          # doctest: +SKIP
     >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
     >>> frames.shape  # (B, S, 64, 64, 3) uint8                                  # doctest: +SKIP
     """
@@ -617,7 +617,7 @@ class WorldModelPipeline:
 
         Args:
             frames: `(B, n, H, W, 3)` uint8, ``n >= 1`` context frames at the model's ``image_size``.
-            action: `(B, n - 1, A)` float32 in env units (PushT: pixels 0-512), the actions between the frames.
+            action: `(B, n - 1, A)` float32 in env units, the actions between the frames.
             context_noise: noise level (sigma in [0, 1)) of history latents; default: the model's.
             generator: torch RNG for the context noise.
             use_cache: encode the context into a KV cache (the streaming path) instead of keeping latents for full

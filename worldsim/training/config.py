@@ -29,7 +29,7 @@ class DatasetConfig:
     dataset's clips in joint training (an integer factor).
     """
 
-    root: str = "data/pusht"
+    root: str = "data/train"
     image_size: int = 64
     num_frames: int = 8
     val_episodes: int = 4
@@ -60,7 +60,7 @@ class AutoencoderConfig:
     learning_rate: float = 1e-3
     kl_weight: float = 1e-6
     max_minutes: float | None = None
-    output_dir: str = "runs/pusht/autoencoder"
+    output_dir: str = "runs/world-model/autoencoder"
     init_from: str | None = None
 
     def __post_init__(self):
@@ -102,8 +102,8 @@ class TransformerConfig:
 class TrainConfig:
     """World-model training (flow matching with per-frame noise levels, on accelerate)."""
 
-    output_dir: str = "runs/pusht/world_model"
-    autoencoder: str = "runs/pusht/autoencoder/final"
+    output_dir: str = "runs/world-model/world_model"
+    autoencoder: str = "runs/world-model/autoencoder/final"
     init_from: str | None = None
     max_steps: int = 6000
     max_minutes: float | None = None
@@ -178,7 +178,7 @@ class RunConfig:
     share its ``image_size`` and ``num_frames``.
     """
 
-    name: str = "pusht"
+    name: str = "world-model"
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     extra_datasets: list[DatasetConfig] = field(default_factory=list)
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -191,7 +191,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Merges the defaults, a YAML preset and dotted overrides into a validated :class:`RunConfig`.
 
     Args:
-        path: YAML file (``configs/pusht.yaml``) or ``None`` for the defaults.
+        path: YAML file (``configs/<run>.yaml``) or ``None`` for the defaults.
         overrides: ``["train.max_steps=100", "transformer.num_layers=2"]``.
 
     Raises:

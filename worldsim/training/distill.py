@@ -22,8 +22,8 @@ The student starts from the teacher's weights; ``num_layers`` below the teacher'
 pass. The result is a complete pipeline folder (the teacher's autoencoder, light decoder, heads and start frames,
 the student transformer) whose default sampler is the student's, loadable wherever a model is.
 
-    worldsim distill --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \\
-        --val-dataset data/pusht-heldout --student-steps 1 --teacher-steps 3 --out runs/pusht-1step
+    worldsim distill --model <model folder> --dataset <training data> --val-dataset <held-out data> \\
+        --student-steps 1 --teacher-steps 3 --out runs/<name>-1step
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``worldsim train-decoder``: fits a :class:`~worldsim.models.autoencoders.LightDecoder` to a pipeline's latents.
 
 An imagined frame costs the transformer's denoising passes plus one decode; with the small ``AutoencoderKL`` of the
-PushT model the decode is half of the FLOPs (docs/benchmarks.md). The light decoder (diffusers' ``DecoderTiny``,
+shipped models the decode is half of the FLOPs (docs/benchmarks.md). The light decoder (diffusers' ``DecoderTiny``,
 as TAESD distils a cheap decoder for Stable Diffusion's latents) learns the same map at a fraction of the cost:
 inputs are the pipeline autoencoder's normalised latents of real frames (the cached ones world-model training
 uses), targets the real frames, and the loss is the autoencoder's own (L1 + MSE, foreground weighted:
@@ -9,8 +9,7 @@ uses), targets the real frames, and the loss is the autoencoder's own (L1 + MSE,
 stay as they are, so the light decoder is a drop-in replacement at rollout time (``set_decoder("light")``, the env's
 ``decoder="light"``).
 
-    worldsim train-decoder --model checkpoints/pusht --dataset data/pusht --dataset data/pusht-wander \\
-        --val-dataset data/pusht-heldout
+    worldsim train-decoder --model <model folder> --dataset <training data> --val-dataset <held-out data>
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ def decoder_report(pipeline, light: LightDecoder, frames: np.ndarray, latents: n
 
     Returns:
         ``{"frames": N, "psnr": {"full", "light"} (dB, mean over frames), "frame_metric": {"name", "full", "light"} |
-        None}``: the embodiment plug-in's headline frame metric (PushT: ``agent_error``, workspace px, the agent
+        None}``: the embodiment plug-in's headline frame metric (e.g. ``agent_error``, the agent
         located in the decoded frame vs in the real one) over the frames where both show it; None when the
         embodiment has no plug-in or headline metric, or no decoded frame shows it.
     """

@@ -37,7 +37,7 @@ def frame_labels(dataset: LeRobotDataset, embodiment=None) -> tuple[np.ndarray, 
     """Frames and their outcome labels.
 
     The embodiment plug-in labels the frames when it can
-    (:meth:`~worldsim.embodiments.EmbodimentPlugin.label_frames`; PushT labels every frame from its recorded state,
+    (:meth:`~worldsim.embodiments.EmbodimentPlugin.label_frames`; a plug-in may label every frame from its recorded state,
     exactly as the env scores it). Otherwise each frame ``i > 0`` of an episode is labelled by the transition that
     produced it: reward ``next.reward[i - 1]``, termination ``next.terminated[i - 1]`` (else ``next.done[i - 1]``)
     and success ``next.success[i - 1]``.

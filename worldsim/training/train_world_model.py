@@ -234,8 +234,8 @@ def motion_weights(latents: torch.Tensor, motion_weight: float, motion_threshold
     Frame ``t`` gets ``1 + motion_weight * clamp(m / motion_threshold, max=1)``, where ``m`` is the mean absolute
     latent change from frame ``t - 2`` to ``t - 1``, dilated by one cell (3x3 max-pool). The weight depends only
     on the history, never on the frame being predicted, so the loss's minimiser is still the conditional mean
-    velocity; it just spends more of the model's capacity on small moving objects (PushT's agent disc covers one
-    latent cell of 64). Frames 0 and 1 get weight 1.
+    velocity; it just spends more of the model's capacity on small moving objects (an agent a few pixels wide covers
+    one latent cell of 64). Frames 0 and 1 get weight 1.
     """
     batch, frames, _, height, width = latents.shape
     weights = torch.ones(batch, frames, height, width, device=latents.device)
@@ -315,16 +315,32 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def start_set(dataset: LeRobotDataset, frames: np.ndarray, normalizer_episodes: np.ndarray, num_context: int,
-              count: int = 16) -> dict:
-    """Bundled start set: ``count`` real context clips of ``num_context`` frames (first frames of episodes)."""
+#: start clips a trained pipeline bundles per embodiment (``reset()`` without a context draws one)
+START_CLIPS = 100
+
+
+def start_set(dataset: LeRobotDataset, frames: np.ndarray, episodes: np.ndarray, num_context: int,
+              count: int = START_CLIPS) -> dict:
+    """Bundled start set: up to ``count`` real context clips of ``num_context`` frames, the first frames of
+    ``episodes`` in order (episodes shorter than ``num_context`` are skipped).
+
+    Returns:
+        ``{"frames": (K, num_context, H, W, 3) uint8, "action": (K, num_context - 1, A) float32}``.
+
+    Raises:
+        ValueError: no episode has ``num_context`` frames.
+    """
     clips, actions = [], []
-    for episode in normalizer_episodes[:count]:
+    for episode in episodes:
+        if len(clips) == count:
+            break
         segment = dataset.episode_slice(int(episode))
         if segment.stop - segment.start < num_context:
             continue
         clips.append(np.asarray(frames[segment.start:segment.start + num_context]))
         actions.append(dataset.action[segment.start:segment.start + num_context - 1])
+    if not clips:
+        raise ValueError(f"{dataset.root}: no episode has the {num_context} frames a start clip needs")
     return {"frames": torch.from_numpy(np.stack(clips)), "action": torch.from_numpy(np.stack(actions).astype(np.float32))}
 
 
@@ -456,12 +472,15 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     else:
         metadata.update(sources[0].metadata())
     start_frames = {}
-    for source in sources:
-        start = start_set(source.dataset, source.frames,
-                          source.val_episodes if len(source.val_episodes) else source.train_episodes,
-                          train_config.validation_context_frames)
+    for source in sources:  # held-out episodes first, then training ones; datasets of one embodiment pooled
         prefix = f"{source.name}." if multi else ""
-        start_frames.update({f"{prefix}{key}": value for key, value in start.items()})
+        have = len(start_frames.get(f"{prefix}frames", ()))
+        if have >= START_CLIPS:
+            continue
+        start = start_set(source.dataset, source.frames, np.concatenate([source.val_episodes, source.train_episodes]),
+                          train_config.validation_context_frames, START_CLIPS - have)
+        for key, value in start.items():
+            start_frames[f"{prefix}{key}"] = torch.cat([start_frames[f"{prefix}{key}"], value]) if have else value
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=config.rollout.shift)
 
     def save_checkpoint(at_step: int, final: bool = False) -> Path:

@@ -100,4 +100,7 @@ class BreakoutEmbodiment(EmbodimentPlugin):
         return {"random": RandomJoystick(seed), "idle": Idle()}
 
 
-__all__ = ["BREAKOUT_ENV", "BreakoutEmbodiment", "Idle", "RandomJoystick", "locate_paddle"]
+PLUGIN = BreakoutEmbodiment
+"""The plug-in class the registry finds by this package's name."""
+
+__all__ = ["PLUGIN", "BREAKOUT_ENV", "BreakoutEmbodiment", "Idle", "RandomJoystick", "locate_paddle"]

@@ -138,6 +138,9 @@ class PushTEmbodiment(EmbodimentPlugin):
         return CentroidPusher()
 
 
-__all__ = ["CentroidPusher", "HoldStill", "NoisyPusherChunks", "PUSHT_ENV", "PUSHT_WORKSPACE", "PushTEmbodiment",
+PLUGIN = PushTEmbodiment
+"""The plug-in class the registry finds by this package's name."""
+
+__all__ = ["PLUGIN", "CentroidPusher", "HoldStill", "NoisyPusherChunks", "PUSHT_ENV", "PUSHT_WORKSPACE", "PushTEmbodiment",
            "PushTScriptedPolicy", "locate_agent", "locate_block", "pusht_coverage", "pusht_state_options",
            "pusht_zoo"]
