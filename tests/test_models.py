@@ -63,15 +63,55 @@ def test_action_adapter_starts_as_identity():
     torch.testing.assert_close(adapter(hidden, torch.randn(2, 3, 8)), hidden)
 
 
-def test_relative_time_positions_make_windows_shift_invariant():
-    """Temporal RoPE is relative: the same frames give the same outputs wherever the window starts."""
+def _with_temporal_positions(model, positions):
+    """Makes ``model``'s forward pass use temporal rotary positions ``positions(num_frames)`` instead of 0..T-1
+    (``del model.rotary`` undoes it)."""
+
+    def moved(num_frames, device, first_frame=0):
+        cos, sin = model.rotary_at(positions(num_frames).to(device)[None])  # (1, 1, T*N, head_dim / 2)
+        return cos[0, 0], sin[0, 0]
+
+    model.rotary = moved
+
+
+@pytest.mark.parametrize("leak", [False, True])
+def test_relative_time_positions_make_windows_shift_invariant(leak, monkeypatch):
+    """Temporal RoPE is relative: the same window gives the same outputs whatever the absolute position of its first
+    frame (the cached path puts new frames at ``num_frames``, a rollout's window slides), but not when the frames'
+    *relative* arrangement changes. ``leak=True`` is the control: with the temporal rotation of the keys dropped,
+    attention depends on where the queries are, and the same comparison fails."""
+    import worldsim.models.world_model as world_model
+
     model = randomize(tiny_transformer()).eval()
     sample, timestep, action = inputs(frames=4)
-    full = model(sample, timestep, action)
-    # the first frame sees only itself, so a window starting one frame later reproduces it for frame 1
-    shifted = model(sample[:, 1:2], timestep[:, 1:2], action[:, 1:2])
-    assert shifted.shape == (2, 1, 4, 4, 4)
-    torch.testing.assert_close(model(sample[:, :1], timestep[:, :1], action[:, :1]), full[:, :1])
+    if leak:  # rotate only the queries' temporal channels: absolute positions leak into the attention scores
+        apply_rope, temporal = world_model.apply_rope, model.config.rope_axes_dim[0] // 2
+        calls = {"count": 0}
+
+        def leaky(x, cos, sin):
+            calls["count"] += 1
+            if calls["count"] % 2 == 0:  # FrameCausalAttention rotates q, then k
+                cos, sin = cos.clone(), sin.clone()
+                cos[..., :temporal], sin[..., :temporal] = 1.0, 0.0
+            return apply_rope(x, cos, sin)
+
+        monkeypatch.setattr(world_model, "apply_rope", leaky)
+    with torch.no_grad():
+        reference = model(sample, timestep, action)
+        outputs = {}
+        for name, positions in {"shift 7": lambda t: torch.arange(t) + 7, "shift 120": lambda t: torch.arange(t) + 120,
+                                "spread": lambda t: torch.arange(t) * 3}.items():
+            _with_temporal_positions(model, positions)
+            outputs[name] = model(sample, timestep, action)
+            del model.rotary
+    if leak:
+        assert not torch.allclose(outputs["shift 7"], reference, atol=1e-3)
+    else:
+        torch.testing.assert_close(outputs["shift 7"], reference, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(outputs["shift 120"], reference, atol=1e-4, rtol=1e-3)
+    # frames 1..3 attend across time: another relative arrangement is another output (positions do matter)
+    assert not torch.allclose(outputs["spread"][:, 1:], reference[:, 1:], atol=1e-3)
+    torch.testing.assert_close(outputs["spread"][:, 0], reference[:, 0], atol=1e-5, rtol=1e-4)  # frame 0 sees itself
 
 
 def test_transformer_save_load_round_trip(tmp_path):
@@ -81,6 +121,76 @@ def test_transformer_save_load_round_trip(tmp_path):
     loaded = WorldModelTransformer.from_pretrained(tmp_path / "t", use_safetensors=True).eval()
     sample, timestep, action = inputs()
     torch.testing.assert_close(model(sample, timestep, action), loaded(sample, timestep, action))
+
+
+DISCRETE_5 = {"type": "Discrete", "n": 5, "start": 0}
+
+
+def test_single_embodiment_discrete_actions_are_embedded_per_index(tmp_path):
+    """A Discrete(5) action goes through a learned table with one row per index, not one ordinal number: each
+    index's embedding is its own row (changing row 2 changes what action 2 does and nothing else)."""
+    from worldsim.models.actions import BoxActionEncoder, DiscreteActionEncoder
+
+    model = randomize(tiny_transformer(action_dim=1, action_space=DISCRETE_5)).eval()
+    assert isinstance(model.action_encoder, DiscreteActionEncoder)
+    assert isinstance(model.action_encoder.table, torch.nn.Embedding) and model.action_encoder.table.num_embeddings == 5
+    assert not any(isinstance(module, BoxActionEncoder) for module in model.modules())
+    sample, timestep, _ = inputs(batch=1, frames=2)
+    run = lambda index: model(sample, timestep, torch.tensor([[[float(index)], [0.0]]]))[:, 1]  # action 0 -> frame 1
+    with torch.no_grad():
+        before = {index: run(index) for index in (1, 2, 3)}
+        for first, second in ((1, 2), (2, 3), (1, 3)):
+            assert not torch.allclose(before[first], before[second], atol=1e-4)
+        model.action_encoder.table.weight[2] += 1.0
+        after = {index: run(index) for index in (1, 2, 3)}
+    torch.testing.assert_close(after[1], before[1], atol=0, rtol=0)
+    torch.testing.assert_close(after[3], before[3], atol=0, rtol=0)
+    assert not torch.allclose(after[2], before[2], atol=1e-4)
+    with pytest.raises(ValueError, match=r"discrete action index 5 is outside \[0, 5\)"):
+        model(sample, timestep, torch.full((1, 2, 1), 5.0))
+    model.save_pretrained(tmp_path / "t")
+    loaded = WorldModelTransformer.from_pretrained(tmp_path / "t", use_safetensors=True).eval()
+    assert loaded.config.action_space == DISCRETE_5 and isinstance(loaded.action_encoder, DiscreteActionEncoder)
+    action = torch.tensor([[[3.0], [1.0]]])
+    torch.testing.assert_close(loaded(sample, timestep, action), model(sample, timestep, action), atol=0, rtol=0)
+
+
+def test_action_space_option_is_checked_and_absent_means_the_box_encoder():
+    from worldsim.models.actions import BoxActionEncoder, DictActionEncoder
+
+    plain = tiny_transformer()
+    assert plain.config.action_space is None and type(plain.action_encoder) is BoxActionEncoder  # existing configs
+    box = tiny_transformer(action_space={"type": "Box", "low": [0, 0], "high": [1, 1], "shape": [2]})
+    assert sorted(box.state_dict()) == sorted(plain.state_dict())  # a Box space builds the same encoder
+    mixed = {"type": "Dict", "spaces": {"button": DISCRETE_5, "stick": {"type": "Box", "low": [-1], "high": [1],
+                                                                        "shape": [1]}}}
+    assert isinstance(tiny_transformer(action_dim=2, action_space=mixed).action_encoder, DictActionEncoder)
+    with pytest.raises(ValueError, match=r"action_dim 2 differs from the flat size 1"):
+        tiny_transformer(action_dim=2, action_space=DISCRETE_5)
+    with pytest.raises(ValueError, match="single-embodiment"):
+        tiny_transformer(action_dim=1, action_space=DISCRETE_5,
+                         embodiments=[{"name": "a", "action_space": DISCRETE_5}])
+    with pytest.raises(ValueError, match="unknown action space type 'Tuple'"):
+        tiny_transformer(action_space={"type": "Tuple"})
+
+
+def test_discrete_actions_reach_the_pipeline_encoder_as_indices():
+    """The pipeline's normaliser passes a Discrete entry through unchanged (its ``continuous`` mask), so the index
+    the env was given is the index the embedding table is read at."""
+    pipeline = make_tiny_pipeline(start_frames=False)
+    transformer = randomize(tiny_transformer(action_dim=1, action_space=DISCRETE_5))
+    metadata = {**pipeline.metadata, "action_space": DISCRETE_5,
+                "action_normalizer": {"min": [0.0], "max": [4.0], "continuous": [False]}}
+    pipeline = WorldModelPipeline(pipeline.autoencoder, transformer, pipeline.scheduler, metadata)
+    seen = []
+    encoder = transformer.action_encoder
+    encoder.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    rng = np.random.default_rng(0)
+    state = pipeline.encode_context(rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8),
+                                    np.array([[[4.0]], [[0.0]]], np.float32))
+    pipeline.step(state, np.array([[3.0], [1.0]], np.float32), generator=torch.Generator().manual_seed(0))
+    assert seen[0].flatten().tolist() == [0.0, 4.0, 0.0, 0.0]  # context: (null slot, action 4) and (null, action 0)
+    assert {tuple(values.flatten().tolist()) for values in seen[1:]} == {(3.0, 1.0)}
 
 
 def test_autoencoder_round_trip_and_save_load(tmp_path):
@@ -140,6 +250,30 @@ def test_action_guidance():
     torch.testing.assert_close(step([10.0, 10.0], 0.0), step([500.0, 300.0], 0.0))
     assert not torch.equal(step([10.0, 10.0], 1.0), step([500.0, 300.0], 1.0))
     assert not torch.equal(step([10.0, 10.0], 3.0), step([10.0, 10.0], 1.0))
+
+
+def test_a_generator_list_gives_each_rollout_its_own_noise():
+    """``generator=[g_0, ..., g_{B-1}]`` (diffusers' convention): rollout b of a batch imagines what it imagines alone
+    with ``g_b``, whatever the other rows are; a list of the wrong length is refused."""
+    pipeline = make_tiny_pipeline()
+    pipeline.metadata.update(bf16=False)
+    rng = np.random.default_rng(4)
+    frames = rng.integers(0, 255, (2, 2, 16, 16, 3), dtype=np.uint8)
+    context_action = rng.uniform(0, 512, (2, 1, 2)).astype(np.float32)
+    action = rng.uniform(0, 512, (2, 3, 2)).astype(np.float32)
+    seeded = lambda *seeds: [torch.Generator().manual_seed(seed) for seed in seeds]
+    batch = pipeline.rollout(frames, context_action, action, generator=seeded(7, 8))
+    alone = pipeline.rollout(frames[1:], context_action[1:], action[1:], generator=seeded(8))
+    assert np.abs(batch[1].astype(int) - alone[0].astype(int)).max() <= 1
+    other = pipeline.rollout(frames, context_action, action, generator=seeded(9, 8))
+    assert np.abs(other[1].astype(int) - batch[1].astype(int)).max() <= 1 and not np.array_equal(other[0], batch[0])
+    with pytest.raises(ValueError, match="list of 3 torch.Generators for a batch of 2"):
+        pipeline.rollout(frames, context_action, action, generator=seeded(1, 2, 3))
+    state = pipeline.encode_context(frames, context_action, generator=seeded(1, 2))
+    carried, disagreement = pipeline.step_with_disagreement(state, action[:, 0], 3, generator=seeded(1, 2))
+    assert carried.batch_size == 2 and np.all(disagreement > 0)
+    with pytest.raises(ValueError, match="list of 1 torch.Generators for a batch of 2"):
+        pipeline.step(carried, action[:, 1], generator=seeded(1))
 
 
 def _rollout_pair(pipeline, steps, **kwargs):
@@ -284,14 +418,76 @@ def test_spliced_rows_see_exactly_their_own_history(old_frames, new_frames):
     assert not torch.allclose(after[1], before[1], atol=1e-3)
 
 
-def test_splice_refuses_bad_rows_and_sink_caches():
+def test_splice_refuses_bad_rows_and_other_geometry():
     cache = FrameKVCache(num_layers=1, batch_size=2, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3)
     other = FrameKVCache(num_layers=1, batch_size=1, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3)
     with pytest.raises(ValueError, match="distinct indices"):
         cache.splice(torch.tensor([0, 1]), other)
     with pytest.raises(ValueError, match="out of range"):
         cache.splice(torch.tensor([2]), other)
+    with pytest.raises(ValueError, match=r"rows \[0\] hold no frames"):
+        cache.splice(torch.tensor([0]), other)
     sinks = FrameKVCache(num_layers=1, batch_size=2, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=3,
                          sink_size=1)
-    with pytest.raises(ValueError, match="sink"):
+    wider = FrameKVCache(num_layers=1, batch_size=1, num_heads=1, head_dim=1, tokens_per_frame=1, local_attn_size=4)
+    with pytest.raises(ValueError, match="sink_size differs: 0 vs 1"):  # same capacity, other sink layout
+        sinks.splice(torch.tensor([0]), wider)
+    with pytest.raises(ValueError, match="geometry differs"):
         sinks.splice(torch.tensor([0]), other)
+
+
+def _stream(model, cache, sample, action):
+    """Appends streamed frames (B, 1, ...) at the history noise level, each with its producing action."""
+    model.forward_cached(sample, torch.full(sample.shape[:2], 50.0), action, None, cache, update_cache=True)
+
+
+@pytest.mark.parametrize("sink_size, old_frames, new_frames", [
+    (1, 4, 2),  # the restarted row's context fills its sinks and part of the window
+    (2, 5, 1),  # shorter than the sinks: its next frames become its sinks
+    (2, 1, 4),  # the batch holds fewer frames than the new context: the cache grows, the other rows move right
+    (3, 2, 6),  # longer than the cache: only the newest frames are held
+])
+def test_a_restarted_row_with_sinks_streams_as_a_fresh_cache(sink_size, old_frames, new_frames):
+    """Attention sinks survive a splice: the restarted row has its own first frames as sinks (not the old episode's)
+    and, step after step past the window, gives what a fresh cache of its own context gives; the other rows give
+    what they gave without the splice."""
+    model = randomize(tiny_transformer()).eval()
+    generator = torch.Generator().manual_seed(2)
+    noise = lambda *shape: torch.randn(*shape, generator=generator)
+    local = 3
+    with torch.no_grad():
+        batch = model.new_cache(3, local_attn_size=local, sink_size=sink_size)
+        _write(model, batch, noise(3, old_frames, 4, 4, 4), torch.full((3, old_frames), 50.0), noise(3, old_frames, 2))
+        for _ in range(2):
+            _stream(model, batch, noise(3, 1, 4, 4, 4), noise(3, 1, 2))
+        untouched = batch.reorder(torch.arange(3))
+        old_sinks = batch.keys[:, 1, :, :sink_size * batch.tokens_per_frame].clone()
+        alone = model.new_cache(1, local_attn_size=local, sink_size=sink_size)
+        _write(model, alone, noise(1, new_frames, 4, 4, 4), torch.full((1, new_frames), 50.0), noise(1, new_frames, 2))
+        batch.splice(torch.tensor([1]), alone.reorder(torch.tensor([0])))
+        held, n = min(new_frames, sink_size), batch.tokens_per_frame
+        torch.testing.assert_close(batch.keys[:, 1, :, :held * n], alone.keys[:, 0, :, :held * n], atol=0, rtol=0)
+        assert not torch.allclose(batch.keys[:, 1, :, :held * n], old_sinks[..., :held * n, :])
+        shifted = 0
+        for _ in range(sink_size + local + 2):  # until the restarted row has filled its sinks and its window
+            probe, probe_t, probe_action = noise(3, 1, 4, 4, 4), torch.full((3, 1), 700.0), noise(3, 1, 2)
+            out = model.forward_cached(probe, probe_t, probe_action, None, batch)
+            expected = model.forward_cached(probe[1:2], probe_t[1:2], probe_action[1:2], None, alone)
+            torch.testing.assert_close(out[1:2], expected, atol=1e-5, rtol=1e-4)
+            before = model.forward_cached(probe, probe_t, probe_action, None, untouched)
+            torch.testing.assert_close(out[[0, 2]], before[[0, 2]], atol=1e-5, rtol=1e-4)
+            positions = batch.frame_positions()
+            if positions is not None:  # the per-row sink positions are what makes the rows agree
+                moved = (positions != torch.arange(batch.num_frames)).any(dim=1)
+                shifted += int(moved.sum())
+                batch.frame_positions, batch._rotated = lambda: None, {}  # slot positions for every row instead
+                slot_positions = model.forward_cached(probe, probe_t, probe_action, None, batch)
+                del batch.frame_positions
+                batch._rotated = {}
+                assert not torch.allclose(slot_positions[moved], out[moved], atol=1e-3)
+            sample, action = noise(3, 1, 4, 4, 4), noise(3, 1, 2)
+            _stream(model, batch, sample, action)
+            _stream(model, alone, sample[1:2], action[1:2])
+            _stream(model, untouched, sample, action)
+        assert shifted > 0 and batch.num_frames == batch.capacity and alone.num_frames == alone.capacity
+        assert bool(batch.valid.all())  # by now the restarted row holds a full cache of its own frames

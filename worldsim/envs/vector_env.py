@@ -5,8 +5,12 @@ A native ``gymnasium.vector.VectorEnv`` (not a ``SyncVectorEnv`` of single envs)
 sub-env that restarts (autoreset or a masked reset) gets its new context spliced into the shared cache
 (:meth:`~worldsim.pipelines.WorldModelPipeline.restart`); the other sub-envs are not touched.
 
+Attention sinks (``sink_size`` in the model's ``worldsim.json``; :mod:`worldsim.models.kv_cache`) work with both kinds
+of restart: a restarted sub-env's sinks are the first frames of *its* new episode, never the previous episode's, and
+it attends to exactly what a fresh env started from the same context attends to.
+
     >>> envs = gym.make_vec("worldsim/WorldModel-v0", num_envs=16, vectorization_mode="vector_entry_point",
-    ...                     model="checkpoints/pusht")                                     # doctest: +SKIP
+    ...                     model="checkpoints/joint")                                     # doctest: +SKIP
     >>> obs, infos = envs.reset(seed=0)                                                     # doctest: +SKIP
     >>> obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())  # doctest: +SKIP
 """
@@ -19,6 +23,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from gymnasium.utils.seeding import np_random as np_random_from_seed
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
@@ -57,8 +62,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
             once; ``infos["disagreement"]`` is `(N,)`).
 
-    Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (PushT:
-    `(N, 2)` float32 in [0, 512]). With outcome heads, rewards and terminations are predicted per imagined frame
+    Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (a Box
+    of shape `(2,)` gives `(N, 2)` float32; a Discrete gives `(N,)` int64). With outcome heads, rewards and terminations are predicted per imagined frame
     and ``infos`` carries `(N,)` arrays ``success``, ``success_probability``, ``termination_probability``;
     without them rewards are 0.0 and terminations False (``infos["outcome_heads"]``).
 
@@ -67,9 +72,25 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     ``"reset_mask"`` `(N,)` bool (restart only those sub-envs) and ``"context"``: ``{"observation.image": (R, n, H',
     W', 3) uint8, "action": (R, n - 1, A)}`` real context for the R restarted sub-envs, in order.
 
+    Seeds: ``reset(seed=s)`` with an int seeds one random stream shared by all sub-envs (start-clip choice and
+    diffusion noise, drawn for the whole batch at once). ``reset(seed=[s_0, ..., s_{N-1}])`` gives every sub-env its
+    own streams (a numpy RNG for its start clips, a ``torch.Generator`` for its noise, drawn row by row): sub-env i
+    then imagines what a 1-env ``reset(seed=s_i)`` imagines with the same actions, autoresets included (the same
+    frames up to float rounding between batch sizes), and a restart of one sub-env leaves the others' randomness
+    alone. A ``None`` entry keeps that sub-env's stream (one
+    derived from the shared stream when it had none); entries of sub-envs outside ``reset_mask`` are ignored. A later
+    int seed goes back to the shared stream.
+
+    Attention sinks: a model whose ``worldsim.json`` sets ``sink_size`` > 0 keeps each rollout's first frames in its
+    KV cache for ever, next to the sliding window of the last ``local_attn_size - 1`` frames (StreamingLLM-style;
+    they help long rollouts keep the scene's static content). Sinks are per sub-env: a sub-env restarted by
+    ``reset_mask`` or by autoreset gets the first frames of its new episode as sinks (filled by its next frames when
+    its context is shorter than ``sink_size``), and its frames equal those of a fresh env started from the same
+    context and seed (per-sub-env seeds, above).
+
     Raises:
-        ValueError: ``num_envs < 1``, bad ``render_mode``; in ``reset``/``step``: malformed context, mask or actions
-            (the message names the sub-env and the value; no sub-env's state changes).
+        ValueError: ``num_envs < 1``, bad ``render_mode``; in ``reset``/``step``: malformed context, mask, seed list or
+            actions (the message names the sub-env and the value; no sub-env's state changes).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -111,7 +132,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.timestep_spacing = timestep_spacing
         self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
         self._state = None
-        self._generator = torch.Generator()
+        self._generator = torch.Generator()  # the shared noise stream (int or no seed)
+        # per-sub-env streams after reset(seed=[...]): start-clip RNGs and noise generators, one of each per sub-env
+        self._sub_env_np_random: list[np.random.Generator] | None = None
+        self._sub_env_generators: list[torch.Generator] | None = None
         self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -137,30 +161,79 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         resized = np.stack([resize_frames(clip, self.pipeline.image_size) for clip in frames])
         return resized, action.astype(np.float32)
 
-    def _start_contexts(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+    def _start_contexts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         start = self.pipeline.start_set(self.embodiment.name)
         if start is None:
             raise ValueError(f"this model has no bundled start set for {self.embodiment.name!r}; pass "
                              f"options={{'context': {{...}}}} to reset (and reset ended sub-envs yourself)")
-        index = self.np_random.integers(len(start[0]), size=count)
+        if self._sub_env_np_random is None:
+            index = self.np_random.integers(len(start[0]), size=len(rows))
+        else:  # each sub-env draws from its own RNG, as a 1-env vector env seeded alike would
+            index = np.concatenate([self._sub_env_np_random[row].integers(len(start[0]), size=1) for row in rows])
         return start[0][index].numpy(), start[1][index].numpy()
 
+    def _generator_for(self, rows) -> torch.Generator | list[torch.Generator]:
+        """The noise stream of sub-envs ``rows``: the shared generator, or one generator per row."""
+        if self._sub_env_generators is None:
+            return self._generator
+        return [self._sub_env_generators[row] for row in rows]
+
     def _restart(self, rows: np.ndarray, frames: np.ndarray, action: np.ndarray) -> None:
+        generator = self._generator_for(rows)
         if self._state is None or len(rows) == self.num_envs:
-            self._state = self.pipeline.encode_context(frames, action, self.context_noise, self._generator,
+            self._state = self.pipeline.encode_context(frames, action, self.context_noise, generator,
                                                        embodiment=self.embodiment.name)
         else:
-            self._state = self.pipeline.restart(self._state, rows, frames, action, self.context_noise, self._generator)
+            self._state = self.pipeline.restart(self._state, rows, frames, action, self.context_noise, generator)
         self._observation[rows] = frames[:, -1]
         self._steps[rows] = 0
         self._autoreset[rows] = False
 
-    # -- Gymnasium API ----------------------------------------------------------------------------------------
-    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
-        """Starts (some of) the imagined episodes; see the class docstring for ``options``.
+    def _check_seed(self, seed) -> list[int | None] | None:
+        """The per-sub-env seeds of a list ``seed`` (validated), or None for an int or no seed.
 
         Raises:
-            ValueError: bad ``reset_mask`` or context, or a partial reset before the first full one; nothing
+            ValueError: a list whose length is not ``num_envs`` or with an entry that is not None or an int in
+                ``[0, 2**64)`` (the message names it).
+        """
+        if not isinstance(seed, (list, tuple, np.ndarray)):
+            return None
+        seeds = list(seed)
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"seed is a list of {len(seeds)} entries {seeds!r}; a list needs one entry per sub-env "
+                             f"(num_envs={self.num_envs}), each an int or None")
+        for index, value in enumerate(seeds):
+            if value is not None and (isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer))
+                                      or not 0 <= int(value) < 2**64):
+                raise ValueError(f"seed[{index}] is {value!r}; expected None or an int in [0, 2**64)")
+        return [None if value is None else int(value) for value in seeds]
+
+    def _seed_sub_envs(self, rows: np.ndarray, seeds: list[int | None]) -> None:
+        """Gives the sub-envs in ``rows`` the streams of their seeds (entries None keep theirs)."""
+        if self._sub_env_np_random is None:  # leaving the shared stream: every sub-env gets one derived from it
+            derived = self.np_random.integers(0, 2**62, size=self.num_envs)
+            self._sub_env_np_random = [np.random.default_rng(int(value)) for value in derived]
+            self._sub_env_generators = [torch.Generator().manual_seed(int(value)) for value in derived]
+        for row in rows:
+            if seeds[row] is not None:  # exactly what a 1-env reset(seed=seeds[row]) seeds
+                self._sub_env_np_random[row] = np_random_from_seed(seeds[row])[0]
+                self._sub_env_generators[row] = torch.Generator().manual_seed(seeds[row])
+
+    # -- Gymnasium API ----------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Starts (some of) the imagined episodes; see the class docstring for ``seed`` and ``options``.
+
+        Args:
+            seed: None, an int (one stream shared by all sub-envs) or a list of ``num_envs`` ints or None (one stream
+                per sub-env: sub-env i as a 1-env ``reset(seed=seed[i])``).
+            options: ``"reset_mask"`` and ``"context"``, see the class docstring.
+
+        Returns:
+            ``(observation, infos)``: `(N, H, W, 3)` uint8 frames (the last context frame of each restarted
+            sub-env, the current frame of the others) and the infos dict.
+
+        Raises:
+            ValueError: bad ``reset_mask``, context or seed list, or a partial reset before the first full one; nothing
                 changes.
         """
         options = options or {}
@@ -176,13 +249,16 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         context = options.get("context")
         if context is not None:
             frames, action = self._contexts_from_options(context, len(rows))  # validate before touching state
-        if isinstance(seed, (list, tuple)):
-            seed = seed[0] if seed else None
-        super().reset(seed=seed)
-        if seed is not None:
-            self._generator.manual_seed(int(seed))
+        seeds = self._check_seed(seed)
+        if seeds is not None:
+            self._seed_sub_envs(rows, seeds)
+        else:
+            super().reset(seed=seed)
+            if seed is not None:
+                self._generator.manual_seed(int(seed))
+                self._sub_env_np_random = self._sub_env_generators = None  # back to the shared stream
         if context is None:
-            frames, action = self._start_contexts(len(rows))
+            frames, action = self._start_contexts(rows)
         if len(rows):
             self._restart(rows, frames, action)
         return self._observation.copy(), self._infos()
@@ -217,16 +293,17 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 raise ValueError(f"sub-env {index}: {error}") from None
         restarting = np.flatnonzero(self._autoreset)
         if len(restarting):  # fetch the new contexts first: an error here leaves everything as it was
-            frames, action = self._start_contexts(len(restarting))
+            frames, action = self._start_contexts(restarting)
         disagreement = None
+        generator = self._generator_for(range(self.num_envs))
         self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
                 self._state, flat, self.disagreement_samples, self.num_inference_steps, self.context_noise,
-                self._generator, self.action_guidance_scale, self.timestep_spacing)
+                generator, self.action_guidance_scale, self.timestep_spacing)
         else:
             self._state = self.pipeline.step(self._state, flat, self.num_inference_steps, self.context_noise,
-                                             self._generator, self.action_guidance_scale, self.timestep_spacing)
+                                             generator, self.action_guidance_scale, self.timestep_spacing)
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,

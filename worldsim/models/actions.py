@@ -16,7 +16,7 @@ class BoxActionEncoder(nn.Module):
     """Embeds normalised continuous actions with Fourier features and an MLP.
 
     Fourier features ``sin(2^k * pi * a), cos(2^k * pi * a)`` for ``k < num_frequencies`` let a small MLP resolve
-    fine differences in target positions (PushT actions are absolute agent targets).
+    fine differences in target positions (absolute target positions, say).
 
     Args:
         action_dim: A, size of the action vector.

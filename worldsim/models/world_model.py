@@ -179,20 +179,30 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         patch_size: p, latent patch size; N = (sample_size / p)^2 tokens per frame.
         num_layers, num_attention_heads, attention_head_dim, mlp_ratio: transformer size; width
             D = num_attention_heads * attention_head_dim.
-        action_dim: A, continuous action size (normalised to [-1, 1]).
-        action_num_frequencies: Fourier octaves of the action encoder.
+        action_dim: A, flat action size (:mod:`worldsim.data.spaces`; Box entries normalised to [-1, 1]).
+        action_num_frequencies: Fourier octaves of the Box action encoder.
         rope_axes_dim: rotary channels for (time, row, column); even, summing to ``attention_head_dim``.
         rope_theta: rotary base.
         embodiments: None (one continuous embodiment of ``action_dim``) or a list of ``{"name": str,
             "action_space": space JSON}``: one action encoder per embodiment (:func:`build_action_encoder`), chosen
             per sample by the ``embodiment`` index; ``action_dim`` must then be the largest flat action size
             (smaller ones are zero-padded).
+        action_space: single-embodiment models only: the action space as JSON
+            (:func:`~worldsim.data.spaces.space_to_json`), embedded by :func:`build_action_encoder` (a
+            ``Discrete(n)`` action by a learned table of ``n`` rows, indexed by the action, never as one ordinal
+            number; a ``Dict`` part by part); its flat size must be ``action_dim``. None (configs written before this
+            field existed): a :class:`BoxActionEncoder` of ``action_dim`` continuous values, as before.
         num_action_experts: E > 0 routes every action embedding through a mixture of action experts shared by all
             embodiments (:class:`~worldsim.models.actions.ActionMixtureOfExperts`); 0 disables it.
         action_experts_top_k: experts per action.
 
     After a forward pass with experts, ``last_routing`` holds ``(router_probs (M, E), dispatch (M, E),
     embodiment (M,))`` for the load-balancing loss and router statistics.
+
+    Raises:
+        ValueError: ``sample_size`` not divisible by ``patch_size``; ``rope_axes_dim`` odd or not summing to
+            ``attention_head_dim``; duplicate embodiment names; an ``action_dim`` that is not the (widest) flat action
+            size; ``action_space`` together with ``embodiments``; an unknown action space type.
 
     >>> model = WorldModelTransformer(in_channels=4, sample_size=4, num_layers=2, action_dim=2)
     >>> out = model(torch.randn(1, 3, 4, 4, 4), torch.full((1, 3), 500.0), torch.zeros(1, 3, 2))
@@ -219,6 +229,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         embodiments: list[dict] | None = None,
         num_action_experts: int = 0,
         action_experts_top_k: int = 2,
+        action_space: dict | None = None,
     ):
         super().__init__()
         if sample_size % patch_size:
@@ -231,6 +242,9 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid * self.grid, dim))
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.timestep_embedder = TimestepEmbedding(256, dim)
+        if embodiments and action_space is not None:
+            raise ValueError("action_space is for single-embodiment models; a multi-embodiment model takes each "
+                             "embodiment's action space in embodiments")
         if embodiments:
             names = [embodiment["name"] for embodiment in embodiments]
             if len(set(names)) != len(names):
@@ -242,7 +256,11 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             if action_dim != widest:
                 raise ValueError(f"action_dim must be the widest embodiment's flat action size {widest}, got {action_dim}")
         else:
-            self.action_encoder = BoxActionEncoder(action_dim, dim, action_num_frequencies)
+            self.action_encoder = BoxActionEncoder(action_dim, dim, action_num_frequencies) if action_space is None \
+                else build_action_encoder(action_space, dim, action_num_frequencies)
+            if self.action_encoder.action_dim != action_dim:
+                raise ValueError(f"action_dim {action_dim} differs from the flat size {self.action_encoder.action_dim} "
+                                 f"of action_space {action_space}")
             self.action_encoders = None
         self.action_experts = (ActionMixtureOfExperts(dim, num_action_experts, action_experts_top_k)
                                if num_action_experts else None)
@@ -283,6 +301,27 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
                             rope_frequencies(col, w_dim, theta)], dim=-1)
         return angles.cos(), angles.sin()
 
+    def rotary_at(self, frame_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for per-row temporal positions (rows of a KV cache whose frames sit at different positions).
+
+        Args:
+            frame_positions: `(B, T)` long, the temporal position of each frame of each row.
+
+        Returns:
+            cos, sin `(B, 1, T*N, head_dim/2)` float32 (broadcast over heads by :func:`apply_rope`); row b equals
+            :meth:`rotary` for frames at ``frame_positions[b]``.
+        """
+        t_dim, h_dim, w_dim = self.config.rope_axes_dim
+        batch, frames = frame_positions.shape
+        theta, device = self.config.rope_theta, frame_positions.device
+        frame = frame_positions.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N)
+        row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(frames)
+        col = torch.arange(self.grid, device=device).repeat(self.grid * frames)
+        temporal = rope_frequencies(frame.flatten(), t_dim, theta).view(batch, frame.shape[1], t_dim // 2)
+        spatial = torch.cat([rope_frequencies(row, h_dim, theta), rope_frequencies(col, w_dim, theta)], dim=-1)
+        angles = torch.cat([temporal, spatial.expand(batch, -1, -1)], dim=-1).unsqueeze(1)
+        return angles.cos(), angles.sin()
+
     def _check_shapes(self, sample: torch.Tensor, timestep: torch.Tensor, action: torch.Tensor) -> None:
         if sample.ndim != 5:
             raise ValueError(f"sample must be (B, T, C, h, w), got shape {tuple(sample.shape)}")
@@ -319,8 +358,12 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         """Action embedding `(B, T, D)` of normalised actions `(B, T, A)` (no time shift).
 
         Args:
-            action: `(B, T, A)` float in the flat layout, zero-padded to ``action_dim``.
+            action: `(B, T, A)` float in the flat layout (:mod:`worldsim.data.spaces`: Box entries normalised to
+                [-1, 1], discrete entries as indices, binary entries in {0, 1}), zero-padded to ``action_dim``.
             embodiment: `(B,)` long embodiment indices, or None (all 0).
+
+        Raises:
+            ValueError: a bad ``embodiment`` shape or index, or a discrete index outside its space.
         """
         batch, frames = action.shape[:2]
         if self.action_encoders is None:
@@ -493,12 +536,19 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
         past = cache.num_frames
         cos, sin = self.rotary(frames, sample.device, first_frame=past)
-        past_cos, past_sin = self.rotary(past, sample.device)
         dtype = self.patch_embed.weight.dtype if not torch.is_autocast_enabled(sample.device.type) else \
             torch.get_autocast_dtype(sample.device.type)
 
-        def rotate_past(keys: torch.Tensor) -> torch.Tensor:  # cached keys sit at slots 0 .. past - 1
-            return apply_rope(keys.float(), past_cos, past_sin).to(dtype)
+        past_rotary = []  # cos, sin of the cached keys, computed once per call (only when a layer's memo misses)
+
+        def rotate_past(keys: torch.Tensor) -> torch.Tensor:
+            if not past_rotary:
+                # cached keys sit at slots 0 .. past - 1, except the sinks of a restarted row, which are shifted so
+                # that its distances are those of a fresh cache (FrameKVCache.frame_positions)
+                positions = cache.frame_positions()
+                past_rotary.extend(self.rotary(past, sample.device) if positions is None  # (past * N, head_dim / 2)
+                                   else self.rotary_at(positions.to(sample.device)))  # (B, 1, past * N, head_dim / 2)
+            return apply_rope(keys.float(), *past_rotary).to(dtype)
 
         mask = None
         new_tokens = frames * self.tokens_per_frame

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers.utils.torch_utils import randn_tensor
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
@@ -89,6 +90,17 @@ def heads_folders(path: Path) -> list[Path]:
         return []
     return sorted(folder for folder in root.iterdir()
                   if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file())
+
+
+def check_generator(generator: torch.Generator | list[torch.Generator] | None, batch_size: int) -> None:
+    """Checks a per-rollout generator list (diffusers' convention: row b's noise comes from ``generator[b]``).
+
+    Raises:
+        ValueError: ``generator`` is a list whose length is not ``batch_size`` (the message names both).
+    """
+    if isinstance(generator, list) and len(generator) != batch_size:
+        raise ValueError(f"generator is a list of {len(generator)} torch.Generators for a batch of {batch_size} "
+                         f"rollouts; pass one per rollout, or a single generator")
 
 
 @dataclass
@@ -606,7 +618,7 @@ class WorldModelPipeline:
     def _noise_history(self, latents: torch.Tensor, context_noise: float, generator) -> torch.Tensor:
         if context_noise == 0:
             return latents
-        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
+        noise = randn_tensor(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
         return (1.0 - context_noise) * latents + context_noise * noise
 
     @torch.no_grad()
@@ -619,7 +631,8 @@ class WorldModelPipeline:
             frames: `(B, n, H, W, 3)` uint8, ``n >= 1`` context frames at the model's ``image_size``.
             action: `(B, n - 1, A)` float32 in env units, the actions between the frames.
             context_noise: noise level (sigma in [0, 1)) of history latents; default: the model's.
-            generator: torch RNG for the context noise.
+            generator: torch RNG for the context noise, or a list of B, one per rollout (diffusers'
+                ``randn_tensor`` convention: row b's noise then depends on ``generator[b]`` alone).
             use_cache: encode the context into a KV cache (the streaming path) instead of keeping latents for full
                 recomputation.
             embodiment: whose actions these are (multi-embodiment models); default: the model's default.
@@ -629,7 +642,8 @@ class WorldModelPipeline:
             ``sink_size + local_attn_size - 1``).
 
         Raises:
-            ValueError: wrong shapes, dtype or frame size; the message names the value and what was expected.
+            ValueError: wrong shapes, dtype or frame size, or a generator list whose length is not B; the message
+                names the value and what was expected.
         """
         frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.array(frames))
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
@@ -644,6 +658,7 @@ class WorldModelPipeline:
             raise ValueError(f"context action has shape {tuple(action.shape)}, expected "
                              f"{(batch, num_context - 1, spec.action_dim)} (one action between each pair of frames)")
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
+        check_generator(generator, batch)
         capacity = self.sink_size + self.local_attn_size - 1 if use_cache else self.window_size - 1
         keep = min(num_context, capacity)
         frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
@@ -702,7 +717,10 @@ class WorldModelPipeline:
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         if action.ndim < 1 or action.shape[0] != batch:
             raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, A)")
+        check_generator(generator, batch)
         copies = torch.arange(batch).repeat_interleave(num_samples)
+        if isinstance(generator, list):  # the copies of rollout b draw from generator b, one after the other
+            generator = [generator[index] for index in copies.tolist()]
         expanded = RolloutState(state.latents[copies], state.action[copies], state.frames[copies], state.num_steps,
                                 state.cache.reorder(copies.to(state.cache.keys.device)), embodiment=state.embodiment)
         stepped = self.step(expanded, action[copies], num_inference_steps, context_noise, generator,
@@ -730,7 +748,7 @@ class WorldModelPipeline:
             rows: `(R,)` distinct row indices in ``[0, B)``.
             frames: `(R, n, H, W, 3)` uint8 context frames.
             action: `(R, n - 1, A)` float32 env-unit actions between them.
-            context_noise, generator: as :meth:`encode_context`.
+            context_noise, generator: as :meth:`encode_context` (a generator list has one entry per restarted row).
 
         Returns:
             A new :class:`RolloutState` of batch B (``state`` becomes stale).
@@ -766,7 +784,8 @@ class WorldModelPipeline:
             action: `(B, A)` float32 in env units, applied after the newest frame.
             num_inference_steps: Euler steps per frame; default: the model's.
             context_noise: sigma of the finished frame when it joins the history; default: the model's.
-            generator: torch RNG (the initial noise and the history noise).
+            generator: torch RNG (the initial noise and the history noise), or a list of B, one per rollout (see
+                :meth:`encode_context`).
             action_guidance_scale: classifier-free guidance on the action (Ho & Salimans 2022): the velocity is
                 ``v_uncond + scale * (v_cond - v_uncond)``, where the unconditional branch drops the action that
                 produces the new frame (null action embedding). 1.0 disables it (one forward pass per step
@@ -778,8 +797,8 @@ class WorldModelPipeline:
             path ``state``'s cache is advanced in place and ``state`` becomes stale.
 
         Raises:
-            ValueError: an action of the wrong shape, a stale ``state`` (already stepped; clone to branch), or bad
-                sampler settings. The state is left unchanged.
+            ValueError: an action of the wrong shape, a generator list whose length is not B, a stale ``state``
+                (already stepped; clone to branch), or bad sampler settings. The state is left unchanged.
         """
         if action_guidance_scale is None:
             action_guidance_scale = float(self.metadata.get("action_guidance_scale", 1.0))
@@ -788,6 +807,7 @@ class WorldModelPipeline:
         spec = self.embodiment(state.embodiment)
         if action.shape != (state.batch_size, spec.action_dim):
             raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, spec.action_dim)}")
+        check_generator(generator, state.batch_size)
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
                              "call state.clone() before stepping to branch several futures from one state")
@@ -824,7 +844,7 @@ class WorldModelPipeline:
             history_latents = state.latents
 
         shape = (batch, 1, *state.latents.shape[2:])
-        sample = torch.randn(shape, generator=generator).to(self.device)
+        sample = randn_tensor(shape, generator=generator).to(self.device)
         for timestep in timesteps:
             current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
             model_input = torch.cat([history_latents, current], dim=1)
@@ -856,7 +876,7 @@ class WorldModelPipeline:
             ids = None if ids is None else ids.repeat(2)
             mask = torch.ones(2 * batch, 1, dtype=torch.bool, device=self.device)
             mask[batch:] = False
-        sample = torch.randn((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
+        sample = randn_tensor((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
         for timestep in timesteps:
             current = sample.repeat(2, 1, 1, 1, 1) if guided else sample
             frame_timestep = timestep.expand(current.shape[0], 1).float()
