@@ -76,7 +76,8 @@ def test_bench_command_measures_everything_on_a_tiny_model(model_with_heads, tmp
     report = json.loads(report_path.read_text())
     real = report["real_env"]["steps_per_second"]
     assert real > 0 and report["real_env"]["observation_shape"] == [96, 96, 3]
-    assert report["sampler"] == {"num_inference_steps": 2, "timestep_spacing": "trailing", "decoder": "full"}
+    # the flags not given are the model's defaults (the tiny model's: linspace spacing, the autoencoder's decoder)
+    assert report["sampler"] == {"num_inference_steps": 2, "timestep_spacing": "linspace", "decoder": "full"}
     single = report["single_env"]
     assert single["steps_per_second"] > 0 and 0 < single["latency_ms_median"] <= single["latency_ms_p95"]
     for n in ("2", "3"):

@@ -225,10 +225,15 @@ def test_rank_from_logged_episodes_end_to_end(model_with_heads, tmp_path):
     reward = np.asarray(dataset.columns["next.reward"], np.float64).reshape(-1)
     for name in policies:
         episodes = report["settings"]["episodes"][name]
-        expected = [reward[dataset.episode_from[e] + 1:dataset.episode_from[e] + 6].max() for e in episodes]
+        expected = [reward[dataset.episode_from[e] + 1:dataset.episode_from[e] + 6].max() for _, e in episodes]
         np.testing.assert_allclose(report["policies"][name]["real_values"], expected)
         assert len(report["policies"][name]["imagined_values"]) == 3
-    assert report["agreement"]["num_policies"] == 3 and report["settings"]["source"] == str(root)
+    assert report["agreement"]["num_policies"] == 3 and report["settings"]["source"] == [str(root)]
+    # the same episodes given as one dataset per policy rank the same
+    split = rank_from_dataset(pipeline, policies, [tmp_path / m for m in policies], horizon=5, num_context=2,
+                              progress=False)
+    for name in policies:
+        assert split["policies"][name]["real_values"] == report["policies"][name]["real_values"]
 
     out = tmp_path / "rank.json"
     main(["rank", "--model", str(path), "--dataset", str(root), "--policy", "still=worldsim.embodiments.pusht.zoo:StandStill",

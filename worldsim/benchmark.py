@@ -434,8 +434,8 @@ def rollout_memory(model: str, steps: int, settings: dict, device: str = "cpu") 
 
 
 # ---------------------------------------------------------------------------------------------------- the run
-def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_inference_steps: int | None = 3,
-                  timestep_spacing: str | None = "trailing", latency_steps: int = 200,
+def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_inference_steps: int | None = None,
+                  timestep_spacing: str | None = None, latency_steps: int = 200,
                   memory_steps=(200, 2000), train_steps: int = 10, train_batch_size: int | None = None,
                   real_seconds: float | None = None, device: str = "cpu", peak_seconds: float = 1.0,
                   progress=print, decoder: str | None = None, quantize: str | None = None) -> dict:
@@ -445,9 +445,9 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
         model: pipeline folder.
         num_envs: vector-env sizes; FLOP/s of inference are measured at the largest.
         seconds: timing length per env measurement.
-        num_inference_steps, timestep_spacing: the sampler (default: 3 trailing Euler steps, see
-            docs/benchmarks.md for its fidelity); None takes the model's default.
-        decoder: ``"full"`` (default: the autoencoder's decoder) or ``"light"`` (the model's light decoder).
+        num_inference_steps, timestep_spacing: the sampler; None takes the model's default (what ``gym.make`` gives).
+        decoder: ``"full"`` (the autoencoder's decoder) or ``"light"`` (the model's light decoder); None: the
+            model's default.
         quantize: None (default: bf16 autocast), ``"int8"`` (the transformer's block linear layers run as dynamic
             int8) or ``"int8+decoder"`` (those, and the light decoder in static int8); see
             :meth:`~worldsim.pipelines.WorldModelPipeline.quantize` (CPU only). ``FlopCounterMode`` does not see
@@ -477,8 +477,8 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
 
     pipeline = WorldModelPipeline.from_pretrained(model, device)
     settings = pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # refuses bad settings now
-    settings["decoder"] = decoder or "full"
-    pipeline.set_decoder(settings["decoder"])
+    pipeline.set_decoder(decoder or pipeline.decoder_name)
+    settings["decoder"] = pipeline.decoder_name
     # counted from the float modules: FlopCounterMode sees neither quantized matmuls nor quantized convolutions
     config_flops = config_flops_per_frame(pipeline, settings["num_inference_steps"], num_envs[-1])
     if quantize:

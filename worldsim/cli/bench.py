@@ -56,8 +56,9 @@ def _add_bench(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--num-envs", type=int, nargs="+", default=[16, 64], help="vector-env sizes (FLOP/s at the largest)")
     p.add_argument("--seconds", type=float, default=20.0, help="timing length of each env measurement")
-    p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
-    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
+    p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
+                   "model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None, help="default: the model's")
     inference_args(p)
     p.add_argument("--latency-steps", type=int, default=200, help="single-env steps timed one by one")
     p.add_argument("--memory-steps", type=int, nargs="*", default=[200, 2000],
@@ -75,8 +76,9 @@ def _add_soak(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--steps", type=int, default=10_000, help="rollout length (0: skip)")
     p.add_argument("--resets", type=int, default=1_000, help="env resets (0: skip)")
-    p.add_argument("--num-inference-steps", type=int, default=3, help="denoising steps per frame (0: the model's)")
-    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default="trailing")
+    p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
+                   "model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None, help="default: the model's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the report here")

@@ -25,7 +25,8 @@ def load_pipeline(path: str, device: str = "cpu"):
 def inference_pipeline(args, device: str = "cpu"):
     """The model of ``args.model`` with the frame decoder (``--decoder``) and quantization (``--quantize``) asked for."""
     pipeline = load_pipeline(args.model, device)
-    pipeline.set_decoder(args.decoder)
+    if args.decoder:  # None keeps the model's default (worldsim.json "decoder")
+        pipeline.set_decoder(args.decoder)
     if args.quantize:
         pipeline.quantize(args.quantize)
     return pipeline
@@ -50,8 +51,9 @@ def embodiment_arg(p: argparse.ArgumentParser) -> None:
 
 def inference_args(p: argparse.ArgumentParser) -> None:
     """Add ``--decoder`` and ``--quantize``, read by :func:`inference_pipeline`."""
-    p.add_argument("--decoder", choices=["full", "light"], default="full",
-                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder)")
+    p.add_argument("--decoder", choices=["full", "light"], default=None,
+                   help="frame decoder: the autoencoder's or the model's light one (worldsim train-decoder); "
+                        "default: the model's")
     p.add_argument("--quantize", choices=["int8", "int8+decoder"], default=None,
                    help="int8: the transformer blocks' linear layers in dynamic int8; int8+decoder: also the light "
                         "decoder in static int8 (with --decoder light). CPU; default: bf16 autocast")

@@ -31,7 +31,7 @@ _VERB_ORDER = (
     (training, ("train-autoencoder", "train")),
     (imagine, ("rollout",)),
     (evaluate, ("evaluate", "sensitivity")),
-    (training, ("train-heads", "train-decoder", "distill")),
+    (training, ("train-heads", "train-decoder", "distill", "start-set")),
     (rank, ("rank",)),
     (steer, ("steer-eval", "steer-report")),
     (rank, ("rank-report",)),

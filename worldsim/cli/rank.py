@@ -90,7 +90,8 @@ def _add_rank(sub) -> None:
     p.add_argument("--policy", action="append",
                    help="'zoo' (the embodiment plug-in's zoo, default) or [name=]module:callable (repeat); a callable "
                         "maps observation -> action or action chunk, or is a LeRobot-style object")
-    p.add_argument("--dataset", help="rank against logged episodes instead of the real env: each policy's initial "
+    p.add_argument("--dataset", action="append", help="rank against logged episodes instead of the real env (repeat "
+                   "for several datasets): each policy's initial "
                    "states and real values are its own recorded episodes (episodes name their policy; record them "
                    "with `worldsim collect --policy zoo:<name>`)")
     p.add_argument("--num-states", type=int, default=None, help="initial states (the plug-in's starts; default 50; "

@@ -47,7 +47,28 @@ def cmd_train_heads(args) -> None:
         print(f"{name} reliability (predicted -> observed, count): " + ", ".join(
             f"[{row['low']:.1f}, {row['high']:.1f}) {row['mean_predicted']:.3f} -> {row['observed_frequency']:.3f} "
             f"({row['count']})" for row in table))
-    print(f"wrote {args.output or Path(args.model) / 'heads'}")
+    print(f"wrote {args.output or Path(args.model) / 'heads' / report['embodiment']}")
+
+
+def cmd_start_set(args) -> None:
+    from worldsim.data.starts import write_start_set
+
+    report = write_start_set(args.model, args.dataset, embodiment=args.embodiment, num_clips=args.num_clips,
+                             num_context=args.context)
+    print(f"wrote {report['clips']} start clips of {report['num_context']} frames for {report['embodiment']!r} into "
+          f"{Path(args.model) / 'start_frames.safetensors'}")
+
+
+def _add_start_set(sub) -> None:
+    p = sub.add_parser("start-set", help="rewrite a model's bundled start clips (what reset() without a context "
+                                         "draws from) from datasets")
+    p.add_argument("--model", required=True, help="pipeline folder")
+    p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset of the embodiment (repeat); "
+                   "clips are the first frames of its episodes, in order")
+    p.add_argument("--embodiment", help="whose start set (multi-embodiment models); default: the model's")
+    p.add_argument("--num-clips", type=int, default=100)
+    p.add_argument("--context", type=int, default=4, help="frames per clip")
+    p.set_defaults(func=cmd_start_set)
 
 
 def cmd_train_decoder(args) -> None:
@@ -103,7 +124,8 @@ def _add_train(sub) -> None:
 
 def _add_train_heads(sub) -> None:
     p = sub.add_parser("train-heads", help="train reward / termination / success heads of a model on real episodes")
-    p.add_argument("--model", required=True, help="pipeline folder; the heads are written to <model>/heads")
+    p.add_argument("--model", required=True, help="pipeline folder; the heads are written to "
+                   "<model>/heads/<embodiment> (other embodiments' heads are kept)")
     p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset with next.reward (repeat)")
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch-size", type=int, default=256)
@@ -167,6 +189,7 @@ _PARSERS = {
     "train-heads": _add_train_heads,
     "train-decoder": _add_train_decoder,
     "distill": _add_distill,
+    "start-set": _add_start_set,
 }
 
 

@@ -31,7 +31,7 @@ from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json
 from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, apply_sampler_settings, embodiment_action_space,
-                                          predict_outcomes, validate_action)
+                                          predict_outcomes, start_clips, validate_action)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -61,6 +61,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         max_episode_steps: a sub-env is truncated after this many imagined steps (None: never).
         scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
             once; ``infos["disagreement"]`` is `(N,)`).
+        start_dataset, start_context: the start set, as :class:`~worldsim.envs.WorldModelEnv`.
 
     Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (a Box
     of shape `(2,)` gives `(N, 2)` float32; a Discrete gives `(N,)` int64). With outcome heads, rewards and terminations are predicted per imagined frame
@@ -99,7 +100,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                  embodiment: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
                  max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None,
-                 disagreement_samples: int = 1, timestep_spacing: str | None = None, decoder: str | None = None):
+                 disagreement_samples: int = 1, timestep_spacing: str | None = None, decoder: str | None = None,
+                 start_dataset=None, start_context: int = 4):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -131,6 +133,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.action_guidance_scale = action_guidance_scale
         self.timestep_spacing = timestep_spacing
         self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
+        self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self._state = None
         self._generator = torch.Generator()  # the shared noise stream (int or no seed)
         # per-sub-env streams after reset(seed=[...]): start-clip RNGs and noise generators, one of each per sub-env
@@ -162,7 +165,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         return resized, action.astype(np.float32)
 
     def _start_contexts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        start = self.pipeline.start_set(self.embodiment.name)
+        start = self._start
         if start is None:
             raise ValueError(f"this model has no bundled start set for {self.embodiment.name!r}; pass "
                              f"options={{'context': {{...}}}} to reset (and reset ended sub-envs yourself)")

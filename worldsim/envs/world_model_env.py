@@ -80,8 +80,8 @@ def apply_sampler_settings(pipeline: WorldModelPipeline, num_inference_steps: in
         num_inference_steps: denoising steps per frame; None or 0: the model's default.
         timestep_spacing: ``"linspace"``, ``"trailing"`` or None (the model's default), as
             :meth:`WorldModelPipeline.set_timesteps`.
-        decoder: ``"full"``, ``"light"`` or None (keep the pipeline's current decoder: ``"full"`` for a model loaded
-            from its folder).
+        decoder: ``"full"``, ``"light"`` or None (keep the pipeline's current decoder: for a model loaded from its
+            folder, the one its ``worldsim.json`` names).
 
     Returns:
         The name of the decoder now in use.
@@ -94,6 +94,26 @@ def apply_sampler_settings(pipeline: WorldModelPipeline, num_inference_steps: in
     pipeline.set_decoder(decoder or pipeline.decoder_name)  # unchanged when it raises
     pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
     return pipeline.decoder_name
+
+
+def start_clips(pipeline: WorldModelPipeline, embodiment, start_dataset=None, start_context: int = 4):
+    """The start clips an env draws from on ``reset()`` without a context: the model's bundled set for the
+    embodiment, or the first ``start_context`` frames of up to 100 episodes of ``start_dataset`` (a LeRobot dataset
+    folder of the embodiment; :func:`~worldsim.data.starts.dataset_start_set`).
+
+    Returns:
+        ``(frames (K, n, S, S, 3) uint8, action (K, n - 1, A) float32)`` tensors, or None when the model bundles none
+        and no dataset is given.
+
+    Raises:
+        ValueError: a dataset whose actions do not fit the embodiment, or with no episode of ``start_context`` frames.
+    """
+    if start_dataset is None:
+        return pipeline.start_set(embodiment.name)
+    from worldsim.data.starts import dataset_start_set
+
+    start = dataset_start_set(start_dataset, pipeline.image_size, start_context, embodiment.action_dim)
+    return start["frames"], start["action"]
 
 
 def embodiment_action_space(embodiment) -> gym.Space:
@@ -155,7 +175,8 @@ class WorldModelEnv(gym.Env):
             :meth:`~worldsim.pipelines.WorldModelPipeline.set_timesteps`); default: the model's.
         decoder: ``"full"`` (the autoencoder's decoder) or ``"light"`` (the model's light decoder, about 3.5x fewer
             FLOPs per frame; :meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`, which raises ValueError when
-            the model has none); default: the given pipeline's current choice, ``"full"`` for a model folder.
+            the model has none); default: the given pipeline's current choice, for a model folder the one its
+            ``worldsim.json`` names (``decoder``; ``"full"`` when it names none).
         context_noise: history noise level; default: the model's.
         action_guidance_scale: classifier-free guidance on the action; default: the model's (1.0: off).
         device: torch device for the model.
@@ -167,6 +188,10 @@ class WorldModelEnv(gym.Env):
         disagreement_samples: when >= 2, every step is imagined this many times in one batch and
             ``info["disagreement"]`` reports how much the samples differ
             (:meth:`~worldsim.pipelines.WorldModelPipeline.step_with_disagreement`); 1 (default) is off.
+        start_dataset: a LeRobot dataset folder of the embodiment whose episodes' first ``start_context`` frames are
+            the start set ``reset()`` draws from without a context (up to 100 clips); default: the model's bundled
+            start set (:func:`start_clips`).
+        start_context: frames per start clip taken from ``start_dataset``.
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
     Action: the embodiment's action space (e.g. ``Box(0, 512, (2,), float32)``, a target position;
@@ -189,7 +214,8 @@ class WorldModelEnv(gym.Env):
                  num_inference_steps: int | None = None, context_noise: float | None = None,
                  action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
                  scorer=None, task: str | None = None, disagreement_samples: int = 1,
-                 timestep_spacing: str | None = None, decoder: str | None = None):
+                 timestep_spacing: str | None = None, decoder: str | None = None, start_dataset=None,
+                 start_context: int = 4):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -212,6 +238,7 @@ class WorldModelEnv(gym.Env):
         self.action_guidance_scale = action_guidance_scale
         self.timestep_spacing = timestep_spacing
         self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
+        self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self._state = None
         self._generator = torch.Generator()
         self._observation = None
@@ -249,10 +276,10 @@ class WorldModelEnv(gym.Env):
             super().reset(seed=seed)
         else:
             super().reset(seed=seed)
-            start = self.pipeline.start_set(self.embodiment.name)
+            start = self._start
             if start is None:
                 raise ValueError(f"this model has no bundled start set for {self.embodiment.name!r}; "
-                                 f"pass options={{'context': {{...}}}}")
+                                 f"pass options={{'context': {{...}}}} or start_dataset=...")
             index = int(self.np_random.integers(len(start[0])))
             frames, action = start[0][index].numpy(), start[1][index].numpy()
         self._generator.manual_seed(int(self.np_random.integers(0, 2**62)))

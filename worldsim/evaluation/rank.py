@@ -382,33 +382,34 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
                       embodiment: str | None = None) -> dict:
     """Ranks policies against their own logged episodes instead of a real env (no simulator, no robot).
 
-    Each episode of ``dataset`` carries the name of the policy that produced it
+    Each episode carries the name of the policy that produced it
     (:attr:`~worldsim.data.lerobot.LeRobotDataset.episode_policies`; ``worldsim collect --policy zoo:<member>``
-    records it). For every policy in ``policies``, its first ``num_states`` episodes are its initial states: the
-    imagined episode starts from the episode's first ``num_context`` frames and recorded actions, and the policy
-    then acts ``horizon`` steps in imagination. Its real value is the value of the same episode's recorded steps
-    after the context (the plug-in's :meth:`~worldsim.embodiments.EmbodimentPlugin.step_value` over ``next.reward``,
-    ``next.terminated`` and ``next.success``, aggregated as in :func:`rank_policies`; an episode that ended earlier
-    contributes the steps it has). Episodes are paired across policies by their order, so collect every policy with
-    the same seeds (then episode i of each policy starts from the same state) for the paired intervals to mean what
-    they say.
+    records it). For every policy in ``policies``, its first ``num_states`` episodes (over the datasets, in order) are
+    its initial states: the imagined episode starts from the episode's first ``num_context`` frames and recorded
+    actions, and the policy then acts ``horizon`` steps in imagination. Its real value is the value of the same
+    episode's recorded steps after the context (the plug-in's :meth:`~worldsim.embodiments.EmbodimentPlugin.step_value`
+    over ``next.reward``, ``next.terminated`` and ``next.success``, aggregated as in :func:`rank_policies`; an episode
+    that ended earlier contributes the steps it has). Episodes are paired across policies by their order, so collect
+    every policy with the same seeds (then episode i of each policy starts from the same state) for the paired
+    intervals to mean what they say.
 
     Args:
         pipeline, policies, samples, seed, batch_size, progress, num_inference_steps, timestep_spacing,
             reward_median, embodiment: as :func:`rank_policies`.
-        dataset: a :class:`~worldsim.data.lerobot.LeRobotDataset` or its folder.
+        dataset: a :class:`~worldsim.data.lerobot.LeRobotDataset` or its folder, or a list of them (e.g. one per
+            policy).
         num_states: episodes per policy (default: as many as every policy has).
         horizon: imagined steps, and the recorded steps valued, after the context.
         num_context: recorded frames that start each imagined episode.
 
     Returns:
-        A report like :func:`rank_policies`'s; ``settings["source"]`` names the dataset and ``settings["episodes"]``
-        lists each policy's episode indices.
+        A report like :func:`rank_policies`'s; ``settings["source"]`` names the datasets and ``settings["episodes"]``
+        lists each policy's ``[dataset index, episode index]`` pairs.
 
     Raises:
-        ValueError: fewer than 2 policies; a policy with no episode in the dataset (the message lists the names the
-            dataset has); fewer than 2 usable episodes per policy; ``num_states`` larger than a policy's count;
-            episodes shorter than ``num_context + 1`` frames; or the checks of :func:`rank_policies`.
+        ValueError: fewer than 2 policies; a policy with no episode in the datasets (the message lists the names they
+            have); ``num_states`` outside [2, the fewest episodes a policy has]; episodes shorter than
+            ``num_context + 1`` frames; or the checks of :func:`rank_policies`.
     """
     from worldsim.constants import REWARD, SUCCESS
     from worldsim.data.frame_cache import load_frame_cache
@@ -418,7 +419,8 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
 
     name, plugin = resolve_embodiment(pipeline, embodiment)
     action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
-    dataset = dataset if isinstance(dataset, LeRobotDataset) else LeRobotDataset(dataset)
+    sources = dataset if isinstance(dataset, (list, tuple)) else [dataset]
+    datasets = [item if isinstance(item, LeRobotDataset) else LeRobotDataset(item) for item in sources]
     if len(policies) < 2:
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_context < 1 or horizon < 1:
@@ -426,45 +428,52 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
                          f"{horizon}")
     sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)
     reward_median = check_reward_median(reward_median)
-    names = dataset.episode_policies
-    episodes = {}
+    episodes = {}  # policy -> [(dataset index, episode index)]
     for policy_name in policies:
-        own = [index for index, label in enumerate(names) if label == policy_name]
+        own = [(d, e) for d, data in enumerate(datasets) for e, label in enumerate(data.episode_policies)
+               if label == policy_name]
         if not own:
-            raise ValueError(f"{dataset.root} has no episode of policy {policy_name!r}; its episodes' policies: "
-                             f"{sorted(set(names))}")
-        short = [index for index in own if dataset.episode_to[index] - dataset.episode_from[index] <= num_context]
+            names = sorted({label for data in datasets for label in data.episode_policies})
+            raise ValueError(f"{[str(data.root) for data in datasets]} hold no episode of policy {policy_name!r}; "
+                             f"their episodes' policies: {names}")
+        short = [(d, e) for d, e in own if datasets[d].episode_to[e] - datasets[d].episode_from[e] <= num_context]
         if short:
-            raise ValueError(f"{dataset.root}: episodes {short[:5]} of {policy_name!r} have at most {num_context} "
+            raise ValueError(f"episodes {short[:5]} (dataset, episode) of {policy_name!r} have at most {num_context} "
                              f"frames; need num_context + 1 or more")
         episodes[policy_name] = own
     available = min(len(own) for own in episodes.values())
     count = available if num_states is None else int(num_states)
     if count < 2 or count > available:
         raise ValueError(f"num_states must be in [2, {available}] (the fewest episodes any policy has), got {count}")
-    columns = dataset.columns
-    reward = np.asarray(columns[REWARD], np.float64).reshape(-1)
-    terminated_key = "next.terminated" if "next.terminated" in columns else "next.done"
-    terminated = np.asarray(columns[terminated_key], bool).reshape(-1)
-    success = np.asarray(columns[SUCCESS], bool).reshape(-1) if SUCCESS in columns else np.zeros(len(reward), bool)
-    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+    columns = []
+    for data in datasets:
+        table = data.columns
+        terminated_key = "next.terminated" if "next.terminated" in table else "next.done"
+        columns.append({
+            "reward": np.asarray(table[REWARD], np.float64).reshape(-1),
+            "terminated": np.asarray(table[terminated_key], bool).reshape(-1),
+            "success": (np.asarray(table[SUCCESS], bool).reshape(-1) if SUCCESS in table
+                        else np.zeros(data.num_frames, bool)),
+            "frames": load_frame_cache(data, pipeline.image_size, progress=progress)})
     started = time.perf_counter()
     results, videos = {}, {}
     for policy_name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
         policy = as_policy(raw, action_shape)
         chosen = episodes[policy_name][:count]
-        starts = [int(dataset.episode_from[index]) for index in chosen]
-        context = np.stack([np.asarray(frames[start:start + num_context]) for start in starts])
-        context_action = np.stack([dataset.action[start:start + num_context - 1] for start in starts]).astype(np.float32)
-        values, successes = [], []
-        for index, start in zip(chosen, starts):
-            steps = range(start + num_context - 1, min(start + num_context - 1 + horizon, int(dataset.episode_to[index])))
-            step_values = [plugin.step_value(reward[row], bool(terminated[row]), {"is_success": bool(success[row])})
-                           for row in steps]
+        context, context_action, values, successes = [], [], [], []
+        for d, e in chosen:
+            data, table = datasets[d], columns[d]
+            start, stop = int(data.episode_from[e]), int(data.episode_to[e])
+            context.append(np.asarray(table["frames"][start:start + num_context]))
+            context_action.append(data.action[start:start + num_context - 1])
+            steps = range(start + num_context - 1, min(start + num_context - 1 + horizon, stop))
+            infos = [{"is_success": bool(table["success"][row])} for row in steps]
+            step_values = [plugin.step_value(table["reward"][row], bool(table["terminated"][row]), info)
+                           for row, info in zip(steps, infos)]
             values.append(max(step_values) if plugin.value_aggregation == "max" else float(np.sum(step_values)))
-            successes.append(any(plugin.is_success(value, {"is_success": bool(success[row])})
-                                 for value, row in zip(step_values, steps)))
+            successes.append(any(plugin.is_success(value, info) for value, info in zip(step_values, infos)))
         values, successes = np.asarray(values), np.asarray(successes)
+        context, context_action = np.stack(context), np.stack(context_action).astype(np.float32)
         imagined_values, video = [], None
         for sample in range(samples):
             imagined = run_imagined(pipeline, policy, context, context_action, horizon, seed=seed + 1000 * sample,
@@ -473,8 +482,9 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
                                     aggregation=plugin.value_aggregation)
             imagined_values.append(imagined["values"])
             video = imagined["frames"] if sample == 0 else video
-        first = starts[0] + num_context
-        real_video = np.asarray(frames[first:min(first + horizon, int(dataset.episode_to[chosen[0]]))])
+        d, e = chosen[0]
+        first, stop = int(datasets[d].episode_from[e]) + num_context, int(datasets[d].episode_to[e])
+        real_video = np.asarray(columns[d]["frames"][first:min(first + horizon, stop)])
         real_video = np.concatenate([real_video, np.repeat(real_video[-1:], horizon - len(real_video), axis=0)])
         entry = {"real": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(values))),
                  "real_success": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(successes.astype(float)))),
@@ -483,12 +493,13 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
         results[policy_name] = entry
         videos[policy_name] = (real_video[None], video)
     agreement, intervals = _agreement(results, seed)
-    settings = {"embodiment": name, "source": str(dataset.root), "num_states": count, "horizon": horizon,
-                "num_context": num_context, "samples": samples, "decoder": pipeline.decoder_name,
+    settings = {"embodiment": name, "source": [str(data.root) for data in datasets], "num_states": count,
+                "horizon": horizon, "num_context": num_context, "samples": samples, "decoder": pipeline.decoder_name,
                 "quantization": pipeline.quantization, "sampler": sampler, "seed": seed,
                 "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description + " (recorded episodes)", "reward_median": reward_median,
-                "episodes": {policy_name: episodes[policy_name][:count] for policy_name in policies}}
+                "episodes": {policy_name: [list(pair) for pair in episodes[policy_name][:count]]
+                             for policy_name in policies}}
     return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
             "videos": videos}
 

@@ -225,7 +225,8 @@ class WorldModelPipeline:
             names none) or ``{embodiment: OutcomeHeads}``; loaded from ``<folder>/heads/<embodiment>`` (or a single
             ``<folder>/heads`` written before heads were per embodiment).
         decoder: optional :class:`~worldsim.models.autoencoders.LightDecoder`, loaded from ``<folder>/decoder``
-            when present; frames are decoded by the autoencoder unless :meth:`set_decoder` picks ``"light"``.
+            when present; frames are decoded by the autoencoder unless the metadata's ``decoder`` is ``"light"``
+            (the model's default) or :meth:`set_decoder` picks it.
 
     >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/joint")          # doctest: +SKIP
     >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
@@ -249,6 +250,8 @@ class WorldModelPipeline:
         if self.default_embodiment not in self.embodiments:
             raise ValueError(f"default embodiment {self.default_embodiment!r} is not among {list(self.embodiments)}")
         self.normalizer = self.embodiments[self.default_embodiment].normalizer
+        if self.metadata.get("decoder", "full") == "light" and self.decoder is not None:
+            self.frame_decoder = self.decoder  # the model's default frame decoder (set_decoder changes it)
         for key in ("window_size", "image_size"):
             if key not in self.metadata:
                 raise ValueError(f"pipeline metadata lacks {key!r}")
@@ -545,6 +548,32 @@ class WorldModelPipeline:
             if f"{prefix}frames" in self.start_frames:
                 return self.start_frames[f"{prefix}frames"], self.start_frames[f"{prefix}action"]
         return None
+
+    def set_start_set(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
+                      embodiment: str | None = None) -> None:
+        """Replaces an embodiment's bundled start clips (what ``reset()`` without a context draws from; saved with the
+        pipeline).
+
+        Args:
+            frames: `(K, n, S, S, 3)` uint8 at the model's ``image_size``, K >= 1, n >= 1.
+            action: `(K, n - 1, A)` float32 env-unit actions between them (the embodiment's flat layout).
+            embodiment: whose clips these are (default: the model's).
+
+        Raises:
+            ValueError: shapes, dtype or frame size other than those; nothing changes.
+        """
+        spec = self.embodiment(embodiment)
+        frames, action = torch.as_tensor(np.asarray(frames)), torch.as_tensor(np.asarray(action, dtype=np.float32))
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or tuple(frames.shape[2:]) != (self.image_size,
+                                                                                          self.image_size, 3):
+            raise ValueError(f"start frames must be uint8 (K, n, {self.image_size}, {self.image_size}, 3), got "
+                             f"{frames.dtype} {tuple(frames.shape)}")
+        if len(frames) < 1 or tuple(action.shape) != (len(frames), frames.shape[1] - 1, spec.action_dim):
+            raise ValueError(f"start actions have shape {tuple(action.shape)}, expected "
+                             f"{(len(frames), frames.shape[1] - 1, spec.action_dim)}")
+        prefix = f"{spec.name}." if "embodiments" in self.metadata else ""
+        self.start_frames = dict(self.start_frames or {})
+        self.start_frames[f"{prefix}frames"], self.start_frames[f"{prefix}action"] = frames.contiguous(), action.contiguous()
 
     def _normalize(self, spec: Embodiment, action: np.ndarray) -> torch.Tensor:
         """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded."""

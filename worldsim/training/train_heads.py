@@ -220,7 +220,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     predicted = heads.predict(val_x)
     reward, truth = predicted["reward"].numpy(), val_y[:, 0].numpy()
     report = {
-        "date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets],
+        "date": time.strftime("%Y-%m-%d"), "embodiment": name, "datasets": [str(d) for d in datasets],
         "val_datasets": [str(d) for d in val_datasets or []], "steps": steps,
         "wall_seconds": time.monotonic() - started, "train_frames": len(train_x), "val_frames": len(val_x),
         "train_positives": {"termination": int(positives[0]), "success": int(positives[1])},

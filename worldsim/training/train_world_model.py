@@ -45,6 +45,7 @@ from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.registry import file_digest
 from worldsim.training.config import RunConfig, config_to_yaml
 from worldsim.training.state import load_optimizer, rng_state, save_optimizer, set_rng_state
+from worldsim.data.starts import START_CLIPS, start_set
 from worldsim.training.train_autoencoder import split_episodes
 from worldsim.utils.files import replace_folder, write_text_atomic
 from worldsim.utils.video import write_video
@@ -313,35 +314,6 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
         return None
     found = [(int(m.group(1)), p) for p in output_dir.iterdir() if (m := CHECKPOINT_PATTERN.match(p.name)) and p.is_dir()]
     return max(found)[1] if found else None
-
-
-#: start clips a trained pipeline bundles per embodiment (``reset()`` without a context draws one)
-START_CLIPS = 100
-
-
-def start_set(dataset: LeRobotDataset, frames: np.ndarray, episodes: np.ndarray, num_context: int,
-              count: int = START_CLIPS) -> dict:
-    """Bundled start set: up to ``count`` real context clips of ``num_context`` frames, the first frames of
-    ``episodes`` in order (episodes shorter than ``num_context`` are skipped).
-
-    Returns:
-        ``{"frames": (K, num_context, H, W, 3) uint8, "action": (K, num_context - 1, A) float32}``.
-
-    Raises:
-        ValueError: no episode has ``num_context`` frames.
-    """
-    clips, actions = [], []
-    for episode in episodes:
-        if len(clips) == count:
-            break
-        segment = dataset.episode_slice(int(episode))
-        if segment.stop - segment.start < num_context:
-            continue
-        clips.append(np.asarray(frames[segment.start:segment.start + num_context]))
-        actions.append(dataset.action[segment.start:segment.start + num_context - 1])
-    if not clips:
-        raise ValueError(f"{dataset.root}: no episode has the {num_context} frames a start clip needs")
-    return {"frames": torch.from_numpy(np.stack(clips)), "action": torch.from_numpy(np.stack(actions).astype(np.float32))}
 
 
 def train_world_model(config: RunConfig, progress: bool = True) -> Path:
