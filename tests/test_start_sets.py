@@ -89,3 +89,31 @@ def test_a_models_default_sampler_and_decoder_are_what_gym_make_gives(tmp_path):
     env.close()
     metadata = json.loads((tmp_path / "fast" / "worldsim.json").read_text())
     assert metadata["decoder"] == "light"
+
+
+def test_sampler_settings_resolve_once_and_travel_whole(tiny_pipeline_path):
+    from worldsim.pipelines import SamplerSettings
+
+    pipeline = WorldModelPipeline.from_pretrained(tiny_pipeline_path)
+    default = pipeline.sampler_settings()
+    assert default.to_dict() == {"num_inference_steps": 2, "timestep_spacing": "linspace", "context_noise": 0.05,
+                                 "action_guidance_scale": 1.0, "decoder": "full"}
+    sampler = SamplerSettings.resolve(pipeline, num_inference_steps=3, timestep_spacing="trailing")
+    assert sampler == default.replace(num_inference_steps=3, timestep_spacing="trailing")
+    for bad, message in (({"num_inference_steps": 0}, "num_inference_steps"), ({"timestep_spacing": "leading"},
+                         "'linspace' or 'trailing'"), ({"context_noise": 1.0}, "context_noise"),
+                         ({"decoder": "light"}, "no light decoder"), ({"action_guidance_scale": 0.0}, "guidance")):
+        with pytest.raises(ValueError, match=message):
+            SamplerSettings.resolve(pipeline, **bad)
+    # an env given the settings object imagines exactly what an env given the same loose settings imagines
+    frames = []
+    for kwargs in ({"sampler": sampler}, {"num_inference_steps": 3, "timestep_spacing": "trailing"}):
+        env = WorldModelEnv(pipeline, **kwargs)
+        assert env.sampler == sampler
+        env.reset(seed=4)
+        frames.append(env.step(np.array([100.0, 300.0], np.float32))[0])
+    np.testing.assert_array_equal(*frames)
+    with pytest.raises(ValueError, match="not both"):
+        WorldModelEnv(pipeline, sampler=sampler, num_inference_steps=3)
+    envs = WorldModelVectorEnv(pipeline, num_envs=2, sampler=sampler)
+    assert envs.sampler == sampler

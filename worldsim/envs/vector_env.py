@@ -30,8 +30,9 @@ from gymnasium.vector.utils import batch_space
 from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json
-from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, apply_sampler_settings, embodiment_action_space,
-                                          predict_outcomes, start_clips, validate_action)
+from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space,
+                                          env_sampler, predict_outcomes, start_clips, validate_action)
+from worldsim.pipelines.sampler import SamplerSettings
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -62,6 +63,8 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         scorer, task, disagreement_samples: as :class:`~worldsim.envs.WorldModelEnv` (a scorer gets all N frames at
             once; ``infos["disagreement"]`` is `(N,)`).
         start_dataset, start_context: the start set, as :class:`~worldsim.envs.WorldModelEnv`.
+        sampler: a :class:`~worldsim.pipelines.SamplerSettings` instead of the separate sampler settings, as
+            :class:`~worldsim.envs.WorldModelEnv`.
 
     Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (a Box
     of shape `(2,)` gives `(N, 2)` float32; a Discrete gives `(N,)` int64). With outcome heads, rewards and terminations are predicted per imagined frame
@@ -101,7 +104,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                  context_noise: float | None = None, action_guidance_scale: float | None = None,
                  max_episode_steps: int | None = None, device: str = "cpu", scorer=None, task: str | None = None,
                  disagreement_samples: int = 1, timestep_spacing: str | None = None, decoder: str | None = None,
-                 start_dataset=None, start_context: int = 4):
+                 start_dataset=None, start_context: int = 4, sampler: SamplerSettings | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -128,11 +131,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self._space_json = space_to_json(self.single_action_space)
         # the flat action fed to a sub-env that is restarting this step (its frame is thrown away)
         self._placeholder = flatten_action(self._space_json, self.single_action_space.sample())
-        self.num_inference_steps = num_inference_steps
-        self.context_noise = context_noise
-        self.action_guidance_scale = action_guidance_scale
-        self.timestep_spacing = timestep_spacing
-        self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
+        #: the sampler, resolved once (the loose settings above are shorthands for it)
+        self.sampler = env_sampler(self.pipeline, sampler, num_inference_steps, timestep_spacing, context_noise,
+                                   action_guidance_scale, decoder)
+        self.decoder = self.sampler.decoder
         self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self._state = None
         self._generator = torch.Generator()  # the shared noise stream (int or no seed)
@@ -184,10 +186,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     def _restart(self, rows: np.ndarray, frames: np.ndarray, action: np.ndarray) -> None:
         generator = self._generator_for(rows)
         if self._state is None or len(rows) == self.num_envs:
-            self._state = self.pipeline.encode_context(frames, action, self.context_noise, generator,
+            self._state = self.pipeline.encode_context(frames, action, self.sampler.context_noise, generator,
                                                        embodiment=self.embodiment.name)
         else:
-            self._state = self.pipeline.restart(self._state, rows, frames, action, self.context_noise, generator)
+            self._state = self.pipeline.restart(self._state, rows, frames, action, self.sampler.context_noise, generator)
         self._observation[rows] = frames[:, -1]
         self._steps[rows] = 0
         self._autoreset[rows] = False
@@ -302,11 +304,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
-                self._state, flat, self.disagreement_samples, self.num_inference_steps, self.context_noise,
-                generator, self.action_guidance_scale, self.timestep_spacing)
+                self._state, flat, self.disagreement_samples, generator=generator, **self.sampler.step_kwargs())
         else:
-            self._state = self.pipeline.step(self._state, flat, self.num_inference_steps, self.context_noise,
-                                             generator, self.action_guidance_scale, self.timestep_spacing)
+            self._state = self.pipeline.step(self._state, flat, generator=generator, **self.sampler.step_kwargs())
         self._observation = self._state.frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,

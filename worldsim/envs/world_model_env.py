@@ -20,6 +20,7 @@ import torch
 from worldsim.constants import ACTION, OBS_IMAGE
 from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
 from worldsim.data.frame_cache import resize_frames
+from worldsim.pipelines.sampler import SamplerSettings
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
@@ -71,29 +72,29 @@ def predict_outcomes(pipeline: WorldModelPipeline, frames: np.ndarray, scorer=No
     return rewards, terminated, info
 
 
-def apply_sampler_settings(pipeline: WorldModelPipeline, num_inference_steps: int | None,
-                           timestep_spacing: str | None, decoder: str | None) -> str:
-    """Sets a pipeline's denoising schedule and decoder for an env, refusing bad settings before the first step.
-
-    Args:
-        pipeline: the env's pipeline (changed in place only when every setting is valid).
-        num_inference_steps: denoising steps per frame; None or 0: the model's default.
-        timestep_spacing: ``"linspace"``, ``"trailing"`` or None (the model's default), as
-            :meth:`WorldModelPipeline.set_timesteps`.
-        decoder: ``"full"``, ``"light"`` or None (keep the pipeline's current decoder: for a model loaded from its
-            folder, the one its ``worldsim.json`` names).
-
-    Returns:
-        The name of the decoder now in use.
+def env_sampler(pipeline: WorldModelPipeline, sampler: SamplerSettings | None = None,
+                num_inference_steps: int | None = None, timestep_spacing: str | None = None,
+                context_noise: float | None = None, action_guidance_scale: float | None = None,
+                decoder: str | None = None) -> SamplerSettings:
+    """An env's sampler, resolved once: ``sampler`` itself, or the loose settings with the model's defaults filling
+    the rest (:meth:`SamplerSettings.resolve`); applied to the pipeline (decoder and timesteps) before the first step.
 
     Raises:
-        ValueError: a step count below 1, an unknown spacing, an unknown decoder, or ``"light"`` for a model without a
-            light decoder; the pipeline is unchanged then.
+        ValueError: both ``sampler`` and a loose setting, or a bad setting (a step count below 1, an unknown spacing
+            or decoder, ``"light"`` for a model without a light decoder); the pipeline is unchanged then.
     """
-    pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing)  # validates, changes nothing
-    pipeline.set_decoder(decoder or pipeline.decoder_name)  # unchanged when it raises
-    pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)
-    return pipeline.decoder_name
+    loose = {"num_inference_steps": num_inference_steps or None, "timestep_spacing": timestep_spacing,
+             "context_noise": context_noise, "action_guidance_scale": action_guidance_scale, "decoder": decoder}
+    if sampler is not None:
+        given = sorted(key for key, value in loose.items() if value is not None)
+        if given:
+            raise ValueError(f"pass either sampler or the separate settings, not both (got sampler and {given})")
+        if not isinstance(sampler, SamplerSettings):
+            raise ValueError(f"sampler must be a SamplerSettings, got {type(sampler).__name__}")
+    else:
+        sampler = SamplerSettings.resolve(pipeline, **loose)
+    sampler.apply(pipeline)
+    return sampler
 
 
 def start_clips(pipeline: WorldModelPipeline, embodiment, start_dataset=None, start_context: int = 4):
@@ -192,6 +193,9 @@ class WorldModelEnv(gym.Env):
             the start set ``reset()`` draws from without a context (up to 100 clips); default: the model's bundled
             start set (:func:`start_clips`).
         start_context: frames per start clip taken from ``start_dataset``.
+        sampler: a :class:`~worldsim.pipelines.SamplerSettings` instead of the separate ``num_inference_steps``,
+            ``timestep_spacing``, ``context_noise``, ``action_guidance_scale`` and ``decoder`` (not both); either way
+            the env resolves its sampler once into :attr:`sampler`. Default: the model's (``worldsim.json``).
 
     Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
     Action: the embodiment's action space (e.g. ``Box(0, 512, (2,), float32)``, a target position;
@@ -215,7 +219,7 @@ class WorldModelEnv(gym.Env):
                  action_guidance_scale: float | None = None, device: str = "cpu", embodiment: str | None = None,
                  scorer=None, task: str | None = None, disagreement_samples: int = 1,
                  timestep_spacing: str | None = None, decoder: str | None = None, start_dataset=None,
-                 start_context: int = 4):
+                 start_context: int = 4, sampler: SamplerSettings | None = None):
         if int(disagreement_samples) < 1:
             raise ValueError(f"disagreement_samples must be >= 1, got {disagreement_samples}")
         self.disagreement_samples = int(disagreement_samples)
@@ -233,11 +237,10 @@ class WorldModelEnv(gym.Env):
         self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
         self.action_space = embodiment_action_space(self.embodiment)
         self._space_json = space_to_json(self.action_space)
-        self.num_inference_steps = num_inference_steps
-        self.context_noise = context_noise
-        self.action_guidance_scale = action_guidance_scale
-        self.timestep_spacing = timestep_spacing
-        self.decoder = apply_sampler_settings(self.pipeline, num_inference_steps, timestep_spacing, decoder)
+        #: the sampler, resolved once (the loose settings above are shorthands for it)
+        self.sampler = env_sampler(self.pipeline, sampler, num_inference_steps, timestep_spacing, context_noise,
+                                   action_guidance_scale, decoder)
+        self.decoder = self.sampler.decoder
         self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self._state = None
         self._generator = torch.Generator()
@@ -283,7 +286,8 @@ class WorldModelEnv(gym.Env):
             index = int(self.np_random.integers(len(start[0])))
             frames, action = start[0][index].numpy(), start[1][index].numpy()
         self._generator.manual_seed(int(self.np_random.integers(0, 2**62)))
-        self._state = self.pipeline.encode_context(frames[None], action[None], self.context_noise, self._generator,
+        self._state = self.pipeline.encode_context(frames[None], action[None], self.sampler.context_noise,
+                                                   self._generator,
                                                    embodiment=self.embodiment.name)
         self._observation = frames[-1].copy()
         return self._observation.copy(), self._info()
@@ -312,11 +316,11 @@ class WorldModelEnv(gym.Env):
         self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
             self._state, disagreement = self.pipeline.step_with_disagreement(
-                self._state, action[None], self.disagreement_samples, self.num_inference_steps, self.context_noise,
-                self._generator, self.action_guidance_scale, self.timestep_spacing)
+                self._state, action[None], self.disagreement_samples, generator=self._generator,
+                **self.sampler.step_kwargs())
         else:
-            self._state = self.pipeline.step(self._state, action[None], self.num_inference_steps, self.context_noise,
-                                             self._generator, self.action_guidance_scale, self.timestep_spacing)
+            self._state = self.pipeline.step(self._state, action[None], generator=self._generator,
+                                             **self.sampler.step_kwargs())
         self._observation = self._state.frames[0].cpu().numpy()
         reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task,
                                                         self.embodiment.name, self._state.frame_latents)

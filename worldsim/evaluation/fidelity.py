@@ -72,25 +72,31 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
                     num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
                     progress: bool = True, action_guidance_scale: float | None = None,
                     embodiment: str | None = None, timestep_spacing: str | None = None,
-                    return_latents: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                    return_latents: bool = False, sampler=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Imagines every window open-loop from its first ``num_context`` frames under its real actions.
 
-    ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default);
-    ``timestep_spacing`` the sampler's spacing (:meth:`WorldModelPipeline.set_timesteps`).
+    ``embodiment`` picks the action source of a multi-embodiment model (default: the model's default). ``sampler``
+    (a :class:`~worldsim.pipelines.SamplerSettings`) is how frames are imagined; without it the separate settings
+    (``num_inference_steps``, ``context_noise``, ``action_guidance_scale``, ``timestep_spacing``; None: the model's)
+    are resolved once with the model's defaults and the pipeline's current decoder.
 
     Returns:
         `np.ndarray` `(W, H, S, S, 3)` uint8, H = window length - ``num_context``; with ``return_latents`` the tuple
         ``(frames, latents)``, latents `(W, H, C, h, w)` float32, what each frame was decoded from
         (:meth:`WorldModelPipeline.rollout`).
     """
+    if sampler is None:
+        sampler = pipeline.sampler_settings(num_inference_steps=num_inference_steps, context_noise=context_noise,
+                                            action_guidance_scale=action_guidance_scale,
+                                            timestep_spacing=timestep_spacing)
+    pipeline.set_decoder(sampler.decoder)
     generator = torch.Generator().manual_seed(seed)
     imagined, latents = [], []
     for start in tqdm(range(0, len(windows.frames), batch_size), desc="imagining windows", disable=not progress):
         chunk = slice(start, start + batch_size)
         out = pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
-                               windows.action[chunk, num_context - 1:], num_inference_steps, context_noise,
-                               generator, action_guidance_scale=action_guidance_scale,
-                               embodiment=embodiment, timestep_spacing=timestep_spacing, return_latents=return_latents)
+                               windows.action[chunk, num_context - 1:], generator=generator, embodiment=embodiment,
+                               return_latents=return_latents, **sampler.step_kwargs())
         if return_latents:
             imagined.append(out[0])
             latents.append(out[1])
@@ -195,8 +201,8 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
                       starts_per_episode: int = 1, max_windows: int | None = None, batch_size: int = 16,
                       num_inference_steps: int | None = None, context_noise: float | None = None, seed: int = 0,
                       progress: bool = True, action_guidance_scale: float | None = None,
-                      embodiment: str | None = None,
-                      timestep_spacing: str | None = None) -> tuple[dict, np.ndarray, Windows]:
+                      embodiment: str | None = None, timestep_spacing: str | None = None,
+                      sampler=None) -> tuple[dict, np.ndarray, Windows]:
     """Runs the open-loop fidelity evaluation on a dataset of held-out real episodes.
 
     Args:
@@ -206,8 +212,10 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         num_context: real context frames per window.
         starts_per_episode, max_windows: how many windows to cut (see :func:`evaluation_windows`).
         batch_size: windows imagined together in one batch.
-        num_inference_steps, context_noise, action_guidance_scale, timestep_spacing: sampler settings (default: the
-            model's).
+        sampler: a :class:`~worldsim.pipelines.SamplerSettings`; without it the separate settings below are resolved
+            once with the model's defaults and the pipeline's current decoder.
+        num_inference_steps, context_noise, action_guidance_scale, timestep_spacing: shorthands for ``sampler``
+            (default: the model's).
         seed: generator seed; the same seed gives the same figures on the same machine.
         embodiment: which embodiment's actions the dataset holds (multi-embodiment models); its plug-in adds its frame
             metrics (:func:`frame_metrics_for`).
@@ -216,20 +224,20 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         (report, imagined, windows): the :func:`fidelity_report` dict plus the settings, the imagined frames
         `(W, horizon, S, S, 3)` uint8, and the real windows.
     """
+    if sampler is None:  # resolved once: bad settings fail before any frame is decoded
+        sampler = pipeline.sampler_settings(num_inference_steps=num_inference_steps, context_noise=context_noise,
+                                            action_guidance_scale=action_guidance_scale,
+                                            timestep_spacing=timestep_spacing)
     frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
-    imagined, latents = imagine_windows(pipeline, windows, num_context, batch_size, num_inference_steps, context_noise,
-                                        seed, progress, action_guidance_scale, embodiment, timestep_spacing,
-                                        return_latents=True)
+    imagined, latents = imagine_windows(pipeline, windows, num_context, batch_size, seed=seed, progress=progress,
+                                        embodiment=embodiment, return_latents=True, sampler=sampler)
     report = fidelity_report(imagined, windows, num_context, frame_metrics_for(pipeline, embodiment))
     if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
         add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment, latents)
     report.update({
         "dataset": str(dataset.root),
-        **pipeline.resolve_sampler(num_inference_steps or None, timestep_spacing),
-        "context_noise": pipeline.metadata.get("context_noise") if context_noise is None else context_noise,
-        "action_guidance_scale": (pipeline.metadata.get("action_guidance_scale", 1.0) if action_guidance_scale is None
-                                  else action_guidance_scale),
+        **sampler.to_dict(),
         "seed": seed,
     })
     return report, imagined, windows

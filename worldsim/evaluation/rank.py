@@ -191,14 +191,14 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
                  batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0,
                  num_inference_steps: int | None = None, timestep_spacing: str | None = None,
                  reward_median: int = DEFAULT_REWARD_MEDIAN, embodiment: str | None = None,
-                 aggregation: str = "max") -> dict:
+                 aggregation: str = "max", sampler=None) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
     ``frames[0]`` among all states, so a shard of the states (:func:`rank_policies` under several processes) gives
-    exactly the values the whole run gives for them. ``num_inference_steps`` and ``timestep_spacing`` choose the
-    sampler (None: the model's; see :class:`~worldsim.envs.WorldModelVectorEnv`); the frame decoder is the
-    pipeline's current one (:meth:`~worldsim.pipelines.WorldModelPipeline.set_decoder`).
+    exactly the values the whole run gives for them. ``sampler`` (a :class:`~worldsim.pipelines.SamplerSettings`)
+    is how every frame is imagined; without it ``num_inference_steps`` and ``timestep_spacing`` (None: the model's)
+    are resolved with the model's defaults and the pipeline's current decoder.
 
     Args:
         embodiment: the model's embodiment whose actions the policy takes (default: the model's).
@@ -216,6 +216,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     from worldsim.envs import WorldModelVectorEnv
 
     check_reward_median(reward_median)
+    sampler = sampler or pipeline.sampler_settings(num_inference_steps=num_inference_steps,
+                                                   timestep_spacing=timestep_spacing)
     if aggregation not in ("max", "sum"):
         raise ValueError(f"aggregation must be 'max' or 'sum', got {aggregation!r}")
     if pipeline.heads_for(embodiment) is None:
@@ -225,8 +227,7 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     for start in range(0, len(frames), batch_size):
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
-        envs = WorldModelVectorEnv(pipeline, num_envs=count, num_inference_steps=num_inference_steps,
-                                   timestep_spacing=timestep_spacing, embodiment=embodiment)
+        envs = WorldModelVectorEnv(pipeline, num_envs=count, embodiment=embodiment, sampler=sampler)
         observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
                                                                             "action": actions[chunk]}})
         policy.reset(count)
@@ -246,6 +247,14 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     rewards, in_episode = np.concatenate(rewards), np.concatenate(in_episode)
     return {"values": episode_values(rewards, in_episode, reward_median, aggregation), "rewards": rewards,
             "in_episode": in_episode, "frames": video}
+
+
+def _rank_sampler(pipeline, sampler, num_inference_steps, timestep_spacing):
+    """The ranking's sampler: ``sampler``, or the shorthands resolved with the model's defaults (not both)."""
+    if sampler is not None and (num_inference_steps or timestep_spacing):
+        raise ValueError("pass either sampler or num_inference_steps / timestep_spacing, not both")
+    return sampler or pipeline.sampler_settings(num_inference_steps=num_inference_steps,
+                                                timestep_spacing=timestep_spacing)
 
 
 def state_batches(num_states: int, batch_size: int, process_index: int = 0, num_processes: int = 1
@@ -274,7 +283,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
                   gather=_gather_single, num_inference_steps: int | None = None,
                   timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
-                  embodiment: str | None = None) -> dict:
+                  embodiment: str | None = None, sampler=None) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -288,7 +297,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         num_context: real frames shared by both worlds at the start (the agent holds still between them).
         samples: imagined repetitions with different seeds (uncertainty).
         real: also run the real env (otherwise only imagined values, no agreement).
-        num_inference_steps, timestep_spacing: the imagination's sampler (None: the model's); the frame decoder is
+        sampler: the imagination's :class:`~worldsim.pipelines.SamplerSettings`, resolved once and carried to every
+            imagined env; without it ``num_inference_steps`` and ``timestep_spacing`` (None: the model's) are
+            resolved with the model's other defaults.
+        num_inference_steps, timestep_spacing: shorthands for ``sampler`` (not with it); the frame decoder is
             the pipeline's current one (``pipeline.set_decoder``). Both are recorded in the report's settings.
         reward_median: width of the running median over each imagined episode's rewards before its maximum is
             taken (odd, >= 1; 1: the raw maximum; default 3; :func:`episode_values`). Real values are always the raw
@@ -320,7 +332,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
         raise ValueError(f"need samples >= 1 and num_states >= 2, got {samples} and {num_states}")
-    sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)  # refused now, not after the real runs
+    sampler = _rank_sampler(pipeline, sampler, num_inference_steps, timestep_spacing)  # refused now, not after the
+    # real runs
     reward_median = check_reward_median(reward_median)
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
@@ -341,8 +354,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 imagined = run_imagined(pipeline, policy, frames[start:stop], actions[start:stop], horizon,
                                         seed=seed + 1000 * sample, batch_size=stop - start,
                                         keep_frames=int(start == 0), progress=progress, offset=start,
-                                        num_inference_steps=num_inference_steps, timestep_spacing=timestep_spacing,
-                                        reward_median=reward_median, embodiment=name,
+                                        sampler=sampler, reward_median=reward_median, embodiment=name,
                                         aggregation=plugin.value_aggregation)
                 part["imagined"].append(imagined["values"])
                 if sample == 0:
@@ -365,9 +377,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         videos[policy_name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
     agreement, intervals = _agreement(results, seed) if real else (None, None)
     settings = {"embodiment": name, "env_id": plugin.default_env_id, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
-                "num_processes": num_processes, "decoder": pipeline.decoder_name,
+                "num_processes": num_processes, "decoder": sampler.decoder,
                 "quantization": pipeline.quantization,
-                "sampler": sampler,
+                "sampler": {"num_inference_steps": sampler.num_inference_steps,
+                            "timestep_spacing": sampler.timestep_spacing},
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description,
                 "reward_median": reward_median}
@@ -379,7 +392,7 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
                       num_context: int = 4, samples: int = 1, seed: int = 0, batch_size: int = 64,
                       progress: bool = True, num_inference_steps: int | None = None,
                       timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
-                      embodiment: str | None = None) -> dict:
+                      embodiment: str | None = None, sampler=None) -> dict:
     """Ranks policies against their own logged episodes instead of a real env (no simulator, no robot).
 
     Each episode carries the name of the policy that produced it
@@ -394,7 +407,7 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
     intervals to mean what they say.
 
     Args:
-        pipeline, policies, samples, seed, batch_size, progress, num_inference_steps, timestep_spacing,
+        pipeline, policies, samples, seed, batch_size, progress, sampler, num_inference_steps, timestep_spacing,
             reward_median, embodiment: as :func:`rank_policies`.
         dataset: a :class:`~worldsim.data.lerobot.LeRobotDataset` or its folder, or a list of them (e.g. one per
             policy).
@@ -426,7 +439,7 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
     if samples < 1 or num_context < 1 or horizon < 1:
         raise ValueError(f"need samples >= 1, num_context >= 1 and horizon >= 1, got {samples}, {num_context}, "
                          f"{horizon}")
-    sampler = pipeline.resolve_sampler(num_inference_steps, timestep_spacing)
+    sampler = _rank_sampler(pipeline, sampler, num_inference_steps, timestep_spacing)
     reward_median = check_reward_median(reward_median)
     episodes = {}  # policy -> [(dataset index, episode index)]
     for policy_name in policies:
@@ -477,8 +490,8 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
         imagined_values, video = [], None
         for sample in range(samples):
             imagined = run_imagined(pipeline, policy, context, context_action, horizon, seed=seed + 1000 * sample,
-                                    batch_size=batch_size, progress=progress, num_inference_steps=num_inference_steps,
-                                    timestep_spacing=timestep_spacing, reward_median=reward_median, embodiment=name,
+                                    batch_size=batch_size, progress=progress, sampler=sampler,
+                                    reward_median=reward_median, embodiment=name,
                                     aggregation=plugin.value_aggregation)
             imagined_values.append(imagined["values"])
             video = imagined["frames"] if sample == 0 else video
@@ -494,8 +507,10 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
         videos[policy_name] = (real_video[None], video)
     agreement, intervals = _agreement(results, seed)
     settings = {"embodiment": name, "source": [str(data.root) for data in datasets], "num_states": count,
-                "horizon": horizon, "num_context": num_context, "samples": samples, "decoder": pipeline.decoder_name,
-                "quantization": pipeline.quantization, "sampler": sampler, "seed": seed,
+                "horizon": horizon, "num_context": num_context, "samples": samples, "decoder": sampler.decoder,
+                "quantization": pipeline.quantization, "seed": seed,
+                "sampler": {"num_inference_steps": sampler.num_inference_steps,
+                            "timestep_spacing": sampler.timestep_spacing},
                 "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description + " (recorded episodes)", "reward_median": reward_median,
                 "episodes": {policy_name: [list(pair) for pair in episodes[policy_name][:count]]

@@ -594,6 +594,13 @@ class WorldModelPipeline:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.metadata.get("bf16", True))
 
     # ------------------------------------------------------------------ the loop
+    def sampler_settings(self, **overrides):
+        """The model's default :class:`~worldsim.pipelines.sampler.SamplerSettings` with ``overrides`` (any of
+        its fields; None keeps the default). Raises ValueError on a bad setting."""
+        from worldsim.pipelines.sampler import SamplerSettings
+
+        return SamplerSettings.resolve(self, **overrides)
+
     def resolve_sampler(self, num_inference_steps: int | None = None, timestep_spacing: str | None = None) -> dict:
         """The sampler that :meth:`set_timesteps` would set, with the model's defaults filled in (for reports).
 

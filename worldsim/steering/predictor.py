@@ -72,6 +72,9 @@ class OutcomePredictor:
             final frame).
         follow_steps: imagined follow-up steps per candidate (F >= 0; needs ``follow_policy`` when > 0). Each adds
             one batched imagined step per decision.
+        sampler: a :class:`~worldsim.pipelines.SamplerSettings` instead of ``num_inference_steps``, ``context_noise``
+            and ``timestep_spacing`` (not both); either way resolved once into :attr:`sampler` (decoder: the
+            pipeline's current one unless the settings name another).
         num_samples: imagined futures per candidate (S >= 1, different noise, all in the same batch of K * S); a
             candidate's score is the mean over its samples, which averages out the sampler's noise (the futures of a
             weak model differ more between samples than between candidates). Costs S times the compute.
@@ -85,7 +88,7 @@ class OutcomePredictor:
                  task: str | None = None, aggregate: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, embodiment: str | None = None, seed: int = 0,
                  follow_policy=None, follow_steps: int = 0, timestep_spacing: str | None = None,
-                 num_samples: int = 1):
+                 num_samples: int = 1, sampler=None):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
         self.embodiment = self.pipeline.embodiment(embodiment).name
         heads = self.pipeline.heads_for(self.embodiment)
@@ -115,9 +118,17 @@ class OutcomePredictor:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         self.num_samples = int(num_samples)
         self.scorer, self.task, self.aggregate = scorer, task, aggregate
+        if sampler is not None and (num_inference_steps or context_noise is not None or timestep_spacing):
+            raise ValueError("pass either sampler or num_inference_steps / context_noise / timestep_spacing, not both")
+        #: the imagination's sampler, resolved once (bad settings fail here)
+        self.sampler = sampler or self.pipeline.sampler_settings(
+            num_inference_steps=num_inference_steps, context_noise=context_noise, timestep_spacing=timestep_spacing)
+        # what the caller asked for (None: the model's default), as reports record it
         self.num_inference_steps, self.context_noise = num_inference_steps, context_noise
-        self.pipeline.set_timesteps(num_inference_steps or None, timestep_spacing)  # bad settings fail here
         self.timestep_spacing = timestep_spacing
+        if sampler is not None:
+            self.num_inference_steps, self.context_noise = sampler.num_inference_steps, sampler.context_noise
+            self.timestep_spacing = sampler.timestep_spacing
         self.generator = torch.Generator().manual_seed(seed)
         self.last_prediction: Prediction | None = None  # the most recent decision's futures and scores
 
@@ -128,7 +139,7 @@ class OutcomePredictor:
             raise ValueError(f"frames must be uint8 (n, H, W, 3), got {frames.dtype} {frames.shape}")
         frames = resize_frames(frames, self.pipeline.image_size)
         return self.pipeline.encode_context(frames[None], np.asarray(actions, dtype=np.float32)[None],
-                                            self.context_noise, self.generator, embodiment=self.embodiment)
+                                            self.sampler.context_noise, self.generator, embodiment=self.embodiment)
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray, actions: np.ndarray, candidates: np.ndarray) -> Prediction:
@@ -152,6 +163,7 @@ class OutcomePredictor:
             raise ValueError(f"candidates must be (K, H, {action_dim}) with K, H >= 1, got {candidates.shape}")
         if not np.all(np.isfinite(candidates)):
             raise ValueError("candidates contain NaN or inf")
+        self.pipeline.set_decoder(self.sampler.decoder)  # the pipeline may be shared with an env that decodes otherwise
         shared = self.encode(frames, actions)  # the context is encoded once, not K times
         count, horizon = candidates.shape[:2]
         runs = count * self.num_samples  # candidate-major: the samples of candidate k are rows k*S .. k*S + S - 1
@@ -161,15 +173,14 @@ class OutcomePredictor:
         chunks = np.repeat(candidates, self.num_samples, axis=0)
         imagined = []
         for step in range(horizon):
-            state = self.pipeline.step(state, chunks[:, step], self.num_inference_steps, self.context_noise,
-                                       self.generator, timestep_spacing=self.timestep_spacing)
+            state = self.pipeline.step(state, chunks[:, step], generator=self.generator, **self.sampler.step_kwargs())
             imagined.append(state.frames.cpu().numpy())
         if self.follow_steps:
             self.follow_policy.reset(runs)
             for _ in range(self.follow_steps):
                 actions = np.asarray(self.follow_policy.act(imagined[-1]), dtype=np.float32)
-                state = self.pipeline.step(state, actions.reshape(runs, -1), self.num_inference_steps,
-                                           self.context_noise, self.generator, timestep_spacing=self.timestep_spacing)
+                state = self.pipeline.step(state, actions.reshape(runs, -1), generator=self.generator,
+                                           **self.sampler.step_kwargs())
                 imagined.append(state.frames.cpu().numpy())
         futures = np.stack(imagined, axis=1)  # (K * S, H + F, S, S, 3)
         length = futures.shape[1]
