@@ -71,3 +71,17 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance on the action (1.0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--embodiment", default=None, help="which embodiment's actions (multi-embodiment models)")
+
+
+def model_embodiment(pipeline, value: str | None) -> str:
+    """The model's embodiment name that ``--embodiment value`` means: the name itself, or the name of the plug-in a
+    ``module:object`` value names (registered on the spot, so the commands that ask the registry find it).
+
+    Raises:
+        ValueError: the model has no such embodiment, or a bad ``module:object``.
+    """
+    if value is not None and ":" in value:
+        from worldsim.embodiments import resolve_embodiment
+
+        return resolve_embodiment(pipeline, value)[0]
+    return pipeline.embodiment(value).name

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from worldsim.cli.common import inference_pipeline, load_pipeline, sampler_args
+from worldsim.cli.common import inference_pipeline, load_pipeline, model_embodiment, sampler_args
 from worldsim.utils.files import write_json
 
 
@@ -24,7 +24,7 @@ def cmd_evaluate(args) -> None:
     report, imagined, windows = evaluate_fidelity(
         pipeline, dataset, args.horizon, args.context, args.starts_per_episode, args.max_windows, args.batch_size,
         args.num_inference_steps, args.context_noise, args.seed, action_guidance_scale=args.action_guidance_scale,
-        embodiment=args.embodiment, timestep_spacing=args.timestep_spacing)
+        embodiment=model_embodiment(pipeline, args.embodiment), timestep_spacing=args.timestep_spacing)
     report["model"] = args.model
     report["wall_seconds"] = time.perf_counter() - started
     table = markdown_table(report)
@@ -44,11 +44,13 @@ def cmd_sensitivity(args) -> None:
     from worldsim.utils.video import write_video
 
     pipeline = load_pipeline(args.model)
-    names = args.embodiment or [pipeline.default_embodiment]
+    names = [model_embodiment(pipeline, value) for value in args.embodiment or [None]]
     results = {}
     for name in names:
+        sampler = pipeline.sampler_settings(num_inference_steps=args.num_inference_steps,
+                                            timestep_spacing=args.timestep_spacing, decoder=args.decoder)
         report, video = action_sensitivity(pipeline, name, args.contexts, args.branches, args.horizon, args.context,
-                                           args.seed, args.policy, args.min_accuracy)
+                                           args.seed, args.policy, args.min_accuracy, sampler=sampler)
         results[name] = report.to_dict()
         verdict = "PASS" if report.passed else "FAIL"
         print(f"{name}: {verdict}  following accuracy {report.accuracy:.2f} (chance {report.chance:.2f}), "
@@ -123,6 +125,10 @@ def _add_sensitivity(sub) -> None:
     p.add_argument("--policy", default=None, help="policy for the context steps (default: the plug-in's "
                    "data_policy, else random)")
     p.add_argument("--min-accuracy", type=float, default=0.6, help="following accuracy needed to pass")
+    p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame (default: the "
+                   "model's)")
+    p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None, help="default: the model's")
+    p.add_argument("--decoder", choices=["full", "light"], default=None, help="frame decoder (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="first env seed; also seeds the branch actions")
     p.add_argument("--json", help="write the reports here")
     p.add_argument("--video", help="write real | imagined branches of the first context here")

@@ -132,7 +132,7 @@ def _play(plugin, env_id: str, seed: int, prefix: list, size: int, policy=None, 
 def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: int = 4, branches: int = 4,
                        horizon: int = 16, context: int = 8, seed: int = 0, policy: str | None = None,
                        min_accuracy: float = 0.6, tolerance: float = 0.02, generator_seed: int = 0,
-                       progress: bool = True) -> tuple[SensitivityReport, np.ndarray]:
+                       progress: bool = True, sampler=None) -> tuple[SensitivityReport, np.ndarray]:
     """Runs the action-sensitivity check (module docstring) for one embodiment of a pipeline.
 
     Args:
@@ -147,6 +147,7 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
             :attr:`~worldsim.embodiments.EmbodimentPlugin.data_policy`, else ``random``.
         min_accuracy: following accuracy needed to pass.
         tolerance: see :func:`score_branches`.
+        sampler: the imagination's :class:`~worldsim.pipelines.SamplerSettings` (default: the model's).
 
     Returns:
         (:class:`SensitivityReport`, frames `(num_contexts, K, S, H, 2W, 3)` uint8: real | imagined side by side).
@@ -161,6 +162,8 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
     spec = pipeline.embodiment(name)
     if not spec.env_id:
         raise ValueError(f"embodiment {spec.name!r} records no env id; cannot replay the real env")
+    sampler = sampler or pipeline.sampler_settings()
+    pipeline.set_decoder(sampler.decoder)
     locate = plugin.locate_controlled
     locate(np.zeros((1, 8, 8, 3), np.uint8))  # a plug-in without a locator fails here, before any rollout
     policy = policy or plugin.data_policy or "random"
@@ -198,7 +201,7 @@ def action_sensitivity(pipeline, embodiment: str | None = None, num_contexts: in
         imagined = pipeline.rollout(
             np.repeat(context_frames[None, -keep:], branches, axis=0),
             np.repeat(context_action[None], branches, axis=0), flat_sequences, embodiment=spec.name,
-            generator=torch.Generator().manual_seed(generator_seed + index))
+            generator=torch.Generator().manual_seed(generator_seed + index), **sampler.step_kwargs())
         ok, imagined_spread, real_spread = score_branches(locate(imagined), locate(real), tolerance)
         correct.extend(ok.tolist())
         imagined_spreads.append(imagined_spread)
