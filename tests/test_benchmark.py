@@ -11,10 +11,9 @@ import torch
 
 import worldsim  # noqa: F401  (registers the env ids)
 from tests.conftest import make_tiny_pipeline, randomize, tiny_transformer
-from worldsim.benchmark import (MARKDOWN_BEGIN, MARKDOWN_END, count_flops, transformer_flops,
-                                write_markdown_section)
 from worldsim.cli.main import main as cli
 from worldsim.envs.world_model_env import predict_outcomes
+from worldsim.utils.measure import MARKDOWN_BEGIN, MARKDOWN_END, count_flops, transformer_flops, write_markdown_section
 
 
 @pytest.mark.parametrize("num_layers", [1, 3])

@@ -186,7 +186,7 @@ def test_no_generic_module_names_a_builtin_env():
 
 
 # ---------------------------------------------------------------------- ranking from logged episodes
-def test_rank_from_logged_episodes_end_to_end(model_with_heads, tmp_path):
+def test_rank_from_logged_episodes_end_to_end(model_with_heads, tmp_path, capsys):
     """No real env: each policy's starts and real values are its own recorded episodes, found by policy name."""
     from worldsim.evaluation.rank import rank_from_dataset
 
@@ -236,10 +236,12 @@ def test_rank_from_logged_episodes_end_to_end(model_with_heads, tmp_path):
         assert split["policies"][name]["real_values"] == report["policies"][name]["real_values"]
 
     out = tmp_path / "rank.json"
-    main(["rank", "--model", str(path), "--dataset", str(root), "--policy", "still=worldsim.embodiments.pusht.zoo:StandStill",
-          "--policy", "random=worldsim.embodiments.pusht.zoo:RandomTargets", "--horizon", "5", "--context", "2",
-          "--json", str(out)])
-    assert json.loads(out.read_text())["settings"]["num_states"] == 3
+    main(["rank", "--model", str(path), "--dataset", str(root), "--policy", "zoo:still", "--policy", "zoo:random",
+          "--horizon", "5", "--context", "2", "--json", str(out)])
+    written = json.loads(out.read_text())
+    assert written["settings"]["num_states"] == 3 and list(written["policies"]) == ["still", "random"]
+    assert main(["rank", "--model", str(path), "--dataset", str(root), "--policy", "zoo:nobody"]) == 2
+    assert "no zoo policy 'nobody'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no episode of policy 'wanderer'.*pusher-close-fast"):
         rank_from_dataset(pipeline, {"still": zoo["still"], "wanderer": zoo["wanderer"]}, root, horizon=5,
                           num_context=2, progress=False)

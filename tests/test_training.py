@@ -164,3 +164,24 @@ def test_fine_tuning_a_pipeline_keeps_its_heads_and_light_decoder(pusht_dataset,
     assert carried_components(tmp_path / "source", tmp_path / "other_ae", ["pusht"]) == (None, None)
     assert carried_components(tmp_path / "source", tmp_path / "source" / "autoencoder", ["minigrid"]) == (None, None)
     assert carried_components(None, tmp_path / "source" / "autoencoder", ["pusht"]) == (None, None)
+
+
+def test_datasets_of_one_embodiment_share_its_action_normaliser():
+    from types import SimpleNamespace
+
+    from worldsim.data.clips import ActionNormalizer
+    from worldsim.training.train_world_model import share_embodiments
+
+    box = {"type": "Box", "low": [0.0], "high": [9.0], "shape": [1], "dtype": "float32"}
+    sources = [SimpleNamespace(name="arm", action_space=box, config=SimpleNamespace(root=f"data/{index}"),
+                               normalizer=ActionNormalizer([low], [high]))
+               for index, (low, high) in enumerate(((0.0, 4.0), (1.0, 9.0)))]
+    other = SimpleNamespace(name="grid", action_space={"type": "Discrete", "n": 3, "start": 0},
+                            config=SimpleNamespace(root="data/grid"), normalizer=ActionNormalizer([0.0], [2.0]))
+    share_embodiments(sources + [other])
+    assert sources[0].normalizer is sources[1].normalizer
+    assert sources[0].normalizer.to_dict() == {"min": [0.0], "max": [9.0]}
+    assert other.normalizer.to_dict() == {"min": [0.0], "max": [2.0]}  # another embodiment: untouched
+    sources[1].action_space = {**box, "high": [8.0]}
+    with pytest.raises(ValueError, match="both show embodiment 'arm' but record different action spaces"):
+        share_embodiments(sources)

@@ -6,7 +6,7 @@ Measures, on a saved pipeline:
    ``--window`` frames (history + the new frame), after a warm-up (one step of B rollouts makes B frames); and the largest pixel difference between the two
    paths' frames while the history still fits the window (the paths are equal there by construction);
 2. memory: peak resident memory of a ``--short``-step and a ``--long``-step cached rollout, each in a fresh process
-   (``VmHWM``, see ``worldsim.benchmark.peak_resident_mib``; on CUDA ``torch.cuda.max_memory_allocated``), and their ratio;
+   (``VmHWM``, see ``worldsim.utils.measure.peak_resident_mib``; on CUDA ``torch.cuda.max_memory_allocated``), and their ratio;
 3. optionally (``--very-long``) that a rollout of that many steps runs, with its time per frame.
 
     python tools/benchmark_rollout.py --model checkpoints/pusht --window 32 --json docs/media/benchmark-rollout.json
@@ -26,8 +26,8 @@ import time
 import numpy as np
 import torch
 
-from worldsim.benchmark import peak_resident_mib
 from worldsim.utils.files import write_json
+from worldsim.utils.measure import peak_resident_mib
 
 
 def load(model: str, window: int, device: str):

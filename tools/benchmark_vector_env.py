@@ -19,8 +19,8 @@ import time
 import numpy as np
 import torch
 
-from worldsim.benchmark import steps_per_second
 from worldsim.utils.files import write_json
+from worldsim.utils.measure import steps_per_second
 
 
 def main(argv=None) -> dict:

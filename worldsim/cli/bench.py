@@ -13,7 +13,8 @@ from worldsim.utils.files import write_json
 
 
 def cmd_bench(args) -> None:
-    from worldsim.benchmark import markdown_report, run_benchmark, write_markdown_section
+    from worldsim.benchmark import markdown_report, run_benchmark
+    from worldsim.utils.measure import write_markdown_section
 
     report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
                            args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,

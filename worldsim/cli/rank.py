@@ -11,7 +11,12 @@ from worldsim.utils.files import write_json
 
 
 def _zoo_and_policies(specs: list[str] | None, plugin, seed: int) -> dict:
-    """``--policy`` values: ``zoo`` (the plug-in's zoo) or ``[name=]module:callable``, in order."""
+    """``--policy`` values, in order: ``zoo`` (the plug-in's whole zoo), ``zoo:<member>`` (one member) or
+    ``[name=]module:callable``.
+
+    Raises:
+        ValueError: an empty zoo, or a member the zoo does not have (the message lists the zoo).
+    """
     from worldsim.data.policies import _load_callable
 
     policies = {}
@@ -21,6 +26,12 @@ def _zoo_and_policies(specs: list[str] | None, plugin, seed: int) -> dict:
             if not zoo:
                 raise ValueError(f"embodiment {plugin.name!r} has no policy zoo; pass --policy name=module:callable")
             policies.update(zoo)
+            continue
+        if spec.startswith("zoo:"):
+            zoo, member = plugin.policy_zoo(seed=seed), spec[len("zoo:"):]
+            if member not in zoo:
+                raise ValueError(f"embodiment {plugin.name!r} has no zoo policy {member!r}; its zoo: {list(zoo)}")
+            policies[member] = zoo[member]
             continue
         name, sep, target = spec.partition("=")
         if not sep:
@@ -88,7 +99,8 @@ def _add_rank(sub) -> None:
     p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment")
     embodiment_arg(p)
     p.add_argument("--policy", action="append",
-                   help="'zoo' (the embodiment plug-in's zoo, default) or [name=]module:callable (repeat); a callable "
+                   help="'zoo' (the embodiment plug-in's zoo, default), 'zoo:<member>' or [name=]module:callable "
+                        "(repeat); a callable "
                         "maps observation -> action or action chunk, or is a LeRobot-style object")
     p.add_argument("--dataset", action="append", help="rank against logged episodes instead of the real env (repeat "
                    "for several datasets): each policy's initial "

@@ -14,8 +14,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from worldsim.benchmark import resident_mib
 from worldsim.constants import OBS_IMAGE
+from worldsim.utils.measure import resident_mib
 
 
 def soak_rollout(env, steps: int, warmup: int = 100, samples: int = 20, seed: int = 0, progress: bool = True) -> dict:

@@ -16,25 +16,12 @@ Two equivalent ways to attend to the history:
   ``window_size - 1`` history latents plus the new frame. Same frames while the history fits the window; kept as
   the reference the cache is tested and benchmarked against.
 
-A saved pipeline is a folder::
-
-    model_index.json        what this folder is (worldsim version, component classes, SHA-256 of each file)
-    autoencoder/            diffusers AutoencoderKL (config.json + safetensors)
-    transformer/            WorldModelTransformer (config.json + safetensors)
-    scheduler/              scheduler_config.json
-    heads/                  optional OutcomeHeads (reward / termination / success)
-    decoder/                optional LightDecoder (a cheaper frame decoder; ``set_decoder("light")`` uses it)
-    worldsim.json           embodiment, env id, fps, image size, window, action space and normalisation, defaults
-    start_frames.safetensors   bundled start set for resets without context (uint8 frames + actions)
-
-Components are loaded by classes from the allow-list of :mod:`worldsim.registry` (never imported by a name read from
-a file), weights only from safetensors, and ``model_index.json`` holds the SHA-256 of every weight and config file,
-checked at load.
+The saved folder (its layout, writing it, and the checks at load) is :mod:`worldsim.pipelines.loading`; the
+embodiments a pipeline can be driven by are :mod:`worldsim.pipelines.embodiments`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,54 +29,17 @@ import numpy as np
 import torch
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from worldsim.data.clips import ActionNormalizer
 from worldsim.models.autoencoders import LightDecoder, decode_latents, encode_frames
-from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.heads import OutcomeHeads
+from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
-from worldsim.registry import (COMPONENT_CLASSES, PIPELINE_CLASS, check_component_config, component_class,
-                               verify_manifest, write_manifest)
-from worldsim.utils.files import read_json_object
+from worldsim.pipelines.embodiments import Embodiment, embodiments_from_metadata
+from worldsim.pipelines.loading import heads_folders, load_pipeline_parts, save_pipeline
 
-PIPELINE_FILES = ("model_index.json", "worldsim.json", "autoencoder", "transformer", "scheduler")
-
-
-def _load_weights(cls, folder: Path):
-    """``cls.from_pretrained(folder)`` from safetensors only, with unreadable weights reported as ValueError.
-
-    Raises:
-        ValueError: the safetensors file is truncated or not a safetensors file (a pickle, say; it is never
-            unpickled), or its tensors do not match the folder's ``config.json`` (names or shapes).
-    """
-    if not any(folder.glob("*.safetensors")):
-        raise FileNotFoundError(f"{folder} holds no .safetensors weights (worldsim loads no other weight format)")
-    try:
-        model, info = cls.from_pretrained(folder, use_safetensors=True, low_cpu_mem_usage=False,
-                                          output_loading_info=True)
-    except Exception as error:  # OSError, RuntimeError, safetensors' SafetensorError (a malformed header), ...
-        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: {type(error).__name__}: "
-                         f"{str(error)[:500]}") from error
-    wrong = {kind: info.get(kind) for kind in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs")
-             if info.get(kind)}
-    if wrong:  # diffusers only warns and initialises the missing tensors at random: a silently wrong model
-        detail = "; ".join(f"{kind} {list(value)[:6]}{' ...' if len(value) > 6 else ''}" for kind, value in wrong.items())
-        raise ValueError(f"{folder}: cannot load {cls.__name__} weights: they do not match config.json ({detail})")
-    return model
-
-
-def heads_folders(path: Path) -> list[Path]:
-    """The outcome-head folders of a pipeline folder: ``heads/<embodiment>/`` each, or ``heads/`` itself when it
-    holds a single set of heads (folders saved before heads were per embodiment); sorted, empty when none."""
-    root = Path(path) / "heads"
-    if (root / "config.json").is_file():
-        return [root]
-    if not root.is_dir():
-        return []
-    return sorted(folder for folder in root.iterdir()
-                  if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file())
+__all__ = ["Embodiment", "RolloutState", "WorldModelPipeline", "check_generator", "embodiments_from_metadata",
+           "heads_folders"]
 
 
 def check_generator(generator: torch.Generator | list[torch.Generator] | None, batch_size: int) -> None:
@@ -153,61 +103,6 @@ class RolloutState:
                             embodiment=self.embodiment,
                             frame_latents=None if self.frame_latents is None else self.frame_latents.clone())
 
-
-@dataclass
-class Embodiment:
-    """One action source a pipeline can be driven by.
-
-    Attributes:
-        name: e.g. ``"minigrid"``.
-        index: the transformer's embodiment index, or None for a single-embodiment transformer.
-        action_space: the env's action space as JSON (:mod:`worldsim.data.spaces`), or None.
-        normalizer: action normalisation of the flat layout.
-        env_id: the Gymnasium id the data came from.
-        fps: frames per second of the data.
-    """
-
-    name: str
-    index: int | None
-    action_space: dict | None
-    normalizer: ActionNormalizer
-    env_id: str | None = None
-    fps: int = 10
-
-    @property
-    def action_dim(self) -> int:
-        """Flat action size A of this embodiment."""
-        return int(self.normalizer.minimum.size)
-
-
-def embodiments_from_metadata(metadata: dict, transformer: WorldModelTransformer) -> dict[str, Embodiment]:
-    """The embodiments a pipeline's ``worldsim.json`` describes, checked against the transformer.
-
-    A single-embodiment pipeline keeps its fields at the top level (``embodiment``, ``action_space``,
-    ``action_normalizer``, ``env_id``, ``fps``); a multi-embodiment one lists them under ``embodiments`` by name.
-
-    Raises:
-        ValueError: an embodiment the transformer does not know, or an action size the transformer cannot take.
-    """
-    if "embodiments" not in metadata:
-        name = metadata.get("embodiment") or "default"
-        entries = {name: metadata}
-    else:
-        entries = metadata["embodiments"]
-    known = transformer.embodiment_names if transformer.config.embodiments else None
-    out = {}
-    for name, entry in entries.items():
-        if known is not None and name not in known:
-            raise ValueError(f"worldsim.json names embodiment {name!r}, the transformer knows {known}")
-        spec = Embodiment(name, None if known is None else known.index(name), entry.get("action_space"),
-                          ActionNormalizer.from_dict(entry["action_normalizer"]), entry.get("env_id"),
-                          int(entry.get("fps", metadata.get("fps", 10))))
-        if spec.action_dim > transformer.config.action_dim or (known is None and
-                                                               spec.action_dim != transformer.config.action_dim):
-            raise ValueError(f"embodiment {name!r}: action_normalizer has {spec.action_dim} dimensions but the "
-                             f"transformer expects action_dim={transformer.config.action_dim}")
-        out[name] = spec
-    return out
 
 
 class WorldModelPipeline:
@@ -294,41 +189,14 @@ class WorldModelPipeline:
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | Path) -> Path:
-        """Writes the pipeline folder (see the module docstring) with the SHA-256 manifest of its files in
+        """Writes the pipeline folder (see :mod:`worldsim.pipelines.loading`) with the SHA-256 manifest of its files in
         ``model_index.json`` (:func:`worldsim.registry.write_manifest`); returns it. Callers that must never leave a
         half-written folder write into a temporary folder and rename it (training does).
 
         Raises:
             RuntimeError: the transformer was quantized (:meth:`quantize`); nothing is written.
         """
-        if self.quantization is not None:
-            raise RuntimeError(f"this pipeline's transformer is quantized ({self.quantization}) for inference; save "
-                               "the float pipeline it was loaded from instead")
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.autoencoder.save_pretrained(path / "autoencoder")
-        self.transformer.save_pretrained(path / "transformer")
-        self.scheduler.save_pretrained(path / "scheduler")
-        (path / "worldsim.json").write_text(json.dumps(self.metadata, indent=2))
-        if self.start_frames is not None:
-            save_file({k: torch.as_tensor(v).contiguous() for k, v in self.start_frames.items()},
-                      path / "start_frames.safetensors")
-        for name, module in self.outcome_heads.items():  # heads/<embodiment>/, one folder per embodiment
-            module.save_pretrained(path / "heads" / (name or self.default_embodiment))
-        if self.decoder is not None:
-            self.decoder.save_pretrained(path / "decoder")
-        from worldsim import __version__
-
-        index = {"_class_name": PIPELINE_CLASS, "worldsim_version": __version__}
-        for component, module in (("autoencoder", self.autoencoder), ("transformer", self.transformer),
-                                  ("scheduler", self.scheduler),
-                                  ("heads", next(iter(self.outcome_heads.values()), None)), ("decoder", self.decoder)):
-            if module is not None:
-                index[component] = next(list(key) for key, cls in COMPONENT_CLASSES[component].items()
-                                        if isinstance(module, cls))
-        (path / "model_index.json").write_text(json.dumps(index, indent=2))
-        write_manifest(path)
-        return path
+        return save_pipeline(self, path)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: str | torch.device = "cpu") -> "WorldModelPipeline":
@@ -344,50 +212,7 @@ class WorldModelPipeline:
                 manifest (truncated, corrupted or edited), weights that are not safetensors or do not match their
                 ``config.json``, or ``worldsim.json`` without an action normaliser.
         """
-        path = Path(path)
-        if not path.is_dir():
-            raise FileNotFoundError(f"model folder not found: {path}")
-        for name in PIPELINE_FILES:
-            if not (path / name).exists():
-                raise FileNotFoundError(f"model folder {path} lacks {name}")
-        index = read_json_object(path / "model_index.json")
-        if index.get("_class_name") != PIPELINE_CLASS:
-            raise ValueError(f"{path / 'model_index.json'}: _class_name {index.get('_class_name')!r} is not "
-                             f"{PIPELINE_CLASS!r}; this folder is not a worldsim pipeline")
-        classes = {}
-        for component in ("autoencoder", "transformer", "scheduler", "heads", "decoder"):
-            if component == "decoder" and component not in index:
-                continue
-            if component == "heads" and component not in index:
-                if (path / "heads").is_dir():  # heads trained into a folder saved before manifests existed
-                    classes["heads"] = OutcomeHeads
-                continue
-            classes[component] = component_class(component, index.get(component), path / "model_index.json")
-            for folder in heads_folders(path) if component == "heads" else [path / component]:
-                check_component_config(component, folder)
-        verify_manifest(path, index)
-        metadata = read_json_object(path / "worldsim.json")
-        if "embodiments" not in metadata and "action_normalizer" not in metadata:
-            raise ValueError(f"{path / 'worldsim.json'} lacks action_normalizer")
-        autoencoder = _load_weights(classes["autoencoder"], path / "autoencoder").to(device)
-        transformer = _load_weights(classes["transformer"], path / "transformer").to(device)
-        scheduler = classes["scheduler"].from_pretrained(path / "scheduler")
-        start_frames = None
-        if (path / "start_frames.safetensors").is_file():
-            try:
-                start_frames = load_file(path / "start_frames.safetensors")
-            except Exception as error:  # safetensors raises its own error type for a malformed file
-                raise ValueError(f"{path / 'start_frames.safetensors'} is not a readable safetensors file: {error}") \
-                    from error
-        heads = None
-        if "heads" in classes:
-            heads = {}
-            for folder in heads_folders(path):
-                module = _load_weights(classes["heads"], folder).to(device)
-                # a single heads/ folder (saved before heads were per embodiment) serves what its config names
-                heads[module.config.embodiment if folder == path / "heads" else folder.name] = module
-        decoder = _load_weights(classes["decoder"], path / "decoder").to(device) if "decoder" in classes else None
-        return cls(autoencoder, transformer, scheduler, metadata, start_frames, heads, decoder)
+        return cls(**load_pipeline_parts(path, device))
 
     def set_decoder(self, name: str | None = "full") -> None:
         """Picks what decodes imagined latents into frames from now on: ``"full"`` (the autoencoder's own

@@ -114,8 +114,8 @@ def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: l
         ValueError: no datasets, a latent grid the decoder cannot upsample to the frame size, or too few episodes to
             hold out.
     """
-    from worldsim.benchmark import count_flops
     from worldsim.pipelines.world_model import WorldModelPipeline
+    from worldsim.utils.measure import count_flops
 
     if not datasets:
         raise ValueError("give at least one dataset")

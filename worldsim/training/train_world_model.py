@@ -139,6 +139,30 @@ class Source:
                 "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape)}
 
 
+def share_embodiments(sources: list[Source]) -> None:
+    """Lets several datasets show one embodiment (say, random-policy and expert episodes of the same env): they must
+    record the same action space, and they get one action normaliser, the union of their bounds, so the model sees one
+    action encoding per embodiment. Changes the sources' ``normalizer`` in place.
+
+    Raises:
+        ValueError: datasets of one embodiment that record different action spaces (the message names both).
+    """
+    for name in dict.fromkeys(source.name for source in sources):
+        group = [source for source in sources if source.name == name]
+        if len(group) < 2:
+            continue
+        for other in group[1:]:
+            if other.action_space != group[0].action_space:
+                raise ValueError(f"datasets {group[0].config.root} and {other.config.root} both show embodiment "
+                                 f"{name!r} but record different action spaces ({group[0].action_space} vs "
+                                 f"{other.action_space}); set dataset.embodiment to tell them apart")
+        merged = ActionNormalizer(np.min([s.normalizer.minimum for s in group], axis=0),
+                                  np.max([s.normalizer.maximum for s in group], axis=0),
+                                  group[0].normalizer.continuous)
+        for source in group:
+            source.normalizer = merged
+
+
 def carried_components(source: Path | None, autoencoder_path: Path, embodiments: list[str]) -> tuple:
     """The outcome heads and light decoder of the pipeline a fine-tune starts from, when they stay valid.
 
@@ -349,14 +373,14 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process)
                    for data in [data_config, *config.extra_datasets]]
     autoencoder.to("cpu")
-    names = [source.name for source in sources]
-    if len(set(names)) != len(names):
-        raise ValueError(f"embodiment names must differ between datasets, got {names}; set dataset.embodiment")
-    multi = len(sources) > 1 or config.transformer.num_action_experts > 0
+    share_embodiments(sources)
+    names = list(dict.fromkeys(source.name for source in sources))  # each embodiment once, in order of appearance
+    firsts = [next(source for source in sources if source.name == name) for name in names]
+    multi = len(names) > 1 or config.transformer.num_action_experts > 0
     width = max(source.dataset.action_dim for source in sources)
     parts = []
-    for index, source in enumerate(sources):
-        clips = EmbodimentClips(source.clips(), index, width)
+    for source in sources:
+        clips = EmbodimentClips(source.clips(), names.index(source.name), width)
         parts.extend([clips] * source.config.repeat)
     clips = torch.utils.data.ConcatDataset(parts)
     dataset, frames, latents = sources[0].dataset, sources[0].frames, sources[0].latents
@@ -386,7 +410,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         attention_head_dim=config.transformer.attention_head_dim, mlp_ratio=config.transformer.mlp_ratio,
         action_dim=width, action_num_frequencies=config.transformer.action_num_frequencies,
         rope_axes_dim=tuple(config.transformer.rope_axes_dim),
-        embodiments=[{"name": source.name, "action_space": source.action_space} for source in sources] if multi else None,
+        embodiments=[{"name": source.name, "action_space": source.action_space} for source in firsts] if multi else None,
         num_action_experts=config.transformer.num_action_experts,
         action_experts_top_k=config.transformer.action_experts_top_k,
         action_space=single_space,
@@ -440,7 +464,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         "outcome_heads": heads is not None,
     }
     if multi:
-        metadata["embodiments"] = {source.name: source.metadata() for source in sources}
+        metadata["embodiments"] = {source.name: source.metadata() for source in firsts}
     else:
         metadata.update(sources[0].metadata())
     start_frames = {}
@@ -481,7 +505,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 "step": at_step, "ema_optimization_step": ema.optimization_step,
                 "lr_scheduler": lr_scheduler.scheduler.state_dict() if hasattr(lr_scheduler, "scheduler") else lr_scheduler.state_dict(),
             }))
-        for source in sources:
+        for source in firsts:
             if len(source.val_episodes):
                 video = f"validation-{source.name}.mp4" if multi else "validation.mp4"
                 validation_video(pipeline, source.dataset, source.frames, int(source.val_episodes[0]), train_config,
