@@ -145,3 +145,29 @@ def test_bench_counts_the_light_decoders_flops_when_it_decodes(model_with_decode
     assert inference["config_per_frame"]["decoder"] == report["flops_per_frame"]["light"]
     # torch's count of a real vector-env step agrees with the config's, light decoder included
     assert inference["counted_per_frame"] == pytest.approx(inference["config_per_frame"]["total"], rel=0.05)
+
+
+def test_decoder_config_is_validated_and_its_report_carries_it(model_with_decoder, tmp_path):
+    from dataclasses import asdict
+
+    from worldsim.cli.main import build_parser
+    from worldsim.cli.training import _verb_config
+    from worldsim.training.config import DecoderConfig
+
+    path, report = model_with_decoder  # trained with keywords
+    expected = DecoderConfig(steps=80, batch_size=16, learning_rate=5e-3, block_out_channels=8, num_blocks=[1, 1, 0])
+    assert report["config"] == asdict(expected)
+    assert json.loads((path / "decoder" / "metrics.json").read_text())["config"]["num_blocks"] == [1, 1, 0]
+    for settings, message in (({"num_blocks": []}, r"decoder\.num_blocks"), ({"num_blocks": [1, -1]}, "num_blocks"),
+                              ({"mixed_precision": "fp8"}, r"decoder\.mixed_precision"),
+                              ({"max_minutes": 0}, r"decoder\.max_minutes must be > 0"),
+                              ({"val_frames": 0}, r"decoder\.val_frames")):
+        with pytest.raises(ValueError, match=message):
+            DecoderConfig(**settings)
+    assert DecoderConfig(mixed_precision=False).mixed_precision == "no"  # YAML 1.1 reads `no` as false
+    args = build_parser().parse_args(["train-decoder", "--model", "m", "--dataset", "d"])
+    assert _verb_config(args, DecoderConfig) == DecoderConfig(steps=9000, batch_size=64, learning_rate=2e-3,
+                                                              block_out_channels=32, num_blocks=[2, 2, 1, 0])
+    args = build_parser().parse_args(["train-decoder", "--model", "m", "--dataset", "d", "--num-blocks", "1", "1", "0",
+                                      "--", "val_frames=16"])
+    assert _verb_config(args, DecoderConfig) == DecoderConfig(num_blocks=[1, 1, 0], val_frames=16)

@@ -127,3 +127,34 @@ def test_second_sigma_sweep_runs_one_two_step_sampler_per_sigma(tiny_pipeline_pa
     assert [row["second_sigma"] for row in result["rows"]] == [0.5, 0.3]
     assert result["rows"][0]["psnr"] != result["rows"][1]["psnr"]  # another second step, other frames
     assert json.loads(out.read_text())["rows"][1]["second_sigma"] == 0.3
+
+
+def test_distill_reads_a_config_file_flags_and_overrides(tiny_pipeline_path, pusht_dataset, tmp_path, capsys):
+    from dataclasses import asdict
+
+    from worldsim.cli.main import main
+    from worldsim.training.config import DistillConfig, load_config
+
+    for settings, message in (({"student_steps": 0}, r"distill\.student_steps must be >= 1"),
+                              ({"timestep_spacing": "leading"}, r"distill\.timestep_spacing"),
+                              ({"num_layers": 0}, r"distill\.num_layers"), ({"ema_decay": 1.0}, r"distill\.ema_decay"),
+                              ({"val_clips": 0}, r"distill\.val_clips must be > 0")):
+        with pytest.raises(ValueError, match=message):
+            DistillConfig(**settings)
+    assert DistillConfig(student_steps=3).resolved_teacher_steps == 6
+    preset = tmp_path / "distill.yaml"
+    preset.write_text("mixed_precision: no\n")  # YAML 1.1 reads `no` as false
+    assert load_config(preset, schema=DistillConfig) == DistillConfig(mixed_precision="no")
+    # (this process's accelerate state is bf16 already: the run below keeps that precision)
+    preset.write_text("teacher_steps: 2\nbatch_size: 16\nsteps: 500\n")
+    out = tmp_path / "student"
+    command = ["distill", "--model", str(tiny_pipeline_path), "--dataset", str(pusht_dataset), "--out", str(out),
+               "--config", str(preset)]
+    assert main(command + ["--steps", "2", "steps=3"]) == 2  # one field, two values: refused
+    assert main(command + ["steps=0"]) == 2
+    assert "distill.steps must be > 0" in capsys.readouterr().err and not out.exists()
+    assert main(command + ["--steps", "2", "val_clips=4"]) == 0
+    report = json.loads((out / "distill_metrics.json").read_text())
+    assert report["config"] == asdict(DistillConfig(teacher_steps=2, batch_size=16, steps=2, val_clips=4))
+    assert report["steps"] == 2 and report["teacher_steps"] == 2 and report["val_clips"] == 4
+    assert len((out / "distill_log.jsonl").read_text().splitlines()) == 2

@@ -194,3 +194,42 @@ def test_value_aggregate_needs_a_value_head(model_with_heads):
 
     with pytest.raises(ValueError, match="value output"):
         OutcomePredictor(model_with_heads[0], aggregate="value")
+
+
+def test_heads_config_is_validated_and_taken_as_an_object_or_as_keywords(model_with_heads, pusht_dataset, tmp_path):
+    import json
+    from dataclasses import asdict
+
+    from worldsim.cli.main import build_parser
+    from worldsim.cli.training import _verb_config
+    from worldsim.training.config import HeadsConfig
+    from worldsim.training.train_heads import train_heads
+
+    path, report = model_with_heads  # trained with keywords: steps=60, batch_size=32, val_episodes=1
+    expected = HeadsConfig(steps=60, batch_size=32, val_episodes=1)
+    assert report["config"] == asdict(expected)
+    assert json.loads((path / "heads" / "pusht" / "metrics.json").read_text())["config"] == asdict(expected)
+    # the same settings as one object train the same heads
+    again = train_heads(path, [pusht_dataset], expected, output=tmp_path / "heads", progress=False)
+    assert again["reward_mae"] == pytest.approx(report["reward_mae"], abs=1e-6)
+    same = [{key: value for key, value in r.items() if key != "wall_seconds"} for r in (again, report)]
+    assert json.dumps(same[0], sort_keys=True) == json.dumps(same[1], sort_keys=True)  # NaN Pearson r included
+    with pytest.raises(ValueError, match=r"heads\.steps must be > 0, got 0"):
+        HeadsConfig(steps=0)
+    with pytest.raises(ValueError, match=r"heads\.value_discount"):
+        HeadsConfig(value_discount=1.0)
+    with pytest.raises(ValueError, match=r"heads\.val_episodes must be >= 0"):
+        HeadsConfig(val_episodes=-1)
+    with pytest.raises(ValueError, match=r"heads\.batch_size"):  # keywords replace the object's fields, validated
+        train_heads(path, [pusht_dataset], expected, batch_size=0)
+    with pytest.raises(TypeError, match="'stepz'"):
+        train_heads(path, [pusht_dataset], stepz=3)
+    # the CLI: a flag left out leaves the field to --config or the default, which is the flag's old default
+    args = build_parser().parse_args(["train-heads", "--model", "m", "--dataset", "d"])
+    assert _verb_config(args, HeadsConfig) == HeadsConfig(steps=3000, batch_size=256, learning_rate=1e-3,
+                                                          val_episodes=10, seed=0)
+    preset = tmp_path / "heads.yaml"
+    preset.write_text("steps: 500\nbatch_size: 8\n")
+    args = build_parser().parse_args(["train-heads", "--model", "m", "--dataset", "d", "--config", str(preset),
+                                      "--batch-size", "16", "value_discount=0.9"])
+    assert _verb_config(args, HeadsConfig) == HeadsConfig(steps=500, batch_size=16, value_discount=0.9)

@@ -10,14 +10,7 @@ cd "$(dirname "$0")/.."
 WS=.venv/bin/worldsim
 MODEL=${MODEL:-runs/joint-router/world_model/final}
 
-[ -d data/breakout ] || $WS collect --env ALE/Breakout-v5 --policy random --episodes 150 --max-steps 300 --seed 0 \
-    --out data/breakout
-[ -d data/breakout-heldout ] || $WS collect --env ALE/Breakout-v5 --policy random --episodes 20 --max-steps 300 \
-    --seed 100000 --out data/breakout-heldout
-[ -d data/minigrid ] || $WS collect --env MiniGrid-Empty-8x8-v0 --policy random --episodes 300 --max-steps 128 \
-    --seed 0 --out data/minigrid
-[ -d data/minigrid-heldout ] || $WS collect --env MiniGrid-Empty-8x8-v0 --policy random --episodes 30 \
-    --max-steps 128 --seed 100000 --out data/minigrid-heldout
+tools/collect_joint_data.sh
 
 if [ "${SKIP_TRAINING:-0}" != 1 ]; then
     $WS train-autoencoder --config configs/joint.yaml

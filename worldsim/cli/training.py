@@ -1,11 +1,16 @@
 """Training verbs: ``train-autoencoder``, ``train`` (the world model), ``train-heads`` (reward / termination /
 success / value heads), ``train-decoder`` (a light frame decoder) and ``distill`` (a few-step student).
 
-``train-autoencoder`` and ``train`` take a YAML run config under ``configs/`` plus dotted overrides.
+``train-autoencoder`` and ``train`` take a YAML run config under ``configs/`` plus dotted overrides. ``train-heads``,
+``train-decoder`` and ``distill`` take their settings as flags, and may also read them from ``--config FILE.yaml``
+(the fields of :class:`~worldsim.training.config.HeadsConfig`, :class:`~worldsim.training.config.DecoderConfig` or
+:class:`~worldsim.training.config.DistillConfig`) plus trailing dotted overrides (``steps=100``): the defaults, then
+the file, then the flags given, then the overrides.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -30,13 +35,42 @@ def cmd_train(args) -> None:
         print(f"world model written to {out}")
 
 
+def _verb_config(args, schema):
+    """The verb's config: its dataclass defaults, then ``--config FILE``, then the flags given, then the dotted
+    overrides.
+
+    A flag that sets a field of ``schema`` has the field's name as its dest and ``default=argparse.SUPPRESS``, so that
+    a flag left out does not hide the file's value; the dataclass holds the default (the value the flag had).
+
+    Raises:
+        ValueError: a field set both by a flag and by a dotted override, an unknown key, a wrong type or an impossible
+            value (naming the field).
+        FileNotFoundError: ``--config`` names no file.
+    """
+    from dataclasses import fields
+
+    from worldsim.training.config import load_config
+
+    given = {f.name: getattr(args, f.name) for f in fields(schema) if hasattr(args, f.name)}
+    both = sorted(given.keys() & {item.split("=", 1)[0].strip() for item in args.overrides})
+    if both:
+        raise ValueError(f"set both by a flag and by a KEY=VALUE override: {', '.join(both)}; give each once")
+    return load_config(args.config, args.overrides, schema=schema, values=given)
+
+
+def _add_verb_config(p) -> None:
+    """``--config FILE`` and trailing ``KEY=VALUE`` overrides for a verb whose flags set a config dataclass."""
+    p.add_argument("--config", help="YAML file of the settings (the flags' names, with underscores); the flags "
+                                    "given and KEY=VALUE overrides take precedence")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides of the settings, e.g. steps=100")
+
+
 def cmd_train_heads(args) -> None:
+    from worldsim.training.config import HeadsConfig
     from worldsim.training.train_heads import train_heads
 
-    report = train_heads(args.model, args.dataset, steps=args.steps, batch_size=args.batch_size,
-                         learning_rate=args.learning_rate, val_episodes=args.val_episodes, seed=args.seed,
-                         output=args.output, val_datasets=args.val_dataset, embodiment=args.embodiment,
-                         value_discount=args.value_discount)
+    report = train_heads(args.model, args.dataset, _verb_config(args, HeadsConfig),
+                         val_datasets=args.val_dataset, output=args.output)
     print(f"held-out frames: {report['val_frames']}; reward MAE {report['reward_mae']:.4f} (predicting the mean: "
           f"{report['reward_mae_predict_mean']:.4f}), Pearson r {report['reward_pearson']:.3f}")
     if "value_mae" in report:
@@ -72,12 +106,11 @@ def _add_start_set(sub) -> None:
 
 
 def cmd_train_decoder(args) -> None:
+    from worldsim.training.config import DecoderConfig
     from worldsim.training.train_decoder import train_decoder
 
-    report = train_decoder(args.model, args.dataset, val_datasets=args.val_dataset, steps=args.steps,
-                           batch_size=args.batch_size, learning_rate=args.learning_rate,
-                           block_out_channels=args.block_out_channels, num_blocks=tuple(args.num_blocks),
-                           seed=args.seed, max_minutes=args.max_minutes, output=args.output)
+    report = train_decoder(args.model, args.dataset, _verb_config(args, DecoderConfig),
+                           val_datasets=args.val_dataset, output=args.output)
     flops, held = report["flops_per_frame"], report["held_out"]
     print(f"{report['steps']} steps in {report['wall_minutes']:.1f} min; {report['num_parameters']:,} parameters; "
           f"{flops['light'] / 1e6:.0f} MFLOP per frame (autoencoder's decoder: {flops['full'] / 1e6:.0f})")
@@ -89,13 +122,11 @@ def cmd_train_decoder(args) -> None:
 
 
 def cmd_distill(args) -> None:
+    from worldsim.training.config import DistillConfig
     from worldsim.training.distill import distill_world_model
 
-    report = distill_world_model(args.model, args.dataset, args.out, val_datasets=args.val_dataset,
-                                 student_steps=args.student_steps, teacher_steps=args.teacher_steps,
-                                 timestep_spacing=args.timestep_spacing, num_layers=args.num_layers,
-                                 steps=args.steps, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                                 val_clips=args.val_clips, seed=args.seed, max_minutes=args.max_minutes)
+    config = _verb_config(args, DistillConfig)
+    report = distill_world_model(args.model, args.dataset, args.out, config, val_datasets=args.val_dataset)
     errors = report["latent_mse_to_teacher"]
     k = report["student_steps"]
     print(f"{report['steps']} steps in {report['wall_minutes']:.1f} min ({report['samples_per_second']:.1f} clips/s); "
@@ -122,22 +153,29 @@ def _add_train(sub) -> None:
     _add_config_run(sub, "train", cmd_train, "train the world model (resumes from the latest checkpoint)")
 
 
+# A flag that sets a field of the verb's config dataclass: left out, it leaves the field to --config FILE or the
+# dataclass default (which is the value the flag had before configs); see _verb_config.
+_UNSET = argparse.SUPPRESS
+
+
 def _add_train_heads(sub) -> None:
     p = sub.add_parser("train-heads", help="train reward / termination / success heads of a model on real episodes")
     p.add_argument("--model", required=True, help="pipeline folder; the heads are written to "
                    "<model>/heads/<embodiment> (other embodiments' heads are kept)")
     p.add_argument("--dataset", action="append", required=True, help="LeRobot dataset with next.reward (repeat)")
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--learning-rate", type=float, default=1e-3)
-    p.add_argument("--val-episodes", type=int, default=10, help="last episodes of the first dataset, held out")
+    p.add_argument("--steps", type=int, default=_UNSET)
+    p.add_argument("--batch-size", type=int, default=_UNSET)
+    p.add_argument("--learning-rate", type=float, default=_UNSET)
+    p.add_argument("--val-episodes", type=int, default=_UNSET, help="last episodes of the first dataset, held out")
     p.add_argument("--val-dataset", action="append", help="report on this dataset instead (repeat); trains on none of it")
-    p.add_argument("--embodiment", help="the embodiment the datasets show (multi-embodiment models); default: the model's")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--embodiment", default=_UNSET,
+                   help="the embodiment the datasets show (multi-embodiment models); default: the model's")
+    p.add_argument("--seed", type=int, default=_UNSET)
     p.add_argument("--output", help="write the heads here instead of <model>/heads")
-    p.add_argument("--value-discount", type=float, default=None,
+    p.add_argument("--value-discount", type=float, default=_UNSET,
                    help="also train a value head with this gamma (e.g. 0.97): discounted future reward under the "
                         "data's policy, the steering score of a chunk's final imagined frame")
+    _add_verb_config(p)
     p.set_defaults(func=cmd_train_heads)
 
 
@@ -149,14 +187,15 @@ def _add_train_decoder(sub) -> None:
                                                                      "(repeat)")
     p.add_argument("--val-dataset", action="append", help="report on this dataset (repeat); default: the last 10 "
                                                           "episodes of the first dataset, held out")
-    p.add_argument("--steps", type=int, default=9000, help="the shipped decoder's: 19 min on 2 CPU cores")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--block-out-channels", type=int, default=32, help="decoder width")
-    p.add_argument("--num-blocks", type=int, nargs="+", default=[2, 2, 1, 0], help="residual blocks per stage")
-    p.add_argument("--max-minutes", type=float, help="stop early after this many minutes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=_UNSET, help="the shipped decoder's: 19 min on 2 CPU cores")
+    p.add_argument("--batch-size", type=int, default=_UNSET)
+    p.add_argument("--learning-rate", type=float, default=_UNSET)
+    p.add_argument("--block-out-channels", type=int, default=_UNSET, help="decoder width")
+    p.add_argument("--num-blocks", type=int, nargs="+", default=_UNSET, help="residual blocks per stage")
+    p.add_argument("--max-minutes", type=float, default=_UNSET, help="stop early after this many minutes")
+    p.add_argument("--seed", type=int, default=_UNSET)
     p.add_argument("--output", help="write the decoder here instead of <model>/decoder")
+    _add_verb_config(p)
     p.set_defaults(func=cmd_train_decoder)
 
 
@@ -169,17 +208,19 @@ def _add_distill(sub) -> None:
     p.add_argument("--out", required=True, help="student pipeline folder to write")
     p.add_argument("--val-dataset", action="append", help="report on clips of this dataset (repeat); default: the "
                                                           "training datasets")
-    p.add_argument("--student-steps", type=int, default=1, help="the student's Euler steps per frame")
-    p.add_argument("--teacher-steps", type=int, help="the teacher's, a multiple of --student-steps (default: twice)")
-    p.add_argument("--timestep-spacing", choices=["trailing", "linspace"], default="trailing")
-    p.add_argument("--num-layers", type=int, help="student depth (default: the teacher's); fewer keeps evenly spaced "
-                                                  "teacher blocks")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--learning-rate", type=float, default=1e-4)
-    p.add_argument("--val-clips", type=int, default=256)
-    p.add_argument("--max-minutes", type=float, help="stop early after this many minutes")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--student-steps", type=int, default=_UNSET, help="the student's Euler steps per frame")
+    p.add_argument("--teacher-steps", type=int, default=_UNSET,
+                   help="the teacher's, a multiple of --student-steps (default: twice)")
+    p.add_argument("--timestep-spacing", choices=["trailing", "linspace"], default=_UNSET)
+    p.add_argument("--num-layers", type=int, default=_UNSET, help="student depth (default: the teacher's); fewer keeps "
+                                                                  "evenly spaced teacher blocks")
+    p.add_argument("--steps", type=int, default=_UNSET)
+    p.add_argument("--batch-size", type=int, default=_UNSET)
+    p.add_argument("--learning-rate", type=float, default=_UNSET)
+    p.add_argument("--val-clips", type=int, default=_UNSET)
+    p.add_argument("--max-minutes", type=float, default=_UNSET, help="stop early after this many minutes")
+    p.add_argument("--seed", type=int, default=_UNSET)
+    _add_verb_config(p)
     p.set_defaults(func=cmd_distill)
 
 

@@ -1,14 +1,19 @@
 """Run configuration: typed dataclasses validated in ``__post_init__``, filled from a YAML preset under
 ``configs/`` and dotted command-line overrides (``transformer.num_layers=4``) merged with OmegaConf.
 
+:class:`RunConfig` holds a ``train-autoencoder`` / ``train`` run; :class:`HeadsConfig`, :class:`DecoderConfig` and
+:class:`DistillConfig` the settings of ``train-heads``, ``train-decoder`` and ``distill`` (flat: their YAML keys and
+dotted overrides are the field names, ``steps=100``).
+
 Unknown keys and values of the wrong type are refused by OmegaConf's structured merge; impossible values by the
 dataclasses themselves. Each error names the field.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import yaml
 from omegaconf import OmegaConf
@@ -19,6 +24,21 @@ def _positive(owner: str, **values) -> None:
     for name, value in values.items():
         if value is None or value <= 0:
             raise ValueError(f"{owner}.{name} must be > 0, got {value}")
+
+
+def _non_negative(owner: str, **values) -> None:
+    for name, value in values.items():
+        if value is None or value < 0:
+            raise ValueError(f"{owner}.{name} must be >= 0, got {value}")
+
+
+def _mixed_precision(owner: str, value) -> str:
+    """accelerate's precision name; YAML 1.1 reads an unquoted ``no`` as false, which means ``"no"`` here."""
+    if value in (False, "False", "false"):
+        value = "no"
+    if value not in ("no", "bf16", "fp16"):
+        raise ValueError(f"{owner}.mixed_precision must be 'no', 'bf16' or 'fp16', got {value!r}")
+    return value
 
 
 @dataclass
@@ -135,10 +155,7 @@ class TrainConfig:
         _positive("train", max_steps=self.max_steps, batch_size=self.batch_size,
                   gradient_accumulation_steps=self.gradient_accumulation_steps, learning_rate=self.learning_rate,
                   checkpointing_steps=self.checkpointing_steps)
-        if self.mixed_precision in (False, "False", "false"):  # YAML 1.1 reads an unquoted `no` as false
-            self.mixed_precision = "no"
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ValueError(f"train.mixed_precision must be 'no', 'bf16' or 'fp16', got {self.mixed_precision!r}")
+        self.mixed_precision = _mixed_precision("train", self.mixed_precision)
         if self.min_history_noise > self.max_history_noise:
             raise ValueError(f"train.min_history_noise {self.min_history_noise} exceeds train.max_history_noise "
                              f"{self.max_history_noise}")
@@ -187,27 +204,175 @@ class RunConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Merges the defaults, a YAML preset and dotted overrides into a validated :class:`RunConfig`.
+@dataclass
+class HeadsConfig:
+    """``worldsim train-heads``: outcome heads (:func:`~worldsim.training.train_heads.train_heads`).
+
+    ``steps``, ``batch_size``, ``learning_rate`` and ``seed`` set AdamW with cosine decay; ``val_episodes`` last
+    episodes of the first dataset are held out for the report (unless validation datasets are given);
+    ``embodiment`` names the embodiment the datasets show (None: the model's); ``value_discount`` (gamma in
+    (0, 1)) also trains a value output, None none.
+    """
+
+    steps: int = 3000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    val_episodes: int = 10
+    seed: int = 0
+    embodiment: str | None = None
+    value_discount: float | None = None
+
+    def __post_init__(self):
+        _positive("heads", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate)
+        _non_negative("heads", val_episodes=self.val_episodes, seed=self.seed)
+        if self.value_discount is not None and not 0.0 < self.value_discount < 1.0:
+            raise ValueError(f"heads.value_discount must be in (0, 1) or None, got {self.value_discount}")
+
+
+@dataclass
+class DecoderConfig:
+    """``worldsim train-decoder``: a light frame decoder (:func:`~worldsim.training.train_decoder.train_decoder`).
+
+    ``steps``, ``batch_size``, ``learning_rate`` and ``seed`` set AdamW with warm-up and cosine decay;
+    ``block_out_channels`` and ``num_blocks`` (residual blocks per stage) the
+    :class:`~worldsim.models.autoencoders.LightDecoder`; ``val_frames`` the frames of the report;
+    ``mixed_precision`` accelerate's; ``max_minutes`` stops before ``steps`` (None: never).
+    """
+
+    steps: int = 9000
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    block_out_channels: int = 32
+    num_blocks: list[int] = field(default_factory=lambda: [2, 2, 1, 0])
+    val_frames: int = 1024
+    seed: int = 0
+    mixed_precision: str = "bf16"
+    max_minutes: float | None = None
+
+    def __post_init__(self):
+        _positive("decoder", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                  block_out_channels=self.block_out_channels, val_frames=self.val_frames)
+        _non_negative("decoder", seed=self.seed)
+        self.num_blocks = list(self.num_blocks)  # a keyword caller may pass a tuple
+        if not self.num_blocks or any(count < 0 for count in self.num_blocks):
+            raise ValueError(f"decoder.num_blocks must be a non-empty list of counts >= 0, got {self.num_blocks}")
+        self.mixed_precision = _mixed_precision("decoder", self.mixed_precision)
+        if self.max_minutes is not None:
+            _positive("decoder", max_minutes=self.max_minutes)
+
+
+@dataclass
+class DistillConfig:
+    """``worldsim distill``: a few-step student (:func:`~worldsim.training.distill.distill_world_model`).
+
+    ``student_steps`` Euler steps per frame for the student; ``teacher_steps`` the teacher's, a multiple of them
+    (None: twice ``student_steps``); ``timestep_spacing`` of both samplers; ``num_layers`` the student's depth
+    (None: the teacher's); ``steps``, ``batch_size``, ``learning_rate``, ``seed`` set AdamW with warm-up and cosine
+    decay, whose EMA (``ema_decay``) is the student written; ``val_clips`` clips for the report;
+    ``mixed_precision`` accelerate's; ``max_minutes`` stops before ``steps`` (None: never).
+    """
+
+    student_steps: int = 1
+    teacher_steps: int | None = None
+    timestep_spacing: str = "trailing"
+    num_layers: int | None = None
+    steps: int = 2000
+    batch_size: int = 64
+    learning_rate: float = 1e-4
+    ema_decay: float = 0.999
+    val_clips: int = 256
+    seed: int = 0
+    mixed_precision: str = "bf16"
+    max_minutes: float | None = None
+
+    def __post_init__(self):
+        from worldsim.pipelines.sampler import TIMESTEP_SPACINGS
+
+        if self.student_steps < 1:
+            raise ValueError(f"distill.student_steps must be >= 1, got {self.student_steps}")
+        teacher_steps = self.resolved_teacher_steps
+        if teacher_steps < self.student_steps or teacher_steps % self.student_steps:
+            raise ValueError(f"distill.teacher_steps ({teacher_steps}) must be a multiple of student_steps "
+                             f"({self.student_steps}), so that every student sigma is one of the teacher's")
+        if self.timestep_spacing not in TIMESTEP_SPACINGS:
+            raise ValueError(f"distill.timestep_spacing must be one of {TIMESTEP_SPACINGS}, got "
+                             f"{self.timestep_spacing!r}")
+        if self.num_layers is not None and self.num_layers < 1:
+            raise ValueError(f"distill.num_layers must be >= 1 or None, got {self.num_layers}")
+        _positive("distill", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                  val_clips=self.val_clips)
+        _non_negative("distill", seed=self.seed)
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"distill.ema_decay must be in [0, 1), got {self.ema_decay}")
+        self.mixed_precision = _mixed_precision("distill", self.mixed_precision)
+        if self.max_minutes is not None:
+            _positive("distill", max_minutes=self.max_minutes)
+
+    @property
+    def resolved_teacher_steps(self) -> int:
+        """``teacher_steps``, or twice ``student_steps`` when it is None."""
+        return 2 * self.student_steps if self.teacher_steps is None else self.teacher_steps
+
+
+ConfigT = TypeVar("ConfigT")
+
+
+def config_with(schema: type[ConfigT], config: ConfigT | None, overrides: dict[str, Any], caller: str) -> ConfigT:
+    """``config`` (default: ``schema()``) with some fields replaced, validated again.
+
+    What lets a training function take either a config object or, as before configs, its fields as keywords
+    (``train_heads(model, datasets, steps=60)``).
+
+    Args:
+        schema: the config dataclass.
+        config: an instance of ``schema`` or None.
+        overrides: field values; they replace the config's.
+        caller: the function's name, for the error.
+
+    Raises:
+        TypeError: ``config`` is not a ``schema`` or a key is not one of its fields (as for an unknown keyword).
+        ValueError: an impossible value (the dataclass's own validation).
+    """
+    if config is None:
+        config = schema()
+    elif not isinstance(config, schema):
+        raise TypeError(f"{caller}() config must be a {schema.__name__}, got {type(config).__name__}")
+    unknown = sorted(set(overrides) - {f.name for f in fields(schema)})
+    if unknown:
+        raise TypeError(f"{caller}() got unexpected keyword argument(s) {', '.join(map(repr, unknown))}; "
+                        f"{schema.__name__} fields: {', '.join(f.name for f in fields(schema))}")
+    return replace(config, **overrides) if overrides else config
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None, schema: type = RunConfig,
+                values: dict[str, Any] | None = None):
+    """Merges the defaults, a YAML preset and overrides into a validated config (a :class:`RunConfig` by default).
 
     Args:
         path: YAML file (``configs/<run>.yaml``) or ``None`` for the defaults.
-        overrides: ``["train.max_steps=100", "transformer.num_layers=2"]``.
+        overrides: ``["train.max_steps=100", "transformer.num_layers=2"]``, applied last.
+        schema: the config dataclass: :class:`RunConfig`, :class:`HeadsConfig`, :class:`DecoderConfig` or
+            :class:`DistillConfig`.
+        values: field values merged after the YAML and before ``overrides`` (e.g. a verb's own flags).
+
+    Returns:
+        An instance of ``schema``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
         ValueError: an unknown key, a value of the wrong type, an impossible value, or YAML that is malformed or
             asks to construct a Python object (``!!python/...`` tags); the message names the key or the tag.
-            Configs never select classes or import paths: every key is a field of :class:`RunConfig`.
+            Configs never select classes or import paths: every key is a field of ``schema``.
     """
-    schema = OmegaConf.structured(RunConfig)
     try:
-        parts = [schema]
+        parts = [OmegaConf.structured(schema)]
         if path is not None:
             path = Path(path)
             if not path.is_file():
                 raise FileNotFoundError(f"config file not found: {path}")
             parts.append(OmegaConf.load(path))
+        if values:
+            parts.append(OmegaConf.create(dict(values)))
         if overrides:
             parts.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*parts)
@@ -217,5 +382,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raise ValueError(f"bad config{f' {path}' if path else ''}: {error}") from error
 
 
-def config_to_yaml(config: RunConfig) -> str:
+def config_to_yaml(config) -> str:
+    """A config dataclass (:class:`RunConfig`, :class:`HeadsConfig`, ...) as YAML that :func:`load_config` reads."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))

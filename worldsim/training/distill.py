@@ -32,6 +32,7 @@ import json
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,7 @@ from tqdm.auto import tqdm
 from worldsim.data.clips import ClipDataset
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
+from worldsim.training.config import DistillConfig, config_with
 from worldsim.utils.files import replace_folder, write_json
 
 
@@ -264,48 +266,43 @@ def _clips_for(pipeline, model: Path, root, num_frames: int, progress: bool) -> 
 
 
 def distill_world_model(model: str | Path, datasets: list[str | Path], output: str | Path,
-                        val_datasets: list[str | Path] | None = None, student_steps: int = 1,
-                        teacher_steps: int | None = None, timestep_spacing: str = "trailing",
-                        num_layers: int | None = None, steps: int = 2000, batch_size: int = 64,
-                        learning_rate: float = 1e-4, ema_decay: float = 0.999, val_clips: int = 256, seed: int = 0,
-                        mixed_precision: str = "bf16", max_minutes: float | None = None,
-                        progress: bool = True) -> dict:
-    """Distils the pipeline at ``model`` into a ``student_steps``-step student and writes it to ``output``.
+                        config: DistillConfig | None = None, *, val_datasets: list[str | Path] | None = None,
+                        progress: bool = True, **overrides) -> dict:
+    """Distils the pipeline at ``model`` into a ``config.student_steps``-step student and writes it to ``output``.
 
     Args:
         model: teacher pipeline folder (one embodiment).
         datasets: LeRobot datasets of the teacher's embodiment (their latents are cached as training caches them).
         output: the student pipeline folder to write (replaced if it exists; written atomically).
+        config: the settings (:class:`~worldsim.training.config.DistillConfig`): ``student_steps`` Euler steps per
+            frame; ``teacher_steps``, a multiple of them (None: twice); ``timestep_spacing`` of both samplers;
+            ``num_layers``, the student's depth (see :func:`student_from_teacher`; None: the teacher's); AdamW with
+            50 warm-up steps and cosine decay for ``steps`` or ``max_minutes``, whose EMA (diffusers ``EMAModel``,
+            ``ema_decay`` with warm-up) is the student written; ``val_clips`` clips for the report; accelerate's
+            ``mixed_precision``. None: the defaults.
         val_datasets: datasets for the report (``val_clips`` clips); default: the training datasets.
-        student_steps: the student's Euler steps per frame, >= 1.
-        teacher_steps: the teacher's sampler steps, a multiple of ``student_steps``; default ``2 * student_steps``.
-        timestep_spacing: spacing of both samplers (``"trailing"`` or ``"linspace"``).
-        num_layers: student depth (see :func:`student_from_teacher`); default: the teacher's.
-        steps, batch_size, learning_rate, seed: AdamW with 50 warm-up steps and cosine decay; the student that is
-            written is the EMA of its weights (diffusers ``EMAModel``, ``ema_decay`` with warm-up).
-        mixed_precision: accelerate's ``"bf16"`` (default, CPU and GPU) or ``"no"``.
-        max_minutes: stop before ``steps`` after this many minutes (None: never).
+        progress: show progress bars.
+        **overrides: :class:`DistillConfig` fields replacing ``config``'s (``student_steps=2, teacher_steps=4``).
 
     Returns:
         The report (also ``distill_metrics.json`` in ``output``): settings, steps done, minutes, samples per second,
         parameters and the latent error of samples against the teacher's on ``val_clips`` clips: the teacher's own
-        sampler cut to ``student_steps`` (what the student replaces), the student before and after training.
-        ``distill_log.jsonl`` beside it holds the loss per step.
+        sampler cut to ``student_steps`` (what the student replaces), the student before and after training; the
+        resolved settings under ``config``. ``distill_log.jsonl`` beside it holds the loss per step.
 
     Raises:
-        ValueError: no datasets, bad step counts or spacing, ``num_layers`` out of range, a multi-embodiment
-            teacher, a dataset of another action size, or too few clips for a batch. Nothing is written then.
+        TypeError: an override that is not a :class:`DistillConfig` field.
+        ValueError: an impossible setting (naming the field: step counts, spacing), no datasets, ``num_layers``
+            deeper than the teacher, a multi-embodiment teacher, a dataset of another action size, or too few clips
+            for a batch. Nothing is written then.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
 
+    config = config_with(DistillConfig, config, overrides, "distill_world_model")
+    student_steps, teacher_steps = config.student_steps, config.resolved_teacher_steps
+    timestep_spacing, batch_size, seed = config.timestep_spacing, config.batch_size, config.seed
     if not datasets:
         raise ValueError("give at least one dataset")
-    if int(student_steps) < 1:
-        raise ValueError(f"student_steps must be >= 1, got {student_steps}")
-    teacher_steps = 2 * int(student_steps) if teacher_steps is None else int(teacher_steps)
-    if teacher_steps < student_steps or teacher_steps % student_steps:
-        raise ValueError(f"teacher_steps ({teacher_steps}) must be a multiple of student_steps ({student_steps}), "
-                         "so that every student sigma is one of the teacher's")
     model, output = Path(model), Path(output)
     if output.resolve() == model.resolve():
         raise ValueError(f"output {output} is the teacher's folder; write the student elsewhere")
@@ -316,7 +313,7 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     teacher_sigmas = sampler_sigmas(pipeline, teacher_steps, timestep_spacing)  # validates the spacing
     student_sigmas = teacher_sigmas[::teacher_steps // student_steps]
     teacher = pipeline.transformer
-    student, kept = student_from_teacher(teacher, num_layers)
+    student, kept = student_from_teacher(teacher, config.num_layers)
     context_noise = float(pipeline.metadata.get("context_noise", 0.0))
     window = pipeline.window_size
     train = torch.utils.data.ConcatDataset([_clips_for(pipeline, model, root, window, progress) for root in datasets])
@@ -325,18 +322,18 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     held = torch.utils.data.ConcatDataset([_clips_for(pipeline, model, root, window, progress)
                                            for root in val_datasets]) if val_datasets else train
     rng = np.random.default_rng(seed)
-    val_rows = np.sort(rng.choice(len(held), min(val_clips, len(held)), replace=False))
+    val_rows = np.sort(rng.choice(len(held), min(config.val_clips, len(held)), replace=False))
     val = [held[int(row)] for row in val_rows]
     val_latents = torch.stack([clip["frames"] for clip in val]).float()
     val_action = torch.stack([clip["action"] for clip in val])
 
     torch.manual_seed(seed)
-    accelerator = Accelerator(mixed_precision=mixed_precision)
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
     teacher.to(accelerator.device).eval().requires_grad_(False)
-    optimizer = torch.optim.AdamW(student.parameters(), lr=learning_rate, weight_decay=0.0, betas=(0.9, 0.99))
-    schedule = lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1)))
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0, betas=(0.9, 0.99))
+    schedule = lambda step: min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1)))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    ema = EMAModel(student.parameters(), decay=ema_decay, use_ema_warmup=True)
+    ema = EMAModel(student.parameters(), decay=config.ema_decay, use_ema_warmup=True)
     student, optimizer, lr_scheduler = accelerator.prepare(student, optimizer, lr_scheduler)
     ema.to(accelerator.device)
 
@@ -354,8 +351,8 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     staged.mkdir(parents=True)
     log = open(staged / "distill_log.jsonl", "w")
     started, done, out_of_time = time.monotonic(), 0, False
-    bar = tqdm(total=steps, desc=f"distill {teacher_steps} -> {student_steps} steps", disable=not progress)
-    while done < steps and not out_of_time:  # one DataLoader per epoch, reshuffled
+    bar = tqdm(total=config.steps, desc=f"distill {teacher_steps} -> {student_steps} steps", disable=not progress)
+    while done < config.steps and not out_of_time:  # one DataLoader per epoch, reshuffled
         loader = torch.utils.data.DataLoader(train, batch_size=batch_size, shuffle=True, drop_last=True,
                                              generator=loader_generator)
         for batch in loader:
@@ -377,8 +374,8 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
                                   "time_s": time.monotonic() - started}) + "\n")
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}")
-            out_of_time = max_minutes is not None and time.monotonic() - started > 60 * max_minutes
-            if done >= steps or out_of_time:
+            out_of_time = config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes
+            if done >= config.steps or out_of_time:
                 break
     bar.close()
     log.close()
@@ -395,12 +392,13 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     report = {"date": time.strftime("%Y-%m-%d"), "teacher": str(model), "datasets": [str(d) for d in datasets],
               "val_datasets": [str(d) for d in val_datasets or []], "student_steps": int(student_steps),
               "teacher_steps": teacher_steps, "timestep_spacing": timestep_spacing, "teacher_blocks": kept,
-              "num_layers": len(kept), "steps": done, "batch_size": batch_size, "learning_rate": learning_rate,
+              "num_layers": len(kept), "steps": done, "batch_size": batch_size, "learning_rate": config.learning_rate,
               "wall_minutes": minutes, "samples_per_second": done * batch_size / max(minutes * 60, 1e-9),
               "num_parameters": sum(p.numel() for p in distilled.parameters()),
               "val_clips": len(val_rows),
               "latent_mse_to_teacher": {f"teacher_{student_steps}_steps": before["teacher"],
-                                        "student_init": before["student_init"], "student": after}}
+                                        "student_init": before["student_init"], "student": after},
+              "config": asdict(config)}
     student_pipeline = WorldModelPipeline(pipeline.autoencoder, distilled, pipeline.scheduler, metadata,
                                           pipeline.start_frames, pipeline.outcome_heads, pipeline.decoder)
     student_pipeline.save_pretrained(staged)

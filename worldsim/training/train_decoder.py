@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr
 from worldsim.models.autoencoders import LightDecoder, decode_latents, frames_to_pixels
 from worldsim.registry import write_manifest
+from worldsim.training.config import DecoderConfig, config_with
 from worldsim.training.train_autoencoder import median_background, reconstruction_loss
 from worldsim.utils.files import replace_folder, write_json
 
@@ -87,42 +89,43 @@ def decoder_report(pipeline, light: LightDecoder, frames: np.ndarray, latents: n
     return report
 
 
-def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: list[str | Path] | None = None,
-                  steps: int = 9000, batch_size: int = 64, learning_rate: float = 2e-3, block_out_channels: int = 32,
-                  num_blocks: tuple[int, ...] = (2, 2, 1, 0), val_frames: int = 1024, seed: int = 0,
-                  mixed_precision: str = "bf16", max_minutes: float | None = None, output: str | Path | None = None,
-                  progress: bool = True) -> dict:
+def train_decoder(model: str | Path, datasets: list[str | Path], config: DecoderConfig | None = None, *,
+                  val_datasets: list[str | Path] | None = None, output: str | Path | None = None,
+                  progress: bool = True, **overrides) -> dict:
     """Trains a light decoder for the pipeline at ``model`` and writes it to ``output`` (default ``model/decoder``).
 
     Args:
         model: pipeline folder (its autoencoder's latents are the inputs).
         datasets: LeRobot dataset folders of the model's embodiment; batches mix them in proportion to size.
+        config: the settings (:class:`~worldsim.training.config.DecoderConfig`: AdamW with warm-up and cosine decay
+            for ``steps`` or ``max_minutes``, the :class:`LightDecoder`'s width and blocks per stage, ``val_frames``
+            frames for the report, accelerate's ``mixed_precision``). None: the defaults.
         val_datasets: datasets only for the report (``val_frames`` frames drawn from them); default: the last 10
             episodes of the first dataset, held out of training.
-        steps, batch_size, learning_rate, seed: AdamW with warm-up and cosine decay.
-        block_out_channels, num_blocks: the :class:`LightDecoder`'s width and blocks per stage.
-        mixed_precision: accelerate's ``"bf16"`` (default, CPU and GPU) or ``"no"``.
-        max_minutes: stop earlier than ``steps`` after this many minutes (None: never).
         output: where to write the decoder folder; the default replaces ``model/decoder`` and updates the model's
             manifest.
+        progress: show progress bars.
+        **overrides: :class:`DecoderConfig` fields replacing ``config``'s (``steps=80, block_out_channels=8``).
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): steps, minutes, parameters and FLOPs per
-        frame, and :func:`decoder_report` on the held-out frames.
+        frame, :func:`decoder_report` on the held-out frames, and the resolved settings under ``config``.
 
     Raises:
-        ValueError: no datasets, a latent grid the decoder cannot upsample to the frame size, or too few episodes to
-            hold out.
+        TypeError: an override that is not a :class:`DecoderConfig` field.
+        ValueError: an impossible setting (naming the field), no datasets, a latent grid the decoder cannot upsample
+            to the frame size, or too few episodes to hold out.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
     from worldsim.utils.measure import count_flops
 
+    config = config_with(DecoderConfig, config, overrides, "train_decoder")
     if not datasets:
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
     sources, held_out = [], []
     for number, root in enumerate(datasets):
         dataset, frames, latents = load_frames_and_latents(pipeline, model, root, progress)
@@ -137,25 +140,26 @@ def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: l
         _, frames, latents = load_frames_and_latents(pipeline, model, root, progress)
         held_out.append((frames, latents, np.arange(len(frames))))
 
-    light = LightDecoder(latent_channels=pipeline.transformer.config.in_channels, block_out_channels=block_out_channels,
-                         num_blocks=tuple(num_blocks))
+    num_blocks = tuple(config.num_blocks)
+    light = LightDecoder(latent_channels=pipeline.transformer.config.in_channels,
+                         block_out_channels=config.block_out_channels, num_blocks=num_blocks)
     latent_side, frame_side = sources[0][1].shape[-1], pipeline.image_size
     if latent_side * light.upsampling_factor != frame_side:
-        raise ValueError(f"num_blocks {tuple(num_blocks)} upsample {latent_side} px latents by "
+        raise ValueError(f"num_blocks {num_blocks} upsample {latent_side} px latents by "
                          f"{light.upsampling_factor}, not to the model's {frame_side} px frames; use "
                          f"{int(math.log2(frame_side // latent_side)) + 1} stages")
-    accelerator = Accelerator(mixed_precision=mixed_precision)
-    optimizer = torch.optim.AdamW(light.parameters(), lr=learning_rate, weight_decay=0.0)
-    schedule = lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step / steps, 1)))
+    accelerator = Accelerator(mixed_precision=config.mixed_precision)
+    optimizer = torch.optim.AdamW(light.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = lambda step: min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(step / config.steps, 1)))
     lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     light, optimizer, lr_scheduler = accelerator.prepare(light, optimizer, lr_scheduler)
     shares = np.array([len(rows) for _, _, rows, _ in sources], dtype=np.float64)
     shares /= shares.sum()
     started, done = time.monotonic(), 0
-    bar = tqdm(range(steps), desc="train light decoder", disable=not progress)
+    bar = tqdm(range(config.steps), desc="train light decoder", disable=not progress)
     for step in bar:
         z, pixels, backgrounds = [], [], []
-        for (frames, latents, rows, background), count in zip(sources, rng.multinomial(batch_size, shares)):
+        for (frames, latents, rows, background), count in zip(sources, rng.multinomial(config.batch_size, shares)):
             if count:
                 batch = np.sort(rng.choice(rows, count, replace=False))
                 z.append(torch.from_numpy(np.asarray(latents[batch], dtype=np.float32)))
@@ -171,24 +175,24 @@ def train_decoder(model: str | Path, datasets: list[str | Path], val_datasets: l
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
         bar.set_postfix(loss=f"{loss.item():.4f}")
-        if max_minutes is not None and time.monotonic() - started > 60 * max_minutes:
+        if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
             break
     light = accelerator.unwrap_model(light).eval().float().to("cpu")  # the report runs beside the CPU pipeline
 
     frames, latents = [], []
     for f, z, rows in held_out:
-        index = np.sort(rng.choice(rows, min(val_frames, len(rows)), replace=False))
+        index = np.sort(rng.choice(rows, min(config.val_frames, len(rows)), replace=False))
         frames.append(np.asarray(f[index]))
         latents.append(np.asarray(z[index]))
     frames, latents = np.concatenate(frames), np.concatenate(latents)
     probe = torch.zeros(1, *latents.shape[1:])
     report = {"date": time.strftime("%Y-%m-%d"), "datasets": [str(d) for d in datasets],
-              "val_datasets": [str(d) for d in val_datasets or []], "steps": done, "batch_size": batch_size,
+              "val_datasets": [str(d) for d in val_datasets or []], "steps": done, "batch_size": config.batch_size,
               "wall_minutes": (time.monotonic() - started) / 60,
               "num_parameters": sum(p.numel() for p in light.parameters()),
               "flops_per_frame": {"light": count_flops(lambda: decode_latents(light, probe)),
                                   "full": count_flops(lambda: decode_latents(pipeline.autoencoder, probe))},
-              "held_out": decoder_report(pipeline, light, frames, latents)}
+              "held_out": decoder_report(pipeline, light, frames, latents), "config": asdict(config)}
     output = Path(output) if output is not None else model / "decoder"
     staged = output.with_name(f".{output.name}.partial")  # an interrupted run never leaves a half-written decoder
     shutil.rmtree(staged, ignore_errors=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.models.heads import OutcomeHeads
 from worldsim.registry import write_manifest
+from worldsim.training.config import HeadsConfig, config_with
 from worldsim.utils.files import replace_folder
 
 
@@ -127,47 +129,53 @@ def reliability_table(probability: np.ndarray, outcome: np.ndarray, bins: int = 
     return table
 
 
-def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000, batch_size: int = 256,
-                learning_rate: float = 1e-3, val_episodes: int = 10, seed: int = 0, output: str | Path | None = None,
-                progress: bool = True, val_datasets: list[str | Path] | None = None,
-                embodiment: str | None = None, value_discount: float | None = None) -> dict:
+def train_heads(model: str | Path, datasets: list[str | Path], config: HeadsConfig | None = None, *,
+                val_datasets: list[str | Path] | None = None, output: str | Path | None = None,
+                progress: bool = True, **overrides) -> dict:
     """Trains outcome heads for the pipeline at ``model`` and writes them to ``output`` (default ``model/heads``).
 
     Args:
         model: pipeline folder (its autoencoder encodes the frames).
         datasets: LeRobot dataset folders with ``next.reward`` (and ideally ``next.terminated``, ``next.success``).
-        steps, batch_size, learning_rate, seed: AdamW training.
-        val_episodes: last episodes of the first dataset held out for the report (when no ``val_datasets``).
+        config: the settings (:class:`~worldsim.training.config.HeadsConfig`: AdamW steps, batch size, learning rate
+            and seed; ``val_episodes`` last episodes of the first dataset held out when no ``val_datasets``; the
+            ``embodiment`` the datasets show, default the model's, the only one the heads are used for;
+            ``value_discount``, gamma of the value output, :func:`discounted_values` of the reward labels under the
+            datasets' own policies, None: no value output). None: the defaults.
         val_datasets: datasets used only for the report (all their frames); then nothing is held out of
             ``datasets``.
-        embodiment: the embodiment the datasets show (default: the model's); the heads are used only for it.
-        value_discount: gamma of the value output (:func:`discounted_values` of the reward labels under the
-            datasets' own policies); None trains no value output. The report adds its MAE and Pearson r.
+        output: where to write the heads; default ``model/heads/<embodiment>`` (and the model's manifest is updated).
+        progress: show progress bars.
+        **overrides: :class:`HeadsConfig` fields replacing ``config``'s (``steps=60, batch_size=32``).
 
     Returns:
         The report (also written as ``metrics.json`` beside the weights): reward MAE and Pearson r on held-out
-        frames, positives per label, and a reliability table per probability head. A label with no positive
-        example in the training data leaves its head untrained (listed in ``untrained_heads``; the env then
-        reports no such probability rather than a constant 0).
+        frames (value MAE and Pearson r with a value output), positives per label, a reliability table per
+        probability head, and the resolved settings under ``config``. A label with no positive example in the
+        training data leaves its head untrained (listed in ``untrained_heads``; the env then reports no such
+        probability rather than a constant 0).
 
     Raises:
-        ValueError: no datasets, a dataset without rewards, or too few episodes to hold out.
+        TypeError: an override that is not a :class:`HeadsConfig` field.
+        ValueError: an impossible setting (naming the field), no datasets, a dataset without rewards, or too few
+            episodes to hold out.
     """
     from worldsim.pipelines.world_model import WorldModelPipeline
     from worldsim.training.train_world_model import load_latent_cache
 
+    config = config_with(HeadsConfig, config, overrides, "train_heads")
     if not datasets:
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
-    name = pipeline.embodiment(embodiment).name
+    name = pipeline.embodiment(config.embodiment).name
     try:
         from worldsim.embodiments import make_embodiment
 
         plugin = make_embodiment(name)
     except ValueError:  # no plug-in for this embodiment: the generic labels
         plugin = None
-    torch.manual_seed(seed)
+    torch.manual_seed(config.seed)
     train_x, train_y, val_x, val_y = [], [], [], []
     sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
     for number, (root, validation_only) in enumerate(sources):
@@ -178,12 +186,12 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
                                     dataset.root / "cache", progress=progress)
         held = np.full(len(rows), validation_only)
         if number == 0 and not val_datasets:
-            if len(dataset.episodes) <= val_episodes:
-                raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {val_episodes}")
-            held = dataset.episode_index[rows] >= len(dataset.episodes) - val_episodes
+            if len(dataset.episodes) <= config.val_episodes:
+                raise ValueError(f"{root} has {len(dataset.episodes)} episodes; cannot hold out {config.val_episodes}")
+            held = dataset.episode_index[rows] >= len(dataset.episodes) - config.val_episodes
         columns = [labels["reward"], labels["termination"], labels["success"]]
-        if value_discount is not None:
-            columns.append(discounted_values(labels["reward"], dataset.episode_index[rows], value_discount))
+        if config.value_discount is not None:
+            columns.append(discounted_values(labels["reward"], dataset.episode_index[rows], config.value_discount))
         stacked = np.stack(columns, axis=1)
         x = torch.from_numpy(np.asarray(latents[rows], dtype=np.float32))
         train_x.append(x[~held]), train_y.append(torch.from_numpy(stacked[~held]))
@@ -197,20 +205,20 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0),
-                         embodiment=name, value_discount=value_discount)
-    optimizer = torch.optim.AdamW(heads.parameters(), lr=learning_rate, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    generator = torch.Generator().manual_seed(seed)
+                         embodiment=name, value_discount=config.value_discount)
+    optimizer = torch.optim.AdamW(heads.parameters(), lr=config.learning_rate, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
+    generator = torch.Generator().manual_seed(config.seed)
     started = time.monotonic()
     heads.train()
-    for _ in tqdm(range(steps), desc="train outcome heads", disable=not progress):
-        index = torch.randint(len(train_x), (batch_size,), generator=generator)
+    for _ in tqdm(range(config.steps), desc="train outcome heads", disable=not progress):
+        index = torch.randint(len(train_x), (config.batch_size,), generator=generator)
         out, y = heads(train_x[index]), train_y[index]
         # plain (unweighted) cross-entropy, a proper scoring rule: the probabilities stay calibrated even for rare
         # events, which is what a reliability table checks
         loss = F.mse_loss(out["reward"], y[:, 0]) + F.binary_cross_entropy_with_logits(
             out["termination_logit"], y[:, 1]) + F.binary_cross_entropy_with_logits(out["success_logit"], y[:, 2])
-        if value_discount is not None:
+        if config.value_discount is not None:
             loss = loss + F.mse_loss(out["value"], y[:, 3])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -221,7 +229,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
     reward, truth = predicted["reward"].numpy(), val_y[:, 0].numpy()
     report = {
         "date": time.strftime("%Y-%m-%d"), "embodiment": name, "datasets": [str(d) for d in datasets],
-        "val_datasets": [str(d) for d in val_datasets or []], "steps": steps,
+        "val_datasets": [str(d) for d in val_datasets or []], "steps": config.steps,
         "wall_seconds": time.monotonic() - started, "train_frames": len(train_x), "val_frames": len(val_x),
         "train_positives": {"termination": int(positives[0]), "success": int(positives[1])},
         "val_positives": {"termination": int(val_y[:, 1].sum()), "success": int(val_y[:, 2].sum())},
@@ -231,13 +239,14 @@ def train_heads(model: str | Path, datasets: list[str | Path], steps: int = 3000
         "reliability": {name: reliability_table(predicted[f"{name}_probability"].numpy(), val_y[:, column].numpy())
                         for column, name in ((1, "termination"), (2, "success"))
                         if f"{name}_probability" in predicted},
-        "value_discount": value_discount,
+        "value_discount": config.value_discount,
         "untrained_heads": [name for name in ("termination", "success") if f"{name}_probability" not in predicted],
     }
-    if value_discount is not None:
+    if config.value_discount is not None:
         value, truth = predicted["value"].numpy(), val_y[:, 3].numpy()
         report["value_mae"] = float(np.abs(value - truth).mean())
         report["value_pearson"] = float(np.corrcoef(value, truth)[0, 1]) if truth.std() > 0 else float("nan")
+    report["config"] = asdict(config)
     inside = output is None
     output = Path(output) if output is not None else model / "heads" / name
     if inside:
