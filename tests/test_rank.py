@@ -170,6 +170,19 @@ def test_rank_reports_of_disjoint_states_pool_into_one_ranking(tmp_path):
         merge_rank_reports([first, _synthetic_report(4, real[:, 4:], imagined[:, 4:], horizon=32)])
     with pytest.raises(ValueError, match="at least two"):
         merge_rank_reports([first])
+    later = lambda **settings: _synthetic_report(4, real[:, 4:], imagined[:, 4:], **settings)
+    # settings added later: embodiment and env_id are compared only when both reports name them; a report without
+    # reward_median took the raw maximum (width 1)
+    named = later(embodiment="pusht", env_id="gym_pusht/PushT-v0")
+    assert merge_rank_reports([first, named])["settings"]["num_states"] == 10
+    assert merge_rank_reports([first, later(reward_median=1)])["settings"]["num_states"] == 10
+    for key, ours, theirs in (("embodiment", "pusht", "minigrid"), ("env_id", "a-v0", "b-v0"),
+                              ("reward_median", None, 3)):
+        ours_first = first if ours is None else _synthetic_report(0, real[:, :4], imagined[:, :4], **{key: ours})
+        with pytest.raises(ValueError, match=f"{key}={theirs!r}.*only seed, num_states"):
+            merge_rank_reports([ours_first, later(**{key: theirs})])
+    # a gap between the runs' states is allowed (each state's values stand on their own)
+    assert merge_rank_reports([first, _synthetic_report(20, real[:, 4:], imagined[:, 4:])])["settings"]["seed"] == 0
     # the CLI reads the JSON files `worldsim rank --json` writes
     paths = [tmp_path / "0.json", tmp_path / "4.json"]
     for path, report in zip(paths, (first, second)):

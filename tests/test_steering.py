@@ -316,6 +316,11 @@ def test_steer_reports_of_other_protocols_are_not_merged():
         merge_steer_reports([first, light])
     assert 4 in merge_steer_reports([first, _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]},
                                                           decoder="full")])["results"]
+    # reports written before embodiment plug-ins do not name it: compared only when both do
+    named = _steer_report({1: [0.2, 0.4, 0.6], 4: [0.1, 0.1, 0.1]}, embodiment="pusht")
+    assert 4 in merge_steer_reports([first, named])["results"]
+    with pytest.raises(ValueError, match="embodiment='pusht'.*'minigrid'"):
+        merge_steer_reports([_steer_report({1: [0.2, 0.4, 0.6]}, embodiment="minigrid"), named])
 
 
 def test_steer_reports_of_other_initial_states_merge_into_one_run():

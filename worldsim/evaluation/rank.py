@@ -40,6 +40,9 @@ from worldsim.data.spaces import flatten_action, space_to_json
 from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.evaluation.ranking_metrics import (AGREEMENT_METRICS, agreement_intervals, bootstrap_mean_interval,
                                                  ranking_agreement)
+from worldsim.evaluation.report import (check_mergeable, check_new_states, format_interval, markdown_lines,
+                                        mean_interval, pyplot, save_figure, side_by_side, write_html_page,
+                                        write_row_videos)
 
 # running-median width of ``worldsim rank`` since 2026-11-24: chosen on a dev set of other initial states, then
 # checked against the raw maximum on the 100 test states (docs/results.md, "Imagined values: a running median")
@@ -549,10 +552,6 @@ _SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports w
 _COMPARED_IF_PRESENT = ("embodiment", "env_id")
 
 
-def _setting(report: dict, key: str):
-    return report["settings"].get(key, _SETTING_DEFAULTS.get(key))
-
-
 def merge_rank_reports(reports: list[dict]) -> dict:
     """Pools ``worldsim rank`` reports of the same policies on disjoint initial states into one ranking.
 
@@ -576,26 +575,19 @@ def merge_rank_reports(reports: list[dict]) -> dict:
 
     Raises:
         ValueError: fewer than two reports; a report without real values; settings or policy names that differ
-            (names the key and both values); state ranges that overlap.
+            (names the key and both values; :func:`~worldsim.evaluation.report.check_mergeable`); state ranges
+            that overlap.
     """
-    if len(reports) < 2:
-        raise ValueError(f"merging needs at least two reports, got {len(reports)}")
-    first = reports[0]
+    check_mergeable(reports, _RUN_KEYS, _COMPARED_IF_PRESENT, _SETTING_DEFAULTS)
+    first, covered = reports[0], set()
     for index, report in enumerate(reports):
         if report.get("agreement") is None:
             raise ValueError(f"report {index} has no real values (run without --no-real to merge)")
         if list(report["policies"]) != list(first["policies"]):
             raise ValueError(f"report {index} ranks {list(report['policies'])}, report 0 {list(first['policies'])}")
-        for key in set(first["settings"]) | set(report["settings"]):
-            if key in _COMPARED_IF_PRESENT and (key not in report["settings"] or key not in first["settings"]):
-                continue
-            if key not in _RUN_KEYS and _setting(report, key) != _setting(first, key):
-                raise ValueError(f"report {index} has {key}={_setting(report, key)!r}, report 0 "
-                                 f"{_setting(first, key)!r}; only {', '.join(_RUN_KEYS)} may differ")
-    spans = sorted((r["settings"]["seed"], r["settings"]["seed"] + r["settings"]["num_states"]) for r in reports)
-    for (start, stop), (next_start, _) in zip(spans, spans[1:]):
-        if next_start < stop:
-            raise ValueError(f"the runs' initial states overlap: {start}-{stop - 1} and from {next_start}")
+        start, stop = report["settings"]["seed"], report["settings"]["seed"] + report["settings"]["num_states"]
+        check_new_states(covered, start, stop, index)
+        covered.update(range(start, stop))
     sizes = np.array([r["settings"]["num_states"] for r in reports], dtype=np.float64)
     results = {}
     for name in first["policies"]:
@@ -603,7 +595,7 @@ def merge_rank_reports(reports: list[dict]) -> dict:
         real_values = np.concatenate([e["real_values"] for e in entries])
         per_sample = (np.array([e["imagined_per_sample"] for e in entries]) * sizes[:, None]).sum(0) / sizes.sum()
         results[name] = {
-            "real": dict(zip(("mean", "low", "high"), bootstrap_mean_interval(real_values))),
+            "real": mean_interval(real_values),
             "real_success": {"mean": float(np.dot([e["real_success"]["mean"] for e in entries], sizes) / sizes.sum())},
             "real_values": real_values.tolist(),
             **_imagined_entry(np.concatenate([e["imagined_values"] for e in entries]), per_sample.tolist())}
@@ -619,21 +611,20 @@ def merge_rank_reports(reports: list[dict]) -> dict:
             "real_split_agreement": split}
 
 
+_METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "kendall": "Kendall", "mmrv": "MMRV"}
+
+
 def rank_table(report: dict) -> str:
     """A markdown table of a :func:`rank_policies` report, best real value first, with the agreement below."""
     policies = report["policies"]
     has_real = report["agreement"] is not None
     order = sorted(policies, key=lambda n: -(policies[n]["real"]["mean"] if has_real else policies[n]["imagined"]["mean"]))
-    header = "| policy | imagined value [95% CI] | sample std |"
-    header += " real value [95% CI] | real success [95% CI] |" if has_real else ""
-    lines = [header, "|" + "---|" * (header.count("|") - 1)]
-    fmt = lambda d: f"{d['mean']:.3f}" + (f" [{d['low']:.3f}, {d['high']:.3f}]" if "low" in d else "")
-    for name in order:
-        entry = policies[name]
-        row = f"| {name} | {fmt(entry['imagined'])} | {entry['imagined_sample_std']:.3f} |"
-        if has_real:
-            row += f" {fmt(entry['real'])} | {fmt(entry['real_success'])} |"
-        lines.append(row)
+    columns = ["policy", "imagined value [95% CI]", "sample std"]
+    columns += ["real value [95% CI]", "real success [95% CI]"] if has_real else []
+    rows = [[name, format_interval(policies[name]["imagined"]), f"{policies[name]['imagined_sample_std']:.3f}"]
+            + ([format_interval(policies[name]["real"]), format_interval(policies[name]["real_success"])]
+               if has_real else []) for name in order]
+    lines = markdown_lines(columns, rows)
     if has_real:
         lines += ["", agreement_line(report)]
     split = report.get("real_split_agreement")
@@ -643,18 +634,11 @@ def rank_table(report: dict) -> str:
     return "\n".join(lines)
 
 
-_METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "kendall": "Kendall", "mmrv": "MMRV"}
-
-
 def agreement_line(report: dict) -> str:
     """One sentence with the agreement of a :func:`rank_policies` report and, when present, its 95% intervals."""
     a, intervals = report["agreement"], report.get("agreement_intervals")
-    parts = []
-    for name in AGREEMENT_METRICS:
-        text = f"{_METRIC_LABELS[name]} {a[name]:.3f}"
-        if intervals:
-            text += f" [{intervals[name]['low']:.3f}, {intervals[name]['high']:.3f}]"
-        parts.append(text)
+    parts = [f"{_METRIC_LABELS[name]} " + format_interval({"mean": a[name], **(intervals[name] if intervals else {})})
+             for name in AGREEMENT_METRICS]
     suffix = " (95% bootstrap intervals over initial states)" if intervals else ""
     return ", ".join(parts) + f" over {a['num_policies']} policies" + suffix
 
@@ -669,62 +653,41 @@ def write_rank_report(report: dict, out_dir, fps: int = 10) -> dict:
     Returns:
         ``{"html": path, "scatter": path | None, "videos": [paths]}``.
     """
-    import html
     from pathlib import Path
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from worldsim.evaluation.report import side_by_side
-    from worldsim.utils.video import write_video
-
     out_dir = Path(out_dir)
-    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
     policies, has_real = report["policies"], report["agreement"] is not None
-    scatter = None
-    if has_real:
-        figure, axis = plt.subplots(figsize=(5.5, 5))
-        for name, entry in policies.items():
-            imagined, real = entry["imagined"], entry["real"]
-            axis.errorbar(real["mean"], imagined["mean"],
-                          xerr=[[real["mean"] - real["low"]], [real["high"] - real["mean"]]],
-                          yerr=[[imagined["mean"] - imagined["low"]], [imagined["high"] - imagined["mean"]]],
-                          fmt="o", capsize=3)
-            axis.annotate(name, (real["mean"], imagined["mean"]), fontsize=7, xytext=(4, 4),
-                          textcoords="offset points")
-        limits = [0, max(max(e["real"]["high"], e["imagined"]["high"]) for e in policies.values()) * 1.1 + 1e-3]
-        axis.plot(limits, limits, "k:", linewidth=1)
-        a = report["agreement"]
-        axis.set(xlabel="real value (mean max reward)", ylabel="imagined value (mean max predicted reward)",
-                 title=f"Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}, MMRV {a['mmrv']:.3f}")
-        axis.grid(alpha=0.3)
-        figure.tight_layout()
-        scatter = out_dir / "scatter.png"
-        figure.savefig(scatter, dpi=120)
-        plt.close(figure)
-    videos = []
-    for name, (real_frames, imagined_frames) in report["videos"].items():
-        if imagined_frames is None or not len(imagined_frames):
-            continue
-        grid = side_by_side(real_frames if real_frames is not None and len(real_frames) else None, imagined_frames)
-        videos.append(write_video(out_dir / "videos" / f"{name}.mp4", grid, fps=fps, scale=4))
-    rows = "\n".join(
-        f"<tr><td>{html.escape(name)}</td><td>{e['imagined']['mean']:.3f} [{e['imagined']['low']:.3f}, "
-        f"{e['imagined']['high']:.3f}]</td>"
-        + (f"<td>{e['real']['mean']:.3f} [{e['real']['low']:.3f}, {e['real']['high']:.3f}]</td>"
-           f"<td>{e['real_success']['mean']:.2f}</td>" if has_real else "")
-        + f"<td><video src='videos/{html.escape(name)}.mp4' controls width='256'></video></td></tr>"
-        for name, e in policies.items())
-    settings = html.escape(", ".join(f"{k}={v}" for k, v in report["settings"].items()))
-    agreement = ""
-    if has_real:
-        agreement = f"<p>{html.escape(agreement_line(report))}.</p><img src='scatter.png'>"
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>worldsim policy ranking</title></head><body>"
-            f"<h1>Policy ranking: imagined vs real</h1><p>{settings}</p>{agreement}"
-            f"<table border='1' cellpadding='4'><tr><th>policy</th><th>imagined value [95% CI]</th>"
-            + ("<th>real value [95% CI]</th><th>real success</th>" if has_real else "")
-            + f"<th>first state (left: real, right: imagined)</th></tr>{rows}</table></body></html>")
-    (out_dir / "report.html").write_text(page)
-    return {"html": out_dir / "report.html", "scatter": scatter, "videos": videos}
+    scatter = _write_scatter(report, out_dir / "scatter.png") if has_real else None
+    grids = {name: side_by_side(real if real is not None and len(real) else None, imagined)
+             for name, (real, imagined) in report["videos"].items() if imagined is not None and len(imagined)}
+    videos = write_row_videos(out_dir / "videos", grids, fps=fps, scale=4)
+    columns = ["policy", "imagined value [95% CI]"] + (["real value [95% CI]", "real success"] if has_real else [])
+    rows = [([name, format_interval(entry["imagined"])]
+             + ([format_interval(entry["real"]), f"{entry['real_success']['mean']:.2f}"] if has_real else []),
+             f"videos/{name}.mp4") for name, entry in policies.items()]
+    page = write_html_page(out_dir / "report.html", "worldsim policy ranking", "Policy ranking: imagined vs real",
+                           report["settings"], columns + ["first state (left: real, right: imagined)"], rows,
+                           summary=agreement_line(report) + "." if has_real else None,
+                           image="scatter.png" if has_real else None)
+    return {"html": page, "scatter": scatter, "videos": videos}
+
+
+def _write_scatter(report: dict, path):
+    """Imagined vs real mean value per policy, with both intervals and the diagonal (PNG); returns the path."""
+    plt = pyplot()
+    policies = report["policies"]
+    figure, axis = plt.subplots(figsize=(5.5, 5))
+    for name, entry in policies.items():
+        imagined, real = entry["imagined"], entry["real"]
+        axis.errorbar(real["mean"], imagined["mean"],
+                      xerr=[[real["mean"] - real["low"]], [real["high"] - real["mean"]]],
+                      yerr=[[imagined["mean"] - imagined["low"]], [imagined["high"] - imagined["mean"]]],
+                      fmt="o", capsize=3)
+        axis.annotate(name, (real["mean"], imagined["mean"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    limits = [0, max(max(e["real"]["high"], e["imagined"]["high"]) for e in policies.values()) * 1.1 + 1e-3]
+    axis.plot(limits, limits, "k:", linewidth=1)
+    a = report["agreement"]
+    axis.set(xlabel="real value (mean max reward)", ylabel="imagined value (mean max predicted reward)",
+             title=f"Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}, MMRV {a['mmrv']:.3f}")
+    axis.grid(alpha=0.3)
+    return save_figure(figure, path, dpi=120)

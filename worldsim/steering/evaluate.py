@@ -36,7 +36,8 @@ from worldsim.data.collect import _pixels
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json, unflatten_action
 from worldsim.evaluation.policy_adapters import as_policy
-from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval
+from worldsim.evaluation.report import (check_contiguous, check_mergeable, check_new_states, format_interval,
+                                        markdown_lines, mean_interval, pyplot, save_figure)
 from worldsim.steering.policy import SteeredPolicy
 from worldsim.utils.files import read_json_object, write_json
 
@@ -83,10 +84,6 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, si
                 break
         outcomes.append(_aggregate(plugin, steps))
     return np.asarray(outcomes)
-
-
-def _interval(samples) -> dict:
-    return dict(zip(("mean", "low", "high"), bootstrap_mean_interval(samples)))
 
 
 def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, horizon: int = 64, num_context: int = 4,
@@ -344,9 +341,9 @@ def _add_intervals(results: dict) -> None:
     ``success_gain`` (paired bootstrap intervals against K = 1: the same states)."""
     base_values, base_successes = np.asarray(results[1]["values"]), np.asarray(results[1]["successes"])
     for entry in results.values():
-        entry["value"], entry["success"] = _interval(entry["values"]), _interval(entry["successes"])
-        entry["gain"] = _interval(np.asarray(entry["values"]) - base_values)
-        entry["success_gain"] = _interval(np.asarray(entry["successes"]) - base_successes)
+        entry["value"], entry["success"] = mean_interval(entry["values"]), mean_interval(entry["successes"])
+        entry["gain"] = mean_interval(np.asarray(entry["values"]) - base_values)
+        entry["success_gain"] = mean_interval(np.asarray(entry["successes"]) - base_successes)
 
 
 def _same_values(first, second) -> bool:
@@ -355,9 +352,10 @@ def _same_values(first, second) -> bool:
     return len(first) == len(second) and bool(np.allclose(first, second, rtol=0.0, atol=1e-9))
 
 
-def _setting(report: dict, key: str):
-    """A report's setting ``key``; reports written before the light decoder existed ran the full one."""
-    return report["settings"].get(key, "full" if key == "decoder" else None)
+# settings that may differ between runs of one protocol on other initial states
+_RUN_KEYS = ("seed", "num_states", "date")
+_SETTING_DEFAULTS = {"decoder": "full"}  # reports written before the light decoder existed ran the full one
+_COMPARED_IF_PRESENT = ("embodiment",)  # reports written before embodiment plug-ins do not name it
 
 
 def merge_steer_reports(reports: list[dict]) -> dict:
@@ -388,49 +386,33 @@ def merge_steer_reports(reports: list[dict]) -> dict:
             differ by more than float round-off between reports (for K = 1: not the same base policy); state ranges
             that overlap in part; merged states with a gap; a K that does not cover every merged state.
     """
-    if len(reports) < 2:
-        raise ValueError(f"merging needs at least two reports, got {len(reports)}")
+    check_mergeable(reports, _RUN_KEYS, _COMPARED_IF_PRESENT, _SETTING_DEFAULTS)
     first = reports[0]
     table: dict[int, dict[int, tuple[float, float]]] = {}  # K -> state -> (value, success)
     pieces: dict[int, list[tuple[int, dict]]] = {}  # K -> (state count, entry) of each distinct piece
     for index, report in enumerate(reports):
-        for key in sorted((set(first["settings"]) | set(report["settings"])) - {"date", "seed", "num_states"}):
-            if key == "embodiment" and (key not in first["settings"] or key not in report["settings"]):
-                continue  # reports written before embodiment plug-ins do not name it
-            if _setting(first, key) != _setting(report, key):
-                raise ValueError(f"report {index} ran with {key}={_setting(report, key)!r}, report 0 with "
-                                 f"{_setting(first, key)!r}: only runs of the same protocol can be merged")
         if first.get("model") != report.get("model"):
             raise ValueError(f"report {index} is of model {report.get('model')!r}, report 0 of {first.get('model')!r}")
         results = {int(count): entry for count, entry in report["results"].items()}
         if 1 not in results:
             raise ValueError(f"report {index} has no K = 1 (base policy) results: K = {sorted(results)}")
         seed, size = int(report["settings"].get("seed", 0)), len(results[1]["values"])
-        states = list(range(seed, seed + size))
         for count, entry in sorted(results.items()):
             if len(entry["values"]) != size:
                 raise ValueError(f"report {index}: K = {count} has {len(entry['values'])} values, K = 1 has {size}")
             known = table.setdefault(count, {})
-            shared = [state for state in states if state in known]
-            if shared and not _same_values([known[state][0] for state in shared],
-                                           [entry["values"][state - seed] for state in shared]):
-                raise ValueError(f"K = {count} differs between report {index} and an earlier one on states "
-                                 f"{shared[0]}-{shared[-1]}" + (" (the base policy's real values: not the same "
-                                                                 "states or base policy)" if count == 1 else ""))
-            if shared and len(shared) < size:
-                raise ValueError(f"report {index} (states {seed}-{seed + size - 1}) overlaps an earlier report in "
-                                 f"part, on states {shared[0]}-{shared[-1]}: merge runs of the same or of disjoint "
-                                 f"states")
-            if shared:  # the same states run again (K = 1 is in every report): counted once
+            if check_new_states(known, seed, seed + size, index, repeat_ok=True):
+                # the same states run again (K = 1 is in every report): counted once, if the values agree
+                if not _same_values([known[state][0] for state in range(seed, seed + size)], entry["values"]):
+                    raise ValueError(f"K = {count} differs between report {index} and an earlier one on states "
+                                     f"{seed}-{seed + size - 1}" + (" (the base policy's real values: not the same "
+                                                                    "states or base policy)" if count == 1 else ""))
                 continue
-            for state in states:
-                known[state] = (float(entry["values"][state - seed]), float(entry["successes"][state - seed]))
+            for offset, state in enumerate(range(seed, seed + size)):
+                known[state] = (float(entry["values"][offset]), float(entry["successes"][offset]))
             pieces.setdefault(count, []).append((size, entry))
     states = sorted(table[1])
-    missing = sorted(set(range(states[0], states[-1] + 1)) - set(states))
-    if missing:
-        raise ValueError(f"the merged states {states[0]}-{states[-1]} miss states {missing[:5]}"
-                         f"{' ...' if len(missing) > 5 else ''}: run them too")
+    check_contiguous(states)
     merged: dict[int, dict] = {}
     for count, known in sorted(table.items()):
         if sorted(known) != states:
@@ -467,15 +449,15 @@ def _merge_timing_and_oracle(pieces: list[tuple[int, dict]]) -> dict:
 
 def steer_table(report: dict) -> str:
     """A markdown table: one row per K with value, success, gain (95% intervals), seconds per decision, oracle."""
-    lines = ["| K | mean max reward [95% CI] | success [95% CI] | gain over K=1 [paired 95% CI] | s / decision "
-             "| oracle gain / captured / Spearman |", "|---|---|---|---|---|---|"]
+    columns = ["K", "mean max reward [95% CI]", "success [95% CI]", "gain over K=1 [paired 95% CI]", "s / decision",
+               "oracle gain / captured / Spearman"]
+    rows = []
     for count, entry in sorted(report["results"].items(), key=lambda item: int(item[0])):
-        v, s, g, o = entry["value"], entry["success"], entry["gain"], entry.get("oracle")
+        o = entry.get("oracle")
         oracle = f"{o['oracle_gain']:.3f} / {o['captured_gain']:.3f} / {o['spearman']:.2f}" if o else "-"
-        lines.append(f"| {count} | {v['mean']:.3f} [{v['low']:.3f}, {v['high']:.3f}] | {s['mean']:.2f} "
-                     f"[{s['low']:.2f}, {s['high']:.2f}] | {g['mean']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}] | "
-                     f"{entry['seconds_per_decision']:.2f} | {oracle} |")
-    return "\n".join(lines)
+        rows.append([str(count), format_interval(entry["value"]), format_interval(entry["success"], ".2f"),
+                     format_interval(entry["gain"], "+.3f"), f"{entry['seconds_per_decision']:.2f}", oracle])
+    return "\n".join(markdown_lines(columns, rows))
 
 
 def steering_video_frames(futures: np.ndarray, best: int, real: np.ndarray | None, columns: int = 6) -> np.ndarray:
@@ -516,15 +498,11 @@ def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
     Returns:
         ``{"plot": path, "video": path | None}``.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from worldsim.utils.video import write_video
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    plt = pyplot()
     counts = sorted(int(k) for k in report["results"])
     entries = [report["results"][k] if k in report["results"] else report["results"][str(k)] for k in counts]
     gains = np.array([[e["gain"]["mean"], e["gain"]["low"], e["gain"]["high"]] for e in entries])
@@ -540,10 +518,7 @@ def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
     settings = report["settings"]
     figure.suptitle(f"steering in the real env{' (' + settings['embodiment'] + ')' if 'embodiment' in settings else ''}: {settings['num_states']} states, horizon {settings['horizon']}, "
                     f"scorer {settings['scorer']}")
-    figure.tight_layout()
-    plot = out_dir / "gain.png"
-    figure.savefig(plot, dpi=120)
-    plt.close(figure)
+    plot = save_figure(figure, out_dir / "gain.png", dpi=120)
     video = None
     if report.get("video"):
         clip = report["video"]
