@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Iterable
 
 from worldsim.cli.common import inference_args, load_pipeline
 from worldsim.utils.files import write_json
@@ -86,21 +85,8 @@ def _add_soak(sub) -> None:
     p.set_defaults(func=cmd_soak)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "bench": _add_bench,
     "soak": _add_soak,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 import yaml
 
@@ -45,20 +44,7 @@ def _add_collect(sub) -> None:
     p.set_defaults(func=cmd_collect)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "collect": _add_collect,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

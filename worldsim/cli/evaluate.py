@@ -5,7 +5,6 @@ imagination follow its actions?) and ``router-stats`` (expert load of the mixtur
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from pathlib import Path
 
 from worldsim.cli.common import inference_pipeline, load_pipeline, model_embodiment, sampler_args
@@ -143,22 +142,9 @@ def _add_router_stats(sub) -> None:
     p.set_defaults(func=cmd_router_stats)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "evaluate": _add_evaluate,
     "sensitivity": _add_sensitivity,
     "router-stats": _add_router_stats,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

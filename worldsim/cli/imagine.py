@@ -5,7 +5,6 @@ imagined side by side by a trained model).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -99,21 +98,8 @@ def _add_demo(sub) -> None:
     p.set_defaults(func=cmd_demo)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "rollout": _add_rollout,
     "demo": _add_demo,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

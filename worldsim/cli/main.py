@@ -1,9 +1,10 @@
 """``worldsim <verb>``: collect, train-autoencoder, train, rollout, evaluate, sensitivity, router-stats, demo.
 
-One module per verb group, each with its ``cmd_*`` functions and an ``add_parsers(sub)`` that registers them:
+One module per verb group, each with its ``cmd_*`` functions and a ``PARSERS`` table of the functions that register
+them:
 
 - ``worldsim.cli.data``: collect
-- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-decoder, distill
+- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-decoder, distill, start-set
 - ``worldsim.cli.imagine``: rollout, demo
 - ``worldsim.cli.evaluate``: evaluate, sensitivity, router-stats
 - ``worldsim.cli.rank``: rank, rank-report
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="worldsim", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for group, verbs in _VERB_ORDER:
-        group.add_parsers(sub, verbs)
+        for verb in verbs:
+            group.PARSERS[verb](sub)
     return parser
 
 

@@ -4,7 +4,6 @@ and ``rank-report`` (pool runs on disjoint initial states).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 from worldsim.cli.common import embodiment_arg, inference_args, inference_pipeline, process_state, read_reports
 from worldsim.utils.files import write_json
@@ -137,21 +136,8 @@ def _add_rank_report(sub) -> None:
     p.set_defaults(func=cmd_rank_report)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "rank": _add_rank,
     "rank-report": _add_rank_report,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

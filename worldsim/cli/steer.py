@@ -4,7 +4,6 @@ real env) and ``steer-report`` (table and gain plot; merges runs).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
 from worldsim.cli.common import embodiment_arg, inference_args, inference_pipeline, read_reports
@@ -94,21 +93,8 @@ def _add_steer_report(sub) -> None:
     p.set_defaults(func=cmd_steer_report)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "steer-eval": _add_steer_eval,
     "steer-report": _add_steer_report,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)

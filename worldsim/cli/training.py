@@ -11,7 +11,6 @@ the file, then the flags given, then the overrides.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterable
 from pathlib import Path
 
 from worldsim.cli.common import process_state
@@ -224,7 +223,8 @@ def _add_distill(sub) -> None:
     p.set_defaults(func=cmd_distill)
 
 
-_PARSERS = {
+#: this group's verbs: name -> function adding its subcommand to ``worldsim``'s subparsers
+PARSERS = {
     "train-autoencoder": _add_train_autoencoder,
     "train": _add_train,
     "train-heads": _add_train_heads,
@@ -232,17 +232,3 @@ _PARSERS = {
     "distill": _add_distill,
     "start-set": _add_start_set,
 }
-
-
-def add_parsers(sub, verbs: Iterable[str] | None = None) -> None:
-    """Add this group's verbs to ``sub``, the ``add_subparsers`` action of ``worldsim``.
-
-    Args:
-        sub: the subparsers action; `worldsim --help` lists verbs in the order they are added.
-        verbs: the verbs to add, in this order (default: all of them).
-
-    Raises:
-        KeyError: if a name in ``verbs`` is not one of this group's verbs.
-    """
-    for verb in verbs or _PARSERS:
-        _PARSERS[verb](sub)
