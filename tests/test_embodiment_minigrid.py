@@ -343,3 +343,16 @@ def test_plugin_is_registered_and_complete(env, real_frames):
     assert plugin.headline_metric in metrics and set(plugin.metric_labels) == set(metrics)
     assert plugin.data_policy in plugin.collection_policies() and plugin.demo_policy[0] in plugin.collection_policies()
     plugin.collection_policies()[plugin.demo_policy[0]](env.action_space, **plugin.demo_policy[1])
+
+
+def test_set_state_works_on_an_env_never_reset():
+    """steer-eval's oracle restores snapshots into a second env that has not been reset yet."""
+    from worldsim.embodiments import make_embodiment
+
+    plugin = make_embodiment("minigrid")
+    source, probe = plugin.make_env(), plugin.make_env()
+    source.reset(seed=3, options={"random_start": True})
+    state = plugin.get_state(source)
+    frame = plugin.set_state(probe, state)
+    assert plugin.get_state(probe) == state
+    np.testing.assert_array_equal(frame, source.render())

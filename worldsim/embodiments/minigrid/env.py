@@ -107,6 +107,7 @@ class MiniGridStateWrapper(gym.Wrapper):
         position = _check_position(options["agent_pos"], unwrapped.width, unwrapped.height, "agent_pos") \
             if "agent_pos" in options else None
         observation, info = self.env.reset(seed=seed)
+        self._was_reset = True
         if random_start:
             cells = self._free_cells()
             if not cells:
@@ -140,7 +141,8 @@ class MiniGridStateWrapper(gym.Wrapper):
                 "step_count": int(unwrapped.step_count)}
 
     def set_state(self, state: dict[str, Any]) -> np.ndarray:
-        """Restores a :meth:`get_state` snapshot on the current grid (no reset).
+        """Restores a :meth:`get_state` snapshot on the current grid (an env never reset is reset first, to build
+        its grid).
 
         Args:
             state: ``{"agent_pos", "agent_dir", "step_count"}`` as from :meth:`get_state`; the agent may stand on
@@ -156,6 +158,8 @@ class MiniGridStateWrapper(gym.Wrapper):
         missing = sorted({"agent_pos", "agent_dir", "step_count"} - set(state))
         if missing:
             raise ValueError(f"MiniGrid state is missing {missing}; got keys {sorted(state)}")
+        if not getattr(self, "_was_reset", False):  # a fresh env has no grid yet: build it (Empty's is fixed)
+            self.reset()
         unwrapped = self.env.unwrapped
         position = _check_position(state["agent_pos"], unwrapped.width, unwrapped.height, "state agent_pos")
         self._check_free(position, allow_goal=True, what="state agent_pos")
