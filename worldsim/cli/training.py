@@ -88,7 +88,7 @@ def cmd_start_set(args) -> None:
 
     report = write_start_set(args.model, args.dataset, embodiment=args.embodiment, num_clips=args.num_clips,
                              num_context=args.context)
-    print(f"wrote {report['clips']} start clips of {report['num_context']} frames for {report['embodiment']!r} into "
+    print(f"wrote {report['clips']} start clips of {report['num_context']} frame(s) for {report['embodiment']!r} into "
           f"{Path(args.model) / 'start_frames.safetensors'}")
 
 
