@@ -91,13 +91,22 @@ def test_joint_model_follows_breakout_actions():
     assert report.passed and report.accuracy >= 0.6, report
 
 
-def test_joint_model_uses_its_pusht_heads_only_for_pusht():
+def test_joint_model_reads_each_embodiments_own_heads():
     pipeline = WorldModelPipeline.from_pretrained(JOINT)
-    pusht = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment="pusht")
-    pusht.reset(seed=0)
-    *_, info = pusht.step(pusht.action_space.sample())
-    assert info["outcome_heads"] is True
-    breakout = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment="breakout")
-    breakout.reset(seed=0)
-    _, reward, terminated, _, info = breakout.step(1)
-    assert info["outcome_heads"] is False and reward == 0.0 and not terminated  # no PushT coverage for Breakout
+    for name in ("pusht", "breakout", "minigrid"):
+        assert pipeline.heads_for(name).config.embodiment == name
+        env = gym.make("worldsim/WorldModel-v0", model=pipeline, embodiment=name)
+        env.reset(seed=0)
+        *_, info = env.step(env.action_space.sample())
+        assert info["outcome_heads"] is True and info["embodiment"] == name
+    # MiniGrid success is the agent on the goal: the head says no for a start far from it, yes for a goal frame
+    from worldsim.embodiments import make_embodiment
+
+    plugin = make_embodiment("minigrid")
+    env = plugin.make_env()
+    env.reset(options={"agent_pos": (1, 1), "agent_dir": 0})
+    far = env.unwrapped.get_frame(highlight=False, tile_size=8)
+    plugin.set_state(env, {"agent_pos": (6, 6), "agent_dir": 0, "step_count": 10})
+    on_goal = env.render()
+    success = pipeline.outcomes(np.stack([far, on_goal]), "minigrid")["success_probability"]
+    assert success[0] < 0.1 < 0.9 < success[1]
