@@ -203,6 +203,18 @@ class ShortestPathPlanner:
         return np.where(explore | (actions < 0), random, actions)
 
 
+
+def _observe(frames: np.ndarray, num_envs: int):
+    """Checked frames, the agents' ``(cells, directions)`` and the free cells, for a batch of ``num_envs`` envs.
+
+    Raises:
+        ValueError: frames of the wrong shape, or a batch size other than ``num_envs`` (``reset``'s).
+    """
+    frames = _check_frames(frames)
+    if len(frames) != num_envs:
+        raise ValueError(f"got {len(frames)} frames but reset() was called for {num_envs} envs")
+    return frames, agent_pose(frames), _free_cells(frames)
+
 class WallFollower:
     """Goes straight to a wall, then follows it with the wall on its ``hand`` side; ignores the goal.
 
@@ -238,10 +250,7 @@ class WallFollower:
         Raises:
             ValueError: frames of the wrong shape, or a batch size other than ``reset``'s.
         """
-        frames = _check_frames(frames)
-        if len(frames) != len(self.following):
-            raise ValueError(f"got {len(frames)} frames but reset() was called for {len(self.following)} envs")
-        (agents, directions), free = agent_pose(frames), _free_cells(frames)
+        frames, (agents, directions), free = _observe(frames, len(self.following))
         actions = self.rng.choice(MOVES, len(frames)).astype(np.int64)
         toward, away = (RIGHT, LEFT) if self.hand == "right" else (LEFT, RIGHT)
         side = 1 if self.hand == "right" else -1
@@ -297,10 +306,7 @@ class Bouncer:
         Raises:
             ValueError: frames of the wrong shape, or a batch size other than ``reset``'s.
         """
-        frames = _check_frames(frames)
-        if len(frames) != len(self.turning):
-            raise ValueError(f"got {len(frames)} frames but reset() was called for {len(self.turning)} envs")
-        (agents, directions), free = agent_pose(frames), _free_cells(frames)
+        frames, (agents, directions), free = _observe(frames, len(self.turning))
         actions = self.rng.choice(MOVES, len(frames)).astype(np.int64)
         found = directions >= 0
         index = np.flatnonzero(found)
