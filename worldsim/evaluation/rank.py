@@ -687,7 +687,7 @@ def _write_scatter(report: dict, path):
     limits = [0, max(max(e["real"]["high"], e["imagined"]["high"]) for e in policies.values()) * 1.1 + 1e-3]
     axis.plot(limits, limits, "k:", linewidth=1)
     a = report["agreement"]
-    axis.set(xlabel="real value (mean max reward)", ylabel="imagined value (mean max predicted reward)",
+    axis.set(xlabel="real value (mean episode value)", ylabel="imagined value (mean predicted episode value)",
              title=f"Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}, MMRV {a['mmrv']:.3f}")
     axis.grid(alpha=0.3)
     return save_figure(figure, path, dpi=120)

@@ -449,7 +449,7 @@ def _merge_timing_and_oracle(pieces: list[tuple[int, dict]]) -> dict:
 
 def steer_table(report: dict) -> str:
     """A markdown table: one row per K with value, success, gain (95% intervals), seconds per decision, oracle."""
-    columns = ["K", "mean max reward [95% CI]", "success [95% CI]", "gain over K=1 [paired 95% CI]", "s / decision",
+    columns = ["K", "mean episode value [95% CI]", "success [95% CI]", "gain over K=1 [paired 95% CI]", "s / decision",
                "oracle gain / captured / Spearman"]
     rows = []
     for count, entry in sorted(report["results"].items(), key=lambda item: int(item[0])):
@@ -512,7 +512,7 @@ def write_steer_report(report: dict, out_dir, fps: int = 10) -> dict:
         axis.errorbar(x, gains[:, 0], yerr=[gains[:, 0] - gains[:, 1], gains[:, 2] - gains[:, 0]], fmt="o-",
                       capsize=3)
         axis.axhline(0.0, color="k", linestyle=":", linewidth=1)
-        axis.set(xlabel=label, ylabel="gain in mean max reward over the base policy")
+        axis.set(xlabel=label, ylabel="gain in mean episode value over the base policy")
         axis.grid(alpha=0.3)
     axes[0].set_xscale("log", base=2)
     settings = report["settings"]
