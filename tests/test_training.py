@@ -185,3 +185,8 @@ def test_datasets_of_one_embodiment_share_its_action_normaliser():
     sources[1].action_space = {**box, "high": [8.0]}
     with pytest.raises(ValueError, match="both show embodiment 'arm' but record different action spaces"):
         share_embodiments(sources)
+
+
+def test_a_dotted_override_into_a_list_is_a_clear_error():
+    with pytest.raises(ValueError, match="extra_datasets.2.repeat=8.*set in the YAML file"):
+        load_config("configs/joint-minigrid.yaml", ["extra_datasets.2.repeat=8"])

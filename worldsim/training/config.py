@@ -380,6 +380,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     except (OmegaConfBaseException, yaml.YAMLError) as error:
         # OmegaConf reads YAML with a safe loader: python/object tags are refused here, never constructed.
         raise ValueError(f"bad config{f' {path}' if path else ''}: {error}") from error
+    except TypeError as error:  # OmegaConf cannot merge a dotted key into a list (``extra_datasets.2.repeat=8``)
+        raise ValueError(f"bad config override among {list(overrides or [])}: {error}; a list entry (such as one of "
+                         f"extra_datasets) is set in the YAML file, not by a dotted override") from error
 
 
 def config_to_yaml(config) -> str:
