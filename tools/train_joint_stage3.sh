@@ -30,7 +30,7 @@ $WS rank --model "$MODEL" --embodiment minigrid --num-states 50 --horizon 16 --c
     --json docs/media/rank-minigrid.json --report outputs/rank-minigrid
 $WS steer-eval --model "$MODEL" --embodiment minigrid --num-states 50 --candidates 1 4 8 --horizon 16 \
     --chunk-length 4 --context 2 --oracle-follow 8 --out outputs/steer-minigrid
-cp outputs/steer-minigrid/report.json docs/media/steer-minigrid.json
+cp outputs/steer-minigrid/report.json docs/media/steer-minigrid-stage3.json
 # PushT after stage 3, next to stage 2's figures (10 linspace steps, the autoencoder's decoder)
 $WS evaluate --model "$MODEL" --embodiment pusht --dataset data/pusht-heldout --horizon 32 \
     --num-inference-steps 10 --timestep-spacing linspace --decoder full --json docs/media/joint-pusht-h32-stage3.json
