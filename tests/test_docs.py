@@ -18,3 +18,14 @@ def test_cited_code_paths_exist():
                       for match in CITED.finditer(path.read_text(errors="ignore"))
                       if not (ROOT / match.group(1)).exists()})
     assert not missing, missing
+
+
+def test_no_file_cites_notes_outside_the_repository():
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "checkpoints").glob("*/README.md")),
+               *sorted((ROOT / "worldsim").rglob("*.py")), *sorted((ROOT / "tools").glob("*")),
+               *sorted((ROOT / "configs").glob("*.yaml")), *sorted((ROOT / "tests").glob("*.py"))]
+    outside = re.compile(r"\.\./shared|shared/|(?:DESIGN|MACHINE|STYLE)\.md")
+    offenders = sorted(str(path.relative_to(ROOT)) for path in sources if path.is_file() and path != Path(__file__)
+                       and outside.search(path.read_text(errors="ignore")))
+    assert not offenders, offenders
+

@@ -1,6 +1,6 @@
 """Decoded-frame cache: every frame of a dataset decoded once, resized to training resolution, kept as a uint8
 memory map, so training never decodes video in its hot loop (reading 64 random frames from the map takes about
-1.5 ms on the 2-core machine, against 35-110 ms from video; see shared/MACHINE.md)."""
+1.5 ms on a 2-core CPU machine, against 35 ms with torchcodec and 110 ms with decord from a 128x128 H.264 video)."""
 
 from __future__ import annotations
 
