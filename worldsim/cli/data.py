@@ -26,12 +26,13 @@ def cmd_collect(args) -> None:
     from worldsim.data.lerobot import LeRobotDataset
 
     dataset = LeRobotDataset(out)
-    print(f"wrote {dataset.num_episodes} episodes, {dataset.num_frames} frames to {out}")
+    cameras = f" (cameras: {', '.join(dataset.video_keys)})" if len(dataset.video_keys) > 1 else ""
+    print(f"wrote {dataset.num_episodes} episodes, {dataset.num_frames} frames to {out}{cameras}")
 
 
 def _add_collect(sub) -> None:
     p = sub.add_parser("collect", help="record episodes from a Gymnasium env into a LeRobot v3.0 dataset")
-    p.add_argument("--env", required=True, help="Gymnasium id; an embodiment plug-in serving it supplies the pixel-observation settings, task text and state recording")
+    p.add_argument("--env", required=True, help="Gymnasium id; an embodiment plug-in serving it supplies the pixel-observation settings, task text and state recording; a dict observation with observation.images.<camera> keys records every camera")
     p.add_argument("--policy", default="random", help="random | zoo:<member> (the plug-in's zoo) | a plug-in's collection policy | module:callable")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--out", required=True, help="dataset folder to create")

@@ -1,5 +1,13 @@
 """Recording episodes from any Gymnasium env with pixel observations (or ``render()``).
 
+Cameras: an env whose observation is a dict with LeRobot image keys (``"observation.images.<camera>"``, e.g. a
+``gymnasium.spaces.Dict`` with ``observation.images.scene`` and ``observation.images.wrist``) is recorded with every
+such camera, each its own video in the dataset, in the observation's key order; any other env is recorded as one
+camera (``observation.image``) from its `(H, W, 3)` observation, ``observation["pixels"]`` or ``render()``.
+
+Task text: an env may name each episode's task in ``reset``'s ``info["task"]`` (a multi-task env); otherwise
+the episode records its embodiment plug-in's :attr:`~worldsim.embodiments.EmbodimentPlugin.task`.
+
 >>> from worldsim.data.collect import collect  # doctest: +SKIP
 >>> collect("MiniGrid-Empty-8x8-v0", "minigrid-zoo", num_episodes=200, out="data/grid")  # doctest: +SKIP
 """
@@ -15,9 +23,14 @@ import gymnasium as gym
 import numpy as np
 from tqdm.auto import tqdm
 
+from worldsim.data.cameras import compose_views
 from worldsim.data.lerobot import Episode, LeRobotDatasetWriter
 from worldsim.data.policies import make_policy
 from worldsim.data.spaces import flatten_action, space_to_json
+
+#: the prefix of LeRobot's per-camera image keys (``observation.images.<camera>``)
+CAMERA_PREFIX = "observation.images."
+
 
 def import_env_package(env_id: str) -> None:
     """Imports the package that registers ``env_id``: the one its embodiment plug-in names, else the id's namespace
@@ -53,9 +66,36 @@ def make_recording_env(env_id: str, **kwargs) -> gym.Env:
     return gym.make(env_id, **{"render_mode": "rgb_array", **kwargs})
 
 
+def camera_images(observation: Any) -> dict[str, np.ndarray] | None:
+    """The camera images of a multi-camera observation: ``{"observation.images.<camera>": (H, W, 3) uint8}`` in the
+    observation's key order, or None when ``observation`` is not a dict with such keys.
+
+    Raises:
+        ValueError: a camera image that is not `(H, W, 3)` (the message names the key).
+    """
+    if not isinstance(observation, dict):
+        return None
+    images = {key: np.asarray(value) for key, value in observation.items()
+              if isinstance(key, str) and key.startswith(CAMERA_PREFIX)}
+    for key, image in images.items():
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"observation[{key!r}] must be an (H, W, 3) image, got shape {image.shape}")
+    return images or None
+
+
 def _pixels(observation: Any, env: gym.Env) -> np.ndarray:
+    """The frame of one observation: an `(H, W, 3)` observation itself, a multi-camera observation's views side by
+    side in key order (:func:`camera_images`, :func:`~worldsim.data.cameras.compose_views`: `(H, V * W, 3)`, the
+    frame a world model of composed views sees), ``observation["pixels"]``, else ``env.render()``.
+
+    Raises:
+        ValueError: no frame (``render()`` returns None), or camera views of different sizes.
+    """
     if isinstance(observation, np.ndarray) and observation.ndim == 3 and observation.shape[-1] == 3:
         return observation
+    cameras = camera_images(observation)
+    if cameras:
+        return compose_views(list(cameras.values()))
     if isinstance(observation, dict) and "pixels" in observation:
         return np.asarray(observation["pixels"])
     frame = env.render()
@@ -74,14 +114,34 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
     Frames are the observations *before* each action (the observation after the last action is dropped, as in
     LeRobot datasets), so ``frames[t + 1]`` is the result of ``action[t]``. Actions are stored in the flat layout of
     :mod:`worldsim.data.spaces` (discrete parts as indices).
+
+    A dict observation with ``observation.images.<camera>`` keys (:func:`camera_images`) gives a multi-camera
+    episode: ``Episode.images`` holds every camera, `(T, H, W, 3)` uint8 each, and ``frames`` the first. The
+    episode's task is ``reset``'s ``info["task"]`` when the env names one (a non-empty string), else ``task``.
+
+    Raises:
+        ValueError: the env gives no frame (no image observation and ``render()`` returns None), or a camera's
+            image is not `(H, W, 3)`.
     """
     space = space_to_json(env.action_space)
     observation, info = env.reset(seed=seed, options=reset_options)
+    if isinstance(info.get("task"), str) and info["task"]:
+        task = info["task"]
     if hasattr(policy, "reset"):
         policy.reset(seed)
+    cameras = camera_images(observation)
+    views: dict[str, list] = {key: [] for key in cameras or {}}
     frames, actions, rewards, terminated, truncated, success, states, env_states = [], [], [], [], [], [], [], []
     for step in itertools.count():
-        frames.append(_pixels(observation, env))
+        if views:
+            step_images = camera_images(observation) or {}
+            if list(step_images) != list(views):
+                raise ValueError(f"step {step}: the observation's cameras {list(step_images)} differ from the "
+                                 f"reset's {list(views)}")
+            for key, image in step_images.items():
+                views[key].append(image)
+        else:
+            frames.append(_pixels(observation, env))
         state = None if embodiment is None else embodiment.recorded_state(info)
         if state is not None:
             states.append(state[0])
@@ -97,8 +157,10 @@ def record_episode(env: gym.Env, policy, seed: int, max_steps: int | None = None
         success.append(bool(info.get("is_success", info.get("success", False))))
         if term or trunc:
             break
+    images = {key: np.stack(view).astype(np.uint8) for key, view in views.items()} or None
     return Episode(
-        frames=np.stack(frames).astype(np.uint8),
+        frames=None if images else np.stack(frames).astype(np.uint8),
+        images=images,
         action=np.stack(actions),
         reward=np.asarray(rewards, dtype=np.float32),
         terminated=np.asarray(terminated),

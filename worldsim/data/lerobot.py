@@ -9,6 +9,12 @@ Layout (LeRobot ``CODEBASE_VERSION = "v3.0"``; several episodes share one file):
     data/chunk-000/file-000.parquet   one row per frame: action, observation.state, next.reward, ...
     videos/observation.image/chunk-000/file-000.mp4   the frames of all episodes, back to back
 
+Several cameras: each camera is its own ``video`` feature in ``meta/info.json`` (LeRobot names them
+``observation.images.<camera>``, e.g. ``observation.images.scene`` and ``observation.images.wrist``), with its own
+statistics in ``meta/stats.json``, its own videos under ``videos/<key>/...`` and its own ``videos/<key>/...``
+columns in each ``meta/episodes`` row. The features' order is the camera order: :attr:`LeRobotDataset.video_keys`,
+the order :func:`~worldsim.data.frame_cache.load_frame_cache` composes the views side by side in.
+
 Frames and actions are aligned as stated in :mod:`worldsim.constants`: ``action[t]`` follows frame ``t``.
 """
 
@@ -71,8 +77,15 @@ class DatasetError(ValueError):
 class Episode:
     """One recorded episode, as the collector hands it to :class:`LeRobotDatasetWriter`.
 
+    Single-camera episodes set ``frames`` only; the writer stores them under its ``video_key``. Multi-camera
+    episodes set ``images``, every camera by its LeRobot video key in camera order, and ``frames`` is then the first
+    camera (pass ``frames=None`` to take it from ``images``)::
+
+        Episode(frames=None, images={"observation.images.scene": scene, "observation.images.wrist": wrist}, ...)
+
     Attributes:
-        frames: `np.ndarray` `(T, H, W, 3)` uint8, observation ``t`` for ``t = 0 .. T-1``.
+        frames: `np.ndarray` `(T, H, W, 3)` uint8, observation ``t`` for ``t = 0 .. T-1`` (of the first camera when
+            ``images`` is given).
         action: `np.ndarray` `(T, A)` float32; ``action[t]`` is applied after ``frames[t]``.
         reward: `np.ndarray` `(T,)` float32, reward of the transition ``t -> t + 1``.
         terminated: `np.ndarray` `(T,)` bool, the transition ``t -> t + 1`` ended the episode (task over).
@@ -84,9 +97,15 @@ class Episode:
         task: natural-language task description.
         policy: name of the policy that produced the episode (stored in the episode's ``meta/episodes`` row as
             ``policy``; ranking from logged episodes groups episodes by it), or ``""``.
+        images: ``{video key: (T, H_k, W_k, 3) uint8}``, every camera of a multi-camera episode in camera order (each
+            camera may have its own size), or None for a single-camera episode.
+
+    Raises:
+        ValueError: a field of the wrong shape, dtype or length, a non-finite number, ``images`` that is empty or has
+            a bad key or array, or ``frames`` that is not ``images``' first camera (the message names the field).
     """
 
-    frames: np.ndarray
+    frames: np.ndarray | None
     action: np.ndarray
     reward: np.ndarray
     terminated: np.ndarray
@@ -96,8 +115,14 @@ class Episode:
     environment_state: np.ndarray | None = None
     task: str = ""
     policy: str = ""
+    images: dict[str, np.ndarray] | None = None
 
     def __post_init__(self):
+        if self.images is not None:
+            self._check_images()
+        elif self.frames is None:
+            raise ValueError("an episode needs frames, or images with at least one camera")
+        self.frames = np.asarray(self.frames)
         length = len(self.frames)
         if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
             raise ValueError(f"frames must be uint8 (T, H, W, 3), got {self.frames.dtype} {self.frames.shape}")
@@ -114,6 +139,37 @@ class Episode:
             if value is not None and not np.all(np.isfinite(np.asarray(value, np.float64))):
                 bad = int(np.argwhere(~np.isfinite(np.asarray(value, np.float64)))[0][0])
                 raise ValueError(f"episode field {name!r} is not finite at step {bad}: {np.asarray(value)[bad]!r}")
+
+    def _check_images(self) -> None:
+        """Checks ``images`` and sets ``frames`` to its first camera when it is None (see the class docstring)."""
+        if not isinstance(self.images, dict) or not self.images:
+            raise ValueError(f"episode images must be a non-empty dict {{video key: (T, H, W, 3) uint8}}, got "
+                             f"{type(self.images).__name__} {self.images!r:.80}")
+        images, length = {}, None
+        for key, value in self.images.items():
+            if not isinstance(key, str) or not key:
+                raise ValueError(f"episode images: every key must be a non-empty video key string, got {key!r}")
+            value = np.asarray(value)
+            if value.ndim != 4 or value.shape[-1] != 3 or value.dtype != np.uint8:
+                raise ValueError(f"episode images[{key!r}] must be uint8 (T, H, W, 3), got {value.dtype} "
+                                 f"{value.shape}")
+            if length is not None and len(value) != length:
+                raise ValueError(f"episode images[{key!r}] has {len(value)} frames, the first camera has {length}")
+            length = len(value)
+            images[key] = value
+        self.images = images
+        first_key, first = next(iter(images.items()))
+        if self.frames is None:
+            self.frames = first
+        elif self.frames is not first and (np.shape(self.frames) != first.shape
+                                           or not np.array_equal(self.frames, first)):
+            raise ValueError(f"episode frames must be the first camera's images ({first_key!r}, {first.shape}) when "
+                             f"images are given; pass frames=None to take them from images")
+
+    @property
+    def cameras(self) -> list[str] | None:
+        """The video keys of a multi-camera episode in camera order, or None for a single-camera one."""
+        return None if self.images is None else list(self.images)
 
 
 def _feature(dtype: str, shape: tuple, names=None) -> dict:
@@ -191,7 +247,12 @@ class LeRobotDatasetWriter:
     atomically, with ``meta/info.json`` last: it is the commit record (its ``total_episodes`` says which episodes
     exist). Until the first episode is committed everything lives in a temporary folder beside ``root``, which
     then moves to ``root`` in one rename. So a recording stopped at any point (an exception, Ctrl-C, SIGKILL, a
-    power cut) leaves either no dataset or a readable one with every completed episode.
+    power cut) leaves either no dataset or a readable one with every completed episode. A multi-camera episode's
+    videos (one per camera) are all in place before its commit.
+
+    Cameras: the first episode fixes them. A single-camera episode (``Episode.images`` None) is stored under
+    ``video_key``; a multi-camera one under its ``images`` keys, one ``video`` feature each, in that order. Every
+    later episode must have the same cameras with the same frame sizes.
 
     Args:
         root: the dataset folder to create; must not exist yet.
@@ -199,7 +260,10 @@ class LeRobotDatasetWriter:
         robot_type: free-form embodiment name stored in ``meta/info.json`` (the embodiment plug-in's name).
         env_id: the Gymnasium id the data came from, stored in ``meta/info.json`` (``None`` if not from an env).
         action_space: JSON description of the env's action space (``{"type": "Box", "low": [...], ...}``).
-        video_key: feature name of the camera stream.
+        video_key: feature name of the camera stream of single-camera episodes.
+
+    Attributes:
+        video_keys (list[str] | None): the dataset's cameras in order, fixed by the first episode (None before it).
 
     Raises:
         FileExistsError: ``root`` exists already.
@@ -230,7 +294,7 @@ class LeRobotDatasetWriter:
         self._stats: dict[str, RunningStats] = {}  # per statistics key, over every committed episode
         self._episodes: list[dict] = []
         self._tasks: dict[str, int] = {}
-        self._frame_shape: tuple | None = None
+        self._frame_shapes: dict[str, tuple] = {}  # per camera, fixed by the first episode
         self._action_dim: int | None = None
         self.total_frames = 0
         self.closed = False
@@ -239,6 +303,16 @@ class LeRobotDatasetWriter:
     def num_episodes(self) -> int:
         """Episodes committed so far."""
         return len(self._episodes)
+
+    @property
+    def video_keys(self) -> list[str] | None:
+        """The dataset's cameras (video keys) in order, or None before the first episode."""
+        return list(self._frame_shapes) or None
+
+    def _cameras_of(self, episode: Episode) -> dict[str, np.ndarray]:
+        """``{video key: (T, H, W, 3) uint8}`` of an episode: its ``images``, or its ``frames`` under
+        :attr:`video_key`."""
+        return dict(episode.images) if episode.images is not None else {self.video_key: episode.frames}
 
     def _columns_of(self, episode: Episode, episode_index: int, task_index: int) -> dict[str, list]:
         length, start = len(episode.frames), self.total_frames
@@ -274,10 +348,15 @@ class LeRobotDatasetWriter:
         """
         if self.closed:
             raise RuntimeError(f"the writer of {self.root} is closed")
-        frame_shape = self._frame_shape or episode.frames.shape[1:]
+        cameras = self._cameras_of(episode)
+        frame_shapes = self._frame_shapes or {key: frames.shape[1:] for key, frames in cameras.items()}
         action_dim = self._action_dim or episode.action.shape[1]
-        if episode.frames.shape[1:] != frame_shape:
-            raise ValueError(f"frame shape {episode.frames.shape[1:]} differs from the dataset's {frame_shape}")
+        if list(cameras) != list(frame_shapes):
+            raise ValueError(f"episode cameras {list(cameras)} differ from the dataset's {list(frame_shapes)}")
+        for key, frames in cameras.items():
+            if frames.shape[1:] != frame_shapes[key]:
+                shape_of = f"camera {key!r} frame shape" if len(cameras) > 1 else "frame shape"
+                raise ValueError(f"{shape_of} {frames.shape[1:]} differs from the dataset's {frame_shapes[key]}")
         if episode.action.shape[1] != action_dim:
             raise ValueError(f"action dimension {episode.action.shape[1]} differs from the dataset's {action_dim}")
         episode_index = len(self._episodes)
@@ -290,35 +369,40 @@ class LeRobotDatasetWriter:
                 raise ValueError(f"{key} width {len(columns[key][0])} differs from the dataset's "
                                  f"{len(self._columns[key][0])}")
 
-        # 1. this episode's own files, under temporary names, then renamed (not referenced until committed)
+        # 1. this episode's own files (a video per camera, then the data), each under a temporary name and renamed
+        #    into place; none is referenced until the commit below
         length, start = len(episode.frames), self.total_frames
-        video_path = self._folder / VIDEO_PATH.format(video_key=self.video_key, chunk_index=0, file_index=episode_index)
         data_path = self._folder / DATA_PATH.format(chunk_index=0, file_index=episode_index)
-        partial_video = video_path.with_name(video_path.stem + ".partial.mp4")
+        written: list[Path] = []
         try:
-            video = VideoWriter(partial_video, self.fps, pix_fmt=self.pix_fmt)
-            video.write(episode.frames)
-            video.close()
-            os.replace(partial_video, video_path)
+            for key, frames in cameras.items():
+                video_path = self._folder / VIDEO_PATH.format(video_key=key, chunk_index=0, file_index=episode_index)
+                partial_video = video_path.with_name(video_path.stem + ".partial.mp4")
+                written += [partial_video, video_path]
+                video = VideoWriter(partial_video, self.fps, pix_fmt=self.pix_fmt)
+                video.write(frames)
+                video.close()
+                os.replace(partial_video, video_path)
             _write_parquet_atomic(_table(columns), data_path)
         except BaseException:
-            partial_video.unlink(missing_ok=True)
-            video_path.unlink(missing_ok=True)
+            for path in written:
+                path.unlink(missing_ok=True)
             data_path.unlink(missing_ok=True)
             raise
 
         # 2. commit: the metadata of every episode so far, info.json last
-        self._frame_shape, self._action_dim = frame_shape, action_dim
+        self._frame_shapes, self._action_dim = frame_shapes, action_dim
         self._tasks.setdefault(episode.task, task_index)
         if not self._columns:
             self._columns = columns
         for key in (ACTION, REWARD, OBS_STATE, OBS_ENV_STATE):
             if key in columns:
                 self._stats.setdefault(key, RunningStats()).update(np.asarray(columns[key], np.float64))
-        # the image statistics sample about 8 frames per episode
-        pixels = episode.frames[:: max(1, length // 8)].reshape(-1, 3) / 255.0
-        self._stats.setdefault(self.video_key, RunningStats()).update(pixels)
-        self._episodes.append({
+        # the image statistics sample about 8 frames per episode and camera
+        for key, frames in cameras.items():
+            pixels = frames[:: max(1, length // 8)].reshape(-1, 3) / 255.0
+            self._stats.setdefault(key, RunningStats()).update(pixels)
+        row = {
             EPISODE_INDEX: episode_index,
             "tasks": [episode.task],
             "policy": episode.policy,
@@ -327,13 +411,12 @@ class LeRobotDatasetWriter:
             "data/file_index": episode_index,
             "dataset_from_index": start,
             "dataset_to_index": start + length,
-            f"videos/{self.video_key}/chunk_index": 0,
-            f"videos/{self.video_key}/file_index": episode_index,
-            f"videos/{self.video_key}/from_timestamp": 0.0,
-            f"videos/{self.video_key}/to_timestamp": length / self.fps,
-            "meta/episodes/chunk_index": 0,
-            "meta/episodes/file_index": 0,
-        })
+        }
+        for key in cameras:
+            row.update({f"videos/{key}/chunk_index": 0, f"videos/{key}/file_index": episode_index,
+                        f"videos/{key}/from_timestamp": 0.0, f"videos/{key}/to_timestamp": length / self.fps})
+        row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+        self._episodes.append(row)
         self.total_frames += length
         self._write_metadata()
         if self._folder == self._tmp:
@@ -354,15 +437,16 @@ class LeRobotDatasetWriter:
         tasks_table = tasks_table.replace_schema_metadata({b"pandas": json.dumps(pandas_meta).encode()})
         _write_parquet_atomic(tasks_table, folder / "meta" / "tasks.parquet")
 
-        height, width, _ = self._frame_shape
-        features = {
-            self.video_key: {
+        features = {}
+        for key, (height, width, _) in self._frame_shapes.items():  # the cameras first, in camera order
+            features[key] = {
                 "dtype": "video",
                 "shape": [height, width, 3],
                 "names": ["height", "width", "channels"],
                 "info": {"video.fps": self.fps, "video.codec": "h264", "video.pix_fmt": self.pix_fmt,
                          "video.height": height, "video.width": width, "video.channels": 3, "has_audio": False},
-            },
+            }
+        features.update({
             ACTION: _feature("float32", (self._action_dim,)),
             EPISODE_INDEX: _feature("int64", (1,)),
             FRAME_INDEX: _feature("int64", (1,)),
@@ -373,16 +457,16 @@ class LeRobotDatasetWriter:
             DONE: _feature("bool", (1,)),
             "next.terminated": _feature("bool", (1,)),
             "next.truncated": _feature("bool", (1,)),
-        }
-        stats = {key: moments.as_dict() for key, moments in self._stats.items() if key != self.video_key}
+        })
+        stats = {key: moments.as_dict() for key, moments in self._stats.items() if key not in self._frame_shapes}
         for key in (OBS_STATE, OBS_ENV_STATE):
             if key in self._columns:
                 features[key] = _feature("float32", (len(self._columns[key][0]),))
         if SUCCESS in self._columns:
             features[SUCCESS] = _feature("bool", (1,))
-        image_stats = self._stats[self.video_key].as_dict()
-        stats[self.video_key] = {k: [[[v]] for v in values] if k != "count" else values
-                                 for k, values in image_stats.items()}
+        for key in self._frame_shapes:  # LeRobot's image statistics: per channel, shaped (3, 1, 1)
+            image_stats = self._stats[key].as_dict()
+            stats[key] = {k: [[[v]] for v in values] if k != "count" else values for k, values in image_stats.items()}
         info = {
             "codebase_version": CODEBASE_VERSION,
             "robot_type": self.robot_type,
@@ -481,10 +565,16 @@ class LeRobotDataset:
 
     Args:
         root: the dataset folder.
-        video_key: which camera stream to use; default: the first ``video`` feature in ``meta/info.json``.
+        video_key: which camera stream to use; default: the first ``video`` feature in ``meta/info.json``
+            (``observation.image`` where there is one).
 
     Attributes:
         fps (int): frame rate, Hz.
+        video_keys (list[str]): every camera (``video`` feature) in ``meta/info.json``'s feature order: the camera
+            order of a multi-camera dataset.
+        video_key (str): the chosen camera (the first of :attr:`video_keys` by default); :meth:`decode_episode` and
+            :meth:`video_path` use it unless told another.
+        frame_shape (tuple): ``(H, W, 3)`` of :attr:`video_key`'s frames; :meth:`camera_shape` gives any camera's.
         action (`np.ndarray` `(N, A)` float32): every frame's action, N = total frames.
         episode_index (`np.ndarray` `(N,)` int64), frame_index (`np.ndarray` `(N,)` int64).
         episode_from, episode_to (`np.ndarray` `(E,)` int64): the frame range ``[from, to)`` of each episode.
@@ -520,6 +610,7 @@ class LeRobotDataset:
             video_key = OBS_IMAGE if OBS_IMAGE in video_keys else video_keys[0]
         elif video_key not in video_keys:
             raise DatasetError(f"{info_path}: video feature {video_key!r} not in 'features' (videos: {video_keys})")
+        self.video_keys = video_keys
         self.video_key = video_key
         self.frame_shape = tuple(features[video_key]["shape"])
         if ACTION not in features:
@@ -569,9 +660,13 @@ class LeRobotDataset:
                 f"dataset_to_index - dataset_from_index is {self.episode_to[bad[0]] - self.episode_from[bad[0]]}"
             )
         for row in rows:
-            path = self.video_path(row[EPISODE_INDEX])
-            if not path.is_file():
-                raise DatasetError(f"video file missing: {path} (episode {row[EPISODE_INDEX]}, key {self.video_key!r})")
+            for key in self.video_keys:
+                if f"videos/{key}/file_index" not in row:
+                    raise DatasetError(f"{files[0]}: episode {row[EPISODE_INDEX]} has no 'videos/{key}/...' columns "
+                                       f"for the video feature {key!r}")
+                path = self.video_path(row[EPISODE_INDEX], key)
+                if not path.is_file():
+                    raise DatasetError(f"video file missing: {path} (episode {row[EPISODE_INDEX]}, key {key!r})")
 
     def _read_data(self) -> None:
         files = sorted({(row["data/chunk_index"], row["data/file_index"]) for row in self.episodes})
@@ -656,29 +751,61 @@ class LeRobotDataset:
         """The env's action space as stored by worldsim's collector, or ``None`` for foreign datasets."""
         return (self.info.get("worldsim") or {}).get("action_space")
 
-    def video_path(self, episode_index: int) -> Path:
+    def _camera(self, video_key: str | None) -> str:
+        """``video_key``, checked, or :attr:`video_key` for None.
+
+        Raises:
+            ValueError: not one of :attr:`video_keys`.
+        """
+        if video_key is None:
+            return self.video_key
+        if video_key not in self.video_keys:
+            raise ValueError(f"{self.root}: no camera {video_key!r}; its cameras: {self.video_keys}")
+        return video_key
+
+    def camera_shape(self, video_key: str | None = None) -> tuple[int, int, int]:
+        """``(H, W, 3)`` of a camera's frames (None: :attr:`video_key`), from ``meta/info.json``.
+
+        Raises:
+            ValueError: an unknown camera.
+        """
+        return tuple(self.info["features"][self._camera(video_key)]["shape"])
+
+    def video_path(self, episode_index: int, video_key: str | None = None) -> Path:
+        """The video file holding episode ``episode_index``'s frames of camera ``video_key`` (None:
+        :attr:`video_key`).
+
+        Raises:
+            ValueError: an unknown camera.
+        """
+        video_key = self._camera(video_key)
         row = self.episodes[episode_index]
         return self.root / self.info.get("video_path", VIDEO_PATH).format(
-            video_key=self.video_key,
-            chunk_index=row[f"videos/{self.video_key}/chunk_index"],
-            file_index=row[f"videos/{self.video_key}/file_index"],
+            video_key=video_key,
+            chunk_index=row[f"videos/{video_key}/chunk_index"],
+            file_index=row[f"videos/{video_key}/file_index"],
         )
 
-    def decode_episode(self, episode_index: int) -> np.ndarray:
-        """Decodes one episode's frames.
+    def decode_episode(self, episode_index: int, video_key: str | None = None) -> np.ndarray:
+        """Decodes one episode's frames of one camera.
+
+        Args:
+            episode_index: the episode, ``0 <= episode_index < num_episodes``.
+            video_key: the camera, one of :attr:`video_keys`; None: :attr:`video_key`.
 
         Returns:
             `np.ndarray` of shape `(length, H, W, 3)`, uint8.
 
         Raises:
             IndexError: no such episode.
-            ValueError: the video is truncated (names the file).
+            ValueError: an unknown camera, or the video is truncated (names the file).
         """
         if not 0 <= episode_index < self.num_episodes:
             raise IndexError(f"episode {episode_index} out of range [0, {self.num_episodes})")
+        video_key = self._camera(video_key)
         row = self.episodes[episode_index]
-        start = int(round(row[f"videos/{self.video_key}/from_timestamp"] * self.fps))
-        return decode_video(self.video_path(episode_index), start, int(row["length"]))
+        start = int(round(row[f"videos/{video_key}/from_timestamp"] * self.fps))
+        return decode_video(self.video_path(episode_index, video_key), start, int(row["length"]))
 
     @property
     def episode_policies(self) -> list[str]:
