@@ -74,7 +74,7 @@ def _valid_pusht_action(action) -> bool:
 def _snapshot(env: WorldModelEnv) -> tuple:
     state = env._state
     return (state.num_steps, state.latents.clone(), state.action.clone(), env._generator.get_state().clone(),
-            None if state.cache is None else state.cache.frames_seen, env._observation.copy())
+            None if state.cache is None else state.cache.frames_seen, env._frame.copy())
 
 
 def _same(a: tuple, b: tuple) -> bool:

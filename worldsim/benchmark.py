@@ -154,7 +154,7 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     past = pipeline.sink_size + pipeline.local_attn_size - 1
     passes = (num_inference_steps * transformer_flops(config, num_envs, 1, past)
               + transformer_flops(config, num_envs, 1, past, keys_only=True)) / num_envs
-    latent = torch.zeros(1, config.in_channels, config.sample_size, config.sample_size, device=pipeline.device)
+    latent = torch.zeros(1, config.in_channels, *pipeline.transformer.latent_size, device=pipeline.device)
     from worldsim.models.autoencoders import decode_latents
 
     decoder = count_flops(lambda: decode_latents(pipeline.frame_decoder, latent))  # the one set_decoder picked
@@ -187,7 +187,7 @@ def training_speed(pipeline, run_config_path: Path | None, batch_size: int | Non
                                   weight_decay=train_config.weight_decay)
     config = model.config
     generator = torch.Generator().manual_seed(seed)
-    latents = torch.randn(batch_size, num_frames, config.in_channels, config.sample_size, config.sample_size,
+    latents = torch.randn(batch_size, num_frames, config.in_channels, *pipeline.transformer.latent_size,
                           generator=generator).to(device)
     action = (torch.rand(batch_size, num_frames, config.action_dim, generator=generator) * 2 - 1).to(device)
     ids = None if not config.embodiments else torch.zeros(batch_size, dtype=torch.long, device=device)

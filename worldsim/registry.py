@@ -20,6 +20,7 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from worldsim.models.autoencoders import LightDecoder
 from worldsim.models.heads import OutcomeHeads
+from worldsim.models.state import StatePredictor
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.utils.files import read_json_object, write_json
 
@@ -30,7 +31,10 @@ COMPONENT_CLASSES: dict[str, dict[tuple[str, str], type]] = {
     "scheduler": {("diffusers", "FlowMatchEulerDiscreteScheduler"): FlowMatchEulerDiscreteScheduler},
     "heads": {("worldsim", "OutcomeHeads"): OutcomeHeads},
     "decoder": {("worldsim", "LightDecoder"): LightDecoder},
+    "state": {("worldsim", "StatePredictor"): StatePredictor},
 }
+#: components kept one folder per embodiment, ``<component>/<embodiment>/`` (heads also as a single folder)
+PER_EMBODIMENT = ("heads", "state")
 PIPELINE_CLASS = "WorldModelPipeline"
 MANIFEST_KEY = "worldsim_files"
 #: the files of a component folder that the manifest covers (weights and configs; not logs, videos or metrics).
@@ -41,7 +45,8 @@ def component_class(component: str, entry, source: Path | str = "model_index.jso
     """The allow-listed class for one ``model_index.json`` entry.
 
     Args:
-        component: ``"autoencoder"``, ``"transformer"``, ``"scheduler"``, ``"heads"`` or ``"decoder"``.
+        component: ``"autoencoder"``, ``"transformer"``, ``"scheduler"``, ``"heads"``, ``"decoder"`` or
+            ``"state"``.
         entry: the file's value for it, ``[library, class_name]``.
         source: the file the entry came from (for the message).
 
@@ -99,7 +104,7 @@ def manifest_files(folder: Path) -> list[Path]:
         if (folder / component).is_dir():
             for pattern in MANIFEST_PATTERNS:
                 files += sorted((folder / component).glob(pattern))
-                if component == "heads":  # heads/<embodiment>/, one folder per embodiment (not a hidden partial one)
+                if component in PER_EMBODIMENT:  # <component>/<embodiment>/ each (not a hidden partial one)
                     files += sorted(path for path in (folder / component).glob(f"*/{pattern}")
                                     if not path.parent.name.startswith("."))
     return [path for path in files if path.is_file()]
@@ -119,7 +124,8 @@ def write_manifest(folder: Path) -> dict[str, str]:
     index = read_json_object(index_path)
     files = {path.relative_to(folder).as_posix(): file_digest(path) for path in manifest_files(folder)}
     index[MANIFEST_KEY] = files
-    for component, entry in (("heads", ["worldsim", "OutcomeHeads"]), ("decoder", ["worldsim", "LightDecoder"])):
+    for component, entry in (("heads", ["worldsim", "OutcomeHeads"]), ("decoder", ["worldsim", "LightDecoder"]),
+                             ("state", ["worldsim", "StatePredictor"])):
         if (folder / component).is_dir():  # optional components trained into an existing folder
             index[component] = entry
     write_json(index_path, index)

@@ -26,7 +26,7 @@ def cmd_rollout(args) -> None:
         dataset = LeRobotDataset(args.dataset)
         if not 0 <= args.episode < dataset.num_episodes:
             raise SystemExit(f"--episode {args.episode} out of range: {args.dataset} has {dataset.num_episodes} episodes")
-        frames = load_frame_cache(dataset, pipeline.image_size)
+        frames = load_frame_cache(dataset, pipeline.image_size, video_keys=pipeline.composed_cameras)
         segment = dataset.episode_slice(args.episode)
         start = segment.start + args.start
         available = segment.stop - start - args.context

@@ -4,7 +4,8 @@ One module per verb group, each with its ``cmd_*`` functions and a ``PARSERS`` t
 them:
 
 - ``worldsim.cli.data``: collect
-- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-decoder, distill, start-set
+- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-state, train-decoder, distill,
+  start-set
 - ``worldsim.cli.imagine``: rollout, demo
 - ``worldsim.cli.evaluate``: evaluate, sensitivity, router-stats
 - ``worldsim.cli.rank``: rank, rank-report
@@ -32,7 +33,7 @@ _VERB_ORDER = (
     (training, ("train-autoencoder", "train")),
     (imagine, ("rollout",)),
     (evaluate, ("evaluate", "sensitivity")),
-    (training, ("train-heads", "train-decoder", "distill", "start-set")),
+    (training, ("train-heads", "train-state", "train-decoder", "distill", "start-set")),
     (rank, ("rank",)),
     (steer, ("steer-eval", "steer-report")),
     (rank, ("rank-report",)),

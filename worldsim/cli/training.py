@@ -1,9 +1,11 @@
 """Training verbs: ``train-autoencoder``, ``train`` (the world model), ``train-heads`` (reward / termination /
-success / value heads), ``train-decoder`` (a light frame decoder) and ``distill`` (a few-step student).
+success / value heads), ``train-state`` (a state predictor: each imagined frame's ``observation.state``),
+``train-decoder`` (a light frame decoder) and ``distill`` (a few-step student).
 
 ``train-autoencoder`` and ``train`` take a YAML run config under ``configs/`` plus dotted overrides. ``train-heads``,
-``train-decoder`` and ``distill`` take their settings as flags, and may also read them from ``--config FILE.yaml``
-(the fields of :class:`~worldsim.training.config.HeadsConfig`, :class:`~worldsim.training.config.DecoderConfig` or
+``train-state``, ``train-decoder`` and ``distill`` take their settings as flags, and may also read them from
+``--config FILE.yaml`` (the fields of :class:`~worldsim.training.config.HeadsConfig`,
+:class:`~worldsim.training.config.StateConfig`, :class:`~worldsim.training.config.DecoderConfig` or
 :class:`~worldsim.training.config.DistillConfig`) plus trailing dotted overrides (``steps=100``): the defaults, then
 the file, then the flags given, then the overrides.
 """
@@ -81,6 +83,31 @@ def cmd_train_heads(args) -> None:
             f"[{row['low']:.1f}, {row['high']:.1f}) {row['mean_predicted']:.3f} -> {row['observed_frequency']:.3f} "
             f"({row['count']})" for row in table))
     print(f"wrote {args.output or Path(args.model) / 'heads' / report['embodiment']}")
+
+
+def cmd_train_state(args) -> None:
+    from worldsim.training.config import StateConfig
+    from worldsim.training.train_state import train_state_predictor
+
+    report = train_state_predictor(args.model, args.dataset, _verb_config(args, StateConfig),
+                                   val_datasets=args.val_dataset, embodiment=args.embodiment, output=args.output)
+    held, loop = report["held_out"], report["closed_loop"]
+    names = report["state_names"] or [f"[{i}]" for i in range(report["state_dim"])]
+    print(f"held-out frames: {report['val_frames']}; state MAE {held['mae']:.4g} (copy the previous state: "
+          f"{held['copy_previous']['mae']:.4g}); in training standard deviations {held['mae_normalized']:.3f} "
+          f"(copy: {held['copy_previous']['mae_normalized']:.3f})")
+    print("MAE per dimension (copy the previous state): " + ", ".join(
+        f"{name} {mae:.4g} ({copy:.4g})" for name, mae, copy in zip(names, held["mae_per_dim"],
+                                                                    held["copy_previous"]["mae_per_dim"])))
+    if report["carried_dims"]:
+        print("carried over unchanged (never changed within a training episode): "
+              + ", ".join(names[d] for d in report["carried_dims"]))
+    print(f"closed loop over {loop['episodes']} held-out episodes (mean length {loop['mean_length']:.0f}) fed its own "
+          f"states: MAE at the last frame {loop['final']['mae']:.4g}, {loop['final']['mae_normalized']:.3f} std "
+          f"(copy the first state: {loop['copy_first']['final']['mae']:.4g}, "
+          f"{loop['copy_first']['final']['mae_normalized']:.3f} std); over all frames {loop['mean']['mae']:.4g} "
+          f"(copy: {loop['copy_first']['mean']['mae']:.4g})")
+    print(f"wrote {args.output or Path(args.model) / 'state' / report['embodiment']}")
 
 
 def cmd_start_set(args) -> None:
@@ -178,6 +205,31 @@ def _add_train_heads(sub) -> None:
     p.set_defaults(func=cmd_train_heads)
 
 
+def _add_train_state(sub) -> None:
+    p = sub.add_parser("train-state", help="train a state predictor (each imagined frame's observation.state, from "
+                                           "its latent and the previous state) on real episodes")
+    p.add_argument("--model", required=True, help="pipeline folder; the predictor is written to "
+                   "<model>/state/<embodiment> (other embodiments' predictors are kept)")
+    p.add_argument("--dataset", action="append", required=True,
+                   help="LeRobot dataset with observation.state (repeat)")
+    p.add_argument("--val-dataset", action="append", help="report on this dataset instead (repeat); trains on none "
+                                                          "of it")
+    p.add_argument("--embodiment", help="the embodiment the datasets show (multi-embodiment models); default: the "
+                                        "model's")
+    p.add_argument("--output", help="write the predictor here instead of <model>/state/<embodiment>")
+    p.add_argument("--steps", type=int, default=_UNSET)
+    p.add_argument("--batch-size", type=int, default=_UNSET)
+    p.add_argument("--learning-rate", type=float, default=_UNSET)
+    p.add_argument("--hidden-dim", type=int, default=_UNSET, help="convolution width (the MLP is 4x as wide)")
+    p.add_argument("--previous-state-noise", type=float, default=_UNSET,
+                   help="std of the noise added to the previous state in training, in units of each dimension's "
+                        "standard deviation (keeps closed-loop rollouts stable)")
+    p.add_argument("--val-episodes", type=int, default=_UNSET, help="last episodes of the first dataset, held out")
+    p.add_argument("--seed", type=int, default=_UNSET)
+    _add_verb_config(p)
+    p.set_defaults(func=cmd_train_state)
+
+
 def _add_train_decoder(sub) -> None:
     p = sub.add_parser("train-decoder", help="train a light frame decoder (a quarter of the decode FLOPs) on a "
                                              "model's latents of real frames")
@@ -228,6 +280,7 @@ PARSERS = {
     "train-autoencoder": _add_train_autoencoder,
     "train": _add_train,
     "train-heads": _add_train_heads,
+    "train-state": _add_train_state,
     "train-decoder": _add_train_decoder,
     "distill": _add_distill,
     "start-set": _add_start_set,

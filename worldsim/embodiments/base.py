@@ -70,6 +70,10 @@ class EmbodimentPlugin:
         steering_noise: the default noise of :meth:`steering_policy` (its unit is the plug-in's).
         headline_metric: the :meth:`frame_metrics` entry that ``worldsim evaluate`` also reports at the horizon and
             as a ratio to the copy-last-frame baseline (e.g. ``"agent_error"``); None: none.
+        state_metrics: named groups of ``observation.state`` dimensions whose predicted value ``worldsim evaluate``
+            compares with the real one on imagined frames (the Euclidean distance of the group's dimensions times
+            its scale): ``{name ending in its unit: (dimension indices, scale)}``, e.g.
+            ``{"hand_position_mm": ([0, 1, 2], 1000.0)}`` for a hand position in metres reported in mm.
     """
 
     name: str = ""
@@ -82,6 +86,7 @@ class EmbodimentPlugin:
     value_description: str = "largest reward over the horizon"
     success_threshold: float | None = None
     headline_metric: str | None = None
+    state_metrics: dict[str, tuple[list[int], float]] = {}
     metric_labels: dict[str, tuple[str, str]] = {}
     steering_noise: float | None = None
     demo_policy: tuple[str, dict] | None = None

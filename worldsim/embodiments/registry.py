@@ -21,6 +21,7 @@ import importlib
 import pkgutil
 from importlib.metadata import entry_points
 
+from worldsim.utils.imports import load_object
 from worldsim.embodiments.base import EmbodimentPlugin, check_plugin
 
 ENTRY_POINT_GROUP = "worldsim.embodiments"
@@ -41,19 +42,7 @@ def _load_object(spec: str) -> EmbodimentPlugin:
             plug-in.
         ImportError: the module cannot be imported.
     """
-    module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"embodiment plug-in {spec!r} is not 'module:object'")
-    module = importlib.import_module(module_name)
-    try:
-        target = getattr(module, attribute)
-    except AttributeError as error:
-        raise ValueError(f"embodiment plug-in {spec!r}: module {module_name!r} has no attribute {attribute!r}") \
-            from error
-    plugin = target if isinstance(target, EmbodimentPlugin) else target() if callable(target) else target
-    if not isinstance(plugin, EmbodimentPlugin):
-        raise ValueError(f"embodiment plug-in {spec!r} gave a {type(plugin).__name__}, not an EmbodimentPlugin")
-    return plugin
+    return load_object(spec, "embodiment plug-in", EmbodimentPlugin)
 
 
 def register_embodiment(plugin: EmbodimentPlugin | str, replace: bool = False) -> EmbodimentPlugin:

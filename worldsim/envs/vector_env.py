@@ -27,13 +27,14 @@ from gymnasium.utils.seeding import np_random as np_random_from_seed
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
-from worldsim.constants import ACTION, OBS_IMAGE
-from worldsim.data.frame_cache import resize_frames
+from worldsim.constants import ACTION
 from worldsim.data.spaces import flatten_action, space_to_json
 from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space,
                                           env_sampler, predict_outcomes, start_clips, validate_action)
 from worldsim.pipelines.sampler import SamplerSettings
+from worldsim.envs.observations import ObservationLayout
 from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.utils.shapes import size_pair
 
 
 def _rows_of(action: Any, space: gym.Space, num_envs: int) -> list:
@@ -66,7 +67,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         sampler: a :class:`~worldsim.pipelines.SamplerSettings` instead of the separate sampler settings, as
             :class:`~worldsim.envs.WorldModelEnv`.
 
-    Observation: `(N, H, W, 3)` uint8. Action: ``batch_space`` of the embodiment's action space (a Box
+    Observation: `(N, H, W, 3)` uint8, or for a Dict-observation model (several cameras, or a state predictor:
+    :class:`~worldsim.envs.observations.ObservationLayout`) a dict of `(N, H, W / V, 3)` uint8 per camera key and
+    ``"observation.state"`` `(N, S)` float32. Action: ``batch_space`` of the embodiment's action space (a Box
     of shape `(2,)` gives `(N, 2)` float32; a Discrete gives `(N,)` int64). With outcome heads, rewards and terminations are predicted per imagined frame
     and ``infos`` carries `(N,)` arrays ``success``, ``success_probability``, ``termination_probability``;
     without them rewards are 0.0 and terminations False (``infos["outcome_heads"]``).
@@ -74,7 +77,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
     Autoreset: ``AutoresetMode.NEXT_STEP`` (Gymnasium's default): after a sub-env ends, the next ``step`` restarts
     it from a clip of the model's start set and ignores its action for that step. ``reset(options=...)`` takes
     ``"reset_mask"`` `(N,)` bool (restart only those sub-envs) and ``"context"``: ``{"observation.image": (R, n, H',
-    W', 3) uint8, "action": (R, n - 1, A)}`` real context for the R restarted sub-envs, in order.
+    W', 3) uint8, "action": (R, n - 1, A)}`` real context for the R restarted sub-envs, in order (a Dict-observation
+    env: one entry per camera key and ``"observation.state"`` `(R, n, S)`). A task-conditioned model imagines the task
+    ``task`` (default: each start clip's own; ``options["task"]``: a text or R texts for the restarted sub-envs).
 
     Seeds: ``reset(seed=s)`` with an int seeds one random stream shared by all sub-envs (start-clip choice and
     diffusion noise, drawn for the whole batch at once). ``reset(seed=[s_0, ..., s_{N-1}])`` gives every sub-env its
@@ -123,8 +128,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
         self.metadata = {**self.metadata, "render_fps": self.embodiment.fps}
-        size = self.pipeline.image_size
-        self.single_observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
+        self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
+        self.layout = ObservationLayout(self.pipeline, self.embodiment.name,
+                                        self._start is not None and "state" in self._start[2])
+        self.single_observation_space = self.layout.space()
         self.single_action_space = embodiment_action_space(self.embodiment)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -135,38 +142,30 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.sampler = env_sampler(self.pipeline, sampler, num_inference_steps, timestep_spacing, context_noise,
                                    action_guidance_scale, decoder)
         self.decoder = self.sampler.decoder
-        self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self._state = None
         self._generator = torch.Generator()  # the shared noise stream (int or no seed)
         # per-sub-env streams after reset(seed=[...]): start-clip RNGs and noise generators, one of each per sub-env
         self._sub_env_np_random: list[np.random.Generator] | None = None
         self._sub_env_generators: list[torch.Generator] | None = None
-        self._observation = np.zeros(self.observation_space.shape, dtype=np.uint8)
+        self._frames = np.zeros((self.num_envs, *size_pair(self.pipeline.image_size), 3), dtype=np.uint8)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
 
     # -- contexts ---------------------------------------------------------------------------------------------
-    def _contexts_from_options(self, context: Any, count: int) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(context, dict) or OBS_IMAGE not in context:
-            raise ValueError(f"options['context'] must be a dict with {OBS_IMAGE!r} and {ACTION!r}, got {type(context)}")
-        frames = np.asarray(context[OBS_IMAGE])
-        if frames.dtype != np.uint8 or frames.ndim != 5 or frames.shape[-1] != 3 or frames.shape[1] == 0:
-            raise ValueError(f"context {OBS_IMAGE!r} must be uint8 (R, n, H, W, 3) with n >= 1, got {frames.dtype} "
-                             f"{frames.shape}")
+    def _contexts_from_options(self, context: Any, count: int) -> dict:
+        frames, state = self.layout.context_frames(context, batched=True)
         if len(frames) != count:
             raise ValueError(f"context has {len(frames)} clips for {count} sub-envs being reset")
-        if frames.shape[2] != frames.shape[3]:
-            raise ValueError(f"context frames must be square, got {frames.shape[2]}x{frames.shape[3]}")
         expected = (count, frames.shape[1] - 1, self.embodiment.action_dim)
         action = np.asarray(context.get(ACTION, np.zeros(expected)), dtype=np.float64)
         if action.shape != expected:
             raise ValueError(f"context {ACTION!r} has shape {action.shape}; expected {expected}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"context {ACTION!r} contains NaN or inf")
-        resized = np.stack([resize_frames(clip, self.pipeline.image_size) for clip in frames])
-        return resized, action.astype(np.float32)
+        return {"frames": frames, "action": action.astype(np.float32), "state": state}
 
-    def _start_contexts(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _start_contexts(self, rows: np.ndarray) -> dict:
+        """Start clips for the sub-envs ``rows``: ``{"frames", "action", "state" (or None), "task" (or None)}``."""
         start = self._start
         if start is None:
             raise ValueError(f"this model has no bundled start set for {self.embodiment.name!r}; pass "
@@ -175,7 +174,10 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             index = self.np_random.integers(len(start[0]), size=len(rows))
         else:  # each sub-env draws from its own RNG, as a 1-env vector env seeded alike would
             index = np.concatenate([self._sub_env_np_random[row].integers(len(start[0]), size=1) for row in rows])
-        return start[0][index].numpy(), start[1][index].numpy()
+        extras = start[2]
+        return {"frames": start[0][index].numpy(), "action": start[1][index].numpy(),
+                "state": extras["state"][index].numpy() if self.layout.state_dim is not None else None,
+                "task": extras["task"][index] if "task" in extras else None}
 
     def _generator_for(self, rows) -> torch.Generator | list[torch.Generator]:
         """The noise stream of sub-envs ``rows``: the shared generator, or one generator per row."""
@@ -183,14 +185,30 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             return self._generator
         return [self._sub_env_generators[row] for row in rows]
 
-    def _restart(self, rows: np.ndarray, frames: np.ndarray, action: np.ndarray) -> None:
+    def _task_for(self, context: dict, rows: np.ndarray, task) -> Any:
+        """The tasks of restarted sub-envs: ``task`` (a text, or one per row), else the env's ``task``, else the start
+        clips' own (the null task for a context without one)."""
+        if self.pipeline.transformer.task_embedder is None:
+            return None  # the env's task is then only the scorer's text
+        if task is None:
+            task = self.task
+        if task is None:
+            return context.get("task")
+        return [task] * len(rows) if isinstance(task, str) else task
+
+    def _restart(self, rows: np.ndarray, context: dict, task=None) -> None:
         generator = self._generator_for(rows)
+        frames, action, state = context["frames"], context["action"], context.get("state")
+        task = self._task_for(context, rows, task)
+        last_state = None if state is None else state[:, -1]
         if self._state is None or len(rows) == self.num_envs:
             self._state = self.pipeline.encode_context(frames, action, self.sampler.context_noise, generator,
-                                                       embodiment=self.embodiment.name)
+                                                       embodiment=self.embodiment.name, task=task,
+                                                       observation_state=last_state)
         else:
-            self._state = self.pipeline.restart(self._state, rows, frames, action, self.sampler.context_noise, generator)
-        self._observation[rows] = frames[:, -1]
+            self._state = self.pipeline.restart(self._state, rows, frames, action, self.sampler.context_noise, generator,
+                                                task=task, observation_state=last_state)
+        self._frames[rows] = frames[:, -1]
         self._steps[rows] = 0
         self._autoreset[rows] = False
 
@@ -252,8 +270,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             raise ValueError("the first reset must reset every sub-env (reset_mask all True or absent)")
         rows = np.flatnonzero(mask)
         context = options.get("context")
+        task = options.get("task")
+        if task is not None:  # validate before touching state
+            self.pipeline.task_ids([task] * len(rows) if isinstance(task, str) else task, len(rows))
         if context is not None:
-            frames, action = self._contexts_from_options(context, len(rows))  # validate before touching state
+            context = self._contexts_from_options(context, len(rows))  # validate before touching state
         seeds = self._check_seed(seed)
         if seeds is not None:
             self._seed_sub_envs(rows, seeds)
@@ -263,10 +284,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 self._generator.manual_seed(int(seed))
                 self._sub_env_np_random = self._sub_env_generators = None  # back to the shared stream
         if context is None:
-            frames, action = self._start_contexts(rows)
+            context = self._start_contexts(rows)
         if len(rows):
-            self._restart(rows, frames, action)
-        return self._observation.copy(), self._infos()
+            self._restart(rows, context, task)
+        return self._observe(), self._infos()
+
+    def _observe(self):
+        """The current batched observation (:meth:`ObservationLayout.observe`)."""
+        state = None if self._state is None else self._state.observation_state
+        return self.layout.observe(self._frames.copy(), None if state is None else state.cpu().numpy())
 
     def _infos(self, outcomes: dict | None = None) -> dict:
         has_heads = self.pipeline.heads_for(self.embodiment.name) is not None
@@ -298,7 +324,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 raise ValueError(f"sub-env {index}: {error}") from None
         restarting = np.flatnonzero(self._autoreset)
         if len(restarting):  # fetch the new contexts first: an error here leaves everything as it was
-            frames, action = self._start_contexts(restarting)
+            fresh = self._start_contexts(restarting)
         disagreement = None
         generator = self._generator_for(range(self.num_envs))
         self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
@@ -307,9 +333,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
                 self._state, flat, self.disagreement_samples, generator=generator, **self.sampler.step_kwargs())
         else:
             self._state = self.pipeline.step(self._state, flat, generator=generator, **self.sampler.step_kwargs())
-        self._observation = self._state.frames.cpu().numpy().copy()
+        self._frames = self._state.frames.cpu().numpy().copy()
         self._steps += 1
-        rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._observation, self.scorer, self.task,
+        rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._frames, self.scorer, self.task,
                                                            self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
@@ -317,15 +343,15 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self.max_episode_steps is not None:
             truncations = self._steps >= self.max_episode_steps
         if len(restarting):
-            self._restart(restarting, frames, action)
+            self._restart(restarting, fresh)
             truncations[restarting] = False
             terminations[restarting] = False
             rewards[restarting] = 0.0
         self._autoreset = terminations | truncations
-        return self._observation.copy(), rewards, terminations, truncations, self._infos(outcomes)
+        return self._observe(), rewards, terminations, truncations, self._infos(outcomes)
 
     def render(self):
         """The N current frames `(N, H, W, 3)` uint8 with ``render_mode="rgb_array"``, else None."""
         if self.render_mode == "rgb_array":
-            return self._observation.copy()
+            return self._frames.copy()
         return None

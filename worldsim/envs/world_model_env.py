@@ -17,10 +17,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from worldsim.constants import ACTION, OBS_IMAGE
+from worldsim.constants import ACTION
 from worldsim.data.spaces import flatten_action, space_from_json, space_to_json
-from worldsim.data.frame_cache import resize_frames
 from worldsim.pipelines.sampler import SamplerSettings
+from worldsim.envs.observations import ObservationLayout
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 NO_OUTCOME_NOTE = "this model has no outcome heads: reward is 0.0 and terminated is False (not predictions)"
@@ -103,18 +103,21 @@ def start_clips(pipeline: WorldModelPipeline, embodiment, start_dataset=None, st
     folder of the embodiment; :func:`~worldsim.data.starts.dataset_start_set`).
 
     Returns:
-        ``(frames (K, n, S, S, 3) uint8, action (K, n - 1, A) float32)`` tensors, or None when the model bundles none
-        and no dataset is given.
+        ``(frames (K, n, H, W, 3) uint8, action (K, n - 1, A) float32, extras)`` tensors, extras as
+        :meth:`~worldsim.pipelines.WorldModelPipeline.start_extras` (``"state"`` `(K, n, S)`, ``"task"`` `(K,)`
+        where recorded); or None when the model bundles none and no dataset is given.
 
     Raises:
         ValueError: a dataset whose actions do not fit the embodiment, or with no episode of ``start_context`` frames.
     """
     if start_dataset is None:
-        return pipeline.start_set(embodiment.name)
+        bundled = pipeline.start_set(embodiment.name)
+        return None if bundled is None else (*bundled, pipeline.start_extras(embodiment.name))
     from worldsim.data.starts import dataset_start_set
 
-    start = dataset_start_set(start_dataset, pipeline.image_size, start_context, embodiment.action_dim)
-    return start["frames"], start["action"]
+    start = dataset_start_set(start_dataset, pipeline.image_size, start_context, embodiment.action_dim,
+                              video_keys=pipeline.composed_cameras, tasks=pipeline.transformer.task_names or None)
+    return start["frames"], start["action"], {key: start[key] for key in ("state", "task") if key in start}
 
 
 def embodiment_action_space(embodiment) -> gym.Space:
@@ -185,7 +188,8 @@ class WorldModelEnv(gym.Env):
             model's default embodiment.
         scorer: optional ``scorer(frames (B, H, W, 3) uint8, task) -> (B,)`` float that replaces the reward (see
             :func:`predict_outcomes`).
-        task: task text handed to ``scorer``.
+        task: the task text: what a task-conditioned model imagines (default: each start clip's task; an unknown
+            text raises ValueError at ``reset``) and what ``scorer`` is handed.
         disagreement_samples: when >= 2, every step is imagined this many times in one batch and
             ``info["disagreement"]`` reports how much the samples differ
             (:meth:`~worldsim.pipelines.WorldModelPipeline.step_with_disagreement`); 1 (default) is off.
@@ -197,13 +201,17 @@ class WorldModelEnv(gym.Env):
             ``timestep_spacing``, ``context_noise``, ``action_guidance_scale`` and ``decoder`` (not both); either way
             the env resolves its sampler once into :attr:`sampler`. Default: the model's (``worldsim.json``).
 
-    Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (H = W = the model's ``image_size``).
+    Observation: `np.ndarray` `(H, W, 3)` uint8, the imagined frame (the model's frame size); or, for a model of
+    several cameras or with a state predictor for the embodiment, a ``Dict`` with one `(H, W / V, 3)` uint8 image per
+    camera key and ``"observation.state"`` `(S,)` float32 (:class:`~worldsim.envs.observations.ObservationLayout`),
+    the layout of the real env's LeRobot-style wrapper.
     Action: the embodiment's action space (e.g. ``Box(0, 512, (2,), float32)``, a target position;
     ``Discrete(7)``, grid moves; any Box / Discrete / MultiBinary / MultiDiscrete / Dict of those).
 
     ``reset(options={"context": {"observation.image": frames, "action": actions}})`` starts from real frames:
     ``frames`` `(n, H', W', 3)` uint8 (resized to the model's size if needed) and ``actions`` `(n - 1, A)`, the
-    actions between consecutive frames. Without a context the env starts from a clip of the model's bundled start
+    actions between consecutive frames; a Dict-observation env takes one entry per camera key instead of
+    ``"observation.image"`` and ``"observation.state"`` `(n, S)`. ``options["task"]`` sets the episode's task text. Without a context the env starts from a clip of the model's bundled start
     set, chosen with the env's seeded RNG.
 
     >>> import gymnasium as gym, worldsim                                              # doctest: +SKIP
@@ -233,8 +241,6 @@ class WorldModelEnv(gym.Env):
             raise ValueError(f"render_mode {render_mode!r} not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.embodiment.fps}
-        size = self.pipeline.image_size
-        self.observation_space = gym.spaces.Box(0, 255, (size, size, 3), dtype=np.uint8)
         self.action_space = embodiment_action_space(self.embodiment)
         self._space_json = space_to_json(self.action_space)
         #: the sampler, resolved once (the loose settings above are shorthands for it)
@@ -242,21 +248,15 @@ class WorldModelEnv(gym.Env):
                                    action_guidance_scale, decoder)
         self.decoder = self.sampler.decoder
         self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
+        self.layout = ObservationLayout(self.pipeline, self.embodiment.name,
+                                        self._start is not None and "state" in self._start[2])
+        self.observation_space = self.layout.space()
         self._state = None
         self._generator = torch.Generator()
-        self._observation = None
+        self._frame = None  # the current frame (the camera views side by side)
 
-    def _context_from_options(self, context: dict) -> tuple[np.ndarray, np.ndarray]:
-        if not isinstance(context, dict) or OBS_IMAGE not in context:
-            raise ValueError(f"options['context'] must be a dict with {OBS_IMAGE!r} and {ACTION!r}, got {type(context)}")
-        frames = np.asarray(context[OBS_IMAGE])
-        if frames.ndim == 3:
-            frames = frames[None]
-        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) == 0:
-            raise ValueError(f"context {OBS_IMAGE!r} must be uint8 (n, H, W, 3) with n >= 1, "
-                             f"got {frames.dtype} {frames.shape}")
-        if frames.shape[1] != frames.shape[2]:
-            raise ValueError(f"context frames must be square, got {frames.shape[1]}x{frames.shape[2]}")
+    def _context_from_options(self, context: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        frames, state = self.layout.context_frames(context, batched=False)
         action = np.asarray(context.get(ACTION, np.zeros((0, self.embodiment.action_dim))), dtype=np.float64)
         expected = (len(frames) - 1, self.embodiment.action_dim)
         if action.shape != expected:
@@ -265,7 +265,7 @@ class WorldModelEnv(gym.Env):
                              f"worldsim.data.spaces)")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"context {ACTION!r} contains NaN or inf")
-        return resize_frames(frames, self.pipeline.image_size), action.astype(np.float32)
+        return frames, action.astype(np.float32), state
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Starts a new imagined episode. See the class docstring for ``options["context"]``.
@@ -274,8 +274,12 @@ class WorldModelEnv(gym.Env):
             ValueError: malformed context (the env keeps its previous state).
         """
         options = options or {}
+        task = options.get("task")
+        if task is None and self.pipeline.transformer.task_embedder is not None:
+            task = self.task  # for a model without tasks the env's task is only the scorer's text
+        task_ids = self.pipeline.task_ids(task, 1) if task is not None else None  # validate before touching state
         if "context" in options and options["context"] is not None:
-            frames, action = self._context_from_options(options["context"])  # validate before touching state
+            frames, action, state = self._context_from_options(options["context"])
             super().reset(seed=seed)
         else:
             super().reset(seed=seed)
@@ -285,12 +289,22 @@ class WorldModelEnv(gym.Env):
                                  f"pass options={{'context': {{...}}}} or start_dataset=...")
             index = int(self.np_random.integers(len(start[0])))
             frames, action = start[0][index].numpy(), start[1][index].numpy()
+            state = start[2]["state"][index].numpy() if self.layout.state_dim is not None else None
+            if task_ids is None and "task" in start[2]:
+                task_ids = start[2]["task"][index:index + 1]
+        if task_ids is None and self.pipeline.transformer.task_embedder is not None:
+            task_ids = self.pipeline.task_ids(None, 1)
         self._generator.manual_seed(int(self.np_random.integers(0, 2**62)))
         self._state = self.pipeline.encode_context(frames[None], action[None], self.sampler.context_noise,
-                                                   self._generator,
-                                                   embodiment=self.embodiment.name)
-        self._observation = frames[-1].copy()
-        return self._observation.copy(), self._info()
+                                                   self._generator, embodiment=self.embodiment.name, task=task_ids,
+                                                   observation_state=None if state is None else state[None, -1])
+        self._frame = frames[-1].copy()
+        return self.layout.single(self._observation_batch(), 0), self._info()
+
+    def _observation_batch(self):
+        """The current observation as a batch of one (:meth:`ObservationLayout.observe`)."""
+        state = self._state.observation_state
+        return self.layout.observe(self._frame[None], None if state is None else state.cpu().numpy())
 
     def _info(self, outcomes: dict | None = None) -> dict:
         has_heads = self.pipeline.heads_for(self.embodiment.name) is not None
@@ -321,14 +335,15 @@ class WorldModelEnv(gym.Env):
         else:
             self._state = self.pipeline.step(self._state, action[None], generator=self._generator,
                                              **self.sampler.step_kwargs())
-        self._observation = self._state.frames[0].cpu().numpy()
-        reward, terminated, outcomes = predict_outcomes(self.pipeline, self._observation[None], self.scorer, self.task,
+        self._frame = self._state.frames[0].cpu().numpy()
+        reward, terminated, outcomes = predict_outcomes(self.pipeline, self._frame[None], self.scorer, self.task,
                                                         self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
-        return self._observation.copy(), float(reward[0]), bool(terminated[0]), False, self._info(outcomes)
+        return self.layout.single(self._observation_batch(), 0), float(reward[0]), bool(terminated[0]), False, \
+            self._info(outcomes)
 
     def render(self):
         if self.render_mode == "rgb_array":
-            return None if self._observation is None else self._observation.copy()
+            return None if self._frame is None else self._frame.copy()
         return None

@@ -18,18 +18,20 @@ from tqdm.auto import tqdm
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.metrics import psnr, ssim
-from worldsim.constants import REWARD
+from worldsim.constants import OBS_STATE, REWARD, SUCCESS
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
 @dataclass
 class Windows:
-    """Evaluation windows: real frames `(W, n + H, S, S, 3)` uint8 and actions `(W, n + H - 1, A)` float32."""
+    """Evaluation windows: real frames `(W, n + H, H_f, W_f, 3)` uint8 and actions `(W, n + H - 1, A)` float32, the
+    episode and first step of each, and each window's episode task text (``""`` where none was recorded)."""
 
     frames: np.ndarray
     action: np.ndarray
     episodes: np.ndarray
     starts: np.ndarray
+    tasks: list[str] | None = None
 
 
 def evaluation_windows(dataset: LeRobotDataset, frames: np.ndarray, num_context: int, horizon: int,
@@ -57,7 +59,9 @@ def evaluation_windows(dataset: LeRobotDataset, frames: np.ndarray, num_context:
         raise ValueError(f"no episode of {dataset.root} has {length} frames (context {num_context} + horizon {horizon})")
     if max_windows is not None:
         clips, actions, episodes, starts = clips[:max_windows], actions[:max_windows], episodes[:max_windows], starts[:max_windows]
-    return Windows(np.stack(clips), np.stack(actions).astype(np.float32), np.asarray(episodes), np.asarray(starts))
+    tasks = [(dataset.episodes[int(e)].get("tasks") or [""])[0] or "" for e in episodes]
+    return Windows(np.stack(clips), np.stack(actions).astype(np.float32), np.asarray(episodes), np.asarray(starts),
+                   tasks)
 
 
 def _per_step(imagined: np.ndarray, real: np.ndarray, embodiment=None) -> dict[str, np.ndarray]:
@@ -91,12 +95,15 @@ def imagine_windows(pipeline: WorldModelPipeline, windows: Windows, num_context:
                                             timestep_spacing=timestep_spacing)
     pipeline.set_decoder(sampler.decoder)
     generator = torch.Generator().manual_seed(seed)
+    conditioned = pipeline.transformer.task_embedder is not None and windows.tasks is not None
     imagined, latents = [], []
     for start in tqdm(range(0, len(windows.frames), batch_size), desc="imagining windows", disable=not progress):
         chunk = slice(start, start + batch_size)
+        # a task-conditioned model imagines each window's own task (an unknown task text raises ValueError)
+        task = [text or None for text in windows.tasks[chunk]] if conditioned else None
         out = pipeline.rollout(windows.frames[chunk, :num_context], windows.action[chunk, :num_context - 1],
                                windows.action[chunk, num_context - 1:], generator=generator, embodiment=embodiment,
-                               return_latents=return_latents, **sampler.step_kwargs())
+                               return_latents=return_latents, task=task, **sampler.step_kwargs())
         if return_latents:
             imagined.append(out[0])
             latents.append(out[1])
@@ -183,6 +190,106 @@ def add_reward_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRob
         report["summary"][f"reward_error/{label}"] = float(error.mean())
     report["summary"]["reward/real"] = float(target.mean())
     report["reward_model_input"] = "frames" if imagined_latents is None else "latents"
+    if SUCCESS in dataset.columns and pipeline.heads_for(embodiment).config.success_trained:
+        success = np.asarray(dataset.columns[SUCCESS], dtype=np.float64).reshape(-1)
+        labels = success[rows[:, None] + num_context - 1 + np.arange(horizon)[None]]  # (W, H): frame k succeeds
+
+        def probability(frames: np.ndarray) -> np.ndarray:
+            return pipeline.outcomes(frames.reshape(-1, *frames.shape[-3:]), embodiment)["success_probability"] \
+                .reshape(frames.shape[:2])
+
+        model = pipeline.outcomes(None, embodiment, latents=latents)["success_probability"].reshape(
+            imagined.shape[:2]) if imagined_latents is not None else probability(imagined)
+        for label, predicted in (("model", model), ("copy_last_frame", probability(baseline)),
+                                 ("real_frames", probability(real))):
+            calibration = success_calibration(predicted.reshape(-1), labels.reshape(-1))
+            report["summary"][f"success_brier/{label}"] = calibration["brier"]
+            report["summary"][f"success_ece/{label}"] = calibration["ece"]
+            report.setdefault("success_calibration", {})[label] = calibration
+        report["summary"]["success/real"] = float(labels.mean())
+    return report
+
+
+def success_calibration(probability: np.ndarray, label: np.ndarray, bins: int = 10) -> dict:
+    """How well success probabilities match outcomes: the Brier score (mean squared error), the expected calibration
+    error (ECE, Naeini et al. 2015: the frequency-weighted gap between mean probability and success rate over
+    ``bins`` equal-width probability bins) and the table behind it.
+
+    Args:
+        probability: `(N,)` predicted success probabilities in [0, 1].
+        label: `(N,)` 0 / 1 outcomes.
+
+    Returns:
+        ``{"brier", "ece", "bins": [{"low", "high", "count", "mean_probability", "success_rate"}, ...]}`` (bins
+        without samples left out).
+
+    Raises:
+        ValueError: arrays of different lengths or empty.
+    """
+    probability, label = np.asarray(probability, np.float64), np.asarray(label, np.float64)
+    if probability.shape != label.shape or probability.ndim != 1 or not len(probability):
+        raise ValueError(f"probability and label must be equal-length non-empty vectors, got {probability.shape} and "
+                         f"{label.shape}")
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(probability, edges[1:-1]), 0, bins - 1)
+    table, ece = [], 0.0
+    for number in range(bins):
+        chosen = index == number
+        if not chosen.any():
+            continue
+        mean, rate = float(probability[chosen].mean()), float(label[chosen].mean())
+        ece += chosen.mean() * abs(mean - rate)
+        table.append({"low": float(edges[number]), "high": float(edges[number + 1]), "count": int(chosen.sum()),
+                      "mean_probability": mean, "success_rate": rate})
+    return {"brier": float(np.mean((probability - label) ** 2)), "ece": float(ece), "bins": table}
+
+
+def add_state_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobotDataset, windows: Windows,
+                     imagined_latents: np.ndarray, num_context: int, embodiment=None) -> dict:
+    """Adds the state predictor's error on imagined frames to a fidelity report (in place; also returned).
+
+    From the real ``observation.state`` of the last context frame, the embodiment's state predictor
+    (:class:`~worldsim.models.state.StatePredictor`) reads each imagined latent in turn and its own previous
+    prediction, as the env does; each predicted state is compared with the real state of that frame, and so is the
+    last context state held still (``copy_last_frame``). Errors: the mean absolute error over dimensions in units of
+    each dimension's training standard deviation (``state_error``), and the plug-in's named state groups
+    (:attr:`~worldsim.embodiments.EmbodimentPlugin.state_metrics`, e.g. the end-effector's position error in mm: the
+    Euclidean distance of those dimensions, times the group's scale).
+
+    Args:
+        imagined_latents: `(W, H, C, h, w)` float32, what the imagined frames were decoded from.
+        embodiment: the plug-in (its ``state_metrics``) or None.
+
+    Raises:
+        ValueError: latents that do not match the windows.
+    """
+    spec_name = report.get("embodiment") or pipeline.default_embodiment
+    predictor = pipeline.state_predictor_for(spec_name)
+    states = np.asarray(dataset.columns[OBS_STATE], dtype=np.float32)
+    windows_count, horizon = imagined_latents.shape[:2]
+    if windows_count != len(windows.frames):
+        raise ValueError(f"{windows_count} latent windows for {len(windows.frames)} windows")
+    rows = np.array([dataset.episode_slice(int(e)).start + int(s) for e, s in zip(windows.episodes, windows.starts)])
+    last = states[rows + num_context - 1]  # (W, S)
+    target = states[rows[:, None] + num_context + np.arange(horizon)[None]]  # (W, H, S)
+    predicted, previous = [], torch.from_numpy(last)
+    with torch.no_grad():
+        for step in range(horizon):
+            previous = predictor.predict(torch.from_numpy(np.ascontiguousarray(imagined_latents[:, step])).float(),
+                                         previous)
+            predicted.append(previous.numpy())
+    predicted = np.stack(predicted, axis=1)
+    scale = np.asarray(predictor.config.state_std, dtype=np.float64)
+    groups = dict(getattr(embodiment, "state_metrics", None) or {})
+    for label, values in (("model", predicted), ("copy_last_frame", np.repeat(last[:, None], horizon, axis=1))):
+        error = np.abs(values - target) / scale  # (W, H, S)
+        report["per_step"].setdefault("state_error", {})[label] = error.mean(axis=(0, 2)).tolist()
+        report["summary"][f"state_error/{label}"] = float(error.mean())
+        for name, (dims, unit) in groups.items():
+            distance = np.linalg.norm(values[..., dims] - target[..., dims], axis=-1) * unit  # (W, H)
+            report["per_step"].setdefault(name, {})[label] = distance.mean(axis=0).tolist()
+            report["summary"][f"{name}/{label}"] = float(distance.mean())
+            report["summary"][f"{name}_at_horizon/{label}"] = float(distance[:, -1].mean())
     return report
 
 
@@ -228,13 +335,18 @@ def evaluate_fidelity(pipeline: WorldModelPipeline, dataset: LeRobotDataset, hor
         sampler = pipeline.sampler_settings(num_inference_steps=num_inference_steps, context_noise=context_noise,
                                             action_guidance_scale=action_guidance_scale,
                                             timestep_spacing=timestep_spacing)
-    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress,
+                              video_keys=pipeline.composed_cameras)
     windows = evaluation_windows(dataset, frames, num_context, horizon, starts_per_episode, max_windows)
     imagined, latents = imagine_windows(pipeline, windows, num_context, batch_size, seed=seed, progress=progress,
                                         embodiment=embodiment, return_latents=True, sampler=sampler)
     report = fidelity_report(imagined, windows, num_context, frame_metrics_for(pipeline, embodiment))
     if pipeline.heads_for(embodiment) is not None and REWARD in dataset.columns:
         add_reward_report(report, pipeline, dataset, windows, imagined, num_context, embodiment, latents)
+    if pipeline.state_predictor_for(embodiment) is not None and OBS_STATE in dataset.columns:
+        report["embodiment"] = pipeline.embodiment(embodiment).name
+        add_state_report(report, pipeline, dataset, windows, latents, num_context, frame_metrics_for(pipeline,
+                                                                                                      embodiment))
     report.update({
         "dataset": str(dataset.root),
         **sampler.to_dict(),

@@ -10,7 +10,10 @@ Policy evaluation runs N episodes side by side (a vector env, real or imagined),
 - a LeRobot-style object with ``select_action(batch)`` and ``reset()`` (LeRobot's ``PreTrainedPolicy``), fed
   ``{"observation.image": (N, 3, H, W) float32 in [0, 1]}`` like LeRobot's env wrappers do.
 
-Observations are what the env gives: ``(N, H, W, 3)`` uint8 frames for worldsim and pixel envs.
+Observations are what the env gives: ``(N, H, W, 3)`` uint8 frames for worldsim and pixel envs, or a dict of
+batched arrays for a Dict-observation env (a robot's cameras ``{"observation.images.<camera>": (N, H, W, 3) uint8}``
+and ``"observation.state"`` `(N, S)` float32, as worldsim's multi-camera models and LeRobot-style robot envs give);
+per-env callables then get one env's dict.
 """
 
 from __future__ import annotations
@@ -21,6 +24,20 @@ from typing import Any, Callable
 import numpy as np
 
 from worldsim.constants import OBS_IMAGE
+
+
+def batch_size(observation: Any) -> int:
+    """N, the number of envs in a batched observation (an array or a dict of arrays)."""
+    if isinstance(observation, dict):
+        return len(next(iter(observation.values())))
+    return len(observation)
+
+
+def env_observation(observation: Any, index: int) -> Any:
+    """Env ``index``'s observation out of a batched one (an array row, or a dict of rows)."""
+    if isinstance(observation, dict):
+        return {key: value[index] for key, value in observation.items()}
+    return observation[index]
 
 
 def _as_array(action: Any) -> np.ndarray:
@@ -47,8 +64,9 @@ class CallablePolicy:
         if self.batched:
             action = _as_array(self.function(observation))
         else:
-            action = np.stack([_as_array(self.function(single)) for single in observation])
-        expected = (len(observation),) + self.action_shape
+            action = np.stack([_as_array(self.function(env_observation(observation, index)))
+                               for index in range(batch_size(observation))])
+        expected = (batch_size(observation),) + self.action_shape
         if action.shape != expected:
             raise ValueError(f"policy returned actions of shape {action.shape}; expected {expected}")
         return action
@@ -78,8 +96,9 @@ class ChunkPolicy:
         return chunk
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        if len(self.queues) != len(observation):
-            raise ValueError(f"got {len(observation)} observations but reset() was called for {len(self.queues)} envs")
+        if len(self.queues) != batch_size(observation):
+            raise ValueError(f"got {batch_size(observation)} observations but reset() was called for "
+                             f"{len(self.queues)} envs")
         empty = [index for index, queue in enumerate(self.queues) if not queue]
         if empty:
             if self.batched:
@@ -88,7 +107,8 @@ class ChunkPolicy:
                     self.queues[index].extend(self._check(chunks[index]))
             else:
                 for index in empty:
-                    self.queues[index].extend(self._check(_as_array(self.function(observation[index]))))
+                    self.queues[index].extend(self._check(_as_array(self.function(env_observation(observation,
+                                                                                                  index)))))
         return np.stack([queue.popleft() for queue in self.queues])
 
 
@@ -96,7 +116,9 @@ class LeRobotPolicy:
     """A LeRobot-style policy object: ``reset()`` and ``select_action(batch) -> (N, A)`` on torch tensors.
 
     The batch is ``{image_key: (N, 3, H, W) float32 in [0, 1]}`` (LeRobot's image convention), plus
-    ``"task"`` when a task string is given. The object keeps its own per-env action queues, as LeRobot policies
+    ``"task"`` when a task string is given. A Dict observation passes every camera the same way under its own key
+    (each ``(N, H, W, 3)`` uint8 entry, e.g. ``observation.images.scene`` and ``observation.images.wrist``) and every
+    other entry (``observation.state`` `(N, S)`) as a float32 tensor. The object keeps its own per-env action queues, as LeRobot policies
     do, so ``reset`` resets all envs at once.
 
     Raises (``act``): ValueError: ``select_action`` returned a batch of the wrong shape.
@@ -112,13 +134,19 @@ class LeRobotPolicy:
     def act(self, observation: np.ndarray) -> np.ndarray:
         import torch
 
-        image = torch.from_numpy(np.ascontiguousarray(observation)).permute(0, 3, 1, 2).float() / 255.0
-        batch = {self.image_key: image}
+        def image(frames) -> "torch.Tensor":
+            return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255.0
+
+        if isinstance(observation, dict):
+            batch = {key: image(value) if np.asarray(value).dtype == np.uint8 and np.asarray(value).ndim == 4
+                     else torch.from_numpy(np.asarray(value, dtype=np.float32)) for key, value in observation.items()}
+        else:
+            batch = {self.image_key: image(observation)}
         if self.task is not None:
-            batch["task"] = [self.task] * len(observation)
+            batch["task"] = [self.task] * batch_size(observation)
         with torch.inference_mode():
             action = _as_array(self.policy.select_action(batch))
-        expected = (len(observation),) + self.action_shape
+        expected = (batch_size(observation),) + self.action_shape
         if action.shape != expected:
             raise ValueError(f"select_action returned shape {action.shape}; expected {expected}")
         return action
@@ -171,7 +199,7 @@ class _AutoPolicy:
     def act(self, observation: np.ndarray) -> np.ndarray:
         if self.inner is not None:
             return self.inner.act(observation)
-        probe = _as_array(self.function(observation if self.batched else observation[0]))
+        probe = _as_array(self.function(observation if self.batched else env_observation(observation, 0)))
         extra = probe.ndim - len(self.action_shape) - (1 if self.batched else 0)
         if extra not in (0, 1):
             raise ValueError(f"policy output shape {probe.shape} is neither an action {self.action_shape} nor "
@@ -182,5 +210,5 @@ class _AutoPolicy:
         function = self.function
         cls = ChunkPolicy if extra == 1 else CallablePolicy
         self.inner = cls(lambda obs: pending.pop() if pending else function(obs), self.action_shape, self.batched)
-        self.inner.reset(self.num_envs or len(observation))
+        self.inner.reset(self.num_envs or batch_size(observation))
         return self.inner.act(observation)

@@ -470,7 +470,8 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
             "terminated": np.asarray(table[terminated_key], bool).reshape(-1),
             "success": (np.asarray(table[SUCCESS], bool).reshape(-1) if SUCCESS in table
                         else np.zeros(data.num_frames, bool)),
-            "frames": load_frame_cache(data, pipeline.image_size, progress=progress)})
+            "frames": load_frame_cache(data, pipeline.image_size, progress=progress,
+                                             video_keys=pipeline.composed_cameras)})
     started = time.perf_counter()
     results, videos = {}, {}
     for policy_name, raw in tqdm(policies.items(), desc="policies", disable=not progress):

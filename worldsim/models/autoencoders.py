@@ -20,9 +20,11 @@ from diffusers.models.modeling_utils import ModelMixin
 from einops import rearrange
 from torch import nn
 
+from worldsim.utils.shapes import size_config, size_pair
+
 
 def build_autoencoder(
-    sample_size: int = 64,
+    sample_size: int | tuple[int, int] = 64,
     latent_channels: int = 8,
     block_out_channels: tuple[int, ...] = (32, 32, 64, 64),
     layers_per_block: int = 1,
@@ -38,7 +40,7 @@ def build_autoencoder(
             ``norm_num_groups``.
     """
     factor = 2 ** (len(block_out_channels) - 1)
-    if sample_size % factor:
+    if any(side % factor for side in size_pair(sample_size, "sample_size")):
         raise ValueError(f"sample_size {sample_size} is not divisible by the downsampling factor {factor}")
     if any(c % norm_num_groups for c in block_out_channels):
         raise ValueError(f"block_out_channels {block_out_channels} not divisible by norm_num_groups {norm_num_groups}")
@@ -51,7 +53,7 @@ def build_autoencoder(
         layers_per_block=layers_per_block,
         latent_channels=latent_channels,
         norm_num_groups=norm_num_groups,
-        sample_size=sample_size,
+        sample_size=size_config(sample_size),
         mid_block_add_attention=False,
         scaling_factor=1.0,
         shift_factor=0.0,

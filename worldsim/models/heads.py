@@ -17,13 +17,15 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from worldsim.utils.shapes import size_pair
+
 
 class OutcomeHeads(ModelMixin, ConfigMixin):
     """Reward / termination / success heads on one frame's latent.
 
     Args:
         in_channels: latent channels C.
-        sample_size: latent side h = w (even).
+        sample_size: the latent grid, an int h = w or a pair [h, w] (each even).
         hidden_dim: convolution width.
         reward_min, reward_max: the reward range; predictions are clipped to it.
         embodiment: the embodiment whose frames the heads were trained on (None: any); an env serving another
@@ -41,24 +43,25 @@ class OutcomeHeads(ModelMixin, ConfigMixin):
         ``termination_logit``, ``success_logit`` (and ``value`` with ``value_discount``).
 
     Raises:
-        ValueError: ``sample_size`` odd, ``reward_min >= reward_max`` or ``value_discount`` outside (0, 1).
+        ValueError: a ``sample_size`` side odd, ``reward_min >= reward_max`` or ``value_discount`` outside (0, 1).
     """
 
     @register_to_config
-    def __init__(self, in_channels: int = 8, sample_size: int = 8, hidden_dim: int = 64, reward_min: float = 0.0,
+    def __init__(self, in_channels: int = 8, sample_size: int | tuple[int, int] = 8, hidden_dim: int = 64, reward_min: float = 0.0,
                  reward_max: float = 1.0, termination_trained: bool = True, success_trained: bool = True,
                  embodiment: str | None = None, value_discount: float | None = None):
         super().__init__()
         if value_discount is not None and not 0.0 < value_discount < 1.0:
             raise ValueError(f"value_discount must be in (0, 1) or None, got {value_discount}")
-        if sample_size % 2:
-            raise ValueError(f"sample_size must be even, got {sample_size}")
+        height, width = size_pair(sample_size, "sample_size")
+        if height % 2 or width % 2:
+            raise ValueError(f"sample_size sides must be even, got {sample_size}")
         if reward_min >= reward_max:
             raise ValueError(f"reward_min {reward_min} must be below reward_max {reward_max}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, hidden_dim, 3, padding=1), nn.SiLU(),
             nn.Conv2d(hidden_dim, hidden_dim, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Flatten(), nn.Linear(hidden_dim * (sample_size // 2) ** 2, 128), nn.SiLU(), nn.Linear(128, 3 if value_discount is None else 4))
+            nn.Flatten(), nn.Linear(hidden_dim * (height // 2) * (width // 2), 128), nn.SiLU(), nn.Linear(128, 3 if value_discount is None else 4))
 
     def forward(self, latents: torch.Tensor) -> dict[str, torch.Tensor]:
         if latents.ndim != 4 or latents.shape[1] != self.config.in_channels:

@@ -34,6 +34,8 @@ from torch import nn
 
 from worldsim.models.actions import ActionAdapter, ActionMixtureOfExperts, BoxActionEncoder, build_action_encoder
 from worldsim.models.kv_cache import FrameKVCache
+from worldsim.models.tasks import TaskEmbedder
+from worldsim.utils.shapes import size_pair
 
 
 def rope_frequencies(positions: torch.Tensor, dim: int, theta: float) -> torch.Tensor:
@@ -175,8 +177,9 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
 
     Args:
         in_channels: C, latent channels.
-        sample_size: h = w, latent grid size.
-        patch_size: p, latent patch size; N = (sample_size / p)^2 tokens per frame.
+        sample_size: the latent grid: an int ``h = w`` (square frames) or ``[h, w]`` (frames that are not square,
+            e.g. two camera views side by side).
+        patch_size: p, latent patch size; N = (h / p) * (w / p) tokens per frame.
         num_layers, num_attention_heads, attention_head_dim, mlp_ratio: transformer size; width
             D = num_attention_heads * attention_head_dim.
         action_dim: A, flat action size (:mod:`worldsim.data.spaces`; Box entries normalised to [-1, 1]).
@@ -195,12 +198,20 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         num_action_experts: E > 0 routes every action embedding through a mixture of action experts shared by all
             embodiments (:class:`~worldsim.models.actions.ActionMixtureOfExperts`); 0 disables it.
         action_experts_top_k: experts per action.
+        tasks: the task texts the model is conditioned on (a dataset's ``meta/tasks.parquet``), or None for a model
+            without task conditioning. Task ``i`` adds a learned vector to every frame's conditioning (to the
+            timestep and action embeddings that drive adaLN); index ``len(tasks)`` is the null task (no task or an
+            unknown one; task dropout in training trains it).
+        task_embedding_dim: None: one learned vector per task (a table). An int E: tasks are embedded by a text
+            encoder that the user supplies (:class:`~worldsim.models.tasks.TaskTextEncoder`), whose `(E,)` vectors
+            of the known tasks are stored in the model (``task_text_embeddings``) and mapped to the model width by a
+            learned linear layer, so a model trained this way needs the encoder only for new task texts.
 
     After a forward pass with experts, ``last_routing`` holds ``(router_probs (M, E), dispatch (M, E),
     embodiment (M,))`` for the load-balancing loss and router statistics.
 
     Raises:
-        ValueError: ``sample_size`` not divisible by ``patch_size``; ``rope_axes_dim`` odd or not summing to
+        ValueError: ``sample_size`` not divisible by ``patch_size`` (or not an int / a pair of ints); ``rope_axes_dim`` odd or not summing to
             ``attention_head_dim``; duplicate embodiment names; an ``action_dim`` that is not the (widest) flat action
             size; ``action_space`` together with ``embodiments``; an unknown action space type.
 
@@ -216,7 +227,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
     def __init__(
         self,
         in_channels: int = 8,
-        sample_size: int = 8,
+        sample_size: int | tuple[int, int] = 8,
         patch_size: int = 2,
         num_layers: int = 6,
         num_attention_heads: int = 4,
@@ -230,16 +241,19 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         num_action_experts: int = 0,
         action_experts_top_k: int = 2,
         action_space: dict | None = None,
+        tasks: list[str] | None = None,
+        task_embedding_dim: int | None = None,
     ):
         super().__init__()
-        if sample_size % patch_size:
+        self.latent_size = size_pair(sample_size, "sample_size")
+        if any(side % patch_size for side in self.latent_size):
             raise ValueError(f"sample_size {sample_size} is not divisible by patch_size {patch_size}")
         if sum(rope_axes_dim) != attention_head_dim or any(d % 2 for d in rope_axes_dim):
             raise ValueError(f"rope_axes_dim {rope_axes_dim} must be even and sum to attention_head_dim {attention_head_dim}")
         dim = num_attention_heads * attention_head_dim
-        self.grid = sample_size // patch_size
+        self.grid_height, self.grid_width = (side // patch_size for side in self.latent_size)
         self.patch_embed = nn.Linear(in_channels * patch_size * patch_size, dim)
-        self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid * self.grid, dim))
+        self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid_height * self.grid_width, dim))
         self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
         self.timestep_embedder = TimestepEmbedding(256, dim)
         if embodiments and action_space is not None:
@@ -266,6 +280,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
                                if num_action_experts else None)
         self.last_routing = None
         self.null_action = nn.Parameter(torch.zeros(dim))
+        self.task_embedder = TaskEmbedder(tasks, dim, task_embedding_dim) if tasks else None
         self.blocks = nn.ModuleList(
             [WorldModelBlock(dim, num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
         )
@@ -279,7 +294,19 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
 
     @property
     def tokens_per_frame(self) -> int:
-        return self.grid * self.grid
+        """N, patches per frame."""
+        return self.grid_height * self.grid_width
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a square latent grid.
+
+        Raises:
+            ValueError: the grid is not square (use ``grid_height`` / ``grid_width``).
+        """
+        if self.grid_height != self.grid_width:
+            raise ValueError(f"the patch grid is {self.grid_height} x {self.grid_width}, not square")
+        return self.grid_height
 
     def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1`` (memoised)."""
@@ -294,8 +321,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
     def _rotary(self, num_frames: int, device, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
         t_dim, h_dim, w_dim = self.config.rope_axes_dim
         frame = torch.arange(first_frame, first_frame + num_frames, device=device).repeat_interleave(self.tokens_per_frame)
-        row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(num_frames)
-        col = torch.arange(self.grid, device=device).repeat(self.grid * num_frames)
+        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(num_frames)
+        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * num_frames)
         theta = self.config.rope_theta
         angles = torch.cat([rope_frequencies(frame, t_dim, theta), rope_frequencies(row, h_dim, theta),
                             rope_frequencies(col, w_dim, theta)], dim=-1)
@@ -315,8 +342,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         batch, frames = frame_positions.shape
         theta, device = self.config.rope_theta, frame_positions.device
         frame = frame_positions.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N)
-        row = torch.arange(self.grid, device=device).repeat_interleave(self.grid).repeat(frames)
-        col = torch.arange(self.grid, device=device).repeat(self.grid * frames)
+        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(frames)
+        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * frames)
         temporal = rope_frequencies(frame.flatten(), t_dim, theta).view(batch, frame.shape[1], t_dim // 2)
         spatial = torch.cat([rope_frequencies(row, h_dim, theta), rope_frequencies(col, w_dim, theta)], dim=-1)
         angles = torch.cat([temporal, spatial.expand(batch, -1, -1)], dim=-1).unsqueeze(1)
@@ -326,10 +353,10 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         if sample.ndim != 5:
             raise ValueError(f"sample must be (B, T, C, h, w), got shape {tuple(sample.shape)}")
         batch, frames, channels, height, width = sample.shape
-        if channels != self.config.in_channels or height != self.config.sample_size or width != self.config.sample_size:
+        if (channels, height, width) != (self.config.in_channels, *self.latent_size):
             raise ValueError(
                 f"sample has shape {tuple(sample.shape)}, expected (B, T, {self.config.in_channels}, "
-                f"{self.config.sample_size}, {self.config.sample_size})"
+                f"{self.latent_size[0]}, {self.latent_size[1]})"
             )
         if timestep.shape != (batch, frames):
             raise ValueError(f"timestep has shape {tuple(timestep.shape)}, expected {(batch, frames)}")
@@ -410,6 +437,44 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             embedding = torch.where(action_mask.unsqueeze(-1), embedding, null)
         return embedding
 
+    @property
+    def task_names(self) -> list[str]:
+        """The task texts the model knows, in index order (empty without task conditioning)."""
+        return list(self.config.tasks or [])
+
+    def task_index(self, task: str | None) -> int:
+        """The index of a task text (None: the null task).
+
+        Raises:
+            ValueError: the model has no task conditioning, or does not know ``task`` (the message lists the known
+                tasks).
+        """
+        if self.task_embedder is None:
+            raise ValueError("this model is not conditioned on a task")
+        if task is None:
+            return self.task_embedder.null_index
+        if task not in self.task_names:
+            raise ValueError(f"unknown task {task!r}; this model knows {self.task_names}")
+        return self.task_names.index(task)
+
+    def embed_task(self, task: torch.Tensor | None, batch: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """`(B, 1, D)` task embedding of `(B,)` long task indices (None: the null task), or None for a model without
+        task conditioning.
+
+        Raises:
+            ValueError: a task given to a model without task conditioning, or a bad shape or index.
+        """
+        if self.task_embedder is None:
+            if task is not None:
+                raise ValueError("this model is not conditioned on a task, but a task was given")
+            return None
+        if task is None:
+            task = torch.full((batch,), self.task_embedder.null_index, dtype=torch.long,
+                              device=self.null_action.device)
+        if task.shape != (batch,):
+            raise ValueError(f"task has shape {tuple(task.shape)}, expected ({batch},)")
+        return self.task_embedder(task).to(dtype).unsqueeze(1)
+
     def forward(
         self,
         sample: torch.Tensor,
@@ -417,6 +482,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         action: torch.Tensor,
         action_mask: torch.Tensor | None = None,
         embodiment: torch.Tensor | None = None,
+        task: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predicts the flow-matching velocity for every frame.
 
@@ -428,6 +494,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             action_mask: `(B, T)` bool or None; False replaces the action that produced frame t by the null action
                 (action dropout in training, the unconditional branch of action guidance).
             embodiment: `(B,)` long embodiment indices (multi-embodiment models), or None (all 0).
+            task: `(B,)` long task indices (:meth:`task_index`; models with ``tasks``), or None (the null task).
 
         Returns:
             `torch.Tensor` `(B, T, C, h, w)`: predicted velocity ``noise - clean`` per frame.
@@ -440,11 +507,12 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         action_embedding = self.embed_actions(action.to(self.patch_embed.weight.dtype), action_mask, embodiment)
         cos, sin = self.rotary(frames, sample.device)
         mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
-        out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask)
+        task_embedding = self.embed_task(task, sample.shape[0], action_embedding.dtype)
+        out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask, task_embedding=task_embedding)
         return out
 
     def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None,
-             keys_only=False):
+             keys_only=False, task_embedding=None):
         """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values.
 
         ``keys_only``: the output is None; the last block computes only its keys and values."""
@@ -458,6 +526,8 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         temb = temb.view(batch, frames, -1)
         action_embedding = action_embedding.to(temb.dtype)
         conditioning = temb + action_embedding
+        if task_embedding is not None:
+            conditioning = conditioning + task_embedding.to(temb.dtype)
         # 3. frame-causal blocks
         keys, values = [], []
         for index, block in enumerate(self.blocks):
@@ -473,7 +543,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
         hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
         out = self.proj_out(hidden_states)
-        out = rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid, p1=p, p2=p)
+        out = rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid_height, p1=p, p2=p)
         return out, keys, values
 
     def new_cache(self, batch_size: int, local_attn_size: int, sink_size: int = 0,
@@ -494,6 +564,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         update_cache: bool = False,
         embodiment: torch.Tensor | None = None,
         return_output: bool = True,
+        task: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Streaming forward pass: ``F`` new frames attend to the cached history and to each other (block-causal).
 
@@ -514,6 +585,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             return_output: False for a pass that only fills the cache (``update_cache=True``): the last block
                 computes only its keys and values (no attention output, adapter, MLP or final projection: about a
                 seventh of a pass at the default width), and None is returned. The cache is the same.
+            task: `(B',)` long task indices or None (the null task), see :meth:`forward`.
 
         Returns:
             `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame; None when not ``return_output``.
@@ -562,8 +634,9 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             own = own.expand(cache.batch_size, 1, new_tokens, new_tokens)
             mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, new_tokens, -1), own], dim=-1)
             mask = mask.repeat(batch // cache.batch_size, 1, 1, 1)
+        task_embedding = self.embed_task(task, batch, embedding.dtype)
         out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past,
-                                      keys_only=not return_output)
+                                      keys_only=not return_output, task_embedding=task_embedding)
         if update_cache:
             cache.append(keys, values)
         return out

@@ -8,6 +8,7 @@ A saved pipeline is a folder::
     scheduler/              scheduler_config.json
     heads/                  optional OutcomeHeads (reward / termination / success)
     decoder/                optional LightDecoder (a cheaper frame decoder; ``set_decoder("light")`` uses it)
+    state/<embodiment>/     optional StatePredictor per embodiment (each imagined frame's observation.state)
     worldsim.json           embodiment, env id, fps, image size, window, action space and normalisation, defaults
     start_frames.safetensors   bundled start set for resets without context (uint8 frames + actions)
 
@@ -19,6 +20,7 @@ checked at load.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -26,9 +28,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from worldsim.models.heads import OutcomeHeads
-from worldsim.registry import (COMPONENT_CLASSES, PIPELINE_CLASS, check_component_config, component_class,
-                               verify_manifest, write_manifest)
-from worldsim.utils.files import read_json_object
+from worldsim.models.state import StatePredictor
+from worldsim.registry import (COMPONENT_CLASSES, MANIFEST_KEY, PIPELINE_CLASS, check_component_config,
+                               component_class, manifest_files, verify_manifest, write_manifest)
+from worldsim.utils.files import read_json_object, replace_folder, write_json
 
 if TYPE_CHECKING:
     from worldsim.pipelines.world_model import WorldModelPipeline
@@ -71,6 +74,133 @@ def heads_folders(path: Path) -> list[Path]:
                   if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file())
 
 
+def state_folder(path: str | Path, embodiment: str) -> Path:
+    """``<path>/state/<embodiment>``: where a pipeline folder keeps the state predictor of one embodiment.
+
+    Raises:
+        ValueError: ``embodiment`` is not a plain folder name (empty, hidden, ``..``, or holding a path separator).
+    """
+    if (not isinstance(embodiment, str) or not embodiment or embodiment.startswith(".") or "/" in embodiment
+            or "\\" in embodiment):
+        raise ValueError(f"embodiment {embodiment!r} cannot name a state predictor folder; expected a plain name")
+    return Path(path) / "state" / embodiment
+
+
+def state_folders(path: str | Path) -> list[Path]:
+    """The state-predictor folders of a pipeline folder, ``state/<embodiment>/`` each (not hidden partial ones);
+    sorted, empty when none."""
+    root = Path(path) / "state"
+    if not root.is_dir():
+        return []
+    return sorted(folder for folder in root.iterdir()
+                  if folder.is_dir() and not folder.name.startswith(".") and (folder / "config.json").is_file())
+
+
+def save_state_predictor(predictor: StatePredictor, folder: str | Path, metrics: dict | None = None) -> Path:
+    """Writes one state predictor (``config.json`` and safetensors weights, plus ``metrics.json`` when given) to
+    ``folder``, replacing what is there, atomically: the files are written into a hidden sibling folder that is then
+    moved into place, so an interrupted save leaves the old predictor or the new one, never a mix. Does not touch a
+    pipeline's manifest (see :func:`save_state_predictors`). Returns ``folder``.
+
+    Raises:
+        TypeError: ``predictor`` is not a :class:`~worldsim.models.state.StatePredictor`.
+        OSError: the folder cannot be written (the old one, if any, is kept).
+    """
+    if not isinstance(predictor, StatePredictor):
+        raise TypeError(f"expected a StatePredictor, got {type(predictor).__name__}")
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staged = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(staged, ignore_errors=True)
+    predictor.save_pretrained(staged, safe_serialization=True)
+    if metrics is not None:
+        write_json(staged / "metrics.json", metrics)
+    return replace_folder(staged, folder)
+
+
+def save_state_predictors(predictors: dict[str, StatePredictor], path: str | Path, manifest: bool = True) -> list[Path]:
+    """Writes state predictors into a pipeline folder, one ``state/<embodiment>/`` each (:func:`save_state_predictor`);
+    other embodiments' predictors there are kept.
+
+    Args:
+        predictors: ``{embodiment: StatePredictor}``.
+        path: the pipeline folder.
+        manifest: then rewrite the folder's SHA-256 manifest (:func:`worldsim.registry.write_manifest`) when it has a
+            ``model_index.json``; False when the caller writes it afterwards (as :func:`save_pipeline` does).
+
+    Returns:
+        The folders written, in the order of ``predictors``.
+
+    Raises:
+        ValueError: an embodiment name that cannot be a folder name.
+        TypeError: a value that is not a :class:`~worldsim.models.state.StatePredictor`.
+    """
+    targets = [(state_folder(path, name), predictor) for name, predictor in predictors.items()]  # check names first
+    written = [save_state_predictor(predictor, folder) for folder, predictor in targets]
+    if manifest and (Path(path) / "model_index.json").is_file():
+        write_manifest(Path(path))
+    return written
+
+
+def load_state_predictors(path: str | Path, device: str | torch.device = "cpu") -> dict[str, StatePredictor]:
+    """The state predictors of a pipeline folder, ``{embodiment: StatePredictor}`` from ``state/<embodiment>/``
+    (empty when it has none), each on ``device`` and in eval mode.
+
+    Checked as every component is: the class named by ``model_index.json``'s ``"state"`` entry and by each folder's
+    ``config.json`` must be the allow-listed :class:`~worldsim.models.state.StatePredictor` (checked before any
+    weight is read), weights are read only from safetensors and must match ``config.json``, and when the folder has a
+    SHA-256 manifest every state file must be listed in it and match it (a predictor copied in without rewriting the
+    manifest is refused: :func:`save_state_predictors` rewrites it).
+
+    Raises:
+        FileNotFoundError: state folders but no ``model_index.json``, or a file the manifest lists is missing.
+        ValueError: a class outside the allow-list, a malformed JSON file, a state file missing from the manifest or
+            differing from it, weights that are not safetensors or do not match ``config.json``, or a predictor whose
+            ``embodiment`` is not its folder's name.
+    """
+    path = Path(path)
+    folders = state_folders(path)
+    if not folders:
+        return {}
+    index_path = path / "model_index.json"
+    if not index_path.is_file():
+        raise FileNotFoundError(f"model folder {path} lacks model_index.json")
+    index = read_json_object(index_path)
+    cls = component_class("state", index["state"], index_path) if "state" in index else StatePredictor
+    for folder in folders:
+        check_component_config("state", folder)
+    _verify_state_files(path, index)
+    predictors = {}
+    for folder in folders:
+        module = _load_weights(cls, folder)
+        if module.config.embodiment not in (None, folder.name):
+            raise ValueError(f"{folder / 'config.json'}: the predictor was trained for embodiment "
+                             f"{module.config.embodiment!r}, but its folder names {folder.name!r}")
+        predictors[folder.name] = module.to(device).eval()
+    return predictors
+
+
+def _verify_state_files(path: Path, index: dict) -> None:
+    """Checks the ``state/`` files of a pipeline folder against its manifest: each one present must be listed, and
+    each one listed must be present and match (:func:`worldsim.registry.verify_manifest`). No manifest: no check.
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`verify_manifest`; ValueError also for an unlisted state file.
+    """
+    files = index.get(MANIFEST_KEY)
+    if files is None:
+        return
+    if not isinstance(files, dict):
+        verify_manifest(path, index)  # raises: a malformed manifest
+    present = {file.relative_to(path).as_posix() for file in manifest_files(path)}
+    unlisted = sorted(name for name in present - set(files) if name.startswith("state/"))
+    if unlisted:
+        raise ValueError(f"{path / unlisted[0]} is not in model_index.json's SHA-256 manifest; state predictors "
+                         f"added to a saved folder need it rewritten (worldsim.registry.write_manifest, which "
+                         f"`worldsim train-state` and save_state_predictors run)")
+    verify_manifest(path, {MANIFEST_KEY: {name: digest for name, digest in files.items() if name.startswith("state/")}})
+
+
 def save_pipeline(pipeline: WorldModelPipeline, path: str | Path) -> Path:
     """Writes ``pipeline`` as a folder (see the module docstring) with the SHA-256 manifest of its files in
     ``model_index.json`` (:func:`worldsim.registry.write_manifest`); returns the folder. What
@@ -96,6 +226,8 @@ def save_pipeline(pipeline: WorldModelPipeline, path: str | Path) -> Path:
         module.save_pretrained(path / "heads" / (name or pipeline.default_embodiment))
     if pipeline.decoder is not None:
         pipeline.decoder.save_pretrained(path / "decoder")
+    # state/<embodiment>/, one folder per embodiment; the manifest below covers them
+    save_state_predictors(getattr(pipeline, "state_predictors", None) or {}, path, manifest=False)
     from worldsim import __version__
 
     index = {"_class_name": PIPELINE_CLASS, "worldsim_version": __version__}
@@ -123,7 +255,9 @@ def load_pipeline_parts(path: str | Path, device: str | torch.device = "cpu") ->
     Returns:
         The keyword arguments of ``WorldModelPipeline(...)``: ``autoencoder``, ``transformer`` (both on
         ``device``), ``scheduler``, ``metadata`` (``worldsim.json``), ``start_frames`` (dict of tensors, or None),
-        ``heads`` (``{embodiment: OutcomeHeads}``, or None) and ``decoder`` (a ``LightDecoder``, or None).
+        ``heads`` (``{embodiment: OutcomeHeads}``, or None) and ``decoder`` (a ``LightDecoder``, or None). State
+        predictors (``state/<embodiment>/``) are checked here (their classes, and their files by the manifest) but
+        not loaded: :func:`load_state_predictors` loads them.
 
     Raises:
         FileNotFoundError: the folder or one of its parts is missing (the message names it).
@@ -142,8 +276,14 @@ def load_pipeline_parts(path: str | Path, device: str | torch.device = "cpu") ->
         raise ValueError(f"{path / 'model_index.json'}: _class_name {index.get('_class_name')!r} is not "
                          f"{PIPELINE_CLASS!r}; this folder is not a worldsim pipeline")
     classes = {}
-    for component in ("autoencoder", "transformer", "scheduler", "heads", "decoder"):
+    for component in ("autoencoder", "transformer", "scheduler", "heads", "decoder", "state"):
         if component == "decoder" and component not in index:
+            continue
+        if component == "state":  # only checked here (before any weight is read); load_state_predictors reads them
+            if component in index:
+                component_class(component, index[component], path / "model_index.json")
+            for folder in state_folders(path):
+                check_component_config(component, folder)
             continue
         if component == "heads" and component not in index:
             if (path / "heads").is_dir():  # heads trained into a folder saved before manifests existed

@@ -31,12 +31,14 @@ from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
+from worldsim.constants import OBS_IMAGE
 from worldsim.models.autoencoders import LightDecoder, decode_latents, encode_frames
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.pipelines.embodiments import Embodiment, embodiments_from_metadata
-from worldsim.pipelines.loading import heads_folders, load_pipeline_parts, save_pipeline
+from worldsim.pipelines.loading import heads_folders, load_pipeline_parts, load_state_predictors, save_pipeline
+from worldsim.utils.shapes import size_pair
 
 __all__ = ["Embodiment", "RolloutState", "WorldModelPipeline", "check_generator", "embodiments_from_metadata",
            "heads_folders"]
@@ -70,6 +72,10 @@ class RolloutState:
         embodiment: name of the embodiment whose actions drive these rollouts.
         frame_latents: `(B, C, h, w)` float32, the newest imagined frame's clean latent (what ``frames`` decodes
             from; the outcome heads read it directly), or None for a state made from real context.
+        task: `(B,)` long, the task each rollout imagines (task-conditioned models; the null task where none was
+            given), or None for a model without task conditioning.
+        observation_state: `(B, S)` float32 env units, the newest frame's ``observation.state`` (given with the
+            context, then predicted by the embodiment's state predictor at every step), or None.
     """
 
     latents: torch.Tensor
@@ -80,6 +86,8 @@ class RolloutState:
     cache_version: int = -1
     embodiment: str | None = None
     frame_latents: torch.Tensor | None = None
+    task: torch.Tensor | None = None
+    observation_state: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.cache is not None and self.cache_version < 0:
@@ -98,10 +106,26 @@ class RolloutState:
         """An independent copy (the cache included), for branching rollouts from one state."""
         if self.is_stale:
             raise ValueError("cannot clone a rollout state that was already stepped (its cache has moved on)")
-        cache = None if self.cache is None else self.cache.reorder(torch.arange(self.batch_size))
-        return RolloutState(self.latents.clone(), self.action.clone(), self.frames.clone(), self.num_steps, cache,
-                            embodiment=self.embodiment,
-                            frame_latents=None if self.frame_latents is None else self.frame_latents.clone())
+        return self.select(torch.arange(self.batch_size))
+
+    def select(self, rows: torch.Tensor) -> "RolloutState":
+        """A new state of the rollouts ``rows`` `(R,)` long (repeats allowed: ``[0, 0, 1, 1]`` branches every rollout
+        in two), every per-rollout field and the KV cache indexed alike; ``self`` is left as it is.
+
+        Raises:
+            ValueError: this state was already stepped (its cache has moved on).
+        """
+        if self.is_stale:
+            raise ValueError("cannot select from a rollout state that was already stepped (its cache has moved on)")
+        rows = torch.as_tensor(rows, dtype=torch.long)
+
+        def pick(value):
+            return None if value is None else value[rows.to(value.device)].clone()
+
+        cache = None if self.cache is None else self.cache.reorder(rows.to(self.cache.keys.device))
+        return RolloutState(pick(self.latents), pick(self.action), pick(self.frames), self.num_steps, cache,
+                            embodiment=self.embodiment, frame_latents=pick(self.frame_latents), task=pick(self.task),
+                            observation_state=pick(self.observation_state))
 
 
 
@@ -122,6 +146,8 @@ class WorldModelPipeline:
         decoder: optional :class:`~worldsim.models.autoencoders.LightDecoder`, loaded from ``<folder>/decoder``
             when present; frames are decoded by the autoencoder unless the metadata's ``decoder`` is ``"light"``
             (the model's default) or :meth:`set_decoder` picks it.
+        state_predictors: optional ``{embodiment: StatePredictor}`` that predict each imagined frame's
+            ``observation.state`` (``<folder>/state/<embodiment>``; ``worldsim train-state``).
 
     >>> pipe = WorldModelPipeline.from_pretrained("checkpoints/joint")          # doctest: +SKIP
     >>> frames = pipe.rollout(context_frames, context_action, action)           # doctest: +SKIP
@@ -130,7 +156,8 @@ class WorldModelPipeline:
 
     def __init__(self, autoencoder: AutoencoderKL, transformer: WorldModelTransformer,
                  scheduler: FlowMatchEulerDiscreteScheduler, metadata: dict, start_frames: dict | None = None,
-                 heads: OutcomeHeads | dict[str, OutcomeHeads] | None = None, decoder: LightDecoder | None = None):
+                 heads: OutcomeHeads | dict[str, OutcomeHeads] | None = None, decoder: LightDecoder | None = None,
+                 state_predictors: dict | None = None):
         # channels-last convolutions: 1.2x (fp32) to 3x (bf16) faster autoencoder passes on CPU (oneDNN)
         self.autoencoder = autoencoder.eval().to(memory_format=torch.channels_last)
         self.decoder = None if decoder is None else decoder.eval().to(memory_format=torch.channels_last)
@@ -151,6 +178,15 @@ class WorldModelPipeline:
             if key not in self.metadata:
                 raise ValueError(f"pipeline metadata lacks {key!r}")
         #: outcome heads by embodiment name (None: heads trained before heads named their embodiment, for any)
+        #: ``observation.state`` predictors by embodiment name (:class:`~worldsim.models.state.StatePredictor`)
+        self.state_predictors: dict = {}
+        for name, predictor in (state_predictors or {}).items():
+            self.embodiment(name)  # unknown names fail here
+            reads = (predictor.config.in_channels, *predictor.latent_size)
+            if reads != (transformer.config.in_channels, *transformer.latent_size):
+                raise ValueError(f"the state predictor of {name!r} reads latents {reads}, the model's are "
+                                 f"{(transformer.config.in_channels, *transformer.latent_size)}")
+            self.state_predictors[name] = predictor.eval()
         self.outcome_heads: dict[str | None, OutcomeHeads] = {}
         for name, module in (heads.items() if isinstance(heads, dict) else [(None, heads)] if heads is not None
                              else []):
@@ -212,7 +248,7 @@ class WorldModelPipeline:
                 manifest (truncated, corrupted or edited), weights that are not safetensors or do not match their
                 ``config.json``, or ``worldsim.json`` without an action normaliser.
         """
-        return cls(**load_pipeline_parts(path, device))
+        return cls(**load_pipeline_parts(path, device), state_predictors=load_state_predictors(path, device))
 
     def set_decoder(self, name: str | None = "full") -> None:
         """Picks what decodes imagined latents into frames from now on: ``"full"`` (the autoencoder's own
@@ -313,8 +349,7 @@ class WorldModelPipeline:
             raise RuntimeError(f"this model has no outcome heads for {self.embodiment(embodiment).name!r}; train "
                                f"them with `worldsim train-heads`")
         if latents is not None:
-            expected = (self.transformer.config.in_channels, self.transformer.config.sample_size,
-                        self.transformer.config.sample_size)
+            expected = (self.transformer.config.in_channels, *self.transformer.latent_size)
             if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
                 raise ValueError(f"latents have shape {tuple(latents.shape)}, expected (B, {', '.join(map(str, expected))})")
         elif frames is None:
@@ -335,8 +370,34 @@ class WorldModelPipeline:
         return int(self.metadata["window_size"])
 
     @property
-    def image_size(self) -> int:
-        return int(self.metadata["image_size"])
+    def image_size(self) -> int | tuple[int, int]:
+        """The frame size the model imagines: an int for square frames, else ``(height, width)`` (see
+        :attr:`frame_size`)."""
+        height, width = self.frame_size
+        return height if height == width else (height, width)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """``(height, width)`` of the frames the model imagines, pixels (several camera views side by side make a
+        frame wider than it is high; :attr:`camera_keys`)."""
+        return size_pair(self.metadata["image_size"], "image_size")
+
+    @property
+    def camera_keys(self) -> list[str]:
+        """The dataset camera keys whose views sit side by side in each frame, left to right (one key, or
+        ``["observation.image"]`` for models that name none)."""
+        keys = self.metadata.get("camera_keys")
+        if keys is None:  # a multi-embodiment model keeps them with each embodiment's entry
+            keys = self.metadata.get("embodiments", {}).get(self.default_embodiment, {}).get("camera_keys")
+        return list(keys or [OBS_IMAGE])
+
+    @property
+    def composed_cameras(self) -> list[str] | None:
+        """The camera keys a dataset's views are composed from for this model
+        (:func:`~worldsim.data.frame_cache.load_frame_cache`'s ``video_keys``): the model's cameras when it has
+        several, else None (a single-camera model reads any dataset's one camera, whatever its key)."""
+        keys = self.camera_keys
+        return keys if len(keys) > 1 else None
 
     @property
     def local_attn_size(self) -> int:
@@ -374,37 +435,107 @@ class WorldModelPipeline:
                 return self.start_frames[f"{prefix}frames"], self.start_frames[f"{prefix}action"]
         return None
 
+    def start_extras(self, name: str | None = None) -> dict[str, torch.Tensor]:
+        """What the bundled start clips of an embodiment record besides frames and actions: ``"state"`` `(K, n, S)`
+        float32 (each frame's ``observation.state``) and ``"task"`` `(K,)` long (task indices), where present."""
+        spec = self.embodiment(name)
+        if self.start_frames is None:
+            return {}
+        for prefix in (f"{spec.name}.", "") if spec.name == self.default_embodiment else (f"{spec.name}.",):
+            if f"{prefix}frames" in self.start_frames:
+                return {key: self.start_frames[f"{prefix}{key}"] for key in ("state", "task")
+                        if f"{prefix}{key}" in self.start_frames}
+        return {}
+
     def set_start_set(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
-                      embodiment: str | None = None) -> None:
+                      embodiment: str | None = None, state=None, task=None) -> None:
         """Replaces an embodiment's bundled start clips (what ``reset()`` without a context draws from; saved with the
         pipeline).
 
         Args:
-            frames: `(K, n, S, S, 3)` uint8 at the model's ``image_size``, K >= 1, n >= 1.
+            frames: `(K, n, H, W, 3)` uint8 at the model's frame size, K >= 1, n >= 1.
             action: `(K, n - 1, A)` float32 env-unit actions between them (the embodiment's flat layout).
             embodiment: whose clips these are (default: the model's).
+            state: `(K, n, S)` float32, each frame's ``observation.state``, or None (the clips record none).
+            task: `(K,)` long task indices of a task-conditioned model, or None.
 
         Raises:
             ValueError: shapes, dtype or frame size other than those; nothing changes.
         """
         spec = self.embodiment(embodiment)
         frames, action = torch.as_tensor(np.asarray(frames)), torch.as_tensor(np.asarray(action, dtype=np.float32))
-        if frames.dtype != torch.uint8 or frames.ndim != 5 or tuple(frames.shape[2:]) != (self.image_size,
-                                                                                          self.image_size, 3):
-            raise ValueError(f"start frames must be uint8 (K, n, {self.image_size}, {self.image_size}, 3), got "
+        if frames.dtype != torch.uint8 or frames.ndim != 5 or tuple(frames.shape[2:]) != (*self.frame_size, 3):
+            raise ValueError(f"start frames must be uint8 (K, n, {self.frame_size[0]}, {self.frame_size[1]}, 3), got "
                              f"{frames.dtype} {tuple(frames.shape)}")
         if len(frames) < 1 or tuple(action.shape) != (len(frames), frames.shape[1] - 1, spec.action_dim):
             raise ValueError(f"start actions have shape {tuple(action.shape)}, expected "
                              f"{(len(frames), frames.shape[1] - 1, spec.action_dim)}")
+        extras = {}
+        if state is not None:
+            extras["state"] = torch.as_tensor(np.asarray(state, dtype=np.float32))
+            if extras["state"].ndim != 3 or tuple(extras["state"].shape[:2]) != tuple(frames.shape[:2]):
+                raise ValueError(f"start states have shape {tuple(extras['state'].shape)}, expected "
+                                 f"({len(frames)}, {frames.shape[1]}, S)")
+        if task is not None:
+            extras["task"] = torch.as_tensor(np.asarray(task, dtype=np.int64))
+            if tuple(extras["task"].shape) != (len(frames),):
+                raise ValueError(f"start tasks have shape {tuple(extras['task'].shape)}, expected ({len(frames)},)")
+            self.task_ids(extras["task"], len(frames))  # indices outside the model's tasks fail here
         prefix = f"{spec.name}." if "embodiments" in self.metadata else ""
         self.start_frames = dict(self.start_frames or {})
         self.start_frames[f"{prefix}frames"], self.start_frames[f"{prefix}action"] = frames.contiguous(), action.contiguous()
+        for key in ("state", "task"):
+            self.start_frames.pop(f"{prefix}{key}", None)
+            if key in extras:
+                self.start_frames[f"{prefix}{key}"] = extras[key].contiguous()
 
     def _normalize(self, spec: Embodiment, action: np.ndarray) -> torch.Tensor:
         """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded."""
         normalized = torch.from_numpy(spec.normalizer.normalize(action)).to(self.device)
         pad = self.transformer.config.action_dim - spec.action_dim
         return torch.nn.functional.pad(normalized, (0, pad)) if pad else normalized
+
+    def task_ids(self, task, batch: int) -> torch.Tensor | None:
+        """`(B,)` long task indices of the transformer (:meth:`~worldsim.models.WorldModelTransformer.task_index`)
+        for a task given as None (the null task), one text for every rollout, B texts, or B indices; None for a model
+        without task conditioning given no task.
+
+        Raises:
+            ValueError: a task for a model without task conditioning, an unknown task text (the message lists the
+                known ones), or a count or index that does not fit.
+        """
+        transformer = self.transformer
+        if transformer.task_embedder is None:
+            if task is not None:
+                raise ValueError(f"this model is not conditioned on a task, but task {task!r} was given")
+            return None
+        if task is None or isinstance(task, str):
+            return torch.full((batch,), transformer.task_index(task), dtype=torch.long, device=self.device)
+        if isinstance(task, (list, tuple)) and all(isinstance(t, str) or t is None for t in task):
+            ids = [transformer.task_index(t) for t in task]
+        else:
+            ids = np.asarray(task.cpu() if isinstance(task, torch.Tensor) else task).reshape(-1).tolist()
+            null = transformer.task_embedder.null_index
+            if any(not isinstance(i, int) or not 0 <= i <= null for i in ids):
+                raise ValueError(f"task indices must be ints in [0, {null}] ({null}: the null task), got {ids}")
+        if len(ids) != batch:
+            raise ValueError(f"got {len(ids)} tasks for {batch} rollouts")
+        return torch.tensor(ids, dtype=torch.long, device=self.device)
+
+    def state_predictor_for(self, embodiment: str | None = None):
+        """The :class:`~worldsim.models.state.StatePredictor` of an embodiment (default: the model's), or None."""
+        return self.state_predictors.get(self.embodiment(embodiment).name)
+
+    def _next_observation_state(self, spec: Embodiment, latents: torch.Tensor, state: RolloutState):
+        """The new frame's predicted ``observation.state`` `(B, S)`, or None when the rollouts carry none."""
+        if state.observation_state is None:
+            return None
+        predictor = self.state_predictors.get(spec.name)
+        if predictor is None:
+            raise RuntimeError(f"the rollouts carry observation.state but the model has no state predictor for "
+                               f"{spec.name!r}; train one with `worldsim train-state`")
+        with self._fp32():
+            return predictor.predict(latents.float(), state.observation_state.to(latents.device)).float()
 
     def _ids(self, spec: Embodiment, batch: int) -> torch.Tensor | None:
         return None if spec.index is None else torch.full((batch,), spec.index, dtype=torch.long, device=self.device)
@@ -485,7 +616,8 @@ class WorldModelPipeline:
     @torch.no_grad()
     def encode_context(self, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
                        context_noise: float | None = None, generator: torch.Generator | None = None,
-                       use_cache: bool = True, embodiment: str | None = None) -> RolloutState:
+                       use_cache: bool = True, embodiment: str | None = None, task=None,
+                       observation_state=None) -> RolloutState:
         """Starts rollouts from real context.
 
         Args:
@@ -497,6 +629,10 @@ class WorldModelPipeline:
             use_cache: encode the context into a KV cache (the streaming path) instead of keeping latents for full
                 recomputation.
             embodiment: whose actions these are (multi-embodiment models); default: the model's default.
+            task: what the rollouts imagine, for a task-conditioned model (:meth:`task_ids`): a task text for all,
+                B texts, or `(B,)` task indices; None: the null task. Must be None for a model without tasks.
+            observation_state: `(B, S)` float32 env units, the last context frame's ``observation.state``, which the
+                embodiment's state predictor carries forward at every step (None: no state is predicted).
 
         Returns:
             :class:`RolloutState` holding the last ``window_size - 1`` context frames (cached path: the last
@@ -508,11 +644,18 @@ class WorldModelPipeline:
         """
         frames = frames if isinstance(frames, torch.Tensor) else torch.from_numpy(np.array(frames))
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
+        task_ids = self.task_ids(task, len(frames)) if frames.ndim == 5 else None
+        if observation_state is not None:
+            observation_state = torch.as_tensor(np.asarray(observation_state, dtype=np.float32))
+            if observation_state.ndim != 2 or observation_state.shape[0] != len(frames) or \
+                    not torch.isfinite(observation_state).all():
+                raise ValueError(f"observation_state must be finite ({len(frames)}, S) float32, got "
+                                 f"{tuple(observation_state.shape)}")
         if frames.dtype != torch.uint8 or frames.ndim != 5 or frames.shape[-1] != 3:
             raise ValueError(f"context frames must be uint8 (B, n, H, W, 3), got {frames.dtype} {tuple(frames.shape)}")
-        if frames.shape[2:4] != (self.image_size, self.image_size):
-            raise ValueError(f"context frames are {tuple(frames.shape[2:4])}, the model expects "
-                             f"{(self.image_size, self.image_size)}")
+        if tuple(frames.shape[2:4]) != self.frame_size:
+            raise ValueError(f"context frames are {tuple(frames.shape[2:4])} (height, width), the model expects "
+                             f"{self.frame_size}")
         batch, num_context = frames.shape[:2]
         spec = self.embodiment(embodiment)
         if action.shape != (batch, num_context - 1, spec.action_dim):
@@ -530,7 +673,8 @@ class WorldModelPipeline:
         slots = torch.cat([normalized, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         latents = self._noise_history(latents, context_noise, generator)
         if not use_cache:
-            return RolloutState(latents, slots, frames[:, -1].clone(), embodiment=spec.name)
+            return RolloutState(latents, slots, frames[:, -1].clone(), embodiment=spec.name, task=task_ids,
+                                observation_state=observation_state)
         cache = self.transformer.new_cache(batch, self.local_attn_size, self.sink_size, dtype=self._cache_dtype())
         # frame i was produced by action i - 1; the first context frame has no producing action (null embedding)
         producing = torch.cat([torch.zeros(batch, 1, width, device=self.device), normalized], dim=1)
@@ -539,8 +683,9 @@ class WorldModelPipeline:
         timestep = torch.full((batch, keep), context_noise * 1000.0, device=self.device)
         with self._autocast():
             self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True,
-                                            embodiment=self._ids(spec, batch), return_output=False)
-        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name)
+                                            embodiment=self._ids(spec, batch), return_output=False, task=task_ids)
+        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name,
+                            task=task_ids, observation_state=observation_state)
 
     @torch.no_grad()
     def step_with_disagreement(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_samples: int,
@@ -582,21 +727,19 @@ class WorldModelPipeline:
         copies = torch.arange(batch).repeat_interleave(num_samples)
         if isinstance(generator, list):  # the copies of rollout b draw from generator b, one after the other
             generator = [generator[index] for index in copies.tolist()]
-        expanded = RolloutState(state.latents[copies], state.action[copies], state.frames[copies], state.num_steps,
-                                state.cache.reorder(copies.to(state.cache.keys.device)), embodiment=state.embodiment)
+        expanded = state.select(copies)
         stepped = self.step(expanded, action[copies], num_inference_steps, context_noise, generator,
                             action_guidance_scale, timestep_spacing)
         frames = stepped.frames.view(batch, num_samples, *stepped.frames.shape[1:]).float()
         disagreement = (frames.std(dim=1).mean(dim=(1, 2, 3)) / 255.0).cpu().numpy().astype(np.float32)
         first = torch.arange(batch) * num_samples
-        carried = RolloutState(stepped.latents[first], stepped.action[first], stepped.frames[first], stepped.num_steps,
-                               stepped.cache.reorder(first.to(stepped.cache.keys.device)), embodiment=state.embodiment,
-                               frame_latents=stepped.frame_latents[first])
+        carried = stepped.select(first)
         return carried, disagreement
 
     @torch.no_grad()
     def restart(self, state: RolloutState, rows, frames: torch.Tensor | np.ndarray, action: torch.Tensor | np.ndarray,
-                context_noise: float | None = None, generator: torch.Generator | None = None) -> RolloutState:
+                context_noise: float | None = None, generator: torch.Generator | None = None, task=None,
+                observation_state=None) -> RolloutState:
         """Restarts some rollouts of a batch from new real context, leaving the others as they are.
 
         The new contexts are encoded as by :meth:`encode_context` and spliced into the batch's KV cache
@@ -610,6 +753,8 @@ class WorldModelPipeline:
             frames: `(R, n, H, W, 3)` uint8 context frames.
             action: `(R, n - 1, A)` float32 env-unit actions between them.
             context_noise, generator: as :meth:`encode_context` (a generator list has one entry per restarted row).
+            task, observation_state: the restarted rows' tasks and last context states, as :meth:`encode_context`
+                (R of them); a state that carries observation states needs them.
 
         Returns:
             A new :class:`RolloutState` of batch B (``state`` becomes stale).
@@ -628,11 +773,22 @@ class WorldModelPipeline:
             raise ValueError(f"rows must be distinct indices in [0, {state.batch_size}), got {rows.tolist()}")
         if len(frames) != len(rows):
             raise ValueError(f"got {len(frames)} contexts for {len(rows)} rows")
-        fresh = self.encode_context(frames, action, context_noise, generator, embodiment=state.embodiment)
+        if (state.observation_state is None) != (observation_state is None):
+            raise ValueError("restart needs observation_state exactly when the rollouts carry observation states")
+        fresh = self.encode_context(frames, action, context_noise, generator, embodiment=state.embodiment, task=task,
+                                    observation_state=observation_state)
         state.cache.splice(rows, fresh.cache)
         latents, slots, newest = state.latents.clone(), state.action.clone(), state.frames.clone()
         latents[rows], slots[rows], newest[rows] = fresh.latents, fresh.action, fresh.frames.to(newest.device)
-        return RolloutState(latents, slots, newest, state.num_steps, state.cache, embodiment=state.embodiment)
+        tasks, observed = state.task, state.observation_state
+        if tasks is not None:
+            tasks = tasks.clone()
+            tasks[rows] = fresh.task.to(tasks.device)
+        if observed is not None:
+            observed = observed.clone()
+            observed[rows] = fresh.observation_state.to(observed.device)
+        return RolloutState(latents, slots, newest, state.num_steps, state.cache, embodiment=state.embodiment,
+                            task=tasks, observation_state=observed)
 
     @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
@@ -689,7 +845,7 @@ class WorldModelPipeline:
         batch, length = state.latents.shape[:2]
         width = history.shape[-1]
         window_action = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
-        ids = self._ids(spec, batch)
+        ids, tasks = self._ids(spec, batch), state.task
         history_timestep = torch.full((batch, length), context_noise * 1000.0, device=self.device)
 
         guided = action_guidance_scale != 1.0
@@ -700,6 +856,7 @@ class WorldModelPipeline:
             action_mask[batch:, -1] = False
             window_action = window_action.repeat(2, 1, 1)
             ids = None if ids is None else ids.repeat(2)
+            tasks = None if tasks is None else tasks.repeat(2)
             history_latents, history_timestep = state.latents.repeat(2, 1, 1, 1, 1), history_timestep.repeat(2, 1)
         else:
             history_latents = state.latents
@@ -712,7 +869,7 @@ class WorldModelPipeline:
             frame_timestep = torch.cat([history_timestep, timestep.expand(current.shape[0], 1).float()], dim=1)
             with self._autocast():
                 model_output = self.transformer(model_input, frame_timestep, window_action, action_mask,
-                                                embodiment=ids)[:, -1:].float()
+                                                embodiment=ids, task=tasks)[:, -1:].float()
             if guided:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
@@ -722,7 +879,8 @@ class WorldModelPipeline:
         slots = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         keep = self.window_size - 1
         return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1, embodiment=spec.name,
-                            frame_latents=sample[:, 0])
+                            frame_latents=sample[:, 0], task=state.task,
+                            observation_state=self._next_observation_state(spec, sample[:, 0], state))
 
     def _step_cached(self, state: RolloutState, producing: torch.Tensor, timesteps: torch.Tensor,
                      context_noise: float, generator, action_guidance_scale: float,
@@ -731,10 +889,11 @@ class WorldModelPipeline:
         batch = state.batch_size
         guided = action_guidance_scale != 1.0
         producing = producing[:, None]  # (B, 1, A)
-        mask, ids = None, self._ids(spec, batch)
+        mask, ids, tasks = None, self._ids(spec, batch), state.task
         if guided:  # [conditional; unconditional] share the cache; the second drops the producing action
             producing = producing.repeat(2, 1, 1)
             ids = None if ids is None else ids.repeat(2)
+            tasks = None if tasks is None else tasks.repeat(2)
             mask = torch.ones(2 * batch, 1, dtype=torch.bool, device=self.device)
             mask[batch:] = False
         sample = randn_tensor((batch, 1, *state.latents.shape[2:]), generator=generator).to(self.device)
@@ -743,7 +902,7 @@ class WorldModelPipeline:
             frame_timestep = timestep.expand(current.shape[0], 1).float()
             with self._autocast():
                 model_output = self.transformer.forward_cached(current, frame_timestep, producing, mask,
-                                                               state.cache, embodiment=ids).float()
+                                                               state.cache, embodiment=ids, task=tasks).float()
             if guided:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
@@ -754,10 +913,11 @@ class WorldModelPipeline:
         with self._autocast():
             self.transformer.forward_cached(latents, torch.full((batch, 1), context_noise * 1000.0, device=self.device),
                                             producing[:batch], None, state.cache, update_cache=True,
-                                            embodiment=self._ids(spec, batch), return_output=False)
+                                            embodiment=self._ids(spec, batch), return_output=False, task=state.task)
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache, embodiment=spec.name,
-                            frame_latents=sample[:, 0])
+                            frame_latents=sample[:, 0], task=state.task,
+                            observation_state=self._next_observation_state(spec, sample[:, 0], state))
 
     @torch.no_grad()
     def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
@@ -765,7 +925,7 @@ class WorldModelPipeline:
                 progress: bool = False, action_guidance_scale: float | None = None,
                 use_cache: bool = True, embodiment: str | None = None,
                 timestep_spacing: str | None = None,
-                return_latents: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+                return_latents: bool = False, task=None) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Open-loop rollout: imagines one frame per action.
 
         Args:
@@ -778,6 +938,7 @@ class WorldModelPipeline:
             embodiment: whose actions these are; default: the model's default embodiment.
             return_latents: also return the latent each frame was decoded from (what the env's outcome heads read,
                 :attr:`RolloutState.frame_latents`).
+            task: what a task-conditioned model imagines (see :meth:`encode_context`).
 
         Returns:
             `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``; with ``return_latents``
@@ -787,7 +948,8 @@ class WorldModelPipeline:
         action = np.asarray(action, dtype=np.float32)
         if action.ndim != 3:
             raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
-        state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache, embodiment)
+        state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache, embodiment,
+                                    task=task)
         frames, latents = [], []
         for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
             state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale,

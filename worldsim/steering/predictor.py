@@ -168,8 +168,7 @@ class OutcomePredictor:
         count, horizon = candidates.shape[:2]
         runs = count * self.num_samples  # candidate-major: the samples of candidate k are rows k*S .. k*S + S - 1
         copies = torch.zeros(runs, dtype=torch.long)
-        state = RolloutState(shared.latents[copies], shared.action[copies], shared.frames[copies], shared.num_steps,
-                             shared.cache.reorder(copies.to(shared.cache.keys.device)), embodiment=self.embodiment)
+        state = shared.select(copies)
         chunks = np.repeat(candidates, self.num_samples, axis=0)
         imagined = []
         for step in range(horizon):

@@ -46,11 +46,16 @@ class DatasetConfig:
     """Which data, at what resolution, in clips of how many frames.
 
     ``embodiment`` names the action source (default: the dataset's ``robot_type``); ``repeat`` oversamples the
-    dataset's clips in joint training (an integer factor).
+    dataset's clips in joint training (an integer factor). Frames are ``image_size`` pixels high and
+    ``image_width`` wide (None: square); a dataset with several cameras has its views side by side in each frame,
+    each ``image_width / V`` wide, in the order of ``camera_keys`` (None: all of the dataset's cameras, in its
+    order).
     """
 
     root: str = "data/train"
     image_size: int = 64
+    image_width: int | None = None
+    camera_keys: list[str] | None = None
     num_frames: int = 8
     val_episodes: int = 4
     cache_dir: str | None = None
@@ -59,12 +64,23 @@ class DatasetConfig:
 
     def __post_init__(self):
         _positive("dataset", image_size=self.image_size, num_frames=self.num_frames)
+        if self.image_width is not None:
+            _positive("dataset", image_width=self.image_width)
+        if self.camera_keys is not None and (not self.camera_keys or len(set(self.camera_keys)) != len(self.camera_keys)):
+            raise ValueError(f"dataset.camera_keys must be distinct camera keys or null, got {self.camera_keys}")
         if self.num_frames < 2:
             raise ValueError(f"dataset.num_frames must be >= 2 (history + target), got {self.num_frames}")
         if self.val_episodes < 0:
             raise ValueError(f"dataset.val_episodes must be >= 0, got {self.val_episodes}")
         if self.repeat < 1:
             raise ValueError(f"dataset.repeat must be >= 1, got {self.repeat}")
+
+    @property
+    def frame_size(self) -> int | tuple[int, int]:
+        """The frame size: ``image_size`` when square, else ``(image_size, image_width)`` (height, width)."""
+        if self.image_width is None or self.image_width == self.image_size:
+            return self.image_size
+        return self.image_size, self.image_width
 
 
 @dataclass
@@ -92,7 +108,12 @@ class AutoencoderConfig:
 
 @dataclass
 class TransformerConfig:
-    """World-model transformer architecture (see :class:`worldsim.models.WorldModelTransformer`)."""
+    """World-model transformer architecture (see :class:`worldsim.models.WorldModelTransformer`).
+
+    ``condition_on_task`` conditions the model on each episode's task text (:mod:`worldsim.models.tasks`): a learned
+    table of the datasets' task texts, or, with ``task_text_encoder`` (``"module:object"``, an importable
+    :class:`~worldsim.models.tasks.TaskTextEncoder` or a callable returning one), the encoder's vectors of them.
+    """
 
     patch_size: int = 2
     num_layers: int = 6
@@ -103,8 +124,12 @@ class TransformerConfig:
     rope_axes_dim: list[int] = field(default_factory=lambda: [32, 16, 16])
     num_action_experts: int = 0
     action_experts_top_k: int = 2
+    condition_on_task: bool = False
+    task_text_encoder: str | None = None
 
     def __post_init__(self):
+        if self.task_text_encoder is not None and not self.condition_on_task:
+            raise ValueError("transformer.task_text_encoder needs transformer.condition_on_task: true")
         if self.num_action_experts < 0 or (self.num_action_experts and not
                                            1 <= self.action_experts_top_k <= self.num_action_experts):
             raise ValueError(f"transformer.num_action_experts must be >= 0 and action_experts_top_k in [1, "
@@ -143,6 +168,7 @@ class TrainConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     action_dropout_prob: float = 0.0
+    task_dropout_prob: float = 0.1
     motion_weight: float = 4.0
     motion_threshold: float = 0.3
     router_aux_weight: float = 0.01
@@ -159,7 +185,8 @@ class TrainConfig:
         if self.min_history_noise > self.max_history_noise:
             raise ValueError(f"train.min_history_noise {self.min_history_noise} exceeds train.max_history_noise "
                              f"{self.max_history_noise}")
-        for name in ("history_prob", "min_history_noise", "max_history_noise", "action_dropout_prob"):
+        for name in ("history_prob", "min_history_noise", "max_history_noise", "action_dropout_prob",
+                     "task_dropout_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"train.{name} must be in [0, 1], got {value}")
@@ -388,3 +415,29 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def config_to_yaml(config) -> str:
     """A config dataclass (:class:`RunConfig`, :class:`HeadsConfig`, ...) as YAML that :func:`load_config` reads."""
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+@dataclass
+class StateConfig:
+    """``worldsim train-state``: a state predictor (:func:`~worldsim.training.train_state.train_state_predictor`).
+
+    ``steps``, ``batch_size``, ``learning_rate`` and ``seed`` set AdamW with cosine decay; ``hidden_dim`` the
+    :class:`~worldsim.models.state.StatePredictor`'s convolution width; ``previous_state_noise`` the standard
+    deviation of the Gaussian noise added to the previous state in training (normalised units: 0.1 is a tenth of a
+    dimension's spread in the data), so that the predictor stays stable on its own predictions; ``val_episodes``
+    last episodes of the first dataset are held out for the report (unless validation datasets are given).
+    """
+
+    steps: int = 3000
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    hidden_dim: int = 64
+    previous_state_noise: float = 0.1
+    val_episodes: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        _positive("state", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                  hidden_dim=self.hidden_dim)
+        _non_negative("state", previous_state_noise=self.previous_state_noise, val_episodes=self.val_episodes,
+                      seed=self.seed)

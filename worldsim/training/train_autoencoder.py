@@ -72,7 +72,8 @@ class _FrameSource:
 
     def __init__(self, data_config, seed: int, progress: bool):
         self.dataset = LeRobotDataset(data_config.root)
-        self.frames = load_frame_cache(self.dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+        self.frames = load_frame_cache(self.dataset, data_config.frame_size, data_config.cache_dir, progress=progress,
+                                       video_keys=data_config.camera_keys)
         train_episodes, val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
         self.train_index = _episode_frames(self.dataset, train_episodes)
         self.val_index = _episode_frames(self.dataset, val_episodes) if len(val_episodes) else self.train_index[:256]
@@ -107,7 +108,7 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     if ae_config.init_from:
         autoencoder = AutoencoderKL.from_pretrained(ae_config.init_from, use_safetensors=True)
     else:
-        autoencoder = build_autoencoder(data_config.image_size, ae_config.latent_channels,
+        autoencoder = build_autoencoder(data_config.frame_size, ae_config.latent_channels,
                                         tuple(ae_config.block_out_channels), ae_config.layers_per_block,
                                         ae_config.norm_num_groups)
     optimizer = torch.optim.AdamW(autoencoder.parameters(), lr=ae_config.learning_rate, weight_decay=0.0)
@@ -153,7 +154,7 @@ def train_autoencoder(config: RunConfig, progress: bool = True) -> Path:
     for source in sources:
         index = np.sort(rng.choice(source.val_index, min(512, len(source.val_index)), replace=False))
         real = np.asarray(source.frames[index])
-        reconstructed = decode_latents(autoencoder, encode_frames(autoencoder, torch.from_numpy(real))).numpy()
+        reconstructed = decode_latents(autoencoder, encode_frames(autoencoder, torch.from_numpy(real))).cpu().numpy()
         entry = {"val_psnr": float(psnr(reconstructed, real).mean())}
         try:  # the embodiment plug-in's locator of the controlled entity, where there is one
             locate = make_embodiment(source.name).locate_controlled

@@ -50,9 +50,10 @@ def load_frames_and_latents(pipeline, model: Path, root, progress: bool = True
     from worldsim.training.train_world_model import load_latent_cache
 
     dataset = LeRobotDataset(root)
-    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress,
+                              video_keys=pipeline.composed_cameras)
     latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder", dataset.root / "cache",
-                                progress=progress)
+                                progress=progress, camera_keys=pipeline.composed_cameras)
     return dataset, frames, latents
 
 

@@ -181,9 +181,10 @@ def train_heads(model: str | Path, datasets: list[str | Path], config: HeadsConf
     for number, (root, validation_only) in enumerate(sources):
         dataset = LeRobotDataset(root)
         rows, labels = frame_labels(dataset, plugin)
-        frames = load_frame_cache(dataset, pipeline.image_size, progress=progress)
+        frames = load_frame_cache(dataset, pipeline.image_size, progress=progress,
+                                  video_keys=pipeline.composed_cameras)
         latents = load_latent_cache(dataset, frames, pipeline.autoencoder, model / "autoencoder",
-                                    dataset.root / "cache", progress=progress)
+                                    dataset.root / "cache", progress=progress, camera_keys=pipeline.composed_cameras)
         held = np.full(len(rows), validation_only)
         if number == 0 and not val_datasets:
             if len(dataset.episodes) <= config.val_episodes:

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ from worldsim.evaluation.router import router_report
 from worldsim.models.actions import load_balancing_loss, router_mutual_information
 from worldsim.models.autoencoders import encode_frames
 from worldsim.data.spaces import continuous_mask
+from worldsim.models.tasks import encode_tasks, load_task_encoder
 from worldsim.models.world_model import WorldModelTransformer
 from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.registry import file_digest
@@ -48,6 +50,7 @@ from worldsim.training.state import load_optimizer, rng_state, save_optimizer, s
 from worldsim.data.starts import START_CLIPS, start_set
 from worldsim.training.train_autoencoder import split_episodes
 from worldsim.utils.files import replace_folder, write_text_atomic
+from worldsim.utils.shapes import size_config
 from worldsim.utils.video import write_video
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -66,14 +69,22 @@ def action_normalizer_for(dataset: LeRobotDataset) -> ActionNormalizer:
 
 
 def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: AutoencoderKL, autoencoder_path: Path,
-                      cache_dir: Path, progress: bool = True) -> np.ndarray:
+                      cache_dir: Path, progress: bool = True, camera_keys: list[str] | None = None) -> np.ndarray:
     """Encodes every frame once with the autoencoder (posterior mean, normalised) and caches it.
+
+    Args:
+        frames: `(N, H, W, 3)` uint8, every frame of ``dataset`` (:func:`~worldsim.data.frame_cache.load_frame_cache`).
+        camera_keys: the cameras side by side in ``frames`` (part of the cache's name when there are several).
 
     Returns:
         `np.ndarray` `(N, C, h, w)` float16 (memory map).
     """
     digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
-    path = cache_dir / f"latents_{frames.shape[1]}_{len(frames)}_{digest}.npy"
+    height, width = frames.shape[1:3]
+    size = str(height) if height == width else f"{height}x{width}"
+    if camera_keys and len(camera_keys) > 1:
+        size += "_" + hashlib.sha256("|".join(camera_keys).encode()).hexdigest()[:8]
+    path = cache_dir / f"latents_{size}_{len(frames)}_{digest}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
     latents = None
@@ -93,11 +104,15 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
 class EmbodimentClips(torch.utils.data.Dataset):
     """A :class:`ClipDataset` tagged with its embodiment index, actions zero-padded to the model's width.
 
-    Returns (``__getitem__``): the clip dict plus ``"embodiment"`` (int).
+    Args:
+        frame_task: `(N,)` int64, the model's task index of every dataset frame (its episode's task), or None for a
+            model without task conditioning.
+
+    Returns (``__getitem__``): the clip dict plus ``"embodiment"`` (int) and, with ``frame_task``, ``"task"`` (int).
     """
 
-    def __init__(self, clips: ClipDataset, embodiment: int, width: int):
-        self.clips, self.embodiment, self.width = clips, embodiment, width
+    def __init__(self, clips: ClipDataset, embodiment: int, width: int, frame_task: np.ndarray | None = None):
+        self.clips, self.embodiment, self.width, self.frame_task = clips, embodiment, width, frame_task
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -108,6 +123,8 @@ class EmbodimentClips(torch.utils.data.Dataset):
         if pad:
             clip["action"] = torch.nn.functional.pad(clip["action"], (0, pad))
         clip["embodiment"] = self.embodiment
+        if self.frame_task is not None:
+            clip["task"] = int(self.frame_task[clip["index"]])
         return clip
 
 
@@ -117,10 +134,12 @@ class Source:
     def __init__(self, data_config, autoencoder: AutoencoderKL, autoencoder_path: Path, progress: bool):
         self.config = data_config
         self.dataset = LeRobotDataset(data_config.root)
-        self.frames = load_frame_cache(self.dataset, data_config.image_size, data_config.cache_dir, progress=progress)
+        self.frames = load_frame_cache(self.dataset, data_config.frame_size, data_config.cache_dir, progress=progress,
+                                       video_keys=data_config.camera_keys)
         cache_dir = Path(data_config.cache_dir) if data_config.cache_dir else self.dataset.root / "cache"
+        self.camera_keys = list(data_config.camera_keys or self.dataset.video_keys)
         self.latents = np.asarray(load_latent_cache(self.dataset, self.frames, autoencoder, autoencoder_path,
-                                                    cache_dir, progress))
+                                                    cache_dir, progress, self.camera_keys))
         self.normalizer = action_normalizer_for(self.dataset)
         self.train_episodes, self.val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
         self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
@@ -130,13 +149,28 @@ class Source:
                      "shape": [self.dataset.action_dim], "dtype": "float32"}
         self.action_space = space
 
+    @property
+    def episode_tasks(self) -> list[str]:
+        """The task text of every episode (``""`` where none was recorded)."""
+        return [(row.get("tasks") or [""])[0] or "" for row in self.dataset.episodes]
+
+    def frame_tasks(self, tasks: list[str], null_index: int) -> np.ndarray:
+        """`(N,)` int64: the index in ``tasks`` of every frame's episode task (``null_index`` for a task not there)."""
+        lookup = {text: index for index, text in enumerate(tasks)}
+        per_episode = np.array([lookup.get(text, null_index) for text in self.episode_tasks], dtype=np.int64)
+        out = np.full(self.dataset.num_frames, null_index, dtype=np.int64)
+        for episode, index in enumerate(per_episode):
+            out[self.dataset.episode_slice(episode)] = index
+        return out
+
     def clips(self) -> ClipDataset:
         return ClipDataset(self.latents, self.normalizer.normalize(self.dataset.action), self.dataset.episode_from,
                            self.dataset.episode_to, self.config.num_frames, episodes=self.train_episodes)
 
     def metadata(self) -> dict:
         return {"env_id": self.dataset.env_id, "fps": self.dataset.fps, "action_space": self.action_space,
-                "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape)}
+                "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape),
+                "camera_keys": self.camera_keys}
 
 
 def share_embodiments(sources: list[Source]) -> None:
@@ -274,12 +308,15 @@ def motion_weights(latents: torch.Tensor, motion_weight: float, motion_threshold
 
 
 def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, config, generator: torch.Generator,
-                       embodiment: torch.Tensor | None = None, shard: tuple[int, int] = (0, 1)):
+                       embodiment: torch.Tensor | None = None, shard: tuple[int, int] = (0, 1),
+                       task: torch.Tensor | None = None):
     """Flow-matching loss with per-frame noise levels and motion-weighted latent cells.
 
     Args:
         latents: `(B, T, C, h, w)` clean latents; action: `(B, T, A)` normalised actions.
         embodiment: `(B,)` long embodiment indices (multi-embodiment models) or None.
+        task: `(B,)` long task indices (task-conditioned models) or None; each is replaced by the null task with
+            probability ``config.task_dropout_prob`` (so the model also learns to imagine without a task).
         shard: ``(process_index, num_processes)`` when this batch is one process's share of a global batch of
             ``B * num_processes`` clips (data-parallel training). The noise is drawn for the whole global batch (the
             generator advances identically on every process) and this process takes its rows, and the loss is
@@ -306,7 +343,12 @@ def flow_matching_loss(model, latents: torch.Tensor, action: torch.Tensor, confi
     if config.action_dropout_prob > 0:
         keep = torch.rand(batch * world, frames, generator=generator) >= config.action_dropout_prob
         action_mask = keep[rows].to(latents.device)
-    prediction = model(noisy, sigma * 1000.0, action, action_mask, embodiment=embodiment).float()
+    if task is not None and config.task_dropout_prob > 0:
+        dropped = (torch.rand(batch * world, generator=generator) < config.task_dropout_prob)[rows].to(task.device)
+        null = torch.full_like(task, (model.module if hasattr(model, "module") else model).task_embedder.null_index)
+        task = torch.where(dropped, null, task)
+    conditions = {} if task is None else {"task": task}
+    prediction = model(noisy, sigma * 1000.0, action, action_mask, embodiment=embodiment, **conditions).float()
     weights = motion_weights(latents, config.motion_weight, config.motion_threshold)  # (B, T, h, w)
     error = (prediction - (noise - latents)).square().mean(dim=2)  # (B, T, h, w)
     error = (error * weights).sum(dim=(2, 3)) / weights.sum(dim=(2, 3))  # (B, T)
@@ -366,9 +408,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     # autoencoder goes back to the CPU, where checkpoints are assembled
     autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).to(accelerator.device).eval()
     for extra in config.extra_datasets:
-        if (extra.image_size, extra.num_frames) != (data_config.image_size, data_config.num_frames):
-            raise ValueError(f"extra dataset {extra.root}: image_size/num_frames {extra.image_size}/{extra.num_frames}"
-                             f" differ from dataset's {data_config.image_size}/{data_config.num_frames}")
+        if (extra.frame_size, extra.num_frames) != (data_config.frame_size, data_config.num_frames):
+            raise ValueError(f"extra dataset {extra.root}: frame size/num_frames {extra.frame_size}/{extra.num_frames}"
+                             f" differ from dataset's {data_config.frame_size}/{data_config.num_frames}")
     with accelerator.main_process_first():  # the main process writes the frame and latent caches, the others read
         sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process)
                    for data in [data_config, *config.extra_datasets]]
@@ -378,9 +420,17 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     firsts = [next(source for source in sources if source.name == name) for name in names]
     multi = len(names) > 1 or config.transformer.num_action_experts > 0
     width = max(source.dataset.action_dim for source in sources)
+    tasks, text_encoder = None, None
+    if config.transformer.task_text_encoder:
+        text_encoder = load_task_encoder(config.transformer.task_text_encoder)
+    if config.transformer.condition_on_task:  # every task text of the data, in order of appearance
+        tasks = list(dict.fromkeys(text for source in sources for text in source.episode_tasks if text))
+        if not tasks:
+            raise ValueError("transformer.condition_on_task is set but no dataset episode records a task text")
     parts = []
     for source in sources:
-        clips = EmbodimentClips(source.clips(), names.index(source.name), width)
+        frame_task = None if tasks is None else source.frame_tasks(tasks, len(tasks))
+        clips = EmbodimentClips(source.clips(), names.index(source.name), width, frame_task)
         parts.extend([clips] * source.config.repeat)
     clips = torch.utils.data.ConcatDataset(parts)
     dataset, frames, latents = sources[0].dataset, sources[0].frames, sources[0].latents
@@ -405,7 +455,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     # Box encoder reading indices as ordinal numbers; an all-Box space keeps the config it always had
     single_space = None if multi or continuous_mask(sources[0].action_space).all() else sources[0].action_space
     model = WorldModelTransformer(
-        in_channels=latents.shape[1], sample_size=latents.shape[2], patch_size=config.transformer.patch_size,
+        in_channels=latents.shape[1], sample_size=size_config(latents.shape[2:4]), patch_size=config.transformer.patch_size,
         num_layers=config.transformer.num_layers, num_attention_heads=config.transformer.num_attention_heads,
         attention_head_dim=config.transformer.attention_head_dim, mlp_ratio=config.transformer.mlp_ratio,
         action_dim=width, action_num_frequencies=config.transformer.action_num_frequencies,
@@ -414,7 +464,12 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         num_action_experts=config.transformer.num_action_experts,
         action_experts_top_k=config.transformer.action_experts_top_k,
         action_space=single_space,
+        tasks=tasks,
+        task_embedding_dim=None if text_encoder is None else int(text_encoder.embedding_dim),
     )
+    if text_encoder is not None:
+        for index, vector in enumerate(encode_tasks(text_encoder, tasks)):
+            model.task_embedder.set_text_embedding(index, vector)
     if train_config.init_from:
         fresh = load_initial_weights(model, Path(train_config.init_from))
         accelerator.print(f"initialised from {train_config.init_from}; fresh tensors: {len(fresh)}"
@@ -456,7 +511,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     metadata = {
         "embodiment": sources[0].name,
         "fps": dataset.fps,
-        "image_size": data_config.image_size,
+        "image_size": size_config(data_config.frame_size),
         "window_size": data_config.num_frames,
         "num_inference_steps": config.rollout.num_inference_steps,
         "context_noise": config.rollout.context_noise,
@@ -473,10 +528,22 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         have = len(start_frames.get(f"{prefix}frames", ()))
         if have >= START_CLIPS:
             continue
+        # each dataset of an embodiment gets its share of the clips (one per task, say), later ones the rest
+        group = [other for other in sources if other.name == source.name]
+        wanted = START_CLIPS if source is group[-1] else (group.index(source) + 1) * START_CLIPS // len(group)
+        if wanted <= have:
+            continue
         start = start_set(source.dataset, source.frames, np.concatenate([source.val_episodes, source.train_episodes]),
-                          train_config.validation_context_frames, START_CLIPS - have)
+                          train_config.validation_context_frames, wanted - have, tasks)
+        if have:  # a field that one dataset records and another does not (a state, say) is left out
+            for key in [key for key in start_frames if key.startswith(prefix) and key[len(prefix):] not in start]:
+                if "." not in key[len(prefix):]:
+                    del start_frames[key]
         for key, value in start.items():
-            start_frames[f"{prefix}{key}"] = torch.cat([start_frames[f"{prefix}{key}"], value]) if have else value
+            if not have:
+                start_frames[f"{prefix}{key}"] = value
+            elif f"{prefix}{key}" in start_frames:
+                start_frames[f"{prefix}{key}"] = torch.cat([start_frames[f"{prefix}{key}"], value])
     scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=1000, shift=config.rollout.shift)
 
     def save_checkpoint(at_step: int, final: bool = False) -> Path:
@@ -544,7 +611,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 with accelerator.autocast():
                     embodiment = batch["embodiment"] if multi else None
                     loss = flow_matching_loss(model, batch["frames"].float(), batch["action"], train_config,
-                                              noise_generator, embodiment, shard)
+                                              noise_generator, embodiment, shard, batch.get("task"))
                     routing = accelerator.unwrap_model(model).last_routing
                     if routing is not None:
                         probs, dispatch, ids = routing
@@ -597,7 +664,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
 
 def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, frames: np.ndarray, episode: int,
                      config, path: Path, embodiment: str | None = None) -> None:
-    """Fixed-seed rollout on a validation episode, written side by side (real | imagined)."""
+    """Fixed-seed rollout on a validation episode, written side by side (real | imagined); a task-conditioned model
+    imagines the episode's task. Where no video encoder is installed (PyAV), a warning replaces the video: a missing
+    video must never cost the checkpoint it belongs to."""
     segment = dataset.episode_slice(episode)
     context, horizon = config.validation_context_frames, config.validation_frames
     horizon = min(horizon, segment.stop - segment.start - context)
@@ -605,6 +674,13 @@ def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, fram
         return
     real = np.asarray(frames[segment.start:segment.start + context + horizon])
     actions = dataset.action[segment.start:segment.start + context + horizon - 1]
+    task = None
+    if pipeline.transformer.task_embedder is not None:
+        text = (dataset.episodes[episode].get("tasks") or [""])[0]
+        task = text if text in pipeline.transformer.task_names else None
     imagined = pipeline.rollout(real[None, :context], actions[None, :context - 1], actions[None, context - 1:],
-                                generator=torch.Generator().manual_seed(0), embodiment=embodiment)[0]
-    write_video(path, np.concatenate([real[context:], imagined], axis=2), fps=dataset.fps)
+                                generator=torch.Generator().manual_seed(0), embodiment=embodiment, task=task)[0]
+    try:
+        write_video(path, np.concatenate([real[context:], imagined], axis=2), fps=dataset.fps)
+    except ImportError as error:
+        warnings.warn(f"no validation video {path.name}: {error}")

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from worldsim.utils.files import write_text_atomic
+from worldsim.utils.shapes import size_pair
 
 MARKDOWN_BEGIN = "<!-- worldsim bench: begin (written by `worldsim bench --markdown`) -->"
 MARKDOWN_END = "<!-- worldsim bench: end -->"
@@ -106,11 +107,12 @@ def transformer_flops(config, batch: int, new_frames: int = 1, past_frames: int 
     """
     width = config.num_attention_heads * config.attention_head_dim
     hidden = int(width * config.mlp_ratio)
-    grid = config.sample_size // config.patch_size
-    tokens = batch * new_frames * grid * grid  # token rows of the pass
+    height, width_latent = size_pair(config.sample_size, "sample_size")
+    per_frame = (height // config.patch_size) * (width_latent // config.patch_size)
+    tokens = batch * new_frames * per_frame  # token rows of the pass
     rows = batch * new_frames  # frame rows (per-frame conditioning)
     patch = config.in_channels * config.patch_size ** 2
-    keys = (past_frames + new_frames) * grid * grid
+    keys = (past_frames + new_frames) * per_frame
     per_layer = (2 * tokens * width * (3 * width + width + 2 * hidden)  # QKV, out, MLP
                  + 4 * tokens * keys * width  # Q K^T and P V, all heads
                  + 2 * rows * width * (6 * width + 2 * width))  # adaLN modulation, action adapter (two linears)
