@@ -1,0 +1,197 @@
+"""The Meta-World embodiment plug-in: a Sawyer arm on Meta-World's tasks, seen by a scene and a wrist camera.
+
+Each task is its own Gymnasium id, ``worldsim/MetaWorld-<task>`` (``worldsim/MetaWorld-push-v3``, ...; the tasks and
+their instructions: :data:`~worldsim.embodiments.metaworld.tasks.TASKS`), registered when this package is imported
+(``gym.make("worldsim.embodiments.metaworld:worldsim/MetaWorld-push-v3")`` imports it first). The env
+(:class:`~worldsim.embodiments.metaworld.env.MetaWorldCameraEnv`) observes a Dict of ``observation.images.scene``,
+``observation.images.wrist`` (`(H, W, 3)` uint8, 64 x 64 by default) and the 39-D ``observation.state``; actions are
+``Box(-1, 1, (4,))`` (hand displacement, gripper effort). ``worldsim collect`` records both cameras, the state, the
+environment state (for restoring a recorded state), ``next.success`` and each episode's task text.
+
+An episode's value is success: :meth:`MetaWorldEmbodiment.step_value` is Meta-World's ``info["success"]`` (1 or 0),
+aggregated by ``max``. Policies (:mod:`~worldsim.embodiments.metaworld.policies`) are each task's scripted expert
+under graded corruption; they read ``observation.state``.
+
+>>> from worldsim.embodiments import make_embodiment                      # doctest: +SKIP
+>>> plugin = make_embodiment("metaworld")                                  # doctest: +SKIP
+>>> env = plugin.make_env(task="pick-place-v3")                            # doctest: +SKIP
+>>> observation, info = plugin.reset_start(env, seed=3)                    # doctest: +SKIP
+>>> expert = plugin.collection_policies()["metaworld-expert"](env.action_space, noise_std=0.3)   # doctest: +SKIP
+>>> env.step(expert(observation, info))                                    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+
+from worldsim.embodiments.base import EmbodimentPlugin
+from worldsim.embodiments.metaworld.policies import (WRONG_TASKS, ZOO_MEMBERS, CorruptedExpert, ZooPolicy,
+                                                     collection_policies, metaworld_zoo, zoo_member)
+from worldsim.embodiments.metaworld.tasks import (CORE_TASKS, DEFAULT_TASK, ENV_ID_PREFIX, TASKS, check_task, env_id,
+                                                  task_of, task_text)
+
+ENV_STATE_KEY = "observation.environment_state"
+STATE_KEY = "observation.state"
+
+
+def _register_env_ids() -> None:
+    """Registers ``worldsim/MetaWorld-<task>`` for every task (entry points are strings: nothing is imported until an
+    env is made)."""
+    for task in TASKS:
+        if env_id(task) not in gym.registry:
+            gym.register(id=env_id(task), entry_point="worldsim.embodiments.metaworld.env:MetaWorldCameraEnv",
+                         kwargs={"task": task}, disable_env_checker=False)
+
+
+_register_env_ids()
+
+
+def _camera_env(env: gym.Env):
+    """The :class:`~worldsim.embodiments.metaworld.env.MetaWorldCameraEnv` under ``env``'s wrappers.
+
+    Raises:
+        ValueError: there is none (the env was not made by :meth:`MetaWorldEmbodiment.make_env`).
+    """
+    from worldsim.embodiments.metaworld.env import MetaWorldCameraEnv
+
+    current = env
+    while current is not None:
+        if isinstance(current, MetaWorldCameraEnv):
+            return current
+        current = getattr(current, "env", None)
+    raise ValueError(f"{env} is not a Meta-World camera env; make it with MetaWorldEmbodiment().make_env()")
+
+
+class MetaWorldEmbodiment(EmbodimentPlugin):
+    """Meta-World as a worldsim embodiment (see the module docstring).
+
+    Tasks: every id of :attr:`env_ids` is one task (the default, ``push-v3``, first); ``make_env(task="...")`` picks
+    one by name. :meth:`task_text` gives a task's instruction, which is also each episode's recorded task.
+    """
+
+    name = "metaworld"
+    env_ids = tuple(env_id(task) for task in TASKS)
+    env_package = "metaworld"
+    install_hint = "pip install 'worldsim[metaworld]'"
+    env_kwargs = {"image_size": 64}
+    task = TASKS[DEFAULT_TASK]
+    value_aggregation = "max"
+    value_description = "success: Meta-World's info['success'] within the horizon (1 or 0)"
+    success_threshold = 0.5
+    # Meta-World's observation: hand x, y, z (m) at 0-2, the gripper opening at 3, the first object's position (m)
+    # at 4-6 (the puck, the drawer handle, the button), its quaternion, a second object, the previous frame's copy
+    # and the goal
+    state_metrics = {"hand_position_mm": ([0, 1, 2], 1000.0), "object_position_mm": ([4, 5, 6], 1000.0)}
+    data_policy = "metaworld-expert"
+    # the held-out setting of tools/collect_metaworld_data.sh: a noise level between the training ones, with a delay
+    demo_policy = ("metaworld-expert", {"noise_std": 0.2, "delay": 2, "seed": 1_000_003})
+
+    # ------------------------------------------------------------------ tasks and the real env
+    def import_env_package(self) -> None:
+        """Imports ``metaworld`` after choosing MuJoCo's offscreen OpenGL backend where there is no display
+        (:func:`~worldsim.embodiments.metaworld.env.default_mujoco_gl`).
+
+        Raises:
+            ImportError: ``metaworld`` is not installed; the message says what to install.
+        """
+        from worldsim.embodiments.metaworld.env import default_mujoco_gl
+
+        default_mujoco_gl()
+        super().import_env_package()
+
+    def tasks(self) -> dict[str, str]:
+        """``{task name: instruction}`` of every task served (:data:`~worldsim.embodiments.metaworld.tasks.TASKS`)."""
+        return dict(TASKS)
+
+    def task_text(self, task_or_env_id: str | None = None) -> str:
+        """The instruction of a task, given its name (``"push-v3"``) or Gymnasium id (None: the default task).
+
+        Raises:
+            ValueError: an unknown task or id.
+        """
+        return task_text(task_or_env_id or DEFAULT_TASK)
+
+    def make_env(self, env_id: str | None = None, task: str | None = None, **kwargs) -> gym.Env:
+        """The task's :class:`~worldsim.embodiments.metaworld.env.MetaWorldCameraEnv` (``render_mode="rgb_array"``).
+
+        Args:
+            env_id: a ``worldsim/MetaWorld-<task>`` id (None: ``task``'s, else the default task's).
+            task: a task name instead of ``env_id``.
+            kwargs: the env's keyword arguments (``image_size``, ``scene_camera``, ``wrist_camera``,
+                ``max_episode_steps``, ``shadows``), overriding :attr:`env_kwargs`.
+
+        Raises:
+            ValueError: an unknown task or id, or ``env_id`` and ``task`` that disagree.
+            ImportError: ``metaworld`` is not installed.
+        """
+        if task is not None:
+            check_task(task)
+            if env_id is not None and task_of(env_id) != task:
+                raise ValueError(f"env id {env_id!r} and task {task!r} disagree; pass one of them")
+            env_id = ENV_ID_PREFIX + task
+        if env_id is not None:
+            task_of(env_id)
+        return super().make_env(env_id, **kwargs)
+
+    def reset_start(self, env: gym.Env, seed: int) -> tuple[Any, dict]:
+        """Initial state number ``seed``: the task's object and goal placement drawn from the seed (deterministic;
+        every seed a different draw)."""
+        return env.reset(seed=int(seed))
+
+    def recorded_state(self, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(observation.state (39,), observation.environment_state (E,))`` float32 from the env's ``info`` (None
+        without them): the 39-D state and the placement, joint positions and velocities and hand target
+        (:func:`~worldsim.embodiments.metaworld.env.environment_state_layout`)."""
+        if STATE_KEY not in info or ENV_STATE_KEY not in info:
+            return None
+        return np.asarray(info[STATE_KEY], np.float32), np.asarray(info[ENV_STATE_KEY], np.float32)
+
+    def get_state(self, env: gym.Env) -> dict[str, Any]:
+        """An exact snapshot (:meth:`~worldsim.embodiments.metaworld.env.MetaWorldCameraEnv.get_state`).
+
+        Raises:
+            ValueError: ``env`` was not made by :meth:`make_env`, or was never reset.
+        """
+        return _camera_env(env).get_state()
+
+    def set_state(self, env: gym.Env, state) -> dict[str, np.ndarray]:
+        """Restores a :meth:`get_state` snapshot (exactly) or a recorded ``observation.environment_state`` vector
+        (:meth:`~worldsim.embodiments.metaworld.env.MetaWorldCameraEnv.set_state`); returns the Dict observation.
+
+        Raises:
+            ValueError: ``env`` was not made by :meth:`make_env`, or a state of another task or of the wrong size.
+        """
+        return _camera_env(env).set_state(state)
+
+    # ------------------------------------------------------------------ values
+    def step_value(self, reward: float, terminated: bool, info: dict) -> float:
+        """1.0 on a step where Meta-World reports success (``info["success"]``), else 0.0."""
+        return 1.0 if float(info.get("success", 0.0)) > 0.5 else 0.0
+
+    # ------------------------------------------------------------------ policies
+    def policy_zoo(self, seed: int = 0, task: str | None = None) -> dict[str, ZooPolicy]:
+        """The zoo of :func:`~worldsim.embodiments.metaworld.policies.metaworld_zoo` for ``task`` (None: the default
+        task), best first. Its members read ``observation.state`` (a batched Dict observation or a `(N, 39)` array),
+        not frames.
+
+        Raises:
+            ValueError: an unknown task.
+        """
+        return metaworld_zoo(task or DEFAULT_TASK, seed=seed)
+
+    def collection_policies(self) -> dict[str, Callable]:
+        """``{"metaworld-expert", "metaworld-zoo"}`` (:func:`~worldsim.embodiments.metaworld.policies.
+        collection_policies`): the corrupted expert (keywords ``noise_std``, ``random_prob``, ``delay``, ``speed``,
+        ``gripper``, ``wrong_task``, ``task``, ``seed``) and a zoo member by name (``member``)."""
+        return collection_policies()
+
+
+PLUGIN = MetaWorldEmbodiment
+"""The plug-in class the registry finds by this package's name."""
+
+__all__ = ["CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "PLUGIN", "TASKS", "WRONG_TASKS",
+           "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo", "task_of", "task_text",
+           "zoo_member"]
