@@ -174,6 +174,12 @@ def test_training_on_two_cameras_and_tasks(tmp_path):
     env = WorldModelEnv(pipeline)
     observation, _ = env.reset(seed=0)
     assert observation[CAMERAS[0]].shape == (16, 16, 3)
+    # outcome heads read the model's non-square latents
+    from worldsim.training.train_heads import train_heads
+
+    train_heads(final, [data], steps=3, batch_size=8, val_episodes=1, progress=False)
+    heads = WorldModelPipeline.from_pretrained(final).heads_for()
+    assert heads.config.sample_size == [4, 8]
 
 
 def with_state_predictor(pipeline: WorldModelPipeline, state_dim: int = 3) -> WorldModelPipeline:

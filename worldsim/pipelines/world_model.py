@@ -22,6 +22,7 @@ embodiments a pipeline can be driven by are :mod:`worldsim.pipelines.embodiments
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -248,7 +249,14 @@ class WorldModelPipeline:
                 manifest (truncated, corrupted or edited), weights that are not safetensors or do not match their
                 ``config.json``, or ``worldsim.json`` without an action normaliser.
         """
-        return cls(**load_pipeline_parts(path, device), state_predictors=load_state_predictors(path, device))
+        parts = load_pipeline_parts(path, device)
+        predictors = load_state_predictors(path, device)
+        known = embodiments_from_metadata(parts["metadata"], parts["transformer"])
+        for name in sorted(set(predictors) - set(known)):  # kept in the folder, of no use to this model
+            warnings.warn(f"{path}: state/{name} is for an embodiment this model does not have ({sorted(known)}); "
+                          f"not loaded")
+        return cls(**parts, state_predictors={name: predictor for name, predictor in predictors.items()
+                                              if name in known})
 
     def set_decoder(self, name: str | None = "full") -> None:
         """Picks what decodes imagined latents into frames from now on: ``"full"`` (the autoencoder's own

@@ -144,7 +144,7 @@ def train_decoder(model: str | Path, datasets: list[str | Path], config: Decoder
     num_blocks = tuple(config.num_blocks)
     light = LightDecoder(latent_channels=pipeline.transformer.config.in_channels,
                          block_out_channels=config.block_out_channels, num_blocks=num_blocks)
-    latent_side, frame_side = sources[0][1].shape[-1], pipeline.image_size
+    latent_side, frame_side = sources[0][1].shape[-1], pipeline.frame_size[1]  # widths (heights scale alike)
     if latent_side * light.upsampling_factor != frame_side:
         raise ValueError(f"num_blocks {num_blocks} upsample {latent_side} px latents by "
                          f"{light.upsampling_factor}, not to the model's {frame_side} px frames; use "

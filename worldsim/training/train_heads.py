@@ -30,6 +30,7 @@ from worldsim.constants import DONE, REWARD, SUCCESS
 from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.models.heads import OutcomeHeads
+from worldsim.utils.shapes import size_config
 from worldsim.registry import write_manifest
 from worldsim.training.config import HeadsConfig, config_with
 from worldsim.utils.files import replace_folder
@@ -203,7 +204,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], config: HeadsConf
     if reward_max <= reward_min:
         reward_max = reward_min + 1.0
     positives = train_y[:, 1:].sum(0)
-    heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=train_x.shape[-1], reward_min=reward_min,
+    heads = OutcomeHeads(in_channels=train_x.shape[1], sample_size=size_config(tuple(train_x.shape[-2:])), reward_min=reward_min,
                          reward_max=reward_max, termination_trained=bool(positives[0] > 0),
                          success_trained=bool(positives[1] > 0),
                          embodiment=name, value_discount=config.value_discount)
