@@ -265,6 +265,24 @@ class EmbodimentPlugin:
         return f"{type(self).__name__}(name={self.name!r}, env_ids={self.env_ids!r})"
 
 
+def find_wrapper(env: gym.Env, cls: type, hint: str):
+    """The first ``cls`` instance in ``env``'s wrapper chain (``env``, ``env.env``, ...), for a plug-in that reaches
+    its own wrapper or env class under Gymnasium's wrappers.
+
+    Args:
+        hint: what to do instead, for the error message (e.g. ``"make it with MyPlugin().make_env()"``).
+
+    Raises:
+        ValueError: there is none (the message names ``env``, ``cls`` and ``hint``).
+    """
+    current = env
+    while current is not None:
+        if isinstance(current, cls):
+            return current
+        current = getattr(current, "env", None)
+    raise ValueError(f"{env} has no {cls.__name__} in its wrapper chain; {hint}")
+
+
 def check_plugin(plugin: EmbodimentPlugin) -> EmbodimentPlugin:
     """Checks a plug-in's declared fields before it is registered.
 

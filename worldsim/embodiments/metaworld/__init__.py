@@ -27,7 +27,7 @@ from typing import Any, Callable
 import gymnasium as gym
 import numpy as np
 
-from worldsim.embodiments.base import EmbodimentPlugin
+from worldsim.embodiments.base import EmbodimentPlugin, find_wrapper
 from worldsim.embodiments.metaworld.policies import (WRONG_TASKS, ZOO_MEMBERS, CorruptedExpert, ZooPolicy,
                                                      collection_policies, metaworld_zoo, zoo_member)
 from worldsim.embodiments.metaworld.tasks import (CORE_TASKS, DEFAULT_TASK, ENV_ID_PREFIX, TASKS, check_task, env_id,
@@ -57,12 +57,7 @@ def _camera_env(env: gym.Env):
     """
     from worldsim.embodiments.metaworld.env import MetaWorldCameraEnv
 
-    current = env
-    while current is not None:
-        if isinstance(current, MetaWorldCameraEnv):
-            return current
-        current = getattr(current, "env", None)
-    raise ValueError(f"{env} is not a Meta-World camera env; make it with MetaWorldEmbodiment().make_env()")
+    return find_wrapper(env, MetaWorldCameraEnv, "make it with MetaWorldEmbodiment().make_env()")
 
 
 class MetaWorldEmbodiment(EmbodimentPlugin):

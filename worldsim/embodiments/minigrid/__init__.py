@@ -31,7 +31,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.constants import REWARD, SUCCESS
-from worldsim.embodiments.base import EmbodimentPlugin
+from worldsim.embodiments.base import EmbodimentPlugin, find_wrapper
 from worldsim.embodiments.minigrid.env import GoalFrameWrapper, MiniGridStateWrapper
 from worldsim.embodiments.minigrid.perception import (agent_direction, locate_agent, locate_controlled, locate_goal,
                                                       on_goal)
@@ -46,12 +46,7 @@ def _state_wrapper(env: gym.Env) -> MiniGridStateWrapper:
     Raises:
         ValueError: there is none (the env was not made by :meth:`MiniGridEmbodiment.make_env`).
     """
-    current = env
-    while current is not None:
-        if isinstance(current, MiniGridStateWrapper):
-            return current
-        current = getattr(current, "env", None)
-    raise ValueError(f"{env} has no MiniGridStateWrapper; make it with MiniGridEmbodiment().make_env()")
+    return find_wrapper(env, MiniGridStateWrapper, "make it with MiniGridEmbodiment().make_env()")
 
 
 class MiniGridEmbodiment(EmbodimentPlugin):
