@@ -9,7 +9,8 @@ import pytest
 
 from worldsim.data import lerobot
 from worldsim.data.cameras import compose_views, split_views
-from worldsim.data.frame_cache import frame_size, load_frame_cache, resize_frames
+from worldsim.data.frame_cache import load_frame_cache, resize_frames
+from worldsim.utils.shapes import size_pair
 from worldsim.data.lerobot import Episode, LeRobotDataset, LeRobotDatasetWriter
 
 SCENE, WRIST = "observation.images.scene", "observation.images.wrist"
@@ -60,7 +61,7 @@ def test_resize_frames_to_a_non_square_size():
     assert resize_frames(frames, (30, 40)) is frames                   # already that size: the input itself
     flat = np.full((2, 10, 20, 3), 77, np.uint8)
     assert np.all(resize_frames(flat, (5, 7)) == 77)                   # a uniform colour stays exact
-    assert frame_size(64) == (64, 64) and frame_size((48, 96)) == (48, 96)
+    assert size_pair(64) == (64, 64) and size_pair((48, 96)) == (48, 96)
 
 
 @pytest.mark.parametrize("size", [0, -3, (10,), (10, 0), (10.0, 5), "64", True, (3, 4, 5)])

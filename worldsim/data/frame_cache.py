@@ -21,25 +21,7 @@ from tqdm.auto import tqdm
 
 from worldsim.data.cameras import compose_views
 from worldsim.data.lerobot import LeRobotDataset
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def frame_size(size) -> tuple[int, int]:
-    """``(height, width)`` in pixels of a frame size given as an int (square) or ``(height, width)``.
-
-    Raises:
-        ValueError: not a positive int or a pair of positive ints (the message names the value).
-    """
-    if _is_int(size):
-        if size < 1:
-            raise ValueError(f"frame size must be a positive int or (height, width), got {size!r}")
-        return int(size), int(size)
-    if isinstance(size, (tuple, list)) and len(size) == 2 and all(_is_int(side) and side >= 1 for side in size):
-        return int(size[0]), int(size[1])
-    raise ValueError(f"frame size must be a positive int or (height, width) of positive ints, got {size!r}")
+from worldsim.utils.shapes import size_pair
 
 
 def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
@@ -55,7 +37,7 @@ def resize_frames(frames: np.ndarray, size: int | tuple[int, int]) -> np.ndarray
     Raises:
         ValueError: ``size`` is not a positive int or ``(height, width)``.
     """
-    height, width = frame_size(size)
+    height, width = size_pair(size, "frame size")
     if frames.shape[1] == height and frames.shape[2] == width:
         return frames
     tensor = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
@@ -123,7 +105,7 @@ def load_frame_cache(dataset: LeRobotDataset, size: int | tuple[int, int], cache
         ValueError: a bad ``size``, ``W`` not divisible by the number of cameras, or bad ``video_keys``
             (:func:`cache_cameras`).
     """
-    height, width = frame_size(size)
+    height, width = size_pair(size, "frame size")
     keys = cache_cameras(dataset, video_keys)
     if width % len(keys):
         raise ValueError(f"composite frame width {width} is not divisible by the {len(keys)} cameras {keys}; choose "

@@ -812,5 +812,11 @@ class LeRobotDataset:
         """The name of the policy that produced each episode (``""`` where the recording did not name one)."""
         return [str(row.get("policy") or "") for row in self.episodes]
 
+    @property
+    def episode_tasks(self) -> list[str]:
+        """The task text of each episode (its ``meta/episodes`` row's first ``tasks`` entry; ``""`` where none was
+        recorded)."""
+        return [str((row.get("tasks") or [""])[0] or "") for row in self.episodes]
+
     def episode_slice(self, episode_index: int) -> slice:
         return slice(int(self.episode_from[episode_index]), int(self.episode_to[episode_index]))

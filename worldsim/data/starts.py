@@ -40,6 +40,7 @@ def start_set(dataset: LeRobotDataset, frames: np.ndarray, episodes: np.ndarray,
     clips, actions, states, task_ids = [], [], [], []
     recorded = dataset.columns.get(OBS_STATE)
     lookup = {text: index for index, text in enumerate(tasks or [])}
+    episode_tasks = dataset.episode_tasks
     for episode in episodes:
         if len(clips) == count:
             break
@@ -50,8 +51,7 @@ def start_set(dataset: LeRobotDataset, frames: np.ndarray, episodes: np.ndarray,
         actions.append(dataset.action[segment.start:segment.start + num_context - 1])
         if recorded is not None:
             states.append(recorded[segment.start:segment.start + num_context])
-        text = (dataset.episodes[int(episode)].get("tasks") or [""])[0]
-        task_ids.append(lookup.get(text, len(lookup)))
+        task_ids.append(lookup.get(episode_tasks[int(episode)], len(lookup)))
     if not clips:
         raise ValueError(f"{dataset.root}: no episode has the {num_context} frames a start clip needs")
     out = {"frames": torch.from_numpy(np.stack(clips)), "action": torch.from_numpy(np.stack(actions).astype(np.float32))}

@@ -20,7 +20,6 @@ import numpy as np
 from worldsim.constants import ACTION, OBS_IMAGE, OBS_STATE
 from worldsim.data.cameras import compose_views, split_views
 from worldsim.data.frame_cache import resize_frames
-from worldsim.utils.shapes import size_pair
 
 
 class ObservationLayout:
@@ -40,7 +39,7 @@ class ObservationLayout:
 
     def __init__(self, pipeline, embodiment: str, start_state: bool):
         self.cameras = list(pipeline.camera_keys)
-        self.frame_size = size_pair(pipeline.image_size)
+        self.frame_size = pipeline.frame_size
         predictor = pipeline.state_predictor_for(embodiment)
         self.state_dim = int(predictor.config.state_dim) if predictor is not None and start_state else None
         self.is_dict = len(self.cameras) > 1 or self.state_dim is not None

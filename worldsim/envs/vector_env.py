@@ -34,7 +34,6 @@ from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_sp
 from worldsim.pipelines.sampler import SamplerSettings
 from worldsim.envs.observations import ObservationLayout
 from worldsim.pipelines.world_model import WorldModelPipeline
-from worldsim.utils.shapes import size_pair
 
 
 def _rows_of(action: Any, space: gym.Space, num_envs: int) -> list:
@@ -147,7 +146,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         # per-sub-env streams after reset(seed=[...]): start-clip RNGs and noise generators, one of each per sub-env
         self._sub_env_np_random: list[np.random.Generator] | None = None
         self._sub_env_generators: list[torch.Generator] | None = None
-        self._frames = np.zeros((self.num_envs, *size_pair(self.pipeline.image_size), 3), dtype=np.uint8)
+        self._frames = np.zeros((self.num_envs, *self.pipeline.frame_size, 3), dtype=np.uint8)
         self._steps = np.zeros(self.num_envs, dtype=np.int64)
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
 

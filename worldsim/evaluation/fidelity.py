@@ -59,7 +59,8 @@ def evaluation_windows(dataset: LeRobotDataset, frames: np.ndarray, num_context:
         raise ValueError(f"no episode of {dataset.root} has {length} frames (context {num_context} + horizon {horizon})")
     if max_windows is not None:
         clips, actions, episodes, starts = clips[:max_windows], actions[:max_windows], episodes[:max_windows], starts[:max_windows]
-    tasks = [(dataset.episodes[int(e)].get("tasks") or [""])[0] or "" for e in episodes]
+    episode_tasks = dataset.episode_tasks
+    tasks = [episode_tasks[int(e)] for e in episodes]
     return Windows(np.stack(clips), np.stack(actions).astype(np.float32), np.asarray(episodes), np.asarray(starts),
                    tasks)
 

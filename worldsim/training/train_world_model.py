@@ -149,15 +149,10 @@ class Source:
                      "shape": [self.dataset.action_dim], "dtype": "float32"}
         self.action_space = space
 
-    @property
-    def episode_tasks(self) -> list[str]:
-        """The task text of every episode (``""`` where none was recorded)."""
-        return [(row.get("tasks") or [""])[0] or "" for row in self.dataset.episodes]
-
     def frame_tasks(self, tasks: list[str], null_index: int) -> np.ndarray:
         """`(N,)` int64: the index in ``tasks`` of every frame's episode task (``null_index`` for a task not there)."""
         lookup = {text: index for index, text in enumerate(tasks)}
-        per_episode = np.array([lookup.get(text, null_index) for text in self.episode_tasks], dtype=np.int64)
+        per_episode = np.array([lookup.get(text, null_index) for text in self.dataset.episode_tasks], dtype=np.int64)
         out = np.full(self.dataset.num_frames, null_index, dtype=np.int64)
         for episode, index in enumerate(per_episode):
             out[self.dataset.episode_slice(episode)] = index
@@ -424,7 +419,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     if config.transformer.task_text_encoder:
         text_encoder = load_task_encoder(config.transformer.task_text_encoder)
     if config.transformer.condition_on_task:  # every task text of the data, in order of appearance
-        tasks = list(dict.fromkeys(text for source in sources for text in source.episode_tasks if text))
+        tasks = list(dict.fromkeys(text for source in sources for text in source.dataset.episode_tasks if text))
         if not tasks:
             raise ValueError("transformer.condition_on_task is set but no dataset episode records a task text")
     parts = []
@@ -676,7 +671,7 @@ def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, fram
     actions = dataset.action[segment.start:segment.start + context + horizon - 1]
     task = None
     if pipeline.transformer.task_embedder is not None:
-        text = (dataset.episodes[episode].get("tasks") or [""])[0]
+        text = dataset.episode_tasks[episode]
         task = text if text in pipeline.transformer.task_names else None
     imagined = pipeline.rollout(real[None, :context], actions[None, :context - 1], actions[None, context - 1:],
                                 generator=torch.Generator().manual_seed(0), embodiment=embodiment, task=task)[0]

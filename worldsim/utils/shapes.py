@@ -7,12 +7,14 @@ form, and code that needs both sides reads them with :func:`size_pair`.
 
 from __future__ import annotations
 
+import numpy as np
+
 
 def size_pair(size, what: str = "size") -> tuple[int, int]:
     """``(height, width)`` of a size given as a positive int (square) or a pair of positive ints.
 
     Args:
-        size: an int, or a list / tuple ``[height, width]`` (as JSON configs store it).
+        size: an int (Python or numpy), or a list / tuple ``[height, width]`` (as JSON configs store it).
         what: the name of the value, for the error message.
 
     Returns:
@@ -22,7 +24,7 @@ def size_pair(size, what: str = "size") -> tuple[int, int]:
         ValueError: anything else (the message names ``what`` and the value).
     """
     def positive(value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value > 0
+        return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)) and value > 0
 
     if positive(size):
         return int(size), int(size)

@@ -45,7 +45,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.data.cameras import compose_views
-from worldsim.embodiments.metaworld.tasks import TASKS, check_task
+from worldsim.embodiments.metaworld.tasks import TASKS, check_task, import_metaworld
 
 
 def default_mujoco_gl() -> None:
@@ -131,11 +131,7 @@ def make_metaworld_env(task: str, seed: int | None = None):
         ValueError: an unknown task. ImportError: ``metaworld`` is not installed.
     """
     check_task(task)
-    try:
-        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
-    except ImportError as error:
-        raise ImportError("the Meta-World embodiment needs metaworld: pip install 'worldsim[metaworld]'") from error
-    world = ALL_V3_ENVIRONMENTS[task]()
+    world = import_metaworld("env_dict").ALL_V3_ENVIRONMENTS[task]()
     world._partially_observable = False  # the goal is part of the observation: the scripted experts need it
     if "sawyer_observation_space" in world.__dict__:  # a cached property computed for the hidden goal
         del world.sawyer_observation_space

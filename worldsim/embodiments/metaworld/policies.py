@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from worldsim.embodiments.metaworld.tasks import DEFAULT_TASK, check_task
+from worldsim.embodiments.metaworld.tasks import DEFAULT_TASK, check_task, import_metaworld
 
 STATE_KEY = "observation.state"
 STATE_DIM = 39
@@ -84,11 +84,7 @@ def _expert(task: str):
         ValueError: an unknown task. ImportError: ``metaworld`` is not installed.
     """
     check_task(task)
-    try:
-        from metaworld.policies import ENV_POLICY_MAP
-    except ImportError as error:
-        raise ImportError("Meta-World policies need metaworld: pip install 'worldsim[metaworld]'") from error
-    return ENV_POLICY_MAP[task]()
+    return import_metaworld("policies").ENV_POLICY_MAP[task]()
 
 
 def _number(value: Any, name: str, low: float, high: float) -> float:

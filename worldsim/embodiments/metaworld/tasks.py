@@ -5,6 +5,8 @@ Importing this module needs no ``metaworld``: the registry lists plug-ins withou
 
 from __future__ import annotations
 
+import importlib
+
 #: Meta-World task name -> the short English instruction recorded as each episode's task text. The first five are
 #: the tasks ``tools/collect_metaworld_data.sh`` records; every task here has a scripted expert in
 #: ``metaworld.policies`` that succeeds from the 39-D state.
@@ -74,3 +76,16 @@ def task_text(name: str) -> str:
 
 
 __all__ = ["CORE_TASKS", "DEFAULT_TASK", "ENV_ID_PREFIX", "TASKS", "check_task", "env_id", "task_of", "task_text"]
+
+
+def import_metaworld(module: str):
+    """``metaworld.<module>`` (e.g. ``"policies"``), imported on first use so the plug-in loads without Meta-World.
+
+    Raises:
+        ImportError: ``metaworld`` is not installed (the message says what to install).
+    """
+    try:
+        return importlib.import_module(f"metaworld.{module}")
+    except ImportError as error:
+        raise ImportError(f"the Meta-World embodiment needs metaworld (metaworld.{module}): "
+                          f"pip install 'worldsim[metaworld]'") from error
