@@ -4,7 +4,7 @@ One module per verb group, each with its ``cmd_*`` functions and a ``PARSERS`` t
 them:
 
 - ``worldsim.cli.data``: collect
-- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-state, train-decoder, distill,
+- ``worldsim.cli.training``: train-autoencoder, train, train-heads, train-state, train-bc, train-decoder, distill,
   start-set
 - ``worldsim.cli.imagine``: rollout, demo
 - ``worldsim.cli.evaluate``: evaluate, sensitivity, router-stats
@@ -33,7 +33,7 @@ _VERB_ORDER = (
     (training, ("train-autoencoder", "train")),
     (imagine, ("rollout",)),
     (evaluate, ("evaluate", "sensitivity")),
-    (training, ("train-heads", "train-state", "train-decoder", "distill", "start-set")),
+    (training, ("train-heads", "train-state", "train-bc", "train-decoder", "distill", "start-set")),
     (rank, ("rank",)),
     (steer, ("steer-eval", "steer-report")),
     (rank, ("rank-report",)),

@@ -1,13 +1,14 @@
 """Training verbs: ``train-autoencoder``, ``train`` (the world model), ``train-heads`` (reward / termination /
 success / value heads), ``train-state`` (a state predictor: each imagined frame's ``observation.state``),
-``train-decoder`` (a light frame decoder) and ``distill`` (a few-step student).
+``train-bc`` (a behaviour-cloned policy to rank), ``train-decoder`` (a light frame decoder) and ``distill`` (a
+few-step student).
 
 ``train-autoencoder`` and ``train`` take a YAML run config under ``configs/`` plus dotted overrides. ``train-heads``,
-``train-state``, ``train-decoder`` and ``distill`` take their settings as flags, and may also read them from
-``--config FILE.yaml`` (the fields of :class:`~worldsim.training.config.HeadsConfig`,
-:class:`~worldsim.training.config.StateConfig`, :class:`~worldsim.training.config.DecoderConfig` or
-:class:`~worldsim.training.config.DistillConfig`) plus trailing dotted overrides (``steps=100``): the defaults, then
-the file, then the flags given, then the overrides.
+``train-state``, ``train-bc``, ``train-decoder`` and ``distill`` take their settings as flags, and may also read them
+from ``--config FILE.yaml`` (the fields of :class:`~worldsim.training.config.HeadsConfig`,
+:class:`~worldsim.training.config.StateConfig`, :class:`~worldsim.training.config.BCConfig`,
+:class:`~worldsim.training.config.DecoderConfig` or :class:`~worldsim.training.config.DistillConfig`) plus trailing
+dotted overrides (``steps=100``): the defaults, then the file, then the flags given, then the overrides.
 """
 
 from __future__ import annotations
@@ -108,6 +109,20 @@ def cmd_train_state(args) -> None:
           f"{loop['copy_first']['final']['mae_normalized']:.3f} std); over all frames {loop['mean']['mae']:.4g} "
           f"(copy: {loop['copy_first']['mean']['mae']:.4g})")
     print(f"wrote {args.output or Path(args.model) / 'state' / report['embodiment']}")
+
+
+def cmd_train_bc(args) -> None:
+    from worldsim.training.config import BCConfig
+    from worldsim.training.train_bc import train_bc
+
+    report = train_bc(args.dataset, args.output, _verb_config(args, BCConfig), val_datasets=args.val_dataset)
+    print(f"{report['train_frames']} training frames of {report['train_episodes']} episodes, tasks {report['tasks']}; "
+          f"{report['num_parameters']:,} parameters, {report['seconds_per_100_steps']:.1f} s per 100 steps")
+    for entry in report["checkpoints"]:
+        held = (f"held-out action MSE {entry['val_action_mse']:.4f} (mean action: {entry['val_mean_action_mse']:.4f})"
+                if entry["val_action_mse"] is not None else "no held-out data")
+        print(f"step {entry['step']}: train loss {entry['train_loss']:.4f}, {held}; wrote {entry['folder']}")
+    print(f"wrote {Path(args.output) / 'report.json'}")
 
 
 def cmd_start_set(args) -> None:
@@ -230,6 +245,26 @@ def _add_train_state(sub) -> None:
     p.set_defaults(func=cmd_train_state)
 
 
+def _add_train_bc(sub) -> None:
+    p = sub.add_parser("train-bc", help="train a behaviour-cloned policy (camera images + observation.state + task "
+                                        "text -> action) on recorded episodes, saved at several steps")
+    p.add_argument("--dataset", action="append", required=True,
+                   help="LeRobot dataset with observation.state, the cameras and task texts (repeat)")
+    p.add_argument("--val-dataset", action="append", help="score each checkpoint's action error on this dataset "
+                                                          "(repeat); trains on none of it")
+    p.add_argument("--output", required=True, help="a new folder: step-<step>/ per checkpoint and report.json")
+    p.add_argument("--steps", type=int, default=_UNSET)
+    p.add_argument("--batch-size", type=int, default=_UNSET)
+    p.add_argument("--learning-rate", type=float, default=_UNSET)
+    p.add_argument("--save-steps", type=int, nargs="+", default=_UNSET,
+                   help="write a checkpoint after these steps (the last step is always one)")
+    p.add_argument("--success-only", action=argparse.BooleanOptionalAction, default=_UNSET,
+                   help="train only on episodes that reach next.success (default: yes)")
+    p.add_argument("--seed", type=int, default=_UNSET)
+    _add_verb_config(p)
+    p.set_defaults(func=cmd_train_bc)
+
+
 def _add_train_decoder(sub) -> None:
     p = sub.add_parser("train-decoder", help="train a light frame decoder (a quarter of the decode FLOPs) on a "
                                              "model's latents of real frames")
@@ -281,6 +316,7 @@ PARSERS = {
     "train": _add_train,
     "train-heads": _add_train_heads,
     "train-state": _add_train_state,
+    "train-bc": _add_train_bc,
     "train-decoder": _add_train_decoder,
     "distill": _add_distill,
     "start-set": _add_start_set,

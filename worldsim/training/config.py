@@ -441,3 +441,57 @@ class StateConfig:
                   hidden_dim=self.hidden_dim)
         _non_negative("state", previous_state_noise=self.previous_state_noise, val_episodes=self.val_episodes,
                       seed=self.seed)
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    """``worldsim train-bc``: a behaviour-cloned policy (:func:`~worldsim.training.train_bc.train_bc`,
+    :class:`~worldsim.policies.bc.BCNetwork`).
+
+    ``steps``, ``batch_size``, ``learning_rate``, ``weight_decay`` and ``seed`` set AdamW with cosine decay;
+    ``save_steps`` the steps after which a checkpoint is written (the last step is always one), so that a run leaves
+    policies of graded skill. ``success_only`` trains (and scores) only episodes that reach ``next.success`` (the
+    demonstrations). Each camera is read at ``image_size`` x ``image_width`` pixels (None: square) and shifted by up
+    to ``shift_pixels`` pixels at random in training (edge pixels repeated; 0: no augmentation); ``camera_keys`` the
+    cameras, in order (None: every camera of the first dataset). ``channels`` (one per stride-2 convolution) and
+    ``hidden_dim`` size the network. ``val_frames`` caps the held-out frames scored at each checkpoint (an evenly
+    spaced subset; None: all). ``mixed_precision`` accelerate's.
+    """
+
+    steps: int = 3000
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    save_steps: list[int] = field(default_factory=lambda: [250, 1000, 3000])
+    success_only: bool = True
+    image_size: int = 64
+    image_width: int | None = None
+    shift_pixels: int = 4
+    camera_keys: list[str] | None = None
+    channels: list[int] = field(default_factory=lambda: [16, 32, 32, 64])
+    hidden_dim: int = 256
+    val_frames: int | None = 4096
+    seed: int = 0
+    mixed_precision: str = "bf16"  # as every worldsim trainer: accelerate keeps one precision per process
+
+    def __post_init__(self):
+        _positive("bc", steps=self.steps, batch_size=self.batch_size, learning_rate=self.learning_rate,
+                  image_size=self.image_size, hidden_dim=self.hidden_dim)
+        _non_negative("bc", weight_decay=self.weight_decay, shift_pixels=self.shift_pixels, seed=self.seed)
+        if self.image_width is not None:
+            _positive("bc", image_width=self.image_width)
+        if self.val_frames is not None:
+            _positive("bc", val_frames=self.val_frames)
+        # frozen: normalised values are set through object.__setattr__ (a keyword caller may pass tuples)
+        object.__setattr__(self, "save_steps", list(self.save_steps))
+        object.__setattr__(self, "channels", list(self.channels))
+        if not self.save_steps or any(not 1 <= step <= self.steps for step in self.save_steps):
+            raise ValueError(f"bc.save_steps must be steps in [1, steps={self.steps}], got {self.save_steps}; with "
+                             f"fewer steps set save_steps too (save_steps=[{max(1, self.steps // 4)},{self.steps}])")
+        if not self.channels or any(width < 1 for width in self.channels):
+            raise ValueError(f"bc.channels must be a non-empty list of positive widths, got {self.channels}")
+        if self.camera_keys is not None:
+            object.__setattr__(self, "camera_keys", list(self.camera_keys))
+            if not self.camera_keys or len(set(self.camera_keys)) != len(self.camera_keys):
+                raise ValueError(f"bc.camera_keys must be distinct camera keys or null, got {self.camera_keys}")
+        object.__setattr__(self, "mixed_precision", _mixed_precision("bc", self.mixed_precision))
