@@ -70,6 +70,12 @@ class EmbodimentPlugin:
         steering_noise: the default noise of :meth:`steering_policy` (its unit is the plug-in's).
         headline_metric: the :meth:`frame_metrics` entry that ``worldsim evaluate`` also reports at the horizon and
             as a ratio to the copy-last-frame baseline (e.g. ``"agent_error"``); None: none.
+        imagined_value: which per-step number of the imagined env values an imagined episode in ranking and steering:
+            ``"reward"`` (the outcome heads' reward, the default) or ``"success_probability"`` (the success head's, for
+            a plug-in whose :meth:`step_value` is success).
+        state_only_env_kwargs: :meth:`make_env` keyword arguments for an env that observes ``observation.state``
+            alone and renders nothing (faster), which ranking uses for policies whose ``input_keys`` name no camera;
+            None: the plug-in has none.
         state_metrics: named groups of ``observation.state`` dimensions whose predicted value ``worldsim evaluate``
             compares with the real one on imagined frames (the Euclidean distance of the group's dimensions times
             its scale): ``{name ending in its unit: (dimension indices, scale)}``, e.g.
@@ -87,6 +93,8 @@ class EmbodimentPlugin:
     success_threshold: float | None = None
     headline_metric: str | None = None
     state_metrics: dict[str, tuple[list[int], float]] = {}
+    imagined_value: str = "reward"
+    state_only_env_kwargs: dict[str, Any] | None = None
     metric_labels: dict[str, tuple[str, str]] = {}
     steering_noise: float | None = None
     demo_policy: tuple[str, dict] | None = None
@@ -228,6 +236,16 @@ class EmbodimentPlugin:
         raise NotImplementedError(f"embodiment {self.name!r} has no locator for its controlled entity")
 
     # ------------------------------------------------------------------ policies
+    def task_text(self, env_id: str | None = None) -> str:
+        """The instruction of the task an env of this plug-in poses (what a task-conditioned model is conditioned on).
+        Default: :attr:`task` for every env id."""
+        return self.task
+
+    def task_zoo(self, env_id: str | None = None, seed: int = 0) -> dict[str, Any]:
+        """The zoo for one env of the plug-in (a task of a multi-task plug-in); the names must be the same for every
+        env. Default: :meth:`policy_zoo` whatever the env."""
+        return self.policy_zoo(seed=seed)
+
     def policy_zoo(self, seed: int = 0) -> dict[str, Any]:
         """Named frame-only policies of graded skill, best first: ``{name: policy}`` with ``reset(num_envs)`` and
         ``act(frames (N, H, W, 3) uint8) -> (N, *action_shape)`` (:mod:`worldsim.evaluation.policy_adapters`).
@@ -244,17 +262,25 @@ class EmbodimentPlugin:
         options}``. Default: none."""
         return {}
 
-    def steering_policy(self, noise: float | None, chunk_length: int, seed: int):
-        """The stochastic chunk policy ``steer-eval`` steers: a callable ``frame (H, W, 3) uint8 -> chunk
-        (chunk_length, *action_shape)`` with ``reset()``, a different chunk per call.
+    def steering_policy(self, noise: float | None, chunk_length: int, seed: int, env_id: str | None = None):
+        """The stochastic chunk policy ``steer-eval`` steers: a callable ``observation -> chunk
+        (chunk_length, *action_shape)`` with ``reset()``, a different chunk per call. The observation is one env's
+        observation in the model's layout (:class:`~worldsim.envs.observations.ObservationLayout`): a frame
+        `(H, W, 3)` uint8, or a Dict of camera views and ``observation.state`` for a model that observes them.
+
+        ``steer-eval`` passes ``env_id`` (the env, i.e. the task of a multi-task plug-in) only when one was chosen,
+        so a plug-in of one env may define this method without it.
 
         Raises:
             NotImplementedError: the plug-in has none.
         """
         raise NotImplementedError(f"embodiment {self.name!r} has no steering policy")
 
-    def follow_policy(self):
-        """The steering policy's mode (a frame-only batched policy) that continues imagined and oracle candidates.
+    def follow_policy(self, env_id: str | None = None):
+        """The steering policy's mode (a batched policy: ``reset(num_envs)``, ``act(observation) -> (N,
+        *action_shape)``) that continues imagined and oracle candidates; it observes what the model's imagined env
+        observes (frames, or a batched Dict of camera views and the state). ``env_id`` is passed only when one was
+        chosen (as for :meth:`steering_policy`).
 
         Raises:
             NotImplementedError: the plug-in has none.

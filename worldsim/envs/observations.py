@@ -67,6 +67,47 @@ class ObservationLayout:
             observation[OBS_STATE] = np.asarray(state, dtype=np.float32).copy()
         return observation
 
+    def from_real(self, observation: Any, env: gym.Env | None = None) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """A real env's observation in this layout, so that a policy meets the same input in both worlds.
+
+        Args:
+            observation: one real observation: a frame `(H', W', 3)` uint8, or a Dict with every camera key of
+                :attr:`cameras` (each `(H', w', 3)` uint8, any size of the views' aspect) and, when this layout observes
+                a state, ``observation.state`` `(S,)`; a frame-only layout also takes what
+                :func:`~worldsim.data.collect._pixels` reads (``env.render()`` when the observation has no frame).
+            env: the real env (for ``render()``).
+
+        Returns:
+            ``(observation, frame, state)``: what the imagined env observes for one env (:meth:`space`), the model's
+            frame `(H, W, 3)` uint8 (the views resized and side by side) and the state `(S,)` float32 or None.
+
+        Raises:
+            ValueError: a Dict layout and an observation that lacks a camera or the state (the message names the key
+                and lists the observation's keys).
+        """
+        if not self.is_dict:
+            from worldsim.data.collect import _pixels
+
+            frame = resize_frames(np.asarray(_pixels(observation, env))[None], self.frame_size)[0]
+            return frame, frame, None
+        keys = list(observation) if isinstance(observation, dict) else type(observation).__name__
+        wanted = self.cameras + ([OBS_STATE] if self.state_dim is not None else [])
+        missing = [key for key in wanted if not isinstance(observation, dict) or key not in observation]
+        if missing:
+            raise ValueError(f"the real observation lacks {missing[0]!r} (it has {keys}); the model observes {wanted}")
+        height, width = self.frame_size
+        view_size = (height, width // len(self.cameras))
+        views = [resize_frames(np.asarray(observation[key], dtype=np.uint8)[None], view_size)[0] for key in self.cameras]
+        result = {key: view for key, view in zip(self.cameras, views)}
+        state = None
+        if self.state_dim is not None:
+            state = np.asarray(observation[OBS_STATE], dtype=np.float32).reshape(-1)
+            if state.shape != (self.state_dim,):
+                raise ValueError(f"the real {OBS_STATE!r} has shape {state.shape}; the model's state predictor has "
+                                 f"{self.state_dim} dimensions")
+            result[OBS_STATE] = state
+        return result, compose_views(views), state
+
     def single(self, observation: Any, index: int) -> Any:
         """Sub-env ``index``'s observation out of a batched one (:meth:`observe`)."""
         if not self.is_dict:

@@ -131,6 +131,11 @@ class LeRobotPolicy:
     def reset(self, num_envs: int) -> None:
         self.policy.reset()
 
+    def set_task(self, task: str | None) -> None:
+        """The instruction passed as ``batch["task"]`` from now on (None: none); ranking and steering call this with
+        the task of the episodes they run."""
+        self.task = task
+
     def act(self, observation: np.ndarray) -> np.ndarray:
         import torch
 

@@ -35,6 +35,7 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
+from worldsim.constants import OBS_STATE
 from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json
 from worldsim.evaluation.policy_adapters import as_policy
@@ -107,94 +108,177 @@ def episode_values(rewards: np.ndarray, in_episode: np.ndarray, reward_median: i
     return np.where(prefix, padded, -np.inf).max(1)
 
 
-def _frame(observation, env, size: int) -> np.ndarray:
-    """The env's frame at the model's resolution: `(size, size, 3)` uint8."""
-    from worldsim.data.collect import _pixels
+class _FrameLayout:
+    """The frame-only observation of a model of ``size``: a real observation's frame, resized (see
+    :meth:`~worldsim.envs.observations.ObservationLayout.from_real`)."""
 
-    return resize_frames(_pixels(observation, env)[None], size)[0]
+    is_dict = False
+
+    def __init__(self, size):
+        self.frame_size = size
+
+    def from_real(self, observation, env=None):
+        from worldsim.data.collect import _pixels
+
+        frame = resize_frames(np.asarray(_pixels(observation, env))[None], self.frame_size)[0]
+        return frame, frame, None
 
 
-def _play_context(plugin, env, seed: int, num_context: int, size: int):
+def model_layout(pipeline, embodiment: str | None = None):
+    """What ``pipeline``'s imagined env observes for ``embodiment``, which the real env's observations are converted
+    to: an :class:`~worldsim.envs.observations.ObservationLayout` (a frame, or a Dict of camera views and the robot
+    state when the model has several cameras or a state predictor)."""
+    from worldsim.envs.observations import ObservationLayout
+
+    return ObservationLayout(pipeline, pipeline.embodiment(embodiment).name, start_state=True)
+
+
+def _batched(observation):
+    """One env's observation as a batch of one (an array, or a dict of arrays)."""
+    if isinstance(observation, dict):
+        return {key: np.asarray(value)[None] for key, value in observation.items()}
+    return np.asarray(observation)[None]
+
+
+def _play_context(plugin, env, seed: int, num_context: int, layout, frames: bool = True):
     """Resets ``env`` to start ``seed`` and plays the plug-in's context steps.
 
     Returns:
-        ``(observation, frames (num_context, size, size, 3) uint8, actions (num_context - 1, A) float32 flat)``.
+        ``(observation, frames (num_context, H, W, 3) uint8, actions (num_context - 1, A) float32 flat,
+        states (num_context, S) float32 or None)``: the model's frames and states (``layout.from_real``); with
+        ``frames=False`` only the observation is read (frames and states are None).
     """
     space = space_to_json(env.action_space)
     observation, info = plugin.reset_start(env, seed)
     context = plugin.context_policy(env)
-    frames, actions = [_frame(observation, env, size)], []
+    seen = [layout.from_real(observation, env)[1:]] if frames else []
+    actions = []
     for _ in range(num_context - 1):
         action = context(observation, info)
         observation, _, _, _, info = env.step(action)
-        frames.append(_frame(observation, env, size))
+        if frames:
+            seen.append(layout.from_real(observation, env)[1:])
         actions.append(flatten_action(space, action))
     flat = np.stack(actions) if actions else np.zeros((0, len(flatten_action(space, env.action_space.sample()))))
-    return observation, np.stack(frames), flat.astype(np.float32)
+    if not frames:
+        return observation, None, flat.astype(np.float32), None
+    states = None if seen[0][1] is None else np.stack([state for _, state in seen]).astype(np.float32)
+    return observation, np.stack([frame for frame, _ in seen]), flat.astype(np.float32), states
 
 
-def real_starts(plugin, seeds: list[int], num_context: int, image_size: int):
+def real_start_clips(plugin, seeds: list[int], num_context: int, layout, env_id: str | None = None) -> dict:
     """Real start clips: the plug-in's start of each seed, then ``num_context - 1`` context steps.
 
     Args:
         plugin: the :class:`~worldsim.embodiments.EmbodimentPlugin` of the real env.
+        layout: the model's observation (:func:`model_layout`), or a frame size (an int or ``(H, W)``).
+        env_id: the plug-in's env to make (a task of a multi-task plug-in; None: its default).
 
     Returns:
-        frames `(S, num_context, image_size, image_size, 3)` uint8 and actions `(S, num_context - 1, A)` float32
-        (the flat action layout, env units). :func:`run_real` replays the same steps, so the real episode starts
-        from the same state.
+        ``{"frames": (S, num_context, H, W, 3) uint8, "actions": (S, num_context - 1, A) float32 (the flat action
+        layout, env units), "states": (S, num_context, D) float32 or None}``; :func:`run_real` replays the same steps,
+        so the real episode starts from the same state.
     """
-    env = plugin.make_env()
-    frames, actions = [], []
+    layout = layout if hasattr(layout, "from_real") else _FrameLayout(layout)
+    env = plugin.make_env(env_id)
+    frames, actions, states = [], [], []
     try:
         for seed in seeds:
-            _, clip, clip_actions = _play_context(plugin, env, seed, num_context, image_size)
+            _, clip, clip_actions, clip_states = _play_context(plugin, env, seed, num_context, layout)
             frames.append(clip)
             actions.append(clip_actions)
+            states.append(clip_states)
     finally:
         env.close()
-    return np.stack(frames), np.stack(actions).astype(np.float32)
+    return {"frames": np.stack(frames), "actions": np.stack(actions).astype(np.float32),
+            "states": None if states[0] is None else np.stack(states)}
 
 
-def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, image_size: int,
-             keep_frames: int = 1, progress: bool = False) -> dict:
+def real_starts(plugin, seeds: list[int], num_context: int, image_size, env_id: str | None = None):
+    """The frames and actions of :func:`real_start_clips` (a frame-only model of ``image_size``, an int or
+    ``(H, W)``, or a model's :func:`model_layout`): `(S, num_context, H, W, 3)` uint8 and
+    `(S, num_context - 1, A)` float32."""
+    clips = real_start_clips(plugin, seeds, num_context, image_size, env_id)
+    return clips["frames"], clips["actions"]
+
+
+def set_policy_task(policy, task: str | None) -> None:
+    """Tells a policy that takes an instruction which task it plays: a policy (or adapter) with a ``set_task(text)``
+    method, such as :class:`~worldsim.evaluation.policy_adapters.LeRobotPolicy` (which then passes
+    ``batch["task"]`` to ``select_action``), is called with ``task``; other policies are left as they are. Nothing
+    happens for ``task=None``."""
+    if task is not None and callable(getattr(policy, "set_task", None)):
+        policy.set_task(task)
+
+
+def _reads_state_only(policy, layout) -> bool:
+    """Whether ``policy`` declares (``input_keys``) that it reads no camera of a Dict layout."""
+    keys = getattr(policy, "input_keys", None)
+    return bool(layout.is_dict and keys is not None and not set(keys) & set(layout.cameras))
+
+
+def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, image_size,
+             keep_frames: int = 1, progress: bool = False, env_id: str | None = None) -> dict:
     """Runs ``policy`` in the plug-in's real env from each seed's start (see the module docstring).
 
+    A policy that declares ``input_keys`` naming no camera (it reads the state alone, such as the Meta-World zoo)
+    runs in the plug-in's state-only env (:attr:`~worldsim.embodiments.EmbodimentPlugin.state_only_env_kwargs`, where
+    the plug-in has one): the same physics without rendering, except on the ``keep_frames`` episodes whose video is
+    kept.
+
+    Args:
+        image_size: the model's observation (:func:`model_layout`: the policy gets each real observation as the
+            imagined env would give it, cameras resized, with the state), or a frame size (an int or ``(H, W)``).
+        env_id: the plug-in's env (a task of a multi-task plug-in; None: its default).
+
     Returns:
-        ``{"values": (S,), "success": (S,) bool, "frames": (keep_frames, horizon, s, s, 3) uint8}``.
+        ``{"values": (S,), "success": (S,) bool, "returns": (S,) float64 (the sum of the env's rewards),
+        "frames": (keep_frames, horizon, H, W, 3) uint8}``.
     """
-    env = plugin.make_env()
-    values, successes, videos = [], [], []
+    layout = image_size if hasattr(image_size, "from_real") else _FrameLayout(image_size)
+    state_only = _reads_state_only(policy, layout) and plugin.state_only_env_kwargs is not None
+    env = plugin.make_env(env_id)
+    fast = plugin.make_env(env_id, **plugin.state_only_env_kwargs) if state_only else None
+    values, successes, returns, videos = [], [], [], []
     try:
         for index, seed in enumerate(tqdm(seeds, desc="real episodes", disable=not progress, leave=False)):
-            observation, _, _ = _play_context(plugin, env, seed, num_context, image_size)
+            filmed = index < keep_frames
+            world = fast if state_only and not filmed else env
+            observation, _, _, _ = _play_context(plugin, world, seed, num_context, layout, frames=False)
             policy.reset(1)
-            steps, success, video = [], False, []
+            steps, success, video, total = [], False, [], 0.0
             for _ in range(horizon):
-                frame = _frame(observation, env, image_size)
-                observation, reward, terminated, truncated, info = env.step(policy.act(frame[None])[0])
+                seen = ({OBS_STATE: np.asarray(observation[OBS_STATE], np.float32)} if world is fast
+                        else layout.from_real(observation, world)[0])
+                observation, reward, terminated, truncated, info = world.step(policy.act(_batched(seen))[0])
                 value = plugin.step_value(float(reward), bool(terminated), info)
                 steps.append(value)
+                total += float(reward)
                 success = success or plugin.is_success(value, info)
-                if index < keep_frames:
-                    video.append(_frame(observation, env, image_size))
+                if filmed:
+                    video.append(layout.from_real(observation, world)[1])
                 if terminated or truncated:
                     break
-            if index < keep_frames:
+            if filmed:
                 video += [video[-1]] * (horizon - len(video))
                 videos.append(np.stack(video))
             values.append(max(steps) if plugin.value_aggregation == "max" else float(np.sum(steps)))
             successes.append(success)
+            returns.append(total)
     finally:
         env.close()
-    return {"values": np.asarray(values), "success": np.asarray(successes), "frames": np.asarray(videos)}
+        if fast is not None:
+            fast.close()
+    return {"values": np.asarray(values), "success": np.asarray(successes), "returns": np.asarray(returns),
+            "frames": np.asarray(videos)}
 
 
 def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, horizon: int, seed: int = 0,
                  batch_size: int = 64, keep_frames: int = 1, progress: bool = False, offset: int = 0,
                  num_inference_steps: int | None = None, timestep_spacing: str | None = None,
                  reward_median: int = DEFAULT_REWARD_MEDIAN, embodiment: str | None = None,
-                 aggregation: str = "max", sampler=None) -> dict:
+                 aggregation: str = "max", sampler=None, states: np.ndarray | None = None, task: str | None = None,
+                 value_key: str = "reward") -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
@@ -204,17 +288,28 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     are resolved with the model's defaults and the pipeline's current decoder.
 
     Args:
+        frames, actions: the start clips `(S, n, H, W, 3)` uint8 and `(S, n - 1, A)` float32
+            (:func:`real_start_clips`).
+        states: `(S, n, D)` float32, the clips' ``observation.state`` (required when the imagined env observes a
+            state: a model with a state predictor).
+        task: the task text every imagined episode is conditioned on (a task-conditioned model; None: each clip's
+            null task). A policy with a ``task`` attribute is told it (:func:`set_policy_task`).
         embodiment: the model's embodiment whose actions the policy takes (default: the model's).
         aggregation: ``"max"`` or ``"sum"`` (:func:`episode_values`).
+        value_key: the per-step number valued: ``"reward"`` (the heads' reward, or a scorer's) or an entry of the
+            env's infos such as ``"success_probability"`` (the plug-in's
+            :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`).
 
     Returns:
-        ``{"values": (S,), "rewards": (S, horizon) float32, "in_episode": (S, horizon) bool,
-        "frames": (keep_frames, horizon, s, s, 3) uint8}``; values aggregate each episode's predicted rewards
-        (the largest after a running median of width ``reward_median``, or the sum: :func:`episode_values`).
+        ``{"values": (S,), "returns": (S,) float64 (each episode's summed predicted reward), "rewards": (S, horizon)
+        float32 (the valued numbers), "in_episode": (S, horizon) bool, "frames": (keep_frames, horizon, H, W, 3)
+        uint8}``; values aggregate each episode's valued numbers (the largest after a running median of width
+        ``reward_median``, or the sum: :func:`episode_values`).
 
     Raises:
         RuntimeError: the model has no outcome heads for the embodiment (nothing to score imagined frames with).
-        ValueError: a bad ``reward_median`` or ``aggregation``, before anything runs.
+        ValueError: a bad ``reward_median`` or ``aggregation``, before anything runs; a ``value_key`` the env's
+            infos do not have, at the first step.
     """
     from worldsim.envs import WorldModelVectorEnv
 
@@ -226,30 +321,41 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     if pipeline.heads_for(embodiment) is None:
         raise RuntimeError(f"ranking needs predicted rewards: train the model's outcome heads for "
                            f"{pipeline.embodiment(embodiment).name!r} (worldsim train-heads)")
-    rewards, in_episode, video = [], [], None
+    if pipeline.transformer.task_embedder is None:
+        task = None  # a model without task conditioning imagines every task alike
+    set_policy_task(policy, task)
+    rewards, summed, in_episode, video = [], [], [], None
     for start in range(0, len(frames), batch_size):
         chunk = slice(start, start + batch_size)
         count = len(frames[chunk])
-        envs = WorldModelVectorEnv(pipeline, num_envs=count, embodiment=embodiment, sampler=sampler)
-        observation, _ = envs.reset(seed=seed + offset + start, options={"context": {"observation.image": frames[chunk],
-                                                                            "action": actions[chunk]}})
+        envs = WorldModelVectorEnv(pipeline, num_envs=count, embodiment=embodiment, sampler=sampler,
+                                   render_mode="rgb_array", task=task)
+        context = {"observation.image": frames[chunk], "action": actions[chunk]}
+        if states is not None and envs.layout.state_dim is not None:
+            context["observation.state"] = states[chunk]
+        observation, _ = envs.reset(seed=seed + offset + start, options={"context": context})
         policy.reset(count)
         running = np.ones(count, dtype=bool)  # an episode that ended is autoreset: later frames are not its own
-        trace, mask, kept = [], [], []
+        trace, mask, kept, total = [], [], [], np.zeros(count)
         for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
-            observation, reward, terminated, truncated, _ = envs.step(policy.act(observation))
-            trace.append(np.asarray(reward, dtype=np.float32))
+            observation, reward, terminated, truncated, infos = envs.step(policy.act(observation))
+            if value_key != "reward" and value_key not in infos:
+                raise ValueError(f"the imagined env's infos have no {value_key!r} (they have {sorted(infos)}); "
+                                 "train the outcome heads it comes from or value 'reward'")
+            trace.append(np.asarray(reward if value_key == "reward" else infos[value_key], dtype=np.float32))
             mask.append(running.copy())
+            total += np.where(running, np.asarray(reward, dtype=np.float64), 0.0)
             running &= ~(terminated | truncated)
             if start == 0:
-                kept.append(observation[:keep_frames].copy())
+                kept.append(envs.render()[:keep_frames])  # the model's frames (camera views side by side)
         if start == 0:
             video = np.stack(kept, axis=1)
         rewards.append(np.stack(trace, axis=1))
+        summed.append(total)
         in_episode.append(np.stack(mask, axis=1))
     rewards, in_episode = np.concatenate(rewards), np.concatenate(in_episode)
-    return {"values": episode_values(rewards, in_episode, reward_median, aggregation), "rewards": rewards,
-            "in_episode": in_episode, "frames": video}
+    return {"values": episode_values(rewards, in_episode, reward_median, aggregation), "returns": np.concatenate(summed),
+            "rewards": rewards, "in_episode": in_episode, "frames": video}
 
 
 def _rank_sampler(pipeline, sampler, num_inference_steps, timestep_spacing):
@@ -286,7 +392,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
                   gather=_gather_single, num_inference_steps: int | None = None,
                   timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
-                  embodiment: str | None = None, sampler=None) -> dict:
+                  embodiment: str | None = None, sampler=None, env_id: str | None = None) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -296,6 +402,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         embodiment: the model's embodiment, or a plug-in (``module:object``) serving it
             (:func:`~worldsim.embodiments.resolve_embodiment`); default: the model's.
         num_states: initial states (the plug-in's starts ``seed ..``).
+        env_id: the plug-in's env to rank on (one task of a multi-task plug-in such as Meta-World; None: its default).
+            A task-conditioned model imagines that env's task (:meth:`~worldsim.embodiments.EmbodimentPlugin.
+            task_text`), and a policy with a ``task`` attribute is told it (:func:`set_policy_task`). Policies observe
+            what the imagined env observes (:func:`model_layout`): a frame, or every camera and the state.
         horizon: policy steps per episode, after the shared context.
         num_context: real frames shared by both worlds at the start (the agent holds still between them).
         samples: imagined repetitions with different seeds (uncertainty).
@@ -315,11 +425,12 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
 
     Returns:
         ``{"policies": {name: {...}}, "agreement": {...} | None, "agreement_intervals": {metric: {"low", "high"}} |
-        None, "settings": {...}, "videos": {name: (real, imagined)}}``: per policy the imagined and real mean values
-        with 95% intervals, real success rate with its interval, the per-sample imagined means and their standard
-        deviation; across policies the agreement (:func:`~worldsim.evaluation.ranking_metrics.ranking_agreement`)
-        and its bootstrap intervals over initial states
-        (:func:`~worldsim.evaluation.ranking_metrics.agreement_intervals`).
+        None, "return_agreement": {...} | None, "settings": {...}, "videos": {name: (real, imagined)}}``: per policy
+        the imagined and real mean values with 95% intervals, real success rate with its interval, the mean returns
+        (summed rewards: the env's and the heads'), the per-sample imagined means and their standard deviation and the
+        per-state values; across policies the agreement of the values
+        (:func:`~worldsim.evaluation.ranking_metrics.ranking_agreement`) and its bootstrap intervals over initial
+        states (:func:`~worldsim.evaluation.ranking_metrics.agreement_intervals`), and the agreement of the returns.
 
     Raises:
         ValueError: fewer than 2 policies, ``samples < 1``, ``num_states < 2``, a sampler the scheduler refuses
@@ -340,26 +451,34 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
     reward_median = check_reward_median(reward_median)
     started = time.perf_counter()
     seeds = list(range(seed, seed + num_states))
-    frames, actions = real_starts(plugin, seeds, num_context, pipeline.image_size)
+    layout = model_layout(pipeline, name)
+    task = plugin.task_text(env_id) if pipeline.transformer.task_embedder is not None else None
+    clips = real_start_clips(plugin, seeds, num_context, layout, env_id)
+    frames, actions, states = clips["frames"], clips["actions"], clips["states"]
     results, videos = {}, {}
     mine = state_batches(num_states, batch_size, process_index, num_processes)
     for policy_name, raw in tqdm(policies.items(), desc="policies", disable=not progress):
         policy = as_policy(raw, action_shape)
+        set_policy_task(policy, plugin.task_text(env_id))
         local = {}
         for start, stop in mine:
             part = {}
             if real:
-                outcome = run_real(plugin, policy, seeds[start:stop], num_context, horizon, pipeline.image_size,
-                                   keep_frames=int(start == 0), progress=progress)
-                part.update(real_values=outcome["values"], real_success=outcome["success"], real_video=outcome["frames"])
-            part["imagined"] = []
+                outcome = run_real(plugin, policy, seeds[start:stop], num_context, horizon, layout,
+                                   keep_frames=int(start == 0), progress=progress, env_id=env_id)
+                part.update(real_values=outcome["values"], real_success=outcome["success"], real_video=outcome["frames"],
+                            real_returns=outcome["returns"])
+            part["imagined"], part["imagined_returns"] = [], []
             for sample in range(samples):
                 imagined = run_imagined(pipeline, policy, frames[start:stop], actions[start:stop], horizon,
                                         seed=seed + 1000 * sample, batch_size=stop - start,
                                         keep_frames=int(start == 0), progress=progress, offset=start,
                                         sampler=sampler, reward_median=reward_median, embodiment=name,
-                                        aggregation=plugin.value_aggregation)
+                                        aggregation=plugin.value_aggregation,
+                                        states=None if states is None else states[start:stop], task=task,
+                                        value_key=plugin.imagined_value)
                 part["imagined"].append(imagined["values"])
+                part["imagined_returns"].append(imagined["returns"])
                 if sample == 0:
                     part["imagined_video"] = imagined["frames"]
             local[start] = part
@@ -372,6 +491,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
             entry["real"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(values)))
             entry["real_success"] = dict(zip(("mean", "low", "high"), bootstrap_mean_interval(success.astype(float))))
             entry["real_values"] = values.tolist()
+            entry["real_success_values"] = success.astype(float).tolist()
+            entry["real_returns"] = np.concatenate([parts[start]["real_returns"] for start in order]).tolist()
+        entry["imagined_returns"] = np.mean([np.concatenate([parts[start]["imagined_returns"][sample] for start in order])
+                                             for sample in range(samples)], axis=0).tolist()
         imagined_values = [np.concatenate([parts[start]["imagined"][sample] for start in order])
                            for sample in range(samples)]
         entry.update(_imagined_entry(np.mean(imagined_values, axis=0),  # per state, averaged over samples
@@ -379,7 +502,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         results[policy_name] = entry
         videos[policy_name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
     agreement, intervals = _agreement(results, seed) if real else (None, None)
-    settings = {"embodiment": name, "env_id": plugin.default_env_id, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
+    settings = {"embodiment": name, "env_id": env_id or plugin.default_env_id, "task": task,
+                "imagined_value": plugin.imagined_value, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": sampler.decoder,
                 "quantization": pipeline.quantization,
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
@@ -387,8 +511,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description,
                 "reward_median": reward_median}
-    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
-            "videos": videos}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals,
+            "return_agreement": _return_agreement(results) if real else None, "settings": settings, "videos": videos}
 
 
 def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None = None, horizon: int = 64,
@@ -546,6 +670,95 @@ def _agreement(results: dict, seed: int) -> tuple[dict, dict]:
     return agreement, intervals
 
 
+def _return_agreement(results: dict) -> dict | None:
+    """Agreement of the policies' mean imagined and real returns (summed rewards), or None without real returns."""
+    if any("real_returns" not in entry for entry in results.values()):
+        return None
+    return ranking_agreement([float(np.mean(results[n]["imagined_returns"])) for n in results],
+                             [float(np.mean(results[n]["real_returns"])) for n in results])
+
+
+def pool_task_reports(reports: dict[str, dict], seed: int = 0) -> dict:
+    """Pools the rankings of the same policies on several tasks (envs) into one ranking over all their states.
+
+    Per policy the per-state real and imagined values, successes and returns of every task are concatenated (a
+    task's states count as much as their number) and the intervals recomputed; across policies the agreement and its
+    paired bootstrap intervals over the pooled states are recomputed.
+
+    Args:
+        reports: ``{env id: report}``, each from :func:`rank_policies` with real values, the same policy names.
+        seed: the bootstrap's seed.
+
+    Returns:
+        A report like :func:`rank_policies`'s (no videos), ``settings["env_id"]`` the list of env ids and
+        ``settings["num_states"]`` the total.
+
+    Raises:
+        ValueError: no reports, a report without real values, or policy names that differ (both lists named).
+    """
+    if not reports:
+        raise ValueError("no task reports to pool")
+    items = list(reports.items())
+    names = list(items[0][1]["policies"])
+    for env_id, report in items:
+        if report.get("agreement") is None:
+            raise ValueError(f"the {env_id!r} report has no real values")
+        if list(report["policies"]) != names:
+            raise ValueError(f"the {env_id!r} report ranks {list(report['policies'])}, the {items[0][0]!r} one {names}")
+    sizes = np.array([report["settings"]["num_states"] for _, report in items], dtype=np.float64)
+    results = {}
+    for name in names:
+        entries = [report["policies"][name] for _, report in items]
+        joined = lambda key: np.concatenate([np.asarray(entry[key], dtype=np.float64) for entry in entries])
+        per_sample = (np.array([entry["imagined_per_sample"] for entry in entries]) * sizes[:, None]).sum(0) / sizes.sum()
+        results[name] = {"real": mean_interval(joined("real_values")),
+                         "real_success": mean_interval(joined("real_success_values")),
+                         "real_values": joined("real_values").tolist(),
+                         "real_success_values": joined("real_success_values").tolist(),
+                         "real_returns": joined("real_returns").tolist(),
+                         "imagined_returns": joined("imagined_returns").tolist(),
+                         **_imagined_entry(joined("imagined_values"), per_sample.tolist())}
+    agreement, intervals = _agreement(results, seed)
+    first = items[0][1]["settings"]
+    settings = {**first, "env_id": [env_id for env_id, _ in items], "task": [r["settings"].get("task") for _, r in items],
+                "num_states": int(sizes.sum()), "seconds": sum(r["settings"]["seconds"] for _, r in items)}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals,
+            "return_agreement": _return_agreement(results), "settings": settings}
+
+
+def rank_tasks(pipeline, policies, env_ids: list[str], progress: bool = True, **kwargs) -> dict:
+    """Ranks the same policies on several envs of one plug-in (the tasks of a multi-task model) and pools them.
+
+    Args:
+        pipeline: as :func:`rank_policies`.
+        policies: ``{name: policy}`` used on every task (a policy with a ``task`` attribute is told each task), or a
+            callable ``env_id -> {name: policy}`` giving each task its own (e.g. a plug-in's per-task zoo,
+            :meth:`~worldsim.embodiments.EmbodimentPlugin.task_zoo`); the names must be the same for every task.
+        env_ids: the envs (tasks), at least one.
+        kwargs: :func:`rank_policies`'s other arguments (``num_states`` is per task).
+
+    Returns:
+        ``{"tasks": {env id: report}, "pooled": report}``: :func:`rank_policies`'s report per task and
+        :func:`pool_task_reports` over them (None when ``real=False``).
+
+    Raises:
+        ValueError: no env ids, or policy names that differ between tasks; and :func:`rank_policies`'s errors.
+    """
+    if not env_ids:
+        raise ValueError("rank_tasks needs at least one env id")
+    reports, names = {}, None
+    for env_id in env_ids:
+        chosen = policies(env_id) if callable(policies) and not isinstance(policies, dict) else policies
+        if names is not None and list(chosen) != names:
+            raise ValueError(f"task {env_id!r} has policies {list(chosen)}, the first task {names}")
+        names = list(chosen)
+        if progress:
+            print(f"ranking on {env_id}", flush=True)
+        reports[env_id] = rank_policies(pipeline, chosen, env_id=env_id, progress=progress, **kwargs)
+    pooled = pool_task_reports(reports, seed=kwargs.get("seed", 0)) if kwargs.get("real", True) else None
+    return {"tasks": reports, "pooled": pooled}
+
+
 # settings that may differ between runs of one protocol on other initial states
 _RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
 _SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports written before them used
@@ -600,6 +813,11 @@ def merge_rank_reports(reports: list[dict]) -> dict:
             "real_success": {"mean": float(np.dot([e["real_success"]["mean"] for e in entries], sizes) / sizes.sum())},
             "real_values": real_values.tolist(),
             **_imagined_entry(np.concatenate([e["imagined_values"] for e in entries]), per_sample.tolist())}
+        for key in _PER_STATE_KEYS:  # per-state lists added later: kept when every run has them
+            if all(key in e for e in entries):
+                results[name][key] = np.concatenate([np.asarray(e[key], np.float64) for e in entries]).tolist()
+        if "real_success_values" in results[name]:
+            results[name]["real_success"] = mean_interval(results[name]["real_success_values"])
     seed = min(r["settings"]["seed"] for r in reports)
     agreement, intervals = _agreement(results, seed)
     split = None
@@ -609,7 +827,79 @@ def merge_rank_reports(reports: list[dict]) -> dict:
                 "seconds": sum(r["settings"]["seconds"] for r in reports),
                 "date": sorted({str(r["settings"]["date"]) for r in reports})}
     return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
-            "real_split_agreement": split}
+            "return_agreement": _return_agreement(results), "real_split_agreement": split}
+
+
+#: per-state lists of a report's policy entries besides the values (merged and pooled alike)
+_PER_STATE_KEYS = ("real_success_values", "real_returns", "imagined_returns")
+
+
+def join_policy_reports(reports: list[dict]) -> dict:
+    """Joins rankings of different policies on the same initial states into one ranking of all of them.
+
+    A user who ranked ten checkpoints and trains an eleventh ranks only the new one (same command, same states) and
+    joins it: per policy nothing is recomputed; across policies the agreement and its paired bootstrap intervals over
+    the states are recomputed.
+
+    Args:
+        reports: dicts as :func:`rank_policies` returns them (or ``worldsim rank --json`` writes them), with real
+            values, every setting equal (the same env, states, horizon, sampler) but the time and date.
+
+    Returns:
+        A report like :func:`rank_policies`'s (no videos), the policies in the order of the reports.
+
+    Raises:
+        ValueError: fewer than two reports, a report without real values, settings that differ (named), or a policy
+            name in two reports.
+    """
+    check_mergeable(reports, ("seconds", "date"), _COMPARED_IF_PRESENT, _SETTING_DEFAULTS)
+    results = {}
+    for index, report in enumerate(reports):
+        if report.get("agreement") is None:
+            raise ValueError(f"report {index} has no real values (run without --no-real to join)")
+        for name, entry in report["policies"].items():
+            if name in results:
+                raise ValueError(f"policy {name!r} is in two of the reports; each policy may be ranked once")
+            results[name] = entry
+    agreement, intervals = _agreement(results, reports[0]["settings"]["seed"])
+    settings = {**reports[0]["settings"], "seconds": sum(r["settings"]["seconds"] for r in reports),
+                "date": sorted({str(r["settings"]["date"]) for r in reports})}
+    return {"policies": results, "agreement": agreement, "agreement_intervals": intervals, "settings": settings,
+            "return_agreement": _return_agreement(results)}
+
+
+def combine_rank_reports(reports: list[dict]) -> dict:
+    """Combines ``worldsim rank`` reports of one protocol however they were split: by policies (same states,
+    :func:`join_policy_reports`), by initial states (same policies, :func:`merge_rank_reports`) and by task (other env
+    ids, :func:`pool_task_reports`), in that order.
+
+    Args:
+        reports: reports of :func:`rank_policies`, or the ``{"tasks": {env id: report}, "pooled": ...}`` that a
+            several-task ``worldsim rank --json`` writes (its task reports are used).
+
+    Returns:
+        ``{"tasks": {env id: report}, "pooled": report | None}``: one report per env id, and the pooled ranking when
+        there are several env ids.
+
+    Raises:
+        ValueError: reports that cannot be combined (the message of the step that refused them).
+    """
+    flat = []
+    for report in reports:
+        flat.extend(report["tasks"].values() if "tasks" in report else [report])
+    by_task: dict = {}
+    for report in flat:
+        by_task.setdefault(report["settings"].get("env_id"), []).append(report)
+    tasks = {}
+    for env_id, group in by_task.items():
+        by_states: dict = {}
+        for report in group:
+            by_states.setdefault((report["settings"]["seed"], report["settings"]["num_states"]), []).append(report)
+        joined = [join_policy_reports(same) if len(same) > 1 else same[0] for same in by_states.values()]
+        tasks[env_id] = merge_rank_reports(joined) if len(joined) > 1 else joined[0]
+    pooled = pool_task_reports(tasks, seed=min(r["settings"]["seed"] for r in tasks.values())) if len(tasks) > 1 \
+        else None
+    return {"tasks": tasks, "pooled": pooled}
 
 
 _METRIC_LABELS = {"pearson": "Pearson", "spearman": "Spearman", "kendall": "Kendall", "mmrv": "MMRV"}
@@ -628,6 +918,10 @@ def rank_table(report: dict) -> str:
     lines = markdown_lines(columns, rows)
     if has_real:
         lines += ["", agreement_line(report)]
+    returns = report.get("return_agreement")
+    if returns:
+        lines.append("Mean returns (summed rewards, the heads' against the env's): " + ", ".join(
+            f"{_METRIC_LABELS[name]} {returns[name]:.3f}" for name in AGREEMENT_METRICS))
     split = report.get("real_split_agreement")
     if split:
         lines.append("The real env against itself (real means of the two runs' states): " + ", ".join(

@@ -1,0 +1,150 @@
+"""Ranking a robot arm's policies: Dict observations (cameras and state) in both worlds, one ranking per task pooled
+over tasks, and rankings split by policies, states or tasks combined into one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from worldsim.cli.main import main
+from worldsim.evaluation.rank import combine_rank_reports, join_policy_reports, pool_task_reports
+from worldsim.evaluation.ranking_metrics import ranking_agreement
+
+METAWORLD_MODEL = Path(__file__).resolve().parents[1] / "checkpoints" / "metaworld"
+
+
+def _report(names, real, imagined, env_id="arm-a", seed=0, **settings) -> dict:
+    """A rank report of policies ``names`` with per-state real and imagined values `(P, S)`."""
+    policies = {}
+    for index, name in enumerate(names):
+        policies[name] = {"real": {"mean": float(real[index].mean())}, "real_values": real[index].tolist(),
+                          "real_success_values": (real[index] > 0.5).astype(float).tolist(),
+                          "real_success": {"mean": float((real[index] > 0.5).mean())},
+                          "real_returns": (10 * real[index]).tolist(), "imagined_returns": (9 * imagined[index]).tolist(),
+                          "imagined": {"mean": float(imagined[index].mean())}, "imagined_values": imagined[index].tolist(),
+                          "imagined_per_sample": [float(imagined[index].mean())], "imagined_sample_std": 0.0}
+    return {"policies": policies, "agreement": {"spearman": 1.0},
+            "settings": {"env_id": env_id, "seed": seed, "num_states": real.shape[1], "horizon": 100,
+                         "seconds": 1.0, "date": "2026-11-30", **settings}}
+
+
+def test_policies_ranked_apart_join_and_tasks_pool(tmp_path):
+    rng = np.random.default_rng(0)
+    real = rng.uniform(0, 1, (4, 2, 6))  # policy, task, state
+    imagined = real + rng.normal(0, 0.05, real.shape)
+    names = ["a", "b", "c", "d"]
+    # the same states, other policies: joined, nothing per policy recomputed
+    joined = join_policy_reports([_report(names[:2], real[:2, 0], imagined[:2, 0]),
+                                  _report(names[2:], real[2:, 0], imagined[2:, 0])])
+    assert list(joined["policies"]) == names
+    assert joined["agreement"] == pytest.approx(ranking_agreement(imagined[:, 0].mean(1), real[:, 0].mean(1)))
+    with pytest.raises(ValueError, match="in two of the reports"):
+        join_policy_reports([_report(names[:2], real[:2, 0], imagined[:2, 0])] * 2)
+    with pytest.raises(ValueError, match="horizon=50"):
+        join_policy_reports([_report(names[:2], real[:2, 0], imagined[:2, 0]),
+                             _report(names[2:], real[2:, 0], imagined[2:, 0], horizon=50)])
+    # two tasks pool into one ranking over all 12 states
+    tasks = {env: _report(names, real[:, t], imagined[:, t], env_id=env) for t, env in enumerate(("arm-a", "arm-b"))}
+    pooled = pool_task_reports(tasks)
+    flat_real, flat_imagined = real.reshape(4, -1), imagined.reshape(4, -1)
+    assert pooled["settings"]["num_states"] == 12 and pooled["settings"]["env_id"] == ["arm-a", "arm-b"]
+    np.testing.assert_allclose(pooled["policies"]["c"]["real_values"], flat_real[2])
+    assert pooled["agreement"] == pytest.approx(ranking_agreement(flat_imagined.mean(1), flat_real.mean(1)))
+    assert pooled["return_agreement"] == pytest.approx(ranking_agreement(9 * flat_imagined.mean(1),
+                                                                         10 * flat_real.mean(1)))
+    assert pooled["policies"]["a"]["real_success"]["mean"] == pytest.approx((flat_real[0] > 0.5).mean())
+    with pytest.raises(ValueError, match="ranks"):
+        pool_task_reports({"arm-a": tasks["arm-a"], "arm-b": _report(names[:3], real[:3, 1], imagined[:3, 1])})
+    # split every way at once (by policies on task a, by states on task b) and combined by the CLI
+    parts = [_report(names[:2], real[:2, 0], imagined[:2, 0]), _report(names[2:], real[2:, 0], imagined[2:, 0]),
+             _report(names, real[:, 1, :3], imagined[:, 1, :3], env_id="arm-b"),
+             _report(names, real[:, 1, 3:], imagined[:, 1, 3:], env_id="arm-b", seed=3)]
+    combined = combine_rank_reports(parts)
+    assert combined["pooled"]["agreement"] == pytest.approx(pooled["agreement"])
+    paths = []
+    for index, part in enumerate(parts):
+        paths.append(tmp_path / f"{index}.json")
+        paths[-1].write_text(json.dumps(part))
+    assert main(["rank-report", *map(str, paths), "--json", str(tmp_path / "all.json")]) == 0
+    written = json.loads((tmp_path / "all.json").read_text())
+    assert set(written["tasks"]) == {"arm-a", "arm-b"} and written["pooled"]["settings"]["num_states"] == 12
+
+
+class SeeingPolicy:
+    """A LeRobot-style policy that records the batches it is given and holds still."""
+
+    def __init__(self):
+        self.batches = []
+
+    def reset(self):
+        pass
+
+    def select_action(self, batch):
+        import torch
+
+        self.batches.append(batch)
+        return torch.zeros(len(batch["observation.state"]), 4)
+
+
+@pytest.mark.skipif(not METAWORLD_MODEL.is_dir(), reason="the shipped Meta-World model is not in this checkout")
+def test_arm_policies_see_cameras_and_state_in_both_worlds_per_task():
+    pytest.importorskip("metaworld")
+    from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+    from worldsim.evaluation.rank import rank_tasks
+    from worldsim.pipelines import WorldModelPipeline
+
+    pipeline = WorldModelPipeline.from_pretrained(METAWORLD_MODEL)
+    plugin = MetaWorldEmbodiment()
+    seeing = SeeingPolicy()
+    zoos = []
+
+    def policies(env_id):
+        zoos.append(plugin.task_zoo(env_id))
+        return {"expert": zoos[-1]["expert"], "seeing": seeing}
+
+    env_ids = ["worldsim/MetaWorld-reach-v3", "worldsim/MetaWorld-push-v3"]
+    result = rank_tasks(pipeline, policies, env_ids, num_states=2, horizon=3, num_context=2, progress=False,
+                        num_inference_steps=1, timestep_spacing="trailing")
+    assert [zoo["expert"].task for zoo in zoos] == ["reach-v3", "push-v3"]  # each task its own zoo
+    # every batch, real (one env) or imagined (both states), holds both cameras as LeRobot images and the state,
+    # and the task of the episode
+    assert len(seeing.batches) == 2 * (2 * 3 + 3)
+    for batch in seeing.batches:
+        assert batch["observation.images.scene"].shape[1:] == (3, 64, 64)
+        assert batch["observation.images.wrist"].shape[1:] == (3, 64, 64)
+        assert batch["observation.state"].shape[1:] == (39,)
+    assert {batch["task"][0] for batch in seeing.batches} == {plugin.task_text(env) for env in env_ids}
+    for env_id in env_ids:
+        report = result["tasks"][env_id]
+        assert report["settings"]["env_id"] == env_id and report["settings"]["task"] == plugin.task_text(env_id)
+        assert report["settings"]["imagined_value"] == "success_probability"
+        entry = report["policies"]["expert"]
+        assert len(entry["real_returns"]) == len(entry["imagined_returns"]) == 2
+        assert 0.0 <= min(entry["imagined_values"]) <= max(entry["imagined_values"]) <= 1.0  # probabilities
+        real, imagined = report["videos"]["seeing"]
+        assert real.shape == imagined.shape == (1, 3, 64, 128, 3)
+    assert result["pooled"]["settings"]["num_states"] == 4
+
+
+def test_state_only_real_env_steps_the_same_physics():
+    pytest.importorskip("metaworld")
+    from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+
+    plugin = MetaWorldEmbodiment()
+    full, fast = plugin.make_env(task="push-v3"), plugin.make_env(task="push-v3", **plugin.state_only_env_kwargs)
+    assert set(fast.observation_space.spaces) == {"observation.state"}
+    for env in (full, fast):
+        env.reset(seed=5)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        action = rng.uniform(-1, 1, 4).astype(np.float32)
+        seen, reward, *_ = full.step(action)
+        state_only, fast_reward, *_ = fast.step(action)
+        np.testing.assert_array_equal(seen["observation.state"], state_only["observation.state"])
+        assert reward == fast_reward
+    assert fast.render().shape == full.render().shape == (64, 128, 3)  # rendered on demand
+    full.close()
+    fast.close()
