@@ -11,23 +11,25 @@ from worldsim.utils.files import write_json
 
 
 def cmd_steer_eval(args) -> None:
-    from worldsim.steering import OutcomePredictor
-    from worldsim.steering.evaluate import steer_evaluate, steer_table, write_steer_report
-
+    from worldsim.cli.rank import _env_ids
     from worldsim.embodiments import resolve_embodiment
+    from worldsim.steering import OutcomePredictor
+    from worldsim.steering.evaluate import follow_policy_for, steer_evaluate, steer_table, write_steer_report
 
     pipeline = inference_pipeline(args, args.device)
     name, plugin = resolve_embodiment(pipeline, args.embodiment)
-    # the base policy's noise-free mode, acting on the imagined frames
-    follow = plugin.follow_policy() if args.follow_steps else None
+    env_id = _env_ids([args.env_id] if args.env_id else None, plugin)[0]
+    # the base policy's noise-free mode, acting on what the imagined env observes (frames, or views and the state)
+    follow = follow_policy_for(plugin, env_id) if args.follow_steps else None
     predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed, embodiment=name,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,
-                                 timestep_spacing=args.timestep_spacing, num_samples=args.samples)
+                                 timestep_spacing=args.timestep_spacing, num_samples=args.samples,
+                                 value_key=args.value_key or getattr(plugin, "imagined_value", "reward"))
     report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
                             num_context=args.context, seed=args.seed, base_noise=args.base_noise,
                             chunk_length=args.chunk_length, oracle_follow=args.oracle_follow, progress_dir=args.out,
-                            resume=args.resume, embodiment_plugin=plugin)
+                            resume=args.resume, embodiment_plugin=plugin, env_id=env_id)
     print(steer_table(report))
     out = Path(args.out)
     written = write_steer_report(report, out)
@@ -53,6 +55,9 @@ def _add_steer_eval(sub) -> None:
     p = sub.add_parser("steer-eval", help="run the embodiment plug-in's stochastic chunk policy with and without steering in the real env")
     p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment")
     embodiment_arg(p)
+    p.add_argument("--env-id", default=None, help="the plug-in's env to steer in: an id or its last part (a "
+                   "Meta-World task such as push-v3); a task-conditioned model imagines its task (default: the "
+                   "plug-in's first env)")
     p.add_argument("--candidates", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="K values (1 = base policy)")
     p.add_argument("--num-states", type=int, default=100, help="initial states (real env seeds)")
     p.add_argument("--horizon", type=int, default=64, help="real env steps per episode")
@@ -62,12 +67,15 @@ def _add_steer_eval(sub) -> None:
     p.add_argument("--chunk-length", type=int, default=8, help="actions per chunk (H)")
     p.add_argument("--aggregate", choices=["value", "max", "last", "mean"],
                    help="how the heads score an imagined future (default: value if the heads have one, else max)")
+    p.add_argument("--value-key", choices=["reward", "success_probability"], default=None,
+                   help="the heads' per-frame output that max/last/mean aggregate (default: the plug-in's imagined "
+                        "value, as ranking uses it: success_probability for Meta-World, reward otherwise)")
     p.add_argument("--oracle-follow", type=int, default=0,
-                   help="> 0: also execute every candidate in the real env (then this many pusher steps) to "
-                        "measure how much a perfect predictor would gain")
+                   help="> 0: also execute every candidate in the real env (then this many steps of the plug-in's "
+                        "follow-up policy) to measure how much a perfect predictor would gain")
     p.add_argument("--follow-steps", type=int, default=0,
-                   help="> 0: continue each imagined candidate this many steps with the noise-free pusher (acting on "
-                        "the imagined frames) before scoring it")
+                   help="> 0: continue each imagined candidate this many steps with the plug-in's noise-free "
+                        "follow-up policy (acting on the imagined frames and predicted state) before scoring it")
     p.add_argument("--samples", type=int, default=1,
                    help="imagined futures per candidate (different noise, one batch); the score is their mean")
     p.add_argument("--num-inference-steps", type=int, default=0, help="denoising steps per frame (0: the model's)")

@@ -16,6 +16,11 @@ those steps) is recorded. Per decision: the oracle gain (best real outcome minus
 predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the Spearman
 correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
 simulator, as in runtime steering of VLA policies with a world model and a judge.
+
+Models of several cameras, with a state predictor or conditioned on a task (e.g. Meta-World) are evaluated the same
+way: every real observation is seen in the model's layout (:meth:`~worldsim.envs.observations.ObservationLayout.
+from_real`: the base and follow-up policies get a Dict of the camera views and ``observation.state``, the predictor
+the views side by side and the real state), the env is the plug-in's ``env_id`` and the model imagines its task.
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ from scipy.stats import spearmanr
 import torch
 from tqdm.auto import tqdm
 
-from worldsim.data.collect import _pixels
-from worldsim.data.frame_cache import resize_frames
 from worldsim.data.spaces import flatten_action, space_to_json, unflatten_action
 from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.evaluation.report import (check_contiguous, check_mergeable, check_new_states, format_interval,
@@ -43,9 +46,10 @@ from worldsim.utils.files import read_json_object, write_json
 
 
 class FlatChunks:
-    """A chunk policy in the flat action layout: ``base(frame) -> (H, *action_shape)`` env actions becomes
+    """A chunk policy in the flat action layout: ``base(observation) -> (H, *action_shape)`` env actions becomes
     ``(H, A)`` float32 flat actions (:func:`~worldsim.data.spaces.flatten_action`), what
-    :class:`~worldsim.steering.SteeredPolicy` and the predictor compare."""
+    :class:`~worldsim.steering.SteeredPolicy` and the predictor compare. The observation (a frame or a Dict) is
+    passed through as it is."""
 
     def __init__(self, base, space: dict):
         self.base, self.space = base, space
@@ -54,7 +58,7 @@ class FlatChunks:
         if hasattr(self.base, "reset"):
             self.base.reset()
 
-    def __call__(self, observation: np.ndarray) -> np.ndarray:
+    def __call__(self, observation) -> np.ndarray:
         return np.stack([flatten_action(self.space, action) for action in self.base(observation)]).astype(np.float32)
 
 
@@ -62,8 +66,26 @@ def _aggregate(plugin, step_values: list[float]) -> float:
     return max(step_values) if plugin.value_aggregation == "max" else float(np.sum(step_values))
 
 
-def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, size: int, space: dict) -> np.ndarray:
-    """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring)."""
+def _with_env_id(env_id: str | None) -> dict:
+    """``{"env_id": env_id}``, or nothing for the default env: plug-ins of one env define ``steering_policy`` and
+    ``follow_policy`` without the argument."""
+    return {} if env_id is None else {"env_id": env_id}
+
+
+def follow_policy_for(plugin, env_id: str | None = None):
+    """The plug-in's follow-up policy (:meth:`~worldsim.embodiments.EmbodimentPlugin.follow_policy`) for ``env_id``
+    (passed only when not None).
+
+    Raises:
+        NotImplementedError: the plug-in has none.
+    """
+    return plugin.follow_policy(**_with_env_id(env_id))
+
+
+def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, layout, space: dict,
+                     env_id: str | None = None) -> np.ndarray:
+    """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring); the
+    follow-up policy observes ``probe``'s observations in the model's ``layout`` (a frame or a Dict)."""
     outcomes = []
     state = plugin.get_state(env)
     for chunk in candidates:
@@ -74,11 +96,11 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, si
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
             if terminated:
                 break
-        follower = as_policy(plugin.follow_policy(), probe.action_space.shape)
+        follower = as_policy(follow_policy_for(plugin, env_id), probe.action_space.shape)
         follower.reset(1)
         for _ in range(follow if not terminated else 0):
-            frame = resize_frames(_pixels(observation, probe)[None], size)
-            observation, reward, terminated, _, info = probe.step(follower.act(frame)[0])
+            seen = layout.from_real(observation, probe)[0]
+            observation, reward, terminated, _, info = probe.step(follower.act(_batched(seen))[0])
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
             if terminated:
                 break
@@ -89,12 +111,18 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, si
 def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, horizon: int = 64, num_context: int = 4,
                    seed: int = 0, base_noise: float | None = None, chunk_length: int = 8, oracle_follow: int = 0,
                    progress: bool = True, progress_dir: str | Path | None = None, resume: bool = False,
-                   embodiment_plugin=None) -> dict:
+                   embodiment_plugin=None, env_id: str | None = None) -> dict:
     """Runs the base and steered policies in the real env of the predictor's embodiment (see the module docstring).
+
+    Every real observation is converted to the model's layout (:func:`~worldsim.evaluation.rank.model_layout`,
+    :meth:`~worldsim.envs.observations.ObservationLayout.from_real`): the base policy and the oracle's follow-up policy
+    observe what the model's imagined env observes (a frame, or a Dict of the camera views at the model's size and
+    ``observation.state``), and the predictor is given the model's frames (views side by side) and the real states.
 
     Args:
         predictor: :class:`~worldsim.steering.OutcomePredictor` (its scorer decides; its embodiment picks the
-            plug-in).
+            plug-in). For a task-conditioned model its :attr:`~worldsim.steering.OutcomePredictor.task` is set to the
+            env's task (:meth:`~worldsim.embodiments.EmbodimentPlugin.task_text`).
         candidates: the K values to evaluate; K = 1 (added when missing) is the base policy.
         num_states: initial states (the plug-in's starts ``seed .. seed + num_states - 1``).
         horizon: real env steps per episode.
@@ -115,20 +143,28 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
             uninterrupted run's). With no saved run there, starts from the beginning.
         embodiment_plugin: the plug-in to use (default: the one serving the predictor's embodiment,
             :func:`~worldsim.embodiments.resolve_embodiment`).
+        env_id: the plug-in's env (a task of a multi-task plug-in such as Meta-World; None: its default). It is made
+            with ``plugin.make_env(env_id)``, and given to the plug-in's ``steering_policy`` and ``follow_policy``
+            when not None.
 
     Returns:
         ``{"results": {K: {"values": [...], "successes": [...], "value", "success", "gain": {mean, low, high},
-        "seconds_per_decision", "oracle": {...} | None}}, "settings": {...}, "video": {"futures": (K, H, S, S, 3),
-        "best": int, "real": (H, S, S, 3)} | None}``; ``video`` is the first decision of the largest K on the first
-        state (its imagined candidates and what really happened when the chosen one was executed).
+        "seconds_per_decision", "oracle": {...} | None}}, "settings": {...}, "video": {"futures": (K, H, Hf, Wf, 3),
+        "best": int, "real": (H, Hf, Wf, 3)} | None}``; ``video`` is the first decision of the largest K on the first
+        state (its imagined candidates and what really happened when the chosen one was executed, both in the
+        model's frames). ``settings`` records ``env_id`` (the default env's id when None) and ``task`` (what a
+        task-conditioned model imagined; None otherwise).
 
     Raises:
-        ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``; or, with ``resume``, a
-            saved run of other settings, K values or model weights (the message names what differs).
-        NotImplementedError: the plug-in has no steering policy, or (with ``oracle_follow``) cannot restore states.
+        ValueError: a K < 1, ``num_states < 1``, ``horizon < 1`` or ``num_context < 2``; an env id the plug-in
+            refuses; a task-conditioned model that does not know the env's task; or, with ``resume``, a saved run of
+            other settings, K values or model weights (the message names what differs).
+        NotImplementedError: the plug-in has no steering policy, or (with ``oracle_follow``) no follow-up policy or
+            cannot restore states.
         FileExistsError: ``progress_dir`` holds an unfinished run and ``resume`` is False (nothing is overwritten).
     """
     from worldsim.embodiments import resolve_embodiment
+    from worldsim.evaluation.rank import model_layout
 
     if not candidates or min(candidates) < 1:
         raise ValueError(f"candidates must be K values >= 1, got {candidates}")
@@ -137,13 +173,19 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                          f"{num_context}")
     plugin = embodiment_plugin or resolve_embodiment(predictor.pipeline, predictor.embodiment)[1]
     base_noise = plugin.steering_noise if base_noise is None else base_noise
-    plugin.steering_policy(base_noise, chunk_length, seed)  # a plug-in without one fails here, before any run
+    chosen = _with_env_id(env_id)
+    plugin.steering_policy(base_noise, chunk_length, seed, **chosen)  # a plug-in without one fails here, before any run
     if oracle_follow > 0:
-        plugin.follow_policy()
+        follow_policy_for(plugin, env_id)
+    task = None
+    if predictor.is_task_conditioned:
+        task = plugin.task_text(env_id)
+        predictor.task = task  # the model imagines the env's task (an unknown one fails here)
+    layout = model_layout(predictor.pipeline, predictor.embodiment)
     candidates = sorted(set(candidates) | {1})
     settings = {"num_states": num_states, "horizon": horizon, "num_context": num_context, "seed": seed,
                 "base_noise": base_noise, "chunk_length": chunk_length, "oracle_follow": oracle_follow,
-                "scorer": "user scorer" if predictor.scorer is not None else f"heads ({predictor.aggregate})",
+                "scorer": _scorer_label(predictor),
                 "follow_steps": predictor.follow_steps, "samples": predictor.num_samples,
                 "sampler": {"num_inference_steps": predictor.num_inference_steps,
                             "timestep_spacing": predictor.timestep_spacing},
@@ -152,9 +194,12 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     if predictor.pipeline.quantization:  # only then, so the settings of earlier runs still match on --resume
         settings["quantization"] = predictor.pipeline.quantization
     settings["embodiment"] = plugin.name
+    settings["env_id"] = env_id or (plugin.env_ids[0] if plugin.env_ids else None)
+    settings["task"] = task
     saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
-    size = predictor.pipeline.image_size
-    env, probe = plugin.make_env(), plugin.make_env() if oracle_follow > 0 else None
+    env, probe = plugin.make_env(env_id), plugin.make_env(env_id) if oracle_follow > 0 else None
+    if probe is not None:  # reset once, so that Gymnasium's wrappers let the restored states step
+        plugin.reset_start(probe, seed)
     space = space_to_json(env.action_space)
     video = saved.video
     try:
@@ -165,7 +210,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
             states = range(seed + len(values), seed + num_states)
             for state in tqdm(states, desc=f"steer-eval K={count}", disable=not progress, initial=len(values),
                               total=num_states):
-                base = FlatChunks(plugin.steering_policy(base_noise, chunk_length, seed=state), space)
+                base = FlatChunks(plugin.steering_policy(base_noise, chunk_length, seed=state, **chosen), space)
                 policy = SteeredPolicy(base, predictor, num_candidates=count, context=num_context) if count > 1 \
                     else None
                 observation, info = plugin.reset_start(env, state)
@@ -173,24 +218,26 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                 for _ in range(num_context - 1):  # the shared start: the plug-in's context steps
                     action = context(observation, info)
                     if policy is not None:  # the policy sees the context it lives through
-                        policy.frames.append(resize_frames(_pixels(observation, env)[None], size)[0])
+                        _, frame, real_state = layout.from_real(observation, env)
+                        policy.frames.append(frame)
+                        policy.states.append(real_state)
                         policy.actions.append(flatten_action(space, action))
                     observation, _, _, _, info = env.step(action)
                 steps, success, queue, recording = [], False, [], None
                 for _ in range(horizon):
-                    frame = resize_frames(_pixels(observation, env)[None], size)[0]
+                    seen, frame, real_state = layout.from_real(observation, env)
                     if policy is None:
-                        queue = queue or list(base(frame))
+                        queue = queue or list(base(seen))
                         action = queue.pop(0)
                     else:
                         started, decided = time.perf_counter(), policy.last_decision
-                        action = policy.act(frame)
+                        action = policy.act(seen, frame=frame, state=real_state)
                         if policy.last_decision is not decided:
                             decision_seconds.append(time.perf_counter() - started)
                             decision = policy.last_decision
                             if oracle_follow > 0:
                                 real = _oracle_outcomes(plugin, env, probe, decision["candidates"], oracle_follow,
-                                                        size, space)
+                                                        layout, space, env_id)
                                 oracle["oracle"].append(float(real.max() - real.mean()))
                                 oracle["captured"].append(float(real[decision["best"]] - real.mean()))
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:
@@ -201,7 +248,7 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                                 recording = video["real"]
                     observation, reward, terminated, truncated, info = env.step(unflatten_action(space, action))
                     if recording is not None and len(recording) < video["futures"].shape[1]:
-                        recording.append(resize_frames(_pixels(observation, env)[None], size)[0])
+                        recording.append(layout.from_real(observation, env)[1])
                     steps.append(plugin.step_value(float(reward), bool(terminated), info))
                     success = success or plugin.is_success(steps[-1], info)
                     if terminated or truncated:
@@ -219,6 +266,24 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     _add_intervals(results)
     saved.finish()
     return {"results": results, "settings": {**settings, "date": time.strftime("%Y-%m-%d")}, "video": video}
+
+
+def _scorer_label(predictor) -> str:
+    """How the predictor scores, as the settings record it: ``"user scorer"`` or ``"heads (<aggregate>)"`` (with the
+    valued head output when it is not the reward, so reports of reward scoring read as before)."""
+    if predictor.scorer is not None:
+        return "user scorer"
+    valued = getattr(predictor, "value_key", "reward")
+    if predictor.aggregate == "value" or valued == "reward":
+        return f"heads ({predictor.aggregate})"
+    return f"heads ({predictor.aggregate} {valued})"
+
+
+def _batched(observation):
+    """One env's observation as a batch of one (an array, or a dict of arrays)."""
+    if isinstance(observation, dict):
+        return {key: np.asarray(value)[None] for key, value in observation.items()}
+    return np.asarray(observation)[None]
 
 
 def _summarise_run(run: dict) -> dict:
@@ -355,7 +420,8 @@ def _same_values(first, second) -> bool:
 # settings that may differ between runs of one protocol on other initial states
 _RUN_KEYS = ("seed", "num_states", "date")
 _SETTING_DEFAULTS = {"decoder": "full"}  # reports written before the light decoder existed ran the full one
-_COMPARED_IF_PRESENT = ("embodiment",)  # reports written before embodiment plug-ins do not name it
+# reports written before embodiment plug-ins, or before env ids and tasks, do not name them
+_COMPARED_IF_PRESENT = ("embodiment", "env_id", "task")
 
 
 def merge_steer_reports(reports: list[dict]) -> dict:

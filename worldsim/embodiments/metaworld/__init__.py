@@ -10,7 +10,9 @@ environment state (for restoring a recorded state), ``next.success`` and each ep
 
 An episode's value is success: :meth:`MetaWorldEmbodiment.step_value` is Meta-World's ``info["success"]`` (1 or 0),
 aggregated by ``max``. Policies (:mod:`~worldsim.embodiments.metaworld.policies`) are each task's scripted expert
-under graded corruption; they read ``observation.state``.
+under graded corruption; they read ``observation.state``. ``worldsim steer-eval --env-id <task>`` steers the expert
+blurred by Gaussian noise (:meth:`MetaWorldEmbodiment.steering_policy`) and continues imagined candidates with the
+noise-free expert reading the predicted state (:meth:`MetaWorldEmbodiment.follow_policy`).
 
 >>> from worldsim.embodiments import make_embodiment                      # doctest: +SKIP
 >>> plugin = make_embodiment("metaworld")                                  # doctest: +SKIP
@@ -28,8 +30,8 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.embodiments.base import EmbodimentPlugin, find_wrapper
-from worldsim.embodiments.metaworld.policies import (WRONG_TASKS, ZOO_MEMBERS, CorruptedExpert, ZooPolicy,
-                                                     collection_policies, metaworld_zoo, zoo_member)
+from worldsim.embodiments.metaworld.policies import (WRONG_TASKS, ZOO_MEMBERS, CorruptedExpert, NoisyExpertChunks,
+                                                     ZooPolicy, collection_policies, metaworld_zoo, zoo_member)
 from worldsim.embodiments.metaworld.tasks import (CORE_TASKS, DEFAULT_TASK, ENV_ID_PREFIX, TASKS, check_task, env_id,
                                                   task_of, task_text)
 
@@ -76,6 +78,11 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
     value_aggregation = "max"
     value_description = "success: Meta-World's info['success'] within the horizon (1 or 0)"
     success_threshold = 0.5
+    state_only_env_kwargs = {"observe_cameras": False}  # for zoo policies, which read the state only
+    imagined_value = "success_probability"  # the value is success, so imagination values the success head's
+    # steer-eval's base policy: the expert's action plus Gaussian noise of this std (action units) on every step; at
+    # 1.0 about half of the pushes fail (the zoo's noise-1.0 member), which leaves steering room to win
+    steering_noise = 1.0
     # Meta-World's observation: hand x, y, z (m) at 0-2, the gripper opening at 3, the first object's position (m)
     # at 4-6 (the puck, the drawer handle, the button), its quaternion, a second object, the previous frame's copy
     # and the goal
@@ -177,6 +184,39 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         """
         return metaworld_zoo(task or DEFAULT_TASK, seed=seed)
 
+    def task_zoo(self, env_id: str | None = None, seed: int = 0) -> dict[str, ZooPolicy]:
+        """:meth:`policy_zoo` of the task of ``env_id`` (a ``worldsim/MetaWorld-<task>`` id; None: the default task).
+
+        Raises:
+            ValueError: an unknown id.
+        """
+        return self.policy_zoo(seed=seed, task=task_of(env_id) if env_id else None)
+
+    def steering_policy(self, noise: float | None, chunk_length: int, seed: int,
+                        env_id: str | None = None) -> NoisyExpertChunks:
+        """The stochastic chunk policy ``steer-eval`` steers on the task of ``env_id``: the scripted expert's action at
+        the current state, repeated over the chunk, plus independent Gaussian noise of std ``noise`` (action units;
+        None: :attr:`steering_noise`) on every step, clipped to [-1, 1]
+        (:class:`~worldsim.embodiments.metaworld.policies.NoisyExpertChunks`). ``policy(observation) ->
+        (chunk_length, 4)`` float32 reads ``observation.state`` from one env's Dict observation (or a `(39,)` array).
+
+        Raises:
+            ValueError: an unknown env id, a negative noise or ``chunk_length < 1``.
+        """
+        task = task_of(env_id) if env_id else DEFAULT_TASK
+        return NoisyExpertChunks(task, self.steering_noise if noise is None else noise, chunk_length, seed=seed)
+
+    def follow_policy(self, env_id: str | None = None) -> ZooPolicy:
+        """The steering policy's mode: the noise-free expert of ``env_id``'s task (None: the default task) as a batched
+        policy (:class:`~worldsim.embodiments.metaworld.policies.ZooPolicy`, ``reset(num_envs)``, ``act(observation)
+        -> (N, 4)``) that reads ``observation.state`` from a batched Dict observation: the real state in the oracle's
+        real env, the state predictor's in imagination.
+
+        Raises:
+            ValueError: an unknown env id.
+        """
+        return ZooPolicy(task=task_of(env_id) if env_id else DEFAULT_TASK)
+
     def collection_policies(self) -> dict[str, Callable]:
         """``{"metaworld-expert", "metaworld-zoo"}`` (:func:`~worldsim.embodiments.metaworld.policies.
         collection_policies`): the corrupted expert (keywords ``noise_std``, ``random_prob``, ``delay``, ``speed``,
@@ -187,6 +227,6 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
 PLUGIN = MetaWorldEmbodiment
 """The plug-in class the registry finds by this package's name."""
 
-__all__ = ["CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "PLUGIN", "TASKS", "WRONG_TASKS",
-           "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo", "task_of", "task_text",
-           "zoo_member"]
+__all__ = ["CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "NoisyExpertChunks", "PLUGIN",
+           "TASKS", "WRONG_TASKS", "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo",
+           "task_of", "task_text", "zoo_member"]

@@ -18,6 +18,8 @@ MetaWorldCameraEnv` and returns a ``(4,)`` float32 action in [-1, 1] (hand displ
 - :data:`ZOO_MEMBERS` names settings of graded skill; :func:`metaworld_zoo` makes them batched zoo policies
   (:class:`ZooPolicy`, ``reset(num_envs)``, ``act(observations) -> (N, 4)``) that read ``observation.state`` from a
   batched Dict observation ``{"observation.state": (N, 39), ...}`` or a `(N, 39)` array.
+- :class:`NoisyExpertChunks`: the stochastic chunk policy ``worldsim steer-eval`` steers (the expert's action plus
+  Gaussian noise on every step of the chunk).
 
 Every policy with randomness takes a ``seed``; ``reset`` restarts its RNG, so a run is reproducible.
 """
@@ -243,6 +245,59 @@ class ZooPolicy:
                          for policy, state in zip(self.policies, states)])
 
 
+class NoisyExpertChunks:
+    """A stochastic Meta-World chunk policy for best-of-K steering (``worldsim steer-eval``): the task's scripted
+    expert, blurred by noise.
+
+    Each call reads the current ``observation.state``, takes the scripted expert's action for it (clipped to
+    [-1, 1]) and repeats it for the whole chunk, adding independent Gaussian noise of standard deviation
+    ``noise_std`` (action units) to every component of every step, then clips to [-1, 1] again:
+    ``chunk[t] = clip(expert(state) + noise_t, -1, 1)``, ``noise_t ~ N(0, noise_std^2 I)``. Successive calls draw
+    new noise, so each call is another candidate (some move the hand where the expert would, others astray); with
+    ``noise_std = 0`` the chunk is the expert's action repeated.
+
+    Args:
+        task: the task whose expert plays (a :data:`~worldsim.embodiments.metaworld.tasks.TASKS` name).
+        noise_std: the noise's standard deviation (action units, >= 0).
+        chunk_length: actions per chunk (>= 1).
+        seed: RNG seed; :meth:`reset` restarts the RNG from it.
+
+    ``policy(observation) -> (chunk_length, 4)`` float32 in [-1, 1], where ``observation`` is one env's Dict
+    observation (its ``observation.state`` is read) or the `(39,)` state itself.
+
+    Attributes:
+        input_keys: ``("observation.state",)``, what a call reads from a Dict observation.
+
+    Raises:
+        ValueError: an unknown task, ``noise_std < 0`` or not finite, or ``chunk_length < 1`` (named in the
+            message); at call time, an observation without the `(39,)` state.
+        ImportError: ``metaworld`` is not installed (at the first call).
+    """
+
+    input_keys = (STATE_KEY,)
+
+    def __init__(self, task: str = DEFAULT_TASK, noise_std: float = 1.0, chunk_length: int = 8, seed: int = 0):
+        self.expert = CorruptedExpert(task=task)
+        self.task = self.expert.task
+        self.noise_std = _number(noise_std, "noise_std", 0.0, np.inf)
+        if isinstance(chunk_length, bool) or not isinstance(chunk_length, (int, np.integer)) or chunk_length < 1:
+            raise ValueError(f"chunk_length must be an int >= 1 (actions), got {chunk_length!r}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        self.chunk_length, self.seed = int(chunk_length), int(seed)
+        self.reset()
+
+    def reset(self) -> None:
+        """Restarts the noise RNG from ``seed`` (the same chunks again for the same states)."""
+        self.rng = np.random.default_rng(self.seed)
+
+    def __call__(self, observation: Any) -> np.ndarray:
+        action = self.expert.expert_action(_state_of(observation))  # (4,) float64 in [-1, 1]
+        noise = self.rng.normal(0.0, self.noise_std, (self.chunk_length, ACTION_DIM)) if self.noise_std \
+            else np.zeros((self.chunk_length, ACTION_DIM))
+        return np.clip(action[None] + noise, -1.0, 1.0).astype(np.float32)  # (chunk_length, 4)
+
+
 def metaworld_zoo(task: str = DEFAULT_TASK, seed: int = 0) -> dict[str, ZooPolicy]:
     """The zoo of :data:`ZOO_MEMBERS` for one task, best first: ``{name: ZooPolicy}``.
 
@@ -269,5 +324,5 @@ def collection_policies() -> dict:
     return {"metaworld-expert": CorruptedExpert, "metaworld-zoo": zoo_member}
 
 
-__all__ = ["CorruptedExpert", "WRONG_TASKS", "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "metaworld_zoo",
-           "zoo_member"]
+__all__ = ["CorruptedExpert", "NoisyExpertChunks", "WRONG_TASKS", "ZOO_MEMBERS", "ZooPolicy", "collection_policies",
+           "metaworld_zoo", "zoo_member"]
