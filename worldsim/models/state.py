@@ -39,6 +39,28 @@ MIN_STATE_STD = 1e-4
 MAX_NORMALIZED_INPUT = 10.0
 
 
+def state_statistics(state_dim: int, state_mean=None, state_std=None) -> tuple[np.ndarray, np.ndarray]:
+    """A state normalisation's per-dimension mean and standard deviation, checked (shared by the state predictor and
+    the BC policy's config).
+
+    Args:
+        state_dim: S.
+        state_mean, state_std: S floats each (env units), or None for zeros / ones.
+
+    Returns:
+        ``(mean (S,), std (S,))`` float64, as given (flooring the std is the caller's).
+
+    Raises:
+        ValueError: a value that is not S finite floats (the message names it and shows it).
+    """
+    mean = np.zeros(state_dim) if state_mean is None else np.asarray(state_mean, dtype=np.float64)
+    std = np.ones(state_dim) if state_std is None else np.asarray(state_std, dtype=np.float64)
+    for name, value in (("state_mean", mean), ("state_std", std)):
+        if value.shape != (state_dim,) or not np.all(np.isfinite(value)):
+            raise ValueError(f"{name} must be {state_dim} finite floats, got {np.asarray(value).tolist()!r}")
+    return mean, std
+
+
 class StatePredictor(ModelMixin, ConfigMixin):
     """Predicts a frame's state from its latent and the previous frame's state.
 
@@ -81,11 +103,7 @@ class StatePredictor(ModelMixin, ConfigMixin):
         for name, value in (("in_channels", in_channels), ("state_dim", state_dim), ("hidden_dim", hidden_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        mean = np.zeros(state_dim) if state_mean is None else np.asarray(state_mean, dtype=np.float64)
-        std = np.ones(state_dim) if state_std is None else np.asarray(state_std, dtype=np.float64)
-        for name, value in (("state_mean", mean), ("state_std", std)):
-            if value.shape != (state_dim,) or not np.all(np.isfinite(value)):
-                raise ValueError(f"{name} must be {state_dim} finite floats, got {np.asarray(value).tolist()!r}")
+        mean, std = state_statistics(state_dim, state_mean, state_std)
         low = np.full(state_dim, -np.inf) if state_min is None else np.asarray(state_min, dtype=np.float64)
         high = np.full(state_dim, np.inf) if state_max is None else np.asarray(state_max, dtype=np.float64)
         for name, value, given in (("state_min", low, state_min), ("state_max", high, state_max)):

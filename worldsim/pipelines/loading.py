@@ -108,11 +108,23 @@ def save_state_predictor(predictor: StatePredictor, folder: str | Path, metrics:
     """
     if not isinstance(predictor, StatePredictor):
         raise TypeError(f"expected a StatePredictor, got {type(predictor).__name__}")
+    return save_model_folder(predictor, folder, metrics)
+
+
+def save_model_folder(model, folder: str | Path, metrics: dict | None = None) -> Path:
+    """Writes a diffusers model (``save_pretrained``: ``config.json`` and safetensors weights, plus ``metrics.json``
+    when given) to ``folder``, replacing what is there, atomically: the files go into a hidden sibling folder
+    (``.<name>.partial``) that is then moved into place (:func:`~worldsim.utils.files.replace_folder`), so an
+    interrupted save leaves the old folder or the new one, never a mix. Returns ``folder``.
+
+    Raises:
+        OSError: the folder cannot be written (the old one, if any, is kept).
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staged = folder.with_name(f".{folder.name}.partial")
     shutil.rmtree(staged, ignore_errors=True)
-    predictor.save_pretrained(staged, safe_serialization=True)
+    model.save_pretrained(staged, safe_serialization=True)
     if metrics is not None:
         write_json(staged / "metrics.json", metrics)
     return replace_folder(staged, folder)

@@ -27,7 +27,6 @@ Saved with diffusers' ``ModelMixin`` (``config.json`` + ``model.safetensors``); 
 from __future__ import annotations
 
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from worldsim.constants import OBS_STATE
-from worldsim.models.state import MAX_NORMALIZED_INPUT, MIN_STATE_STD
-from worldsim.utils.files import read_json_object, replace_folder, write_json
+from worldsim.models.state import MAX_NORMALIZED_INPUT, MIN_STATE_STD, state_statistics
+from worldsim.utils.files import read_json_object
 from worldsim.utils.shapes import size_pair
 
 #: the batch key of the task texts (LeRobot's)
@@ -112,11 +111,7 @@ class BCNetwork(ModelMixin, ConfigMixin):
         known = list(tasks or [])
         if not known or len(set(known)) != len(known) or not all(isinstance(t, str) and t for t in known):
             raise ValueError(f"tasks must be distinct non-empty strings, got {tasks!r}")
-        mean = np.zeros(state_dim) if state_mean is None else np.asarray(state_mean, dtype=np.float64)
-        std = np.ones(state_dim) if state_std is None else np.asarray(state_std, dtype=np.float64)
-        for name, value in (("state_mean", mean), ("state_std", std)):
-            if value.shape != (state_dim,) or not np.all(np.isfinite(value)):
-                raise ValueError(f"{name} must be {state_dim} finite floats, got {np.asarray(value).tolist()!r}")
+        mean, std = state_statistics(state_dim, state_mean, state_std)
         if np.any(std < 0):
             raise ValueError(f"state_std must be >= 0, got {std.tolist()}")
         # the config holds what was resolved (the defaults spelled out), so a saved network reads the same
@@ -216,16 +211,11 @@ def save_bc_network(network: BCNetwork, folder: str | Path, metrics: dict | None
         TypeError: ``network`` is not a :class:`BCNetwork`.
         OSError: the folder cannot be written (an old one is kept).
     """
+    from worldsim.pipelines.loading import save_model_folder
+
     if not isinstance(network, BCNetwork):
         raise TypeError(f"expected a BCNetwork, got {type(network).__name__}")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staged = folder.with_name(f".{folder.name}.partial")
-    shutil.rmtree(staged, ignore_errors=True)
-    network.save_pretrained(staged, safe_serialization=True)
-    if metrics is not None:
-        write_json(staged / "metrics.json", metrics)
-    return replace_folder(staged, folder)
+    return save_model_folder(network, folder, metrics)
 
 
 class BCPolicy:
