@@ -19,6 +19,7 @@ from pathlib import Path
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 
 from worldsim.models.autoencoders import LightDecoder
+from worldsim.models.backbones import WanWorldModel
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.state import StatePredictor
 from worldsim.models.world_model import WorldModelTransformer
@@ -27,7 +28,8 @@ from worldsim.utils.files import read_json_object, write_json
 #: component name -> {(library, class name): class}: the only classes a model folder may name.
 COMPONENT_CLASSES: dict[str, dict[tuple[str, str], type]] = {
     "autoencoder": {("diffusers", "AutoencoderKL"): AutoencoderKL},
-    "transformer": {("worldsim", "WorldModelTransformer"): WorldModelTransformer},
+    "transformer": {("worldsim", "WorldModelTransformer"): WorldModelTransformer,
+                    ("worldsim", "WanWorldModel"): WanWorldModel},
     "scheduler": {("diffusers", "FlowMatchEulerDiscreteScheduler"): FlowMatchEulerDiscreteScheduler},
     "heads": {("worldsim", "OutcomeHeads"): OutcomeHeads},
     "decoder": {("worldsim", "LightDecoder"): LightDecoder},

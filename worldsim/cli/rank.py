@@ -82,6 +82,9 @@ def cmd_rank(args) -> None:
     name, plugin = resolve_embodiment(pipeline, args.embodiment)
     env_ids = _env_ids(args.env_id, plugin)
     median = DEFAULT_REWARD_MEDIAN if args.reward_median is None else args.reward_median
+    sampler = pipeline.sampler_settings(num_inference_steps=args.num_inference_steps,
+                                        timestep_spacing=args.timestep_spacing, context_noise=args.context_noise,
+                                        action_guidance_scale=args.action_guidance_scale)
     tasks = None
     if args.dataset:
         if state.num_processes > 1 or args.env_id:
@@ -89,15 +92,14 @@ def cmd_rank(args) -> None:
         policies = _zoo_and_policies(args.policy, plugin, args.seed)
         report = rank_from_dataset(pipeline, policies, args.dataset, num_states=args.num_states, horizon=args.horizon,
                                    num_context=args.context, samples=args.samples, seed=args.seed,
-                                   batch_size=args.batch_size, num_inference_steps=args.num_inference_steps,
-                                   timestep_spacing=args.timestep_spacing, reward_median=median, embodiment=args.embodiment)
+                                   batch_size=args.batch_size, sampler=sampler, reward_median=median,
+                                   embodiment=args.embodiment)
     else:
         sharding = {"process_index": state.process_index, "num_processes": state.num_processes,
                     "gather": gather_object} if state.num_processes > 1 else {}
         settings = dict(num_states=args.num_states or 50, horizon=args.horizon, num_context=args.context,
                         samples=args.samples, seed=args.seed, real=not args.no_real, batch_size=args.batch_size,
-                        progress=state.is_main_process, num_inference_steps=args.num_inference_steps,
-                        timestep_spacing=args.timestep_spacing, reward_median=median, embodiment=args.embodiment,
+                        progress=state.is_main_process, sampler=sampler, reward_median=median, embodiment=args.embodiment,
                         **sharding)
         if len(env_ids) == 1:
             report = rank_policies(pipeline, _zoo_and_policies(args.policy, plugin, args.seed, env_ids[0]),
@@ -181,6 +183,10 @@ def _add_rank(sub) -> None:
                    "model's)")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                    help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
+    p.add_argument("--context-noise", type=float, default=None, help="history noise level sigma in [0, 1) "
+                   "(default: the model's)")
+    p.add_argument("--action-guidance-scale", type=float, default=None, help="classifier-free guidance on the "
+                   "action (1.0: off; default: the model's); above 1 each frame costs two transformer passes")
     p.add_argument("--reward-median", type=int, default=None, help="width of a running median over each imagined "
                    "episode's predicted rewards before its largest is taken (odd; 1: the raw largest reward; "
                    "default: worldsim.evaluation.rank.DEFAULT_REWARD_MEDIAN, 3)")

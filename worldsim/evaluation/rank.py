@@ -508,6 +508,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 "quantization": pipeline.quantization,
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
                             "timestep_spacing": sampler.timestep_spacing},
+                "context_noise": sampler.context_noise, "action_guidance_scale": sampler.action_guidance_scale,
                 "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description,
                 "reward_median": reward_median}
@@ -639,6 +640,7 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
                 "quantization": pipeline.quantization, "seed": seed,
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
                             "timestep_spacing": sampler.timestep_spacing},
+                "context_noise": sampler.context_noise, "action_guidance_scale": sampler.action_guidance_scale,
                 "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description + " (recorded episodes)", "reward_median": reward_median,
                 "episodes": {policy_name: [list(pair) for pair in episodes[policy_name][:count]]
@@ -763,7 +765,7 @@ def rank_tasks(pipeline, policies, env_ids: list[str], progress: bool = True, **
 _RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
 _SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports written before them used
 # settings added later with no value that fits every earlier report: compared only when both reports have them
-_COMPARED_IF_PRESENT = ("embodiment", "env_id")
+_COMPARED_IF_PRESENT = ("embodiment", "env_id", "context_noise", "action_guidance_scale")
 
 
 def merge_rank_reports(reports: list[dict]) -> dict:

@@ -172,90 +172,40 @@ class WorldModelBlock(nn.Module):
         return hidden_states + gate2 * self.mlp(x), keys, values
 
 
-class WorldModelTransformer(ModelMixin, ConfigMixin):
-    """Action-conditioned, frame-causal diffusion transformer over latent video (diffusers ``ModelMixin``).
+class FrameCausalVideoModel:
+    """What every worldsim world-model backbone shares: action encoding, task conditioning, shape checks, the full
+    forward pass and the streaming (KV-cached) forward pass over frames.
 
-    Args:
-        in_channels: C, latent channels.
-        sample_size: the latent grid: an int ``h = w`` (square frames) or ``[h, w]`` (frames that are not square,
-            e.g. two camera views side by side).
-        patch_size: p, latent patch size; N = (h / p) * (w / p) tokens per frame.
-        num_layers, num_attention_heads, attention_head_dim, mlp_ratio: transformer size; width
-            D = num_attention_heads * attention_head_dim.
-        action_dim: A, flat action size (:mod:`worldsim.data.spaces`; Box entries normalised to [-1, 1]).
-        action_num_frequencies: Fourier octaves of the Box action encoder.
-        rope_axes_dim: rotary channels for (time, row, column); even, summing to ``attention_head_dim``.
-        rope_theta: rotary base.
-        embodiments: None (one continuous embodiment of ``action_dim``) or a list of ``{"name": str,
-            "action_space": space JSON}``: one action encoder per embodiment (:func:`build_action_encoder`), chosen
-            per sample by the ``embodiment`` index; ``action_dim`` must then be the largest flat action size
-            (smaller ones are zero-padded).
-        action_space: single-embodiment models only: the action space as JSON
-            (:func:`~worldsim.data.spaces.space_to_json`), embedded by :func:`build_action_encoder` (a
-            ``Discrete(n)`` action by a learned table of ``n`` rows, indexed by the action, never as one ordinal
-            number; a ``Dict`` part by part); its flat size must be ``action_dim``. None (configs written before this
-            field existed): a :class:`BoxActionEncoder` of ``action_dim`` continuous values, as before.
-        num_action_experts: E > 0 routes every action embedding through a mixture of action experts shared by all
-            embodiments (:class:`~worldsim.models.actions.ActionMixtureOfExperts`); 0 disables it.
-        action_experts_top_k: experts per action.
-        tasks: the task texts the model is conditioned on (a dataset's ``meta/tasks.parquet``), or None for a model
-            without task conditioning. Task ``i`` adds a learned vector to every frame's conditioning (to the
-            timestep and action embeddings that drive adaLN); index ``len(tasks)`` is the null task (no task or an
-            unknown one; task dropout in training trains it).
-        task_embedding_dim: None: one learned vector per task (a table). An int E: tasks are embedded by a text
-            encoder that the user supplies (:class:`~worldsim.models.tasks.TaskTextEncoder`), whose `(E,)` vectors
-            of the known tasks are stored in the model (``task_text_embeddings``) and mapped to the model width by a
-            learned linear layer, so a model trained this way needs the encoder only for new task texts.
+    A backbone (worldsim's own :class:`WorldModelTransformer`, or a pretrained video transformer adapted by
+    :mod:`worldsim.models.backbones`) inherits this class first (before diffusers' ``ModelMixin``, whose
+    ``nn.Module.forward`` would shadow :meth:`forward`), calls :meth:`_init_conditioning` in its ``__init__`` and
+    supplies:
 
-    After a forward pass with experts, ``last_routing`` holds ``(router_probs (M, E), dispatch (M, E),
-    embodiment (M,))`` for the load-balancing loss and router statistics.
+    * ``latent_size`` ``(h, w)``, ``tokens_per_frame`` N and ``config.in_channels`` C;
+    * :meth:`rotary` / :meth:`rotary_at` (cos, sin of its rotary positions for frame slots) and :meth:`new_cache`;
+    * ``_run(sample, timestep, action_embedding, cos, sin, mask, cache, rotate_past, keys_only, task_embedding,
+      task)``: patchify, its blocks (block-causal self-attention with ``mask`` and the cache's keys), unpatchify;
+      returns the output `(B, T, C, h, w)` (None when ``keys_only``) and per-layer un-rotated keys and values.
 
-    Raises:
-        ValueError: ``sample_size`` not divisible by ``patch_size`` (or not an int / a pair of ints); ``rope_axes_dim`` odd or not summing to
-            ``attention_head_dim``; duplicate embodiment names; an ``action_dim`` that is not the (widest) flat action
-            size; ``action_space`` together with ``embodiments``; an unknown action space type.
-
-    >>> model = WorldModelTransformer(in_channels=4, sample_size=4, num_layers=2, action_dim=2)
-    >>> out = model(torch.randn(1, 3, 4, 4, 4), torch.full((1, 3), 500.0), torch.zeros(1, 3, 2))
-    >>> tuple(out.shape)
-    (1, 3, 4, 4, 4)
+    Everything a pipeline, env, ranking or steering run calls (:meth:`forward`, :meth:`forward_cached`,
+    :meth:`task_index`, :meth:`embodiment_index`, :meth:`encode_actions`) is then the same for every backbone.
     """
 
-    _supports_gradient_checkpointing = False
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        """The dtype the model's weights are kept in (that of its learned null action)."""
+        return self.null_action.dtype
 
-    @register_to_config
-    def __init__(
-        self,
-        in_channels: int = 8,
-        sample_size: int | tuple[int, int] = 8,
-        patch_size: int = 2,
-        num_layers: int = 6,
-        num_attention_heads: int = 4,
-        attention_head_dim: int = 64,
-        mlp_ratio: float = 4.0,
-        action_dim: int = 2,
-        action_num_frequencies: int = 6,
-        rope_axes_dim: tuple[int, int, int] = (32, 16, 16),
-        rope_theta: float = 10000.0,
-        embodiments: list[dict] | None = None,
-        num_action_experts: int = 0,
-        action_experts_top_k: int = 2,
-        action_space: dict | None = None,
-        tasks: list[str] | None = None,
-        task_embedding_dim: int | None = None,
-    ):
-        super().__init__()
-        self.latent_size = size_pair(sample_size, "sample_size")
-        if any(side % patch_size for side in self.latent_size):
-            raise ValueError(f"sample_size {sample_size} is not divisible by patch_size {patch_size}")
-        if sum(rope_axes_dim) != attention_head_dim or any(d % 2 for d in rope_axes_dim):
-            raise ValueError(f"rope_axes_dim {rope_axes_dim} must be even and sum to attention_head_dim {attention_head_dim}")
-        dim = num_attention_heads * attention_head_dim
-        self.grid_height, self.grid_width = (side // patch_size for side in self.latent_size)
-        self.patch_embed = nn.Linear(in_channels * patch_size * patch_size, dim)
-        self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid_height * self.grid_width, dim))
-        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
-        self.timestep_embedder = TimestepEmbedding(256, dim)
+    def _init_conditioning(self, dim: int, action_dim: int, action_num_frequencies: int, embodiments: list[dict] | None,
+                           num_action_experts: int, action_experts_top_k: int, action_space: dict | None,
+                           tasks: list[str] | None, task_embedding_dim: int | None) -> None:
+        """Builds the action encoder(s), the mixture of action experts, the null action and the task embedder at
+        width ``dim`` (the arguments are the model config's, see :class:`WorldModelTransformer`).
+
+        Raises:
+            ValueError: ``action_space`` with ``embodiments``, duplicate embodiment names, or an ``action_dim`` that
+                is not the (widest) flat action size.
+        """
         if embodiments and action_space is not None:
             raise ValueError("action_space is for single-embodiment models; a multi-embodiment model takes each "
                              "embodiment's action space in embodiments")
@@ -281,73 +231,6 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         self.last_routing = None
         self.null_action = nn.Parameter(torch.zeros(dim))
         self.task_embedder = TaskEmbedder(tasks, dim, task_embedding_dim) if tasks else None
-        self.blocks = nn.ModuleList(
-            [WorldModelBlock(dim, num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
-        )
-        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
-        self.proj_out = nn.Linear(dim, in_channels * patch_size * patch_size)
-        for layer in (self.adaLN_out[-1], self.proj_out):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
-        nn.init.normal_(self.spatial_embed, std=0.02)
-
-    @property
-    def tokens_per_frame(self) -> int:
-        """N, patches per frame."""
-        return self.grid_height * self.grid_width
-
-    @property
-    def grid(self) -> int:
-        """Patches per side of a square latent grid.
-
-        Raises:
-            ValueError: the grid is not square (use ``grid_height`` / ``grid_width``).
-        """
-        if self.grid_height != self.grid_width:
-            raise ValueError(f"the patch grid is {self.grid_height} x {self.grid_width}, not square")
-        return self.grid_height
-
-    def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1`` (memoised)."""
-        key = (num_frames, first_frame, str(device))
-        memo = self.__dict__.setdefault("_rotary_memo", {})
-        if key not in memo:
-            if len(memo) > 256:
-                memo.clear()
-            memo[key] = self._rotary(num_frames, device, first_frame)
-        return memo[key]
-
-    def _rotary(self, num_frames: int, device, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
-        t_dim, h_dim, w_dim = self.config.rope_axes_dim
-        frame = torch.arange(first_frame, first_frame + num_frames, device=device).repeat_interleave(self.tokens_per_frame)
-        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(num_frames)
-        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * num_frames)
-        theta = self.config.rope_theta
-        angles = torch.cat([rope_frequencies(frame, t_dim, theta), rope_frequencies(row, h_dim, theta),
-                            rope_frequencies(col, w_dim, theta)], dim=-1)
-        return angles.cos(), angles.sin()
-
-    def rotary_at(self, frame_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin for per-row temporal positions (rows of a KV cache whose frames sit at different positions).
-
-        Args:
-            frame_positions: `(B, T)` long, the temporal position of each frame of each row.
-
-        Returns:
-            cos, sin `(B, 1, T*N, head_dim/2)` float32 (broadcast over heads by :func:`apply_rope`); row b equals
-            :meth:`rotary` for frames at ``frame_positions[b]``.
-        """
-        t_dim, h_dim, w_dim = self.config.rope_axes_dim
-        batch, frames = frame_positions.shape
-        theta, device = self.config.rope_theta, frame_positions.device
-        frame = frame_positions.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N)
-        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(frames)
-        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * frames)
-        temporal = rope_frequencies(frame.flatten(), t_dim, theta).view(batch, frame.shape[1], t_dim // 2)
-        spatial = torch.cat([rope_frequencies(row, h_dim, theta), rope_frequencies(col, w_dim, theta)], dim=-1)
-        angles = torch.cat([temporal, spatial.expand(batch, -1, -1)], dim=-1).unsqueeze(1)
-        return angles.cos(), angles.sin()
 
     def _check_shapes(self, sample: torch.Tensor, timestep: torch.Tensor, action: torch.Tensor) -> None:
         if sample.ndim != 5:
@@ -414,7 +297,7 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             flat, probs, dispatch = self.action_experts(embedding.flatten(0, 1))
             ids = embodiment if embodiment is not None else torch.zeros(batch, dtype=torch.long, device=action.device)
             self.last_routing = (probs, dispatch, ids.repeat_interleave(frames))
-            embedding = flat.view(batch, frames, -1)
+            embedding = flat.view(batch, frames, embedding.shape[-1])
         return embedding
 
     def embed_actions(self, action: torch.Tensor, action_mask: torch.Tensor | None = None,
@@ -504,55 +387,13 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
         """
         self._check_shapes(sample, timestep, action)
         frames = sample.shape[1]
-        action_embedding = self.embed_actions(action.to(self.patch_embed.weight.dtype), action_mask, embodiment)
+        action_embedding = self.embed_actions(action.to(self.weight_dtype), action_mask, embodiment)
         cos, sin = self.rotary(frames, sample.device)
         mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
         task_embedding = self.embed_task(task, sample.shape[0], action_embedding.dtype)
-        out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask, task_embedding=task_embedding)
+        out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask, task_embedding=task_embedding,
+                              task=task)
         return out
-
-    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None,
-             keys_only=False, task_embedding=None):
-        """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values.
-
-        ``keys_only``: the output is None; the last block computes only its keys and values."""
-        batch, frames = sample.shape[:2]
-        p = self.config.patch_size
-        # 1. patchify: (B, T, C, h, w) -> (B, T, N, C*p*p) -> (B, T, N, D)
-        tokens = rearrange(sample, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
-        hidden_states = self.patch_embed(tokens) + self.spatial_embed
-        # 2. per-frame conditioning: timestep + action
-        temb = self.timestep_embedder(self.time_proj(timestep.flatten()).to(hidden_states.dtype))
-        temb = temb.view(batch, frames, -1)
-        action_embedding = action_embedding.to(temb.dtype)
-        conditioning = temb + action_embedding
-        if task_embedding is not None:
-            conditioning = conditioning + task_embedding.to(temb.dtype)
-        # 3. frame-causal blocks
-        keys, values = [], []
-        for index, block in enumerate(self.blocks):
-            past = cache.rotated_layer(index, rotate_past) if cache is not None and cache.num_frames else None
-            last = index == len(self.blocks) - 1
-            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past,
-                                        keys_only and last)
-            keys.append(k)
-            values.append(v)
-        if keys_only:
-            return None, keys, values
-        # 4. final adaLN and unpatchify
-        shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
-        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
-        out = self.proj_out(hidden_states)
-        out = rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid_height, p1=p, p2=p)
-        return out, keys, values
-
-    def new_cache(self, batch_size: int, local_attn_size: int, sink_size: int = 0,
-                  dtype: torch.dtype | None = None) -> FrameKVCache:
-        """An empty :class:`~worldsim.models.kv_cache.FrameKVCache` whose shapes follow this model's config."""
-        config = self.config
-        return FrameKVCache(config.num_layers, batch_size, config.num_attention_heads, config.attention_head_dim,
-                            self.tokens_per_frame, local_attn_size, sink_size,
-                            dtype=dtype or self.patch_embed.weight.dtype, device=self.patch_embed.weight.device)
 
     def forward_cached(
         self,
@@ -602,13 +443,13 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             raise ValueError(f"sample batch {batch} is not a multiple of the cache batch {cache.batch_size}")
         if update_cache and batch != cache.batch_size:
             raise ValueError(f"only a batch equal to the cache's ({cache.batch_size}) can be appended, got {batch}")
-        embedding = self.encode_actions(producing_action.to(self.patch_embed.weight.dtype), embodiment)
+        embedding = self.encode_actions(producing_action.to(self.weight_dtype), embodiment)
         null = self.null_action.to(embedding.dtype).expand_as(embedding)
         if producing_action_mask is not None:
             embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
         past = cache.num_frames
         cos, sin = self.rotary(frames, sample.device, first_frame=past)
-        dtype = self.patch_embed.weight.dtype if not torch.is_autocast_enabled(sample.device.type) else \
+        dtype = self.weight_dtype if not torch.is_autocast_enabled(sample.device.type) else \
             torch.get_autocast_dtype(sample.device.type)
 
         past_rotary = []  # cos, sin of the cached keys, computed once per call (only when a layer's memo misses)
@@ -636,7 +477,207 @@ class WorldModelTransformer(ModelMixin, ConfigMixin):
             mask = mask.repeat(batch // cache.batch_size, 1, 1, 1)
         task_embedding = self.embed_task(task, batch, embedding.dtype)
         out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past,
-                                      keys_only=not return_output, task_embedding=task_embedding)
+                                      keys_only=not return_output, task_embedding=task_embedding, task=task)
         if update_cache:
             cache.append(keys, values)
         return out
+
+
+class WorldModelTransformer(FrameCausalVideoModel, ModelMixin, ConfigMixin):
+    """Action-conditioned, frame-causal diffusion transformer over latent video (diffusers ``ModelMixin``).
+
+    Args:
+        in_channels: C, latent channels.
+        sample_size: the latent grid: an int ``h = w`` (square frames) or ``[h, w]`` (frames that are not square,
+            e.g. two camera views side by side).
+        patch_size: p, latent patch size; N = (h / p) * (w / p) tokens per frame.
+        num_layers, num_attention_heads, attention_head_dim, mlp_ratio: transformer size; width
+            D = num_attention_heads * attention_head_dim.
+        action_dim: A, flat action size (:mod:`worldsim.data.spaces`; Box entries normalised to [-1, 1]).
+        action_num_frequencies: Fourier octaves of the Box action encoder.
+        rope_axes_dim: rotary channels for (time, row, column); even, summing to ``attention_head_dim``.
+        rope_theta: rotary base.
+        embodiments: None (one continuous embodiment of ``action_dim``) or a list of ``{"name": str,
+            "action_space": space JSON}``: one action encoder per embodiment (:func:`build_action_encoder`), chosen
+            per sample by the ``embodiment`` index; ``action_dim`` must then be the largest flat action size
+            (smaller ones are zero-padded).
+        action_space: single-embodiment models only: the action space as JSON
+            (:func:`~worldsim.data.spaces.space_to_json`), embedded by :func:`build_action_encoder` (a
+            ``Discrete(n)`` action by a learned table of ``n`` rows, indexed by the action, never as one ordinal
+            number; a ``Dict`` part by part); its flat size must be ``action_dim``. None (configs written before this
+            field existed): a :class:`BoxActionEncoder` of ``action_dim`` continuous values, as before.
+        num_action_experts: E > 0 routes every action embedding through a mixture of action experts shared by all
+            embodiments (:class:`~worldsim.models.actions.ActionMixtureOfExperts`); 0 disables it.
+        action_experts_top_k: experts per action.
+        tasks: the task texts the model is conditioned on (a dataset's ``meta/tasks.parquet``), or None for a model
+            without task conditioning. Task ``i`` adds a learned vector to every frame's conditioning (to the
+            timestep and action embeddings that drive adaLN); index ``len(tasks)`` is the null task (no task or an
+            unknown one; task dropout in training trains it).
+        task_embedding_dim: None: one learned vector per task (a table). An int E: tasks are embedded by a text
+            encoder that the user supplies (:class:`~worldsim.models.tasks.TaskTextEncoder`), whose `(E,)` vectors
+            of the known tasks are stored in the model (``task_text_embeddings``) and mapped to the model width by a
+            learned linear layer, so a model trained this way needs the encoder only for new task texts.
+
+    After a forward pass with experts, ``last_routing`` holds ``(router_probs (M, E), dispatch (M, E),
+    embodiment (M,))`` for the load-balancing loss and router statistics.
+
+    Raises:
+        ValueError: ``sample_size`` not divisible by ``patch_size`` (or not an int / a pair of ints); ``rope_axes_dim`` odd or not summing to
+            ``attention_head_dim``; duplicate embodiment names; an ``action_dim`` that is not the (widest) flat action
+            size; ``action_space`` together with ``embodiments``; an unknown action space type.
+
+    >>> model = WorldModelTransformer(in_channels=4, sample_size=4, num_layers=2, action_dim=2)
+    >>> out = model(torch.randn(1, 3, 4, 4, 4), torch.full((1, 3), 500.0), torch.zeros(1, 3, 2))
+    >>> tuple(out.shape)
+    (1, 3, 4, 4, 4)
+    """
+
+    _supports_gradient_checkpointing = False
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 8,
+        sample_size: int | tuple[int, int] = 8,
+        patch_size: int = 2,
+        num_layers: int = 6,
+        num_attention_heads: int = 4,
+        attention_head_dim: int = 64,
+        mlp_ratio: float = 4.0,
+        action_dim: int = 2,
+        action_num_frequencies: int = 6,
+        rope_axes_dim: tuple[int, int, int] = (32, 16, 16),
+        rope_theta: float = 10000.0,
+        embodiments: list[dict] | None = None,
+        num_action_experts: int = 0,
+        action_experts_top_k: int = 2,
+        action_space: dict | None = None,
+        tasks: list[str] | None = None,
+        task_embedding_dim: int | None = None,
+    ):
+        super().__init__()
+        self.latent_size = size_pair(sample_size, "sample_size")
+        if any(side % patch_size for side in self.latent_size):
+            raise ValueError(f"sample_size {sample_size} is not divisible by patch_size {patch_size}")
+        if sum(rope_axes_dim) != attention_head_dim or any(d % 2 for d in rope_axes_dim):
+            raise ValueError(f"rope_axes_dim {rope_axes_dim} must be even and sum to attention_head_dim {attention_head_dim}")
+        dim = num_attention_heads * attention_head_dim
+        self.grid_height, self.grid_width = (side // patch_size for side in self.latent_size)
+        self.patch_embed = nn.Linear(in_channels * patch_size * patch_size, dim)
+        self.spatial_embed = nn.Parameter(torch.zeros(1, 1, self.grid_height * self.grid_width, dim))
+        self.time_proj = Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.timestep_embedder = TimestepEmbedding(256, dim)
+        self._init_conditioning(dim, action_dim, action_num_frequencies, embodiments, num_action_experts,
+                                action_experts_top_k, action_space, tasks, task_embedding_dim)
+        self.blocks = nn.ModuleList(
+            [WorldModelBlock(dim, num_attention_heads, attention_head_dim, mlp_ratio) for _ in range(num_layers)]
+        )
+        self.norm_out = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.adaLN_out = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+        self.proj_out = nn.Linear(dim, in_channels * patch_size * patch_size)
+        for layer in (self.adaLN_out[-1], self.proj_out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.spatial_embed, std=0.02)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        """N, patches per frame."""
+        return self.grid_height * self.grid_width
+
+    @property
+    def grid(self) -> int:
+        """Patches per side of a square latent grid.
+
+        Raises:
+            ValueError: the grid is not square (use ``grid_height`` / ``grid_width``).
+        """
+        if self.grid_height != self.grid_width:
+            raise ValueError(f"the patch grid is {self.grid_height} x {self.grid_width}, not square")
+        return self.grid_height
+
+    def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin `(T*N, head_dim/2)` for temporal positions ``first_frame .. first_frame + T - 1`` (memoised)."""
+        key = (num_frames, first_frame, str(device))
+        memo = self.__dict__.setdefault("_rotary_memo", {})
+        if key not in memo:
+            if len(memo) > 256:
+                memo.clear()
+            memo[key] = self._rotary(num_frames, device, first_frame)
+        return memo[key]
+
+    def _rotary(self, num_frames: int, device, first_frame: int) -> tuple[torch.Tensor, torch.Tensor]:
+        t_dim, h_dim, w_dim = self.config.rope_axes_dim
+        frame = torch.arange(first_frame, first_frame + num_frames, device=device).repeat_interleave(self.tokens_per_frame)
+        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(num_frames)
+        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * num_frames)
+        theta = self.config.rope_theta
+        angles = torch.cat([rope_frequencies(frame, t_dim, theta), rope_frequencies(row, h_dim, theta),
+                            rope_frequencies(col, w_dim, theta)], dim=-1)
+        return angles.cos(), angles.sin()
+
+    def rotary_at(self, frame_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin for per-row temporal positions (rows of a KV cache whose frames sit at different positions).
+
+        Args:
+            frame_positions: `(B, T)` long, the temporal position of each frame of each row.
+
+        Returns:
+            cos, sin `(B, 1, T*N, head_dim/2)` float32 (broadcast over heads by :func:`apply_rope`); row b equals
+            :meth:`rotary` for frames at ``frame_positions[b]``.
+        """
+        t_dim, h_dim, w_dim = self.config.rope_axes_dim
+        batch, frames = frame_positions.shape
+        theta, device = self.config.rope_theta, frame_positions.device
+        frame = frame_positions.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N)
+        row = torch.arange(self.grid_height, device=device).repeat_interleave(self.grid_width).repeat(frames)
+        col = torch.arange(self.grid_width, device=device).repeat(self.grid_height * frames)
+        temporal = rope_frequencies(frame.flatten(), t_dim, theta).view(batch, frame.shape[1], t_dim // 2)
+        spatial = torch.cat([rope_frequencies(row, h_dim, theta), rope_frequencies(col, w_dim, theta)], dim=-1)
+        angles = torch.cat([temporal, spatial.expand(batch, -1, -1)], dim=-1).unsqueeze(1)
+        return angles.cos(), angles.sin()
+
+    def _run(self, sample, timestep, action_embedding, cos, sin, mask, cache=None, rotate_past=None,
+             keys_only=False, task_embedding=None, task=None):
+        """Shared body of :meth:`forward` and :meth:`forward_cached`; returns output and per-layer keys/values.
+        (``task``, the indices, is unused: the task enters through ``task_embedding``.)
+
+        ``keys_only``: the output is None; the last block computes only its keys and values."""
+        batch, frames = sample.shape[:2]
+        p = self.config.patch_size
+        # 1. patchify: (B, T, C, h, w) -> (B, T, N, C*p*p) -> (B, T, N, D)
+        tokens = rearrange(sample, "b t c (gh p1) (gw p2) -> b t (gh gw) (c p1 p2)", p1=p, p2=p)
+        hidden_states = self.patch_embed(tokens) + self.spatial_embed
+        # 2. per-frame conditioning: timestep + action
+        temb = self.timestep_embedder(self.time_proj(timestep.flatten()).to(hidden_states.dtype))
+        temb = temb.view(batch, frames, -1)
+        action_embedding = action_embedding.to(temb.dtype)
+        conditioning = temb + action_embedding
+        if task_embedding is not None:
+            conditioning = conditioning + task_embedding.to(temb.dtype)
+        # 3. frame-causal blocks
+        keys, values = [], []
+        for index, block in enumerate(self.blocks):
+            past = cache.rotated_layer(index, rotate_past) if cache is not None and cache.num_frames else None
+            last = index == len(self.blocks) - 1
+            hidden_states, k, v = block(hidden_states, conditioning, action_embedding, cos, sin, mask, past,
+                                        keys_only and last)
+            keys.append(k)
+            values.append(v)
+        if keys_only:
+            return None, keys, values
+        # 4. final adaLN and unpatchify
+        shift, scale = self.adaLN_out(conditioning).unsqueeze(2).chunk(2, dim=-1)
+        hidden_states = self.norm_out(hidden_states) * (1 + scale) + shift
+        out = self.proj_out(hidden_states)
+        out = rearrange(out, "b t (gh gw) (c p1 p2) -> b t c (gh p1) (gw p2)", gh=self.grid_height, p1=p, p2=p)
+        return out, keys, values
+
+    def new_cache(self, batch_size: int, local_attn_size: int, sink_size: int = 0,
+                  dtype: torch.dtype | None = None) -> FrameKVCache:
+        """An empty :class:`~worldsim.models.kv_cache.FrameKVCache` whose shapes follow this model's config."""
+        config = self.config
+        return FrameKVCache(config.num_layers, batch_size, config.num_attention_heads, config.attention_head_dim,
+                            self.tokens_per_frame, local_attn_size, sink_size,
+                            dtype=dtype or self.patch_embed.weight.dtype, device=self.patch_embed.weight.device)
+

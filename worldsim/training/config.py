@@ -113,6 +113,13 @@ class TransformerConfig:
     ``condition_on_task`` conditions the model on each episode's task text (:mod:`worldsim.models.tasks`): a learned
     table of the datasets' task texts, or, with ``task_text_encoder`` (``"module:object"``, an importable
     :class:`~worldsim.models.tasks.TaskTextEncoder` or a callable returning one), the encoder's vectors of them.
+
+    ``backbone`` (``"wan"``) trains a pretrained video transformer adapted by :mod:`worldsim.models.backbones`
+    instead of worldsim's own: from ``backbone_path`` (a local diffusers ``WanTransformer3DModel`` folder) or from
+    scratch with ``backbone_config`` (its ``config.json`` entries); the size fields above are then unused.
+    ``text_states`` is a safetensors file ``{task text: (L, text_dim)}`` of the backbone's text-encoder output per
+    task (key ``""``: the null row); without it every text row is zero. ``gradient_checkpointing`` recomputes each
+    block in the backward pass (backbones only).
     """
 
     patch_size: int = 2
@@ -126,8 +133,28 @@ class TransformerConfig:
     action_experts_top_k: int = 2
     condition_on_task: bool = False
     task_text_encoder: str | None = None
+    backbone: str | None = None
+    backbone_path: str | None = None
+    backbone_config: dict | None = None
+    text_states: str | None = None
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
+        if self.backbone is not None:
+            from worldsim.models.backbones import BACKBONES
+
+            if self.backbone not in BACKBONES:
+                raise ValueError(f"transformer.backbone {self.backbone!r} is not one of {sorted(BACKBONES)}")
+            if (self.backbone_path is None) == (self.backbone_config is None):
+                raise ValueError("transformer.backbone needs exactly one of transformer.backbone_path (a folder of "
+                                 "pretrained weights) and transformer.backbone_config (an architecture from scratch)")
+            if self.task_text_encoder is not None:
+                raise ValueError("a pretrained backbone keeps its own text conditioning: give transformer.text_states "
+                                 "(its text encoder's output per task), not transformer.task_text_encoder")
+        elif any(value is not None for value in (self.backbone_path, self.backbone_config, self.text_states)):
+            raise ValueError("transformer.backbone_path, backbone_config and text_states need transformer.backbone")
+        if self.text_states is not None and not self.condition_on_task:
+            raise ValueError("transformer.text_states needs transformer.condition_on_task: true")
         if self.task_text_encoder is not None and not self.condition_on_task:
             raise ValueError("transformer.task_text_encoder needs transformer.condition_on_task: true")
         if self.num_action_experts < 0 or (self.num_action_experts and not

@@ -226,6 +226,74 @@ def carried_components(source: Path | None, autoencoder_path: Path, embodiments:
     return dict(pipeline.outcome_heads) or None, pipeline.decoder
 
 
+def build_transformer(transformer_config, in_channels: int, sample_size, action_dim: int, embodiments: list | None,
+                      action_space: dict | None, tasks: list[str] | None, text_encoder=None):
+    """The world model a run trains: worldsim's :class:`WorldModelTransformer`, or a video backbone adapted by
+    :mod:`worldsim.models.backbones` (``transformer.backbone``), from pretrained weights or from scratch.
+
+    Args:
+        transformer_config: the run's :class:`~worldsim.training.config.TransformerConfig`.
+        in_channels, sample_size: the latents' channels C and grid ``[h, w]``.
+        action_dim, embodiments, action_space: the action conditioning (see :class:`WorldModelTransformer`).
+        tasks: the task texts the model is conditioned on, or None.
+        text_encoder: a :class:`~worldsim.models.tasks.TaskTextEncoder` for worldsim's own transformer, or None.
+
+    Raises:
+        FileNotFoundError: ``transformer.backbone_path`` or ``transformer.text_states`` is missing.
+        ValueError: a backbone whose latent channels differ from the autoencoder's, text states that do not cover
+            every task or disagree in shape, or a bad architecture (the model's own checks).
+    """
+    t = transformer_config
+    common = dict(action_dim=action_dim, action_num_frequencies=t.action_num_frequencies, embodiments=embodiments,
+                  num_action_experts=t.num_action_experts, action_experts_top_k=t.action_experts_top_k,
+                  action_space=action_space, tasks=tasks)
+    if t.backbone is None:
+        model = WorldModelTransformer(
+            in_channels=in_channels, sample_size=sample_size, patch_size=t.patch_size, num_layers=t.num_layers,
+            num_attention_heads=t.num_attention_heads, attention_head_dim=t.attention_head_dim,
+            mlp_ratio=t.mlp_ratio, rope_axes_dim=tuple(t.rope_axes_dim),
+            task_embedding_dim=None if text_encoder is None else int(text_encoder.embedding_dim), **common)
+        if text_encoder is not None:
+            for index, vector in enumerate(encode_tasks(text_encoder, tasks)):
+                model.task_embedder.set_text_embedding(index, vector)
+        return model
+    from worldsim.models.backbones import BACKBONES
+
+    cls = BACKBONES[t.backbone]
+    states = None
+    if t.text_states is not None:
+        if not Path(t.text_states).is_file():
+            raise FileNotFoundError(f"transformer.text_states not found: {t.text_states}")
+        states = load_file(t.text_states)
+        missing = [task for task in tasks if task not in states]
+        if missing:
+            raise ValueError(f"transformer.text_states {t.text_states} lacks the tasks {missing}")
+        lengths = {tuple(value.shape) for value in states.values()}
+        if len(lengths) != 1 or len(next(iter(lengths))) != 2:
+            raise ValueError(f"transformer.text_states {t.text_states}: every entry must be (L, text_dim) of one "
+                             f"shape, got {sorted(lengths)}")
+        common["text_sequence_length"] = next(iter(lengths))[0]
+    else:
+        common["text_sequence_length"] = 1  # every row zero: one token is the same attention, cheaper
+    if t.backbone_path is not None:
+        if not Path(t.backbone_path).is_dir():
+            raise FileNotFoundError(f"transformer.backbone_path not found: {t.backbone_path}")
+        model = cls.from_backbone(t.backbone_path, sample_size=sample_size, **common).float()
+    else:
+        model = cls(backbone_config=dict(t.backbone_config), sample_size=sample_size, **common)
+    if model.config.in_channels != in_channels:
+        raise ValueError(f"the backbone takes {model.config.in_channels} latent channels, the autoencoder gives "
+                         f"{in_channels}; use the backbone's own VAE or a matching autoencoder")
+    if states is not None:
+        for index, task in enumerate(tasks):
+            model.set_task_text_states(index, states[task])
+        if "" in states:
+            model.set_task_text_states(len(tasks), states[""])
+    if t.gradient_checkpointing:
+        model.gradient_checkpointing = True
+    return model
+
+
 def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str]:
     """Fine-tuning start: copies a trained transformer's weights into ``model`` wherever names and shapes agree.
 
@@ -243,6 +311,9 @@ def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str
         ValueError: the core geometry (width, depth, patching, latent shape) differs.
     """
     folder = source / "transformer" if (source / "transformer").is_dir() else source
+    if not isinstance(model, WorldModelTransformer):
+        raise ValueError(f"train.init_from {folder}: fine-tuning starts of {type(model).__name__} models come from "
+                         "transformer.backbone_path, or resume from the run's own checkpoints")
     pretrained = WorldModelTransformer.from_pretrained(folder, use_safetensors=True)
     core = ("in_channels", "sample_size", "patch_size", "num_layers", "num_attention_heads", "attention_head_dim",
             "mlp_ratio", "rope_axes_dim")
@@ -449,22 +520,11 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     # a single embodiment with discrete parts gets its space's encoder (one learned embedding per index), never a
     # Box encoder reading indices as ordinal numbers; an all-Box space keeps the config it always had
     single_space = None if multi or continuous_mask(sources[0].action_space).all() else sources[0].action_space
-    model = WorldModelTransformer(
-        in_channels=latents.shape[1], sample_size=size_config(latents.shape[2:4]), patch_size=config.transformer.patch_size,
-        num_layers=config.transformer.num_layers, num_attention_heads=config.transformer.num_attention_heads,
-        attention_head_dim=config.transformer.attention_head_dim, mlp_ratio=config.transformer.mlp_ratio,
-        action_dim=width, action_num_frequencies=config.transformer.action_num_frequencies,
-        rope_axes_dim=tuple(config.transformer.rope_axes_dim),
+    model = build_transformer(
+        config.transformer, in_channels=latents.shape[1], sample_size=size_config(latents.shape[2:4]),
+        action_dim=width,
         embodiments=[{"name": source.name, "action_space": source.action_space} for source in firsts] if multi else None,
-        num_action_experts=config.transformer.num_action_experts,
-        action_experts_top_k=config.transformer.action_experts_top_k,
-        action_space=single_space,
-        tasks=tasks,
-        task_embedding_dim=None if text_encoder is None else int(text_encoder.embedding_dim),
-    )
-    if text_encoder is not None:
-        for index, vector in enumerate(encode_tasks(text_encoder, tasks)):
-            model.task_embedder.set_text_embedding(index, vector)
+        action_space=single_space, tasks=tasks, text_encoder=text_encoder)
     if train_config.init_from:
         fresh = load_initial_weights(model, Path(train_config.init_from))
         accelerator.print(f"initialised from {train_config.init_from}; fresh tensors: {len(fresh)}"
@@ -479,7 +539,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
     ema = EMAModel(model.parameters(), decay=train_config.ema_decay, use_ema_warmup=True,
-                   model_cls=WorldModelTransformer, model_config=model.config)
+                   model_cls=type(model), model_config=model.config)
 
     step = 0
     noise_generator = torch.Generator().manual_seed(train_config.seed + 1)
@@ -543,7 +603,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
 
     def save_checkpoint(at_step: int, final: bool = False) -> Path:
         unwrapped = accelerator.unwrap_model(model)
-        ema_model = WorldModelTransformer.from_config(unwrapped.config)
+        ema_model = type(unwrapped).from_config(unwrapped.config)
         ema.copy_to(ema_model.parameters())
         pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames,
                                       heads=heads, decoder=light_decoder)

@@ -1,0 +1,162 @@
+"""A diffusers Wan transformer adapted into a world model: exact start from the backbone, frame causality, the KV
+cache, pretrained weights, and a tiny random config through training, save/load, rollout, the env, rank and steering.
+"""
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from diffusers import WanTransformer3DModel
+from gymnasium.utils.env_checker import check_env
+
+from worldsim.models.backbones import WanWorldModel
+from worldsim.pipelines.world_model import WorldModelPipeline
+from worldsim.training.config import load_config
+
+TINY_WAN = dict(patch_size=[1, 2, 2], num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+                text_dim=16, freq_dim=32, ffn_dim=32, num_layers=2, rope_max_seq_len=64)
+
+
+def tiny_wan(**overrides) -> WanWorldModel:
+    torch.manual_seed(0)
+    config = dict(backbone_config=TINY_WAN, sample_size=(4, 8), action_dim=3, num_action_experts=2,
+                  tasks=["push", "pull"], text_sequence_length=5)
+    config.update(overrides)
+    model = WanWorldModel(**config).eval()
+    model.set_task_text_states(0, torch.randn(5, 16))
+    model.set_task_text_states(1, torch.randn(5, 16))
+    return model
+
+
+def test_adapted_wan_starts_exactly_as_the_backbone():
+    model = tiny_wan()
+    sample, timestep = torch.randn(3, 1, 4, 4, 8), torch.tensor([[300.0], [700.0], [20.0]])
+    task = torch.tensor([0, 1, 2])  # 2: the null row
+    with torch.no_grad():
+        ours = model(sample, timestep, torch.randn(3, 1, 3), task=task)
+        for row in range(3):  # one frame: block-causal attention is the backbone's full attention
+            reference = model.backbone(sample[row:row + 1].transpose(1, 2), timestep[row],
+                                       model.task_text_states[task[row:row + 1]], return_dict=False)[0]
+            torch.testing.assert_close(ours[row:row + 1], reference.transpose(1, 2), atol=1e-5, rtol=1e-4)
+    # every new weight starts at zero, so actions change nothing until fine-tuning moves them
+    sample, timestep = torch.randn(2, 4, 4, 4, 8), torch.rand(2, 4) * 1000
+    with torch.no_grad():
+        a = model(sample, timestep, torch.randn(2, 4, 3), task=task[:2])
+        b = model(sample, timestep, torch.randn(2, 4, 3), task=task[:2])
+    torch.testing.assert_close(a, b)
+
+
+def test_adapted_wan_is_frame_causal_and_its_cache_reproduces_the_full_pass():
+    model = tiny_wan()
+    with torch.no_grad():  # zero-initialised paths get weights, so actions and tasks matter below
+        for parameter in model.parameters():
+            if parameter.requires_grad and parameter.abs().sum() == 0:
+                parameter.copy_(torch.randn_like(parameter) * 0.05)
+    sample, timestep, action = torch.randn(2, 5, 4, 4, 8), torch.rand(2, 5) * 1000, torch.randn(2, 5, 3)
+    task = torch.tensor([0, 1])
+    with torch.no_grad():
+        full = model(sample, timestep, action, task=task)
+        changed = sample.clone()
+        changed[:, 3:] = torch.randn(2, 2, 4, 4, 8)
+        later = model(changed, timestep, action, task=task)
+        torch.testing.assert_close(full[:, :3], later[:, :3])  # earlier frames never see later ones
+        assert (full[:, 3:] - later[:, 3:]).abs().max() > 1e-3
+        other_action = action.clone()
+        other_action[:, 1] += 1.0  # the action after frame 1 produces frame 2
+        acted = model(sample, timestep, other_action, task=task)
+        torch.testing.assert_close(full[:, :2], acted[:, :2])
+        assert (full[:, 2:] - acted[:, 2:]).abs().max() > 1e-4
+        cache = model.new_cache(2, local_attn_size=8)
+        steps = []
+        for frame in range(5):
+            producing = action[:, max(frame - 1, 0):max(frame - 1, 0) + 1]
+            present = torch.full((2, 1), frame > 0)
+            steps.append(model.forward_cached(sample[:, frame:frame + 1], timestep[:, frame:frame + 1], producing,
+                                              present, cache, update_cache=True, task=task))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-4)
+
+
+def test_from_backbone_reads_a_saved_diffusers_folder(tmp_path):
+    torch.manual_seed(1)
+    WanTransformer3DModel(**TINY_WAN).save_pretrained(tmp_path / "wan")
+    assert not list((tmp_path / "wan").glob("*.bin"))  # safetensors only
+    model = WanWorldModel.from_backbone(tmp_path / "wan", sample_size=4, action_dim=2)
+    pretrained = WanTransformer3DModel.from_pretrained(tmp_path / "wan")
+    for name, tensor in pretrained.state_dict().items():
+        torch.testing.assert_close(model.backbone.state_dict()[name], tensor)
+
+
+@pytest.mark.parametrize("change, message", [({"patch_size": [2, 2, 2]}, "patch_size"),
+                                             ({"image_dim": 8}, "image-to-video"),
+                                             ({"out_channels": 8}, "out_channels")])
+def test_backbones_the_adaptation_cannot_run_are_refused(change, message):
+    with pytest.raises(ValueError, match=message):
+        WanWorldModel(backbone_config={**TINY_WAN, **change}, sample_size=4)
+    with pytest.raises(ValueError, match="not divisible"):
+        WanWorldModel(backbone_config=TINY_WAN, sample_size=5)
+
+
+def test_backbone_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="exactly one of transformer.backbone_path"):
+        load_config("configs/pusht.yaml", ["transformer.backbone=wan"])
+    with pytest.raises(ValueError, match="not one of"):
+        load_config("configs/pusht.yaml", ["transformer.backbone=ltx", "transformer.backbone_path=x"])
+    with pytest.raises(ValueError, match="need transformer.backbone"):
+        load_config("configs/pusht.yaml", ["transformer.backbone_path=x"])
+
+
+def _wan_overrides(dataset, out):
+    from tests.test_training import tiny_overrides
+
+    backbone = ", ".join(f"{key}: {value}" for key, value in TINY_WAN.items())
+    return tiny_overrides(dataset, out) + ["transformer.backbone=wan", f"transformer.backbone_config={{{backbone}}}",
+                                           "transformer.gradient_checkpointing=true"]
+
+
+@pytest.fixture(scope="module")
+def wan_pipeline(pusht_dataset, tmp_path_factory):
+    """A tiny random Wan-architecture model trained 3 steps on real PushT, with outcome heads."""
+    from worldsim.training.train_autoencoder import train_autoencoder
+    from worldsim.training.train_heads import train_heads
+    from worldsim.training.train_world_model import train_world_model
+
+    out = tmp_path_factory.mktemp("wan")
+    config = load_config("configs/pusht.yaml", _wan_overrides(pusht_dataset, out) + ["train.max_steps=3"])
+    train_autoencoder(config, progress=False)
+    final = train_world_model(config, progress=False)
+    train_heads(final, [pusht_dataset], steps=20, batch_size=16, val_episodes=1, progress=False)
+    return final
+
+
+def test_a_wan_model_trains_saves_loads_and_runs_as_the_env(wan_pipeline):
+    import json
+
+    index = json.loads((wan_pipeline / "model_index.json").read_text())
+    assert index["transformer"] == ["worldsim", "WanWorldModel"]
+    pipeline = WorldModelPipeline.from_pretrained(wan_pipeline)
+    assert isinstance(pipeline.transformer, WanWorldModel)
+    log = [json.loads(line) for line in (wan_pipeline.parent / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3] and all(np.isfinite(e["loss"]) for e in log)
+    frames = pipeline.start_frames["frames"][:1].numpy()
+    imagined = pipeline.rollout(frames, pipeline.start_frames["action"][:1].numpy(),
+                                np.full((1, 3, 2), 256.0, dtype=np.float32), generator=torch.Generator().manual_seed(0))
+    assert imagined.shape == (1, 3, 16, 16, 3) and imagined.dtype == np.uint8
+    env = gym.make("worldsim/WorldModel-v0", model=str(wan_pipeline))
+    check_env(env.unwrapped, skip_render_check=True)
+
+
+def test_a_wan_model_ranks_and_steers(wan_pipeline):
+    from worldsim.embodiments.pusht.zoo import CentroidPusher, StandStill
+    from worldsim.evaluation.rank import rank_policies
+    from worldsim.steering import OutcomePredictor
+
+    pipeline = WorldModelPipeline.from_pretrained(wan_pipeline)
+    report = rank_policies(pipeline, {"still": StandStill(), "pusher": CentroidPusher()}, num_states=2, horizon=2,
+                           num_context=2, progress=False)
+    assert report["agreement"] is not None and set(report["policies"]) == {"still", "pusher"}
+    rng = np.random.default_rng(0)
+    prediction = OutcomePredictor(pipeline, aggregate="last").predict(
+        rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8), rng.uniform(0, 512, (2, 2)).astype(np.float32),
+        rng.uniform(0, 512, (4, 2, 2)).astype(np.float32))
+    assert prediction.frames.shape == (4, 2, 16, 16, 3) and np.isfinite(prediction.scores).all()
