@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet $(TORCH)
-	$(PYTHON) -m pip install --quiet -e ".[pusht,atari,minigrid,metaworld,test]"
+	$(PYTHON) -m pip install --quiet -e ".[pusht,atari,minigrid,metaworld,lora,test]"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -160,3 +160,66 @@ def test_a_wan_model_ranks_and_steers(wan_pipeline):
         rng.integers(0, 255, (3, 16, 16, 3), dtype=np.uint8), rng.uniform(0, 512, (2, 2)).astype(np.float32),
         rng.uniform(0, 512, (4, 2, 2)).astype(np.float32))
     assert prediction.frames.shape == (4, 2, 16, 16, 3) and np.isfinite(prediction.scores).all()
+
+
+def test_lora_trains_only_adapters_and_merges_into_a_plain_model():
+    pytest.importorskip("peft")
+    model = tiny_wan()
+    frozen = {name: tensor.clone() for name, tensor in model.backbone.state_dict().items()}
+    model.add_lora(rank=4)
+    assert model.has_lora
+    trainable = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert all("lora_" in name for name in trainable if name.startswith("backbone."))
+    assert any(name.startswith("action_adapters.") for name in trainable)
+    sample, timestep, action = torch.randn(2, 3, 4, 4, 8), torch.rand(2, 3) * 1000, torch.randn(2, 3, 3)
+    with torch.no_grad():
+        before = model(sample, timestep, action)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    model.train()
+    (model(sample, timestep, action) ** 2).mean().backward()
+    optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        tuned = model(sample, timestep, action)
+    assert (tuned - before).abs().max() > 1e-5
+    for name, parameter in model.backbone.named_parameters():  # the pretrained weights did not move
+        if "lora_" not in name:
+            base = name.replace(".base_layer", "")
+            torch.testing.assert_close(parameter, frozen[base])
+    model.merge_lora()
+    assert not model.has_lora and all(p.requires_grad for p in model.parameters()
+                                      if p is not model.task_text_states)
+    assert set(model.backbone.state_dict()) == set(frozen)  # plain WanTransformer3DModel weights again
+    with torch.no_grad():
+        torch.testing.assert_close(model(sample, timestep, action), tuned, atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="no LoRA"):
+        model.merge_lora()
+
+
+def test_lora_training_saves_merged_weights_that_load_as_a_plain_model(pusht_dataset, tmp_path):
+    pytest.importorskip("peft")
+    import shutil
+
+    from worldsim.training.train_autoencoder import train_autoencoder
+    from worldsim.training.train_world_model import train_world_model
+
+    torch.manual_seed(2)
+    WanTransformer3DModel(**{**TINY_WAN, "patch_size": [1, 2, 2]}).save_pretrained(tmp_path / "pretrained")
+    config = load_config("configs/pusht.yaml", _wan_overrides(pusht_dataset, tmp_path)[:-2] + [
+        "transformer.backbone=wan", f"transformer.backbone_path={tmp_path / 'pretrained'}", "transformer.lora_rank=2",
+        "train.max_steps=2", "train.learning_rate=1e-2"])
+    train_autoencoder(config, progress=False)
+    final = train_world_model(config, progress=False)
+    model = WorldModelPipeline.from_pretrained(final).transformer
+    assert not model.has_lora and isinstance(model, WanWorldModel)
+    pretrained = WanTransformer3DModel.from_pretrained(tmp_path / "pretrained")
+    moved = [name for name, tensor in pretrained.state_dict().items()
+             if not torch.equal(tensor, model.backbone.state_dict()[name])]
+    # only LoRA's targets (the attention projections) moved, by the merged low-rank update; nothing else did
+    assert moved and all(name.rsplit(".", 1)[0].endswith(("to_q", "to_k", "to_v", "to_out.0")) for name in moved)
+    # a resumed LoRA run reloads its checkpoint (LoRA layers and all) and finishes
+    shutil.rmtree(final)
+    resumed = load_config("configs/pusht.yaml", _wan_overrides(pusht_dataset, tmp_path)[:-2] + [
+        "transformer.backbone=wan", f"transformer.backbone_path={tmp_path / 'pretrained'}", "transformer.lora_rank=2",
+        "train.max_steps=3", "train.learning_rate=1e-2"])
+    assert WorldModelPipeline.from_pretrained(train_world_model(resumed, progress=False)).transformer.has_lora is False

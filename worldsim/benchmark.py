@@ -172,7 +172,7 @@ def training_speed(pipeline, run_config_path: Path | None, batch_size: int | Non
     training loss; the batch size and clip length default to the run config's (``train.batch_size``,
     ``dataset.num_frames``). FLOPs of one step are counted by ``FlopCounterMode`` (forward and backward).
     """
-    from worldsim.models.world_model import WorldModelTransformer
+    from worldsim.models.world_model import WorldModelTransformer, block_causal_attention
     from worldsim.training.config import TrainConfig, load_config
     from worldsim.training.train_world_model import flow_matching_loss
 
@@ -182,7 +182,7 @@ def training_speed(pipeline, run_config_path: Path | None, batch_size: int | Non
         train_config, clip = run_config.train, run_config.dataset.num_frames
     batch_size, num_frames = batch_size or train_config.batch_size, num_frames or clip
     torch.manual_seed(seed)
-    model = WorldModelTransformer.from_config(pipeline.transformer.config).to(device).train()
+    model = type(pipeline.transformer).from_config(pipeline.transformer.config).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay)
     config = model.config
@@ -215,7 +215,9 @@ def training_speed(pipeline, run_config_path: Path | None, batch_size: int | Non
     return {"batch_size": batch_size, "num_frames": num_frames, "steps": steps, "seconds_per_step": seconds_per_step,
             "samples_per_second": batch_size / seconds_per_step, "frames_per_second": batch_size * num_frames / seconds_per_step,
             "flops_per_step": flops, "achieved_flops_per_second": flops / seconds_per_step,
-            "config_flops_per_step": 3 * transformer_flops(config, batch_size, num_frames, 0)}
+            "block_causal_attention": block_causal_attention(),
+            "config_flops_per_step": 3 * transformer_flops(config, batch_size, num_frames, 0)
+            if isinstance(model, WorldModelTransformer) else None}
 
 
 # ---------------------------------------------------------------------------------------------------- memory

@@ -60,8 +60,8 @@ def inference_args(p: argparse.ArgumentParser) -> None:
 
 
 def sampler_args(p: argparse.ArgumentParser) -> None:
-    """Add the sampler settings of an imagined rollout (steps, spacing, context noise, guidance, seed, embodiment)
-    and :func:`inference_args`."""
+    """Add the sampler settings of an imagined rollout (steps, spacing, context noise, guidance, seed, embodiment),
+    :func:`inference_args` and :func:`device_arg`."""
     p.add_argument("--num-inference-steps", type=int, default=None, help="denoising steps per frame")
     p.add_argument("--timestep-spacing", choices=["linspace", "trailing"], default=None,
                    help="sigma spacing of the denoising steps (trailing: equal steps, better with 1-4 steps)")
@@ -71,6 +71,12 @@ def sampler_args(p: argparse.ArgumentParser) -> None:
                    help="classifier-free guidance on the action (1.0: off)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sampling noise")
     p.add_argument("--embodiment", default=None, help="which embodiment's actions (multi-embodiment models)")
+    device_arg(p)
+
+
+def device_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--device`` (where the world model runs; noise is drawn on the CPU, so a seed gives the same noise)."""
+    p.add_argument("--device", default="cpu", help="where the world model runs: cpu, cuda, cuda:1, ...")
 
 
 def model_embodiment(pipeline, value: str | None) -> str:

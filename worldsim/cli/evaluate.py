@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from worldsim.cli.common import inference_pipeline, load_pipeline, model_embodiment, sampler_args
+from worldsim.cli.common import device_arg, inference_pipeline, load_pipeline, model_embodiment, sampler_args
 from worldsim.utils.files import write_json
 
 
@@ -17,7 +17,7 @@ def cmd_evaluate(args) -> None:
     from worldsim.evaluation.report import markdown_table, plot_per_step, side_by_side
     from worldsim.utils.video import write_video
 
-    pipeline = inference_pipeline(args)
+    pipeline = inference_pipeline(args, args.device)
     dataset = LeRobotDataset(args.dataset)
     started = time.perf_counter()
     report, imagined, windows = evaluate_fidelity(
@@ -42,7 +42,7 @@ def cmd_sensitivity(args) -> None:
     from worldsim.evaluation.sensitivity import action_sensitivity
     from worldsim.utils.video import write_video
 
-    pipeline = load_pipeline(args.model)
+    pipeline = load_pipeline(args.model, args.device)
     names = [model_embodiment(pipeline, value) for value in args.embodiment or [None]]
     results = {}
     for name in names:
@@ -131,6 +131,7 @@ def _add_sensitivity(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="first env seed; also seeds the branch actions")
     p.add_argument("--json", help="write the reports here")
     p.add_argument("--video", help="write real | imagined branches of the first context here")
+    device_arg(p)
     p.set_defaults(func=cmd_sensitivity)
 
 

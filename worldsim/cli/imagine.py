@@ -19,7 +19,7 @@ def cmd_rollout(args) -> None:
     from worldsim.evaluation.report import side_by_side
     from worldsim.utils.video import write_video
 
-    pipeline = inference_pipeline(args)
+    pipeline = inference_pipeline(args, args.device)
     generator = torch.Generator().manual_seed(args.seed)
     real = None
     if args.dataset:

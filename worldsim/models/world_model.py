@@ -4,7 +4,8 @@ Read top to bottom:
 
 * Tokens are ``patch_size x patch_size`` patches of each frame's latent grid: a clip of ``T`` frames of
   ``(C, h, w)`` latents becomes ``T * N`` tokens, ``N = (h / p) * (w / p)``.
-* Attention is block-causal over frames (torch SDPA with a boolean mask): a token sees every token of its own
+* Attention is block-causal over frames (:func:`attention`: one masked SDPA call, one unmasked call per frame, or
+  FlexAttention; :func:`set_block_causal_attention`): a token sees every token of its own
   frame and of earlier frames, never later ones. Queries and keys are RMS-normalised and rotated by a 3-D rotary
   embedding (time, row, column). Temporal positions are relative, so any window of frames is valid, however long
   the rollout.
@@ -23,6 +24,8 @@ The model maps ``(sample, timestep, action) -> model_output``, the flow-matching
 from __future__ import annotations
 
 import functools
+import os
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -65,15 +68,93 @@ def _xformers_ops():
         return None
 
 
+BLOCK_CAUSAL_MODES = ("auto", "dense", "frame-chunked", "flex")
+_block_causal_mode = os.environ.get("WORLDSIM_BLOCK_CAUSAL_ATTENTION", "auto")
+
+
+def set_block_causal_attention(mode: str) -> str:
+    """How block-causal attention over several frames is computed (training windows, multi-frame cached passes).
+
+    Args:
+        mode: ``"dense"``: one SDPA call with a boolean mask (no fused flash kernel on CUDA accepts a mask);
+            ``"frame-chunked"``: one unmasked SDPA call per frame, its queries against the keys up to its own frame
+            (flash / memory-efficient kernels on CUDA, and the masked half of the work skipped);
+            ``"flex"``: torch's FlexAttention with a block mask (fused under ``torch.compile``; eager it is a slow
+            reference); ``"auto"`` (default): frame-chunked on CUDA, dense elsewhere. The environment variable
+            ``WORLDSIM_BLOCK_CAUSAL_ATTENTION`` sets the default.
+
+    Returns:
+        The previous mode.
+
+    Raises:
+        ValueError: an unknown mode.
+    """
+    global _block_causal_mode
+    if mode not in BLOCK_CAUSAL_MODES:
+        raise ValueError(f"block-causal attention mode {mode!r} is not one of {BLOCK_CAUSAL_MODES}")
+    previous, _block_causal_mode = _block_causal_mode, mode
+    return previous
+
+
+def block_causal_attention() -> str:
+    """The current mode of :func:`set_block_causal_attention`."""
+    return _block_causal_mode
+
+
+@dataclass(frozen=True)
+class BlockCausal:
+    """The block-causal pattern without materialising it: each query frame sees every cached token
+    (``past_tokens``) and the tokens of its own and earlier new frames, ``tokens_per_frame`` per frame."""
+
+    tokens_per_frame: int
+    past_tokens: int = 0
+
+    def dense(self, num_queries: int, device=None) -> torch.Tensor:
+        """The boolean `(L, past_tokens + L)` mask, True where a query may attend."""
+        causal = block_causal_mask(num_queries // self.tokens_per_frame, self.tokens_per_frame, device)
+        return torch.cat([causal.new_ones(num_queries, self.past_tokens), causal], dim=1)
+
+
+def _frame_chunked(query, key, value, pattern: BlockCausal) -> torch.Tensor:
+    n, past = pattern.tokens_per_frame, pattern.past_tokens
+    outputs = [F.scaled_dot_product_attention(query[:, :, start:start + n], key[:, :, :past + start + n],
+                                              value[:, :, :past + start + n])
+               for start in range(0, query.shape[2], n)]
+    return torch.cat(outputs, dim=2)
+
+
+@functools.lru_cache(maxsize=32)
+def _flex_block_mask(tokens_per_frame: int, past_tokens: int, num_queries: int, device: str):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def visible(batch, head, q_index, kv_index):
+        return (kv_index < past_tokens) | (q_index // tokens_per_frame >= (kv_index - past_tokens) // tokens_per_frame)
+
+    return create_block_mask(visible, None, None, num_queries, past_tokens + num_queries, device=device)
+
+
 def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              mask: torch.Tensor | None = None) -> torch.Tensor:
+              mask: torch.Tensor | BlockCausal | None = None) -> torch.Tensor:
     """Scaled dot-product attention, `(B, heads, L, d)` x `(B, heads, S, d)` -> `(B, heads, L, d)`.
 
     torch's ``scaled_dot_product_attention`` (flash / memory-efficient kernels on CUDA, the fused CPU kernel on
     CPU) by default. On CUDA, when xformers is installed and there is no mask (the streaming step of every
     unrestarted rollout), xformers' ``memory_efficient_attention`` is used instead (its layout is `(B, L, heads,
-    d)`). ``mask`` is a boolean `(L, S)` or `(B, 1, L, S)`, True where a query may attend.
+    d)`). ``mask`` is a boolean `(L, S)` or `(B, 1, L, S)`, True where a query may attend, or a :class:`BlockCausal`
+    pattern, computed as :func:`set_block_causal_attention` says (every mode gives the same result).
     """
+    if isinstance(mask, BlockCausal):
+        mode = _block_causal_mode
+        if mode == "auto":
+            mode = "frame-chunked" if query.device.type == "cuda" else "dense"
+        if mode == "frame-chunked":
+            return _frame_chunked(query, key, value, mask)
+        if mode == "flex":
+            from torch.nn.attention.flex_attention import flex_attention
+
+            block_mask = _flex_block_mask(mask.tokens_per_frame, mask.past_tokens, query.shape[2], str(query.device))
+            return flex_attention(query, key, value, block_mask=block_mask)
+        mask = mask.dense(query.shape[2], query.device)
     if mask is None and query.device.type in XFORMERS_DEVICES:
         ops = _xformers_ops()
         if ops is not None:
@@ -389,7 +470,7 @@ class FrameCausalVideoModel:
         frames = sample.shape[1]
         action_embedding = self.embed_actions(action.to(self.weight_dtype), action_mask, embodiment)
         cos, sin = self.rotary(frames, sample.device)
-        mask = block_causal_mask(frames, self.tokens_per_frame, sample.device)
+        mask = BlockCausal(self.tokens_per_frame) if frames > 1 else None
         task_embedding = self.embed_task(task, sample.shape[0], action_embedding.dtype)
         out, _, _ = self._run(sample, timestep, action_embedding, cos, sin, mask, task_embedding=task_embedding,
                               task=task)
@@ -466,11 +547,10 @@ class FrameCausalVideoModel:
         mask = None
         new_tokens = frames * self.tokens_per_frame
         if frames > 1:  # new frames see all of the cache and themselves block-causally
-            causal = block_causal_mask(frames, self.tokens_per_frame, sample.device)
-            mask = torch.cat([causal.new_ones(causal.shape[0], past * self.tokens_per_frame), causal], dim=1)
+            mask = BlockCausal(self.tokens_per_frame, past * self.tokens_per_frame)
         past_valid = cache.attention_mask() if past else None
         if past_valid is not None:  # rows restarted with a shorter history do not see the slots before it
-            own = mask[:, past * self.tokens_per_frame:] if mask is not None else \
+            own = block_causal_mask(frames, self.tokens_per_frame, sample.device) if frames > 1 else \
                 past_valid.new_ones(new_tokens, new_tokens)
             own = own.expand(cache.batch_size, 1, new_tokens, new_tokens)
             mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, new_tokens, -1), own], dim=-1)

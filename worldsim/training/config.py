@@ -119,7 +119,9 @@ class TransformerConfig:
     scratch with ``backbone_config`` (its ``config.json`` entries); the size fields above are then unused.
     ``text_states`` is a safetensors file ``{task text: (L, text_dim)}`` of the backbone's text-encoder output per
     task (key ``""``: the null row); without it every text row is zero. ``gradient_checkpointing`` recomputes each
-    block in the backward pass (backbones only).
+    block in the backward pass (backbones only). ``lora_rank`` > 0 fine-tunes the backbone through LoRA adapters
+    (peft) on its attention projections, scaled by ``lora_alpha / lora_rank`` (alpha defaults to the rank), with its
+    own weights frozen; saved checkpoints hold the merged weights. 0 (default): every weight trains.
     """
 
     patch_size: int = 2
@@ -138,6 +140,8 @@ class TransformerConfig:
     backbone_config: dict | None = None
     text_states: str | None = None
     gradient_checkpointing: bool = False
+    lora_rank: int = 0
+    lora_alpha: float | None = None
 
     def __post_init__(self):
         if self.backbone is not None:
@@ -151,8 +155,12 @@ class TransformerConfig:
             if self.task_text_encoder is not None:
                 raise ValueError("a pretrained backbone keeps its own text conditioning: give transformer.text_states "
                                  "(its text encoder's output per task), not transformer.task_text_encoder")
-        elif any(value is not None for value in (self.backbone_path, self.backbone_config, self.text_states)):
-            raise ValueError("transformer.backbone_path, backbone_config and text_states need transformer.backbone")
+        elif any(value is not None for value in (self.backbone_path, self.backbone_config, self.text_states)) \
+                or self.lora_rank:
+            raise ValueError("transformer.backbone_path, backbone_config, text_states and lora_rank need "
+                             "transformer.backbone")
+        if self.lora_rank < 0:
+            raise ValueError(f"transformer.lora_rank must be >= 0 (0: full fine-tuning), got {self.lora_rank}")
         if self.text_states is not None and not self.condition_on_task:
             raise ValueError("transformer.text_states needs transformer.condition_on_task: true")
         if self.task_text_encoder is not None and not self.condition_on_task:

@@ -14,6 +14,7 @@ fixed-seed validation rollout video beside it.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -26,7 +27,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import accelerate
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
@@ -291,7 +294,23 @@ def build_transformer(transformer_config, in_channels: int, sample_size, action_
             model.set_task_text_states(len(tasks), states[""])
     if t.gradient_checkpointing:
         model.gradient_checkpointing = True
+    if t.lora_rank:
+        model.add_lora(t.lora_rank, t.lora_alpha)
     return model
+
+
+def exported_ema_model(model, ema: EMAModel):
+    """The EMA weights as a plain model of the run's class, what a checkpoint folder holds: a fresh model from the
+    config with the EMA weights, or, for a model with LoRA layers (``transformer.lora_rank``), a copy with the EMA
+    weights and the LoRA factors merged into the backbone's weights."""
+    if getattr(model, "has_lora", False):
+        exported = copy.deepcopy(model)
+        ema.copy_to(exported.parameters())
+        exported.merge_lora()
+        return exported
+    exported = type(model).from_config(model.config)
+    ema.copy_to(exported.parameters())
+    return exported
 
 
 def load_initial_weights(model: WorldModelTransformer, source: Path) -> list[str]:
@@ -448,6 +467,45 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def refuse_unsupported_launch(accelerator: Accelerator) -> None:
+    """Stops a launch whose processes would not train one model data-parallel, before any work is done.
+
+    worldsim trains data-parallel (every process holds the whole model; DDP), and its EMA (diffusers ``EMAModel`` over
+    the unsharded parameters) and checkpoint writer (the main process alone, from the unwrapped ``state_dict``) rely
+    on that. Two launches would otherwise go wrong without a word (measured with accelerate 1.15 / torch 2.13 on CPU,
+    see docs/scaling.md, "Sharded training (FSDP)"):
+
+    - FSDP (``accelerate launch --use_fsdp`` or an accelerate config with ``distributed_type: FSDP``). Where
+      accelerate enters its FSDP mode (GPUs and other accelerators), the parameters become shards (FSDP2: DTensors)
+      and ``EMAModel.step`` fails ("got mixed torch.Tensor and DTensor"). On CPU accelerate never enters it: with
+      ``ACCELERATE_USE_CPU=1`` it silently runs DDP over gloo instead, without it the processes are never joined.
+    - Processes launched but never joined (``WORLD_SIZE`` > 1 while accelerate sees one process: ``accelerate
+      launch --multi_gpu`` on a machine without a GPU and without ``ACCELERATE_USE_CPU=1``): each would train alone
+      and write the same checkpoint folders.
+
+    Raises:
+        ValueError: either launch; the message says what to run instead.
+    """
+    kind = accelerator.distributed_type
+    if kind == DistributedType.FSDP:
+        raise ValueError("worldsim train does not support FSDP: its EMA and checkpoint writer expect unsharded "
+                         "parameters (under FSDP2, EMAModel.step fails on the DTensor shards). Train data-parallel: "
+                         "accelerate launch --multi_gpu --num_processes N -m worldsim.cli.main train ...")
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        raise ValueError(f"FSDP was requested (ACCELERATE_USE_FSDP=true) but accelerate {accelerate.__version__} did "
+                         f"not shard the model: it set up {kind.value} on {accelerator.device} with "
+                         f"{accelerator.num_processes} process(es). accelerate shards only on GPUs and other "
+                         "accelerators, never on CPU (there it runs DDP over gloo, or leaves the processes unjoined). "
+                         "On CPU, train data-parallel: ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+                         "--num_processes N -m worldsim.cli.main train ...")
+    launched = int(os.environ.get("WORLD_SIZE", accelerator.num_processes))
+    if launched != accelerator.num_processes:
+        raise ValueError(f"{launched} processes were launched (WORLD_SIZE={launched}) but accelerate joined none of "
+                         f"them ({kind.value} on {accelerator.device}): each would train alone and write the same "
+                         "checkpoints. Without a GPU, launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu "
+                         "--num_processes N (gloo)")
+
+
 def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     """Trains (or resumes training of) the world model described by ``config``.
 
@@ -467,6 +525,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     accelerator = Accelerator(mixed_precision=train_config.mixed_precision,
                               gradient_accumulation_steps=train_config.gradient_accumulation_steps,
                               step_scheduler_with_optimizer=False)
+    refuse_unsupported_launch(accelerator)
     torch.manual_seed(train_config.seed)
 
     # 1. data: frames -> latents (cached), actions normalised; one source per dataset (embodiment)
@@ -603,8 +662,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
 
     def save_checkpoint(at_step: int, final: bool = False) -> Path:
         unwrapped = accelerator.unwrap_model(model)
-        ema_model = type(unwrapped).from_config(unwrapped.config)
-        ema.copy_to(ema_model.parameters())
+        ema_model = exported_ema_model(unwrapped, ema)
         pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames,
                                       heads=heads, decoder=light_decoder)
         name = "final" if final else f"checkpoint-{at_step}"

@@ -47,6 +47,8 @@ from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import FrameCausalVideoModel, apply_rope, attention
 from worldsim.utils.shapes import size_pair
 
+#: the backbone modules that get LoRA adapters by default: every attention projection (self- and cross-attention)
+LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 #: WanTransformer3DModel config keys that worldsim's adaptation does not support (image-to-video conditioning).
 _UNSUPPORTED_BACKBONE_KEYS = ("image_dim", "added_kv_proj_dim", "pos_embed_seq_len")
 
@@ -175,6 +177,50 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
             raise ValueError(f"{folder}: the backbone's weights do not match its config (missing {missing[:6]}, "
                              f"unexpected {unexpected[:6]})")
         return model.to(pretrained.dtype)
+
+    @property
+    def has_lora(self) -> bool:
+        """Whether LoRA layers (:meth:`add_lora`) are in the backbone."""
+        return bool(getattr(self.backbone, "_hf_peft_config_loaded", False))
+
+    def add_lora(self, rank: int, alpha: float | None = None, target_modules: tuple[str, ...] = LORA_TARGETS) -> None:
+        """Low-rank adapters (LoRA, Hu et al. 2021) on the backbone's attention projections, through peft (diffusers'
+        ``add_adapter``): the backbone's own weights are frozen, its LoRA factors and every worldsim weight (action and
+        task conditioning) train. LoRA's up-projections start at zero, so the model is unchanged until training.
+
+        Args:
+            rank: r >= 1.
+            alpha: LoRA's scale numerator (default ``rank``: scale 1).
+            target_modules: module names (suffixes) in the backbone's blocks that get adapters.
+
+        Raises:
+            ImportError: peft is not installed (``pip install 'worldsim[lora]'``).
+            ValueError: ``rank < 1``, or LoRA is already added.
+        """
+        if rank < 1:
+            raise ValueError(f"LoRA rank must be >= 1, got {rank}")
+        if self.has_lora:
+            raise ValueError("this model already has LoRA layers; merge them first (merge_lora)")
+        try:
+            from peft import LoraConfig
+        except ImportError as error:
+            raise ImportError("LoRA fine-tuning needs peft: pip install 'worldsim[lora]'") from error
+        self.backbone.requires_grad_(False)
+        self.backbone.add_adapter(LoraConfig(r=rank, lora_alpha=alpha or rank, target_modules=list(target_modules),
+                                             init_lora_weights=True))
+
+    def merge_lora(self) -> None:
+        """Folds the LoRA factors into the backbone's weights and removes the peft layers, leaving a plain model
+        (what a saved folder holds); every weight is trainable again.
+
+        Raises:
+            ValueError: the model has no LoRA layers.
+        """
+        if not self.has_lora:
+            raise ValueError("this model has no LoRA layers to merge")
+        self.backbone.fuse_lora(lora_scale=1.0)
+        self.backbone.unload_lora()
+        self.backbone.requires_grad_(True)
 
     def set_task_text_states(self, index: int, states: torch.Tensor) -> None:
         """Stores the backbone's text-encoder output for task ``index`` (``len(tasks)``: the null row, e.g. the
