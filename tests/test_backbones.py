@@ -223,3 +223,37 @@ def test_lora_training_saves_merged_weights_that_load_as_a_plain_model(pusht_dat
         "transformer.backbone=wan", f"transformer.backbone_path={tmp_path / 'pretrained'}", "transformer.lora_rank=2",
         "train.max_steps=3", "train.learning_rate=1e-2"])
     assert WorldModelPipeline.from_pretrained(train_world_model(resumed, progress=False)).transformer.has_lora is False
+
+
+def test_a_wan_vae_encodes_single_frames_and_serves_as_the_models_autoencoder(pusht_dataset, tmp_path):
+    from diffusers import AutoencoderKLWan
+
+    from worldsim.models.autoencoders import decode_latents, encode_frames
+    from worldsim.training.train_world_model import train_world_model
+
+    torch.manual_seed(4)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1, temperal_downsample=[False, True],
+                           latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[2.0, 1.0, 0.5, 1.5]).eval()
+    frames = torch.randint(0, 255, (2, 3, 16, 16, 3), dtype=torch.uint8)
+    latents = encode_frames(vae, frames)
+    assert latents.shape == (2, 3, 4, 4, 4)
+    torch.testing.assert_close(encode_frames(vae, frames[1, 2]), latents[1, 2])  # each frame on its own
+    with torch.no_grad():  # normalised per channel by the VAE's own statistics
+        raw = vae.encode(frames_to_clip(frames[0, :1])).latent_dist.mean[:, :, 0]
+    torch.testing.assert_close(latents[0, :1], (raw - torch.tensor([0.1, -0.2, 0.3, 0.0])[:, None, None])
+                               / torch.tensor([2.0, 1.0, 0.5, 1.5])[:, None, None], atol=1e-5, rtol=1e-4)
+    assert decode_latents(vae, latents).shape == (2, 3, 16, 16, 3)
+    vae.save_pretrained(tmp_path / "vae")
+    config = load_config("configs/pusht.yaml", _wan_overrides(pusht_dataset, tmp_path) + [
+        f"train.autoencoder={tmp_path / 'vae'}", "train.max_steps=1"])
+    pipeline = WorldModelPipeline.from_pretrained(train_world_model(config, progress=False))
+    assert isinstance(pipeline.autoencoder, AutoencoderKLWan) and isinstance(pipeline.transformer, WanWorldModel)
+    env = gym.make("worldsim/WorldModel-v0", model=pipeline)
+    observation, _ = env.reset(seed=0)
+    observation, *_ = env.step(env.action_space.sample())
+    assert observation.shape == (16, 16, 3) and observation.dtype == np.uint8
+
+
+def frames_to_clip(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 `(B, H, W, 3)` -> one-frame clips `(B, 3, 1, H, W)` in [-1, 1]."""
+    return (frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0).unsqueeze(2)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
+from diffusers import AutoencoderKL, AutoencoderKLWan, FlowMatchEulerDiscreteScheduler
 
 from worldsim.models.autoencoders import LightDecoder
 from worldsim.models.backbones import WanWorldModel
@@ -27,7 +27,7 @@ from worldsim.utils.files import read_json_object, write_json
 
 #: component name -> {(library, class name): class}: the only classes a model folder may name.
 COMPONENT_CLASSES: dict[str, dict[tuple[str, str], type]] = {
-    "autoencoder": {("diffusers", "AutoencoderKL"): AutoencoderKL},
+    "autoencoder": {("diffusers", "AutoencoderKL"): AutoencoderKL, ("diffusers", "AutoencoderKLWan"): AutoencoderKLWan},
     "transformer": {("worldsim", "WorldModelTransformer"): WorldModelTransformer,
                     ("worldsim", "WanWorldModel"): WanWorldModel},
     "scheduler": {("diffusers", "FlowMatchEulerDiscreteScheduler"): FlowMatchEulerDiscreteScheduler},

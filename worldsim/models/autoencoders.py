@@ -8,12 +8,17 @@ latents have roughly zero mean and unit variance, as the diffusion model expects
 decoder's FLOPs (diffusers' ``DecoderTiny``, the decoder of TAESD / ``AutoencoderTiny``); it is trained on the
 autoencoder's latents of real frames (``worldsim train-decoder``) and is what an imagined frame costs most of after
 the transformer.
+
+A pretrained video VAE can stand in for the small autoencoder: diffusers' ``AutoencoderKLWan`` (Wan 2.1's causal 3-D
+VAE) encodes a single frame as a one-frame clip, which its causal encoder handles alone (as Wan's image-to-video
+pipeline encodes its first frame), and its latents are normalised per channel by the VAE's ``latents_mean`` and
+``latents_std``. :func:`load_autoencoder` reads either kind from a folder.
 """
 
 from __future__ import annotations
 
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderKLWan
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.autoencoders.vae import DecoderTiny
 from diffusers.models.modeling_utils import ModelMixin
@@ -70,9 +75,53 @@ def pixels_to_frames(pixels: torch.Tensor) -> torch.Tensor:
     return rearrange(((pixels.float().clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8), "... c h w -> ... h w c")
 
 
+#: the frame autoencoders a model folder may hold: config ``_class_name`` -> class
+AUTOENCODER_CLASSES = {"AutoencoderKL": AutoencoderKL, "AutoencoderKLWan": AutoencoderKLWan}
+
+
+def load_autoencoder(folder) -> AutoencoderKL | AutoencoderKLWan:
+    """The autoencoder saved in ``folder`` (safetensors only): an ``AutoencoderKL`` or an ``AutoencoderKLWan``, chosen
+    by the ``_class_name`` of its ``config.json`` from :data:`AUTOENCODER_CLASSES` (never imported by that name).
+
+    Raises:
+        FileNotFoundError: the folder has no ``config.json``.
+        ValueError: a class outside :data:`AUTOENCODER_CLASSES`.
+    """
+    from pathlib import Path
+
+    from worldsim.utils.files import read_json_object
+
+    config_path = Path(folder) / "config.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"autoencoder not found: {config_path} is missing")
+    name = read_json_object(config_path).get("_class_name")
+    if name not in AUTOENCODER_CLASSES:
+        raise ValueError(f"{config_path}: _class_name {name!r} is not a frame autoencoder worldsim loads; expected "
+                         f"one of {sorted(AUTOENCODER_CLASSES)}")
+    return AUTOENCODER_CLASSES[name].from_pretrained(folder, use_safetensors=True)
+
+
+def latent_normalization(autoencoder) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """``(shift, scale)`` with normalised latents ``(z - shift) * scale``: the ``AutoencoderKL``'s scalar
+    ``shift_factor`` / ``scaling_factor``, or an ``AutoencoderKLWan``'s per-channel ``latents_mean`` and
+    ``1 / latents_std`` as `(C, 1, 1)` tensors."""
+    if isinstance(autoencoder, AutoencoderKLWan):
+        config = autoencoder.config
+        shift = torch.tensor(config.latents_mean, dtype=torch.float32)[:, None, None]
+        scale = 1.0 / torch.tensor(config.latents_std, dtype=torch.float32)[:, None, None]
+        return shift, scale
+    return autoencoder.config.shift_factor, autoencoder.config.scaling_factor
+
+
+def _as_device(value, like: torch.Tensor):
+    return value.to(like.device, like.dtype) if isinstance(value, torch.Tensor) else value
+
+
 @torch.no_grad()
-def encode_frames(autoencoder: AutoencoderKL, frames: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Encodes frames to normalised latents (the posterior mean, then ``(z - shift_factor) * scaling_factor``).
+def encode_frames(autoencoder: AutoencoderKL | AutoencoderKLWan, frames: torch.Tensor,
+                  batch_size: int = 256) -> torch.Tensor:
+    """Encodes frames to normalised latents (the posterior mean, then ``(z - shift) * scale``,
+    :func:`latent_normalization`). An ``AutoencoderKLWan`` encodes each frame as a one-frame clip.
 
     Args:
         frames: `torch.Tensor` `(..., H, W, 3)` uint8.
@@ -83,11 +132,16 @@ def encode_frames(autoencoder: AutoencoderKL, frames: torch.Tensor, batch_size: 
     lead = frames.shape[:-3]
     flat = frames.reshape(-1, *frames.shape[-3:])
     device = next(autoencoder.parameters()).device
+    video = isinstance(autoencoder, AutoencoderKLWan)
+    shift, scale = latent_normalization(autoencoder)
     outputs = []
     for chunk in flat.split(batch_size):
         pixels = frames_to_pixels(chunk.to(device))
-        z = autoencoder.encode(pixels).latent_dist.mean
-        outputs.append(((z - autoencoder.config.shift_factor) * autoencoder.config.scaling_factor).float())
+        if video:
+            z = autoencoder.encode(pixels.unsqueeze(2)).latent_dist.mean[:, :, 0].float()
+        else:
+            z = autoencoder.encode(pixels).latent_dist.mean.float()
+        outputs.append((z - _as_device(shift, z)) * _as_device(scale, z))
     latents = torch.cat(outputs)
     return latents.reshape(*lead, *latents.shape[1:])
 
@@ -139,13 +193,13 @@ class LightDecoder(ModelMixin, ConfigMixin):
 
 
 @torch.no_grad()
-def decode_latents(decoder: AutoencoderKL | LightDecoder, latents: torch.Tensor,
+def decode_latents(decoder: AutoencoderKL | AutoencoderKLWan | LightDecoder, latents: torch.Tensor,
                    batch_size: int = 256) -> torch.Tensor:
     """Inverse of :func:`encode_frames`: `(..., C, h, w)` float -> `(..., H, W, 3)` uint8.
 
     Args:
-        decoder: the ``AutoencoderKL`` that encoded the latents (its decoder runs), or a :class:`LightDecoder`
-            trained on its latents.
+        decoder: the ``AutoencoderKL`` or ``AutoencoderKLWan`` that encoded the latents (its decoder runs; Wan's
+            decodes each latent as a one-frame clip), or a :class:`LightDecoder` trained on its latents.
     """
     lead = latents.shape[:-3]
     flat = latents.reshape(-1, *latents.shape[-3:])
@@ -156,7 +210,11 @@ def decode_latents(decoder: AutoencoderKL | LightDecoder, latents: torch.Tensor,
         if isinstance(decoder, LightDecoder):
             outputs.append(pixels_to_frames(decoder(chunk.to(dtype))))
             continue
-        z = chunk.to(dtype) / decoder.config.scaling_factor + decoder.config.shift_factor
-        outputs.append(pixels_to_frames(decoder.decode(z).sample))
+        shift, scale = latent_normalization(decoder)
+        z = chunk.to(dtype) / _as_device(scale, chunk.to(dtype)) + _as_device(shift, chunk.to(dtype))
+        if isinstance(decoder, AutoencoderKLWan):
+            outputs.append(pixels_to_frames(decoder.decode(z.unsqueeze(2)).sample[:, :, 0]))
+        else:
+            outputs.append(pixels_to_frames(decoder.decode(z).sample))
     frames = torch.cat(outputs)
     return frames.reshape(*lead, *frames.shape[1:])

@@ -42,7 +42,7 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.router import router_report
 from worldsim.models.actions import load_balancing_loss, router_mutual_information
-from worldsim.models.autoencoders import encode_frames
+from worldsim.models.autoencoders import encode_frames, load_autoencoder
 from worldsim.data.spaces import continuous_mask
 from worldsim.models.tasks import encode_tasks, load_task_encoder
 from worldsim.models.world_model import WorldModelTransformer
@@ -531,7 +531,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     # 1. data: frames -> latents (cached), actions normalised; one source per dataset (embodiment)
     # the latent caches are encoded on the training device (a GPU encodes a dataset in seconds), then the
     # autoencoder goes back to the CPU, where checkpoints are assembled
-    autoencoder = AutoencoderKL.from_pretrained(autoencoder_path, use_safetensors=True).to(accelerator.device).eval()
+    autoencoder = load_autoencoder(autoencoder_path).to(accelerator.device).eval()
     for extra in config.extra_datasets:
         if (extra.frame_size, extra.num_frames) != (data_config.frame_size, data_config.num_frames):
             raise ValueError(f"extra dataset {extra.root}: frame size/num_frames {extra.frame_size}/{extra.num_frames}"
