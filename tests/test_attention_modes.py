@@ -14,19 +14,25 @@ from worldsim.models.world_model import set_block_causal_attention
 
 @pytest.fixture(autouse=True)
 def restore_mode():
-    previous = set_block_causal_attention("auto")
+    previous = set_block_causal_attention("dense")
     yield
     set_block_causal_attention(previous)
 
 
 @pytest.mark.parametrize("build, shape", [(lambda: randomize(tiny_transformer()), (2, 5, 4, 4, 4)),
                                           (lambda: randomize(tiny_wan()), (2, 5, 4, 4, 8))])
-def test_every_block_causal_mode_gives_the_same_frames(build, shape):
+def test_every_block_causal_mode_gives_the_same_frames(build, shape, monkeypatch):
     model = build().eval()
     torch.manual_seed(3)
     sample, timestep = torch.randn(shape), torch.rand(shape[:2]) * 1000
     action = torch.randn(*shape[:2], model.config.action_dim)
-    results = {}
+    results, calls = {}, []
+    import torch.nn.attention.flex_attention as flex
+    from worldsim.models import world_model
+
+    chunked, flexed = world_model._frame_chunked, flex.flex_attention
+    monkeypatch.setattr(world_model, "_frame_chunked", lambda *a: calls.append("frame-chunked") or chunked(*a))
+    monkeypatch.setattr(flex, "flex_attention", lambda *a, **k: calls.append("flex") or flexed(*a, **k))
     for mode in ("dense", "frame-chunked", "flex"):
         set_block_causal_attention(mode)
         with torch.no_grad(), warnings.catch_warnings():
@@ -36,6 +42,7 @@ def test_every_block_causal_mode_gives_the_same_frames(build, shape):
             model.forward_cached(sample[:, :2], timestep[:, :2], action[:, :2], None, cache, update_cache=True)
             cached = model.forward_cached(sample[:, 2:], timestep[:, 2:], action[:, 1:4], None, cache)
         results[mode] = (full, cached)
+    assert "frame-chunked" in calls and "flex" in calls  # each mode really ran its own kernel
     for mode in ("frame-chunked", "flex"):
         torch.testing.assert_close(results[mode][0], results["dense"][0], atol=2e-5, rtol=1e-4)
         torch.testing.assert_close(results[mode][1], results["dense"][1], atol=2e-5, rtol=1e-4)

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
+from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 from gymnasium.utils.env_checker import check_env
 
 from worldsim.models.backbones import WanWorldModel
+from worldsim.models.world_model import block_causal_mask
 from worldsim.pipelines.world_model import WorldModelPipeline
 from worldsim.training.config import load_config
 
@@ -29,6 +31,20 @@ def tiny_wan(**overrides) -> WanWorldModel:
     return model
 
 
+class BlockCausalProcessor(WanAttnProcessor):
+    """Wan's own attention processor with a block-causal mask on self-attention (frames of ``tokens`` tokens)."""
+
+    def __init__(self, tokens: int):
+        super().__init__()
+        self.tokens = tokens
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, rotary_emb=None):
+        if encoder_hidden_states is None:
+            frames = hidden_states.shape[1] // self.tokens
+            attention_mask = block_causal_mask(frames, self.tokens, hidden_states.device)
+        return super().__call__(attn, hidden_states, encoder_hidden_states, attention_mask, rotary_emb)
+
+
 def test_adapted_wan_starts_exactly_as_the_backbone():
     model = tiny_wan()
     sample, timestep = torch.randn(3, 1, 4, 4, 8), torch.tensor([[300.0], [700.0], [20.0]])
@@ -39,6 +55,17 @@ def test_adapted_wan_starts_exactly_as_the_backbone():
             reference = model.backbone(sample[row:row + 1].transpose(1, 2), timestep[row],
                                        model.task_text_states[task[row:row + 1]], return_dict=False)[0]
             torch.testing.assert_close(ours[row:row + 1], reference.transpose(1, 2), atol=1e-5, rtol=1e-4)
+    # several frames: the backbone itself, made block-causal by an attention processor and given per-token
+    # timesteps (Wan 2.2's form), computes what the adapted model computes: rotary slots, per-frame modulation
+    sample, timestep = torch.randn(2, 3, 4, 4, 8), torch.tensor([[900.0, 40.0, 500.0], [10.0, 300.0, 999.0]])
+    tokens = model.tokens_per_frame
+    for block in model.backbone.blocks:
+        block.attn1.set_processor(BlockCausalProcessor(tokens))
+    with torch.no_grad():
+        ours = model(sample, timestep, torch.randn(2, 3, 3), task=task[:2])
+        reference = model.backbone(sample.transpose(1, 2), timestep.repeat_interleave(tokens, dim=1),
+                                   model.task_text_states[task[:2]], return_dict=False)[0]
+    torch.testing.assert_close(ours, reference.transpose(1, 2), atol=1e-5, rtol=1e-4)
     # every new weight starts at zero, so actions change nothing until fine-tuning moves them
     sample, timestep = torch.randn(2, 4, 4, 4, 8), torch.rand(2, 4) * 1000
     with torch.no_grad():
@@ -85,6 +112,19 @@ def test_from_backbone_reads_a_saved_diffusers_folder(tmp_path):
     pretrained = WanTransformer3DModel.from_pretrained(tmp_path / "wan")
     for name, tensor in pretrained.state_dict().items():
         torch.testing.assert_close(model.backbone.state_dict()[name], tensor)
+    assert "_name_or_path" not in model.config.backbone_config  # no local path in a saved model's config
+    # weights that do not match the folder's config are refused, not initialised at random
+    WanTransformer3DModel(**{**TINY_WAN, "ffn_dim": 48}).save_pretrained(tmp_path / "other")
+    (tmp_path / "other" / "config.json").write_text((tmp_path / "wan" / "config.json").read_text())
+    with pytest.raises(ValueError, match="cannot load the backbone's weights.*ffn"):
+        WanWorldModel.from_backbone(tmp_path / "other", sample_size=4, action_dim=2)
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(tmp_path / "wan" / "diffusion_pytorch_model.safetensors")
+    del weights["proj_out.weight"]  # a missing tensor: diffusers alone would initialise it at random
+    save_file(weights, tmp_path / "wan" / "diffusion_pytorch_model.safetensors")
+    with pytest.raises(ValueError, match="do not match its config.json.*proj_out.weight"):
+        WanWorldModel.from_backbone(tmp_path / "wan", sample_size=4, action_dim=2)
 
 
 @pytest.mark.parametrize("change, message", [({"patch_size": [2, 2, 2]}, "patch_size"),
@@ -102,8 +142,9 @@ def test_backbone_config_errors_name_the_field():
         load_config("configs/pusht.yaml", ["transformer.backbone=wan"])
     with pytest.raises(ValueError, match="not one of"):
         load_config("configs/pusht.yaml", ["transformer.backbone=ltx", "transformer.backbone_path=x"])
-    with pytest.raises(ValueError, match="need transformer.backbone"):
-        load_config("configs/pusht.yaml", ["transformer.backbone_path=x"])
+    for setting in ("transformer.backbone_path=x", "transformer.lora_rank=4", "transformer.gradient_checkpointing=true"):
+        with pytest.raises(ValueError, match=f"{setting.split('=')[0]} is for adapted backbones"):
+            load_config("configs/pusht.yaml", [setting])
 
 
 def _wan_overrides(dataset, out):
@@ -198,6 +239,7 @@ def test_lora_trains_only_adapters_and_merges_into_a_plain_model():
 
 def test_lora_training_saves_merged_weights_that_load_as_a_plain_model(pusht_dataset, tmp_path):
     pytest.importorskip("peft")
+    import json
     import shutil
 
     from worldsim.training.train_autoencoder import train_autoencoder
@@ -223,6 +265,8 @@ def test_lora_training_saves_merged_weights_that_load_as_a_plain_model(pusht_dat
         "transformer.backbone=wan", f"transformer.backbone_path={tmp_path / 'pretrained'}", "transformer.lora_rank=2",
         "train.max_steps=3", "train.learning_rate=1e-2"])
     assert WorldModelPipeline.from_pretrained(train_world_model(resumed, progress=False)).transformer.has_lora is False
+    log = [json.loads(line) for line in (tmp_path / "wm" / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [1, 2, 3]  # resumed at checkpoint-2, not started over
 
 
 def test_a_wan_vae_encodes_single_frames_and_serves_as_the_models_autoencoder(pusht_dataset, tmp_path):

@@ -150,10 +150,15 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     ``local_attn_size - 1`` frames); the autoencoder decoder and the outcome heads are counted by ``FlopCounterMode``
     on one latent (convolutions have no closed form worth keeping here).
     """
+    from worldsim.models.world_model import WorldModelTransformer
+
     config = pipeline.transformer.config
     past = pipeline.sink_size + pipeline.local_attn_size - 1
-    passes = (num_inference_steps * transformer_flops(config, num_envs, 1, past)
-              + transformer_flops(config, num_envs, 1, past, keys_only=True)) / num_envs
+    if isinstance(pipeline.transformer, WorldModelTransformer):
+        passes = (num_inference_steps * transformer_flops(config, num_envs, 1, past)
+                  + transformer_flops(config, num_envs, 1, past, keys_only=True)) / num_envs
+    else:  # an adapted backbone (worldsim.models.backbones): no closed form here, so its passes are counted
+        passes = _counted_cached_pass_flops(pipeline.transformer, num_inference_steps, past)
     latent = torch.zeros(1, config.in_channels, *pipeline.transformer.latent_size, device=pipeline.device)
     from worldsim.models.autoencoders import decode_latents
 
@@ -161,6 +166,26 @@ def config_flops_per_frame(pipeline, num_inference_steps: int, num_envs: int) ->
     heads_module = pipeline.heads_for()
     heads = count_flops(lambda: heads_module.predict(latent)) if heads_module is not None else 0
     return {"transformer": passes, "decoder": decoder, "heads": heads, "total": passes + decoder + heads}
+
+
+def _counted_cached_pass_flops(transformer, num_inference_steps: int, past: int) -> float:
+    """FLOPs of one env's imagined frame, counted by ``FlopCounterMode``: ``num_inference_steps`` cached denoising
+    passes and one cache-only pass against a cache of ``past`` frames."""
+    device = transformer.null_action.device
+    shape = (1, 1, transformer.config.in_channels, *transformer.latent_size)
+    action = torch.zeros(1, 1, transformer.config.action_dim, device=device)
+    cache = transformer.new_cache(1, local_attn_size=past + 1)
+    with torch.no_grad():
+        for _ in range(past):
+            transformer.forward_cached(torch.zeros(shape, device=device), torch.zeros(1, 1, device=device), action,
+                                       None, cache, update_cache=True, return_output=False)
+        timestep = torch.full((1, 1), 500.0, device=device)
+        denoise = count_flops(lambda: transformer.forward_cached(torch.zeros(shape, device=device), timestep, action,
+                                                                 None, cache))
+        write = count_flops(lambda: transformer.forward_cached(torch.zeros(shape, device=device), timestep, action,
+                                                               None, cache.reorder(torch.zeros(1, dtype=torch.long)),
+                                                               update_cache=True, return_output=False))
+    return float(num_inference_steps * denoise + write)
 
 
 # ---------------------------------------------------------------------------------------------------- training

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 import time
 
@@ -18,6 +19,7 @@ def cmd_bench(args) -> None:
 
     if args.block_causal_attention:
         set_block_causal_attention(args.block_causal_attention)
+        os.environ["WORLDSIM_BLOCK_CAUSAL_ATTENTION"] = args.block_causal_attention  # and the measuring subprocesses
     report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
                            args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,
                            device=args.device, progress=lambda line: print(line, flush=True), decoder=args.decoder,
@@ -68,9 +70,9 @@ def _add_bench(sub) -> None:
                    help="rollout lengths whose peak memory is measured, each in a fresh process")
     p.add_argument("--train-steps", type=int, default=10, help="timed training steps (0: skip)")
     p.add_argument("--train-batch-size", type=int, default=None, help="default: the model's run config")
-    p.add_argument("--block-causal-attention", choices=["auto", "dense", "frame-chunked", "flex"], default=None,
-                   help="how multi-frame block-causal attention is computed (training, multi-frame passes); default "
-                        "auto: frame-chunked SDPA on CUDA, one masked SDPA call elsewhere")
+    p.add_argument("--block-causal-attention", choices=["dense", "frame-chunked", "flex"], default=None,
+                   help="how multi-frame block-causal attention is computed (training, multi-frame passes): one "
+                        "masked SDPA call (default), one unmasked call per frame, or FlexAttention")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--markdown", help="write the table into this markdown file (between bench markers)")

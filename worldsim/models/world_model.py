@@ -68,8 +68,8 @@ def _xformers_ops():
         return None
 
 
-BLOCK_CAUSAL_MODES = ("auto", "dense", "frame-chunked", "flex")
-_block_causal_mode = os.environ.get("WORLDSIM_BLOCK_CAUSAL_ATTENTION", "auto")
+BLOCK_CAUSAL_MODES = ("dense", "frame-chunked", "flex")
+_block_causal_mode = "dense"
 
 
 def set_block_causal_attention(mode: str) -> str:
@@ -80,8 +80,9 @@ def set_block_causal_attention(mode: str) -> str:
             ``"frame-chunked"``: one unmasked SDPA call per frame, its queries against the keys up to its own frame
             (flash / memory-efficient kernels on CUDA, and the masked half of the work skipped);
             ``"flex"``: torch's FlexAttention with a block mask (fused under ``torch.compile``; eager it is a slow
-            reference); ``"auto"`` (default): frame-chunked on CUDA, dense elsewhere. The environment variable
-            ``WORLDSIM_BLOCK_CAUSAL_ATTENTION`` sets the default.
+            reference). ``"dense"`` is the default (frame-chunked pays one kernel launch per frame and layer, which
+            only frames of many tokens repay; no GPU measurement decides it yet). The environment variable
+            ``WORLDSIM_BLOCK_CAUSAL_ATTENTION`` sets the mode at import.
 
     Returns:
         The previous mode.
@@ -94,6 +95,10 @@ def set_block_causal_attention(mode: str) -> str:
         raise ValueError(f"block-causal attention mode {mode!r} is not one of {BLOCK_CAUSAL_MODES}")
     previous, _block_causal_mode = _block_causal_mode, mode
     return previous
+
+
+if "WORLDSIM_BLOCK_CAUSAL_ATTENTION" in os.environ:  # a typo must fail here, not fall back to dense unseen
+    set_block_causal_attention(os.environ["WORLDSIM_BLOCK_CAUSAL_ATTENTION"])
 
 
 def block_causal_attention() -> str:
@@ -142,11 +147,12 @@ def attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     unrestarted rollout), xformers' ``memory_efficient_attention`` is used instead (its layout is `(B, L, heads,
     d)`). ``mask`` is a boolean `(L, S)` or `(B, 1, L, S)`, True where a query may attend, or a :class:`BlockCausal`
     pattern, computed as :func:`set_block_causal_attention` says (every mode gives the same result).
+
+    Raises:
+        RuntimeError: shapes SDPA refuses (torch's message).
     """
     if isinstance(mask, BlockCausal):
         mode = _block_causal_mode
-        if mode == "auto":
-            mode = "frame-chunked" if query.device.type == "cuda" else "dense"
         if mode == "frame-chunked":
             return _frame_chunked(query, key, value, mask)
         if mode == "flex":

@@ -155,10 +155,13 @@ class TransformerConfig:
             if self.task_text_encoder is not None:
                 raise ValueError("a pretrained backbone keeps its own text conditioning: give transformer.text_states "
                                  "(its text encoder's output per task), not transformer.task_text_encoder")
-        elif any(value is not None for value in (self.backbone_path, self.backbone_config, self.text_states)) \
-                or self.lora_rank:
-            raise ValueError("transformer.backbone_path, backbone_config, text_states and lora_rank need "
-                             "transformer.backbone")
+        else:
+            given = [name for name in ("backbone_path", "backbone_config", "text_states", "lora_alpha")
+                     if getattr(self, name) is not None]
+            given += [name for name in ("lora_rank", "gradient_checkpointing") if getattr(self, name)]
+            if given:
+                raise ValueError(f"transformer.{given[0]} is for adapted backbones: it needs transformer.backbone "
+                                 "(worldsim's own transformer has no such setting)")
         if self.lora_rank < 0:
             raise ValueError(f"transformer.lora_rank must be >= 0 (0: full fine-tuning), got {self.lora_rank}")
         if self.text_states is not None and not self.condition_on_task:

@@ -299,13 +299,29 @@ def build_transformer(transformer_config, in_channels: int, sample_size, action_
     return model
 
 
+def ema_parameters(model) -> list[torch.nn.Parameter]:
+    """The parameters the EMA averages: all of them, or, for a model with LoRA layers, only the trainable ones (the
+    frozen backbone would cost a full copy of it for nothing)."""
+    if getattr(model, "has_lora", False):
+        return [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return list(model.parameters())
+
+
 def exported_ema_model(model, ema: EMAModel):
-    """The EMA weights as a plain model of the run's class, what a checkpoint folder holds: a fresh model from the
-    config with the EMA weights, or, for a model with LoRA layers (``transformer.lora_rank``), a copy with the EMA
-    weights and the LoRA factors merged into the backbone's weights."""
+    """The EMA weights as a plain model of the run's class: what a checkpoint folder holds.
+
+    Args:
+        model: the unwrapped model being trained.
+        ema: its ``EMAModel``, over :func:`ema_parameters` of ``model``.
+
+    Returns:
+        A fresh model from ``model``'s config holding the EMA weights; for a model with LoRA layers
+        (``transformer.lora_rank``), a copy whose trainable weights are the EMA ones, with the LoRA factors then merged
+        into the backbone's weights (the merge of averaged factors, not the average of merged weights).
+    """
     if getattr(model, "has_lora", False):
         exported = copy.deepcopy(model)
-        ema.copy_to(exported.parameters())
+        ema.copy_to(ema_parameters(exported))
         exported.merge_lora()
         return exported
     exported = type(model).from_config(model.config)
@@ -597,7 +613,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
-    ema = EMAModel(model.parameters(), decay=train_config.ema_decay, use_ema_warmup=True,
+    ema = EMAModel(ema_parameters(model), decay=train_config.ema_decay, use_ema_warmup=True,
                    model_cls=type(model), model_config=model.config)
 
     step = 0
@@ -742,7 +758,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                 optimizer.zero_grad(set_to_none=True)
             if not accelerator.sync_gradients:
                 continue
-            ema.step(accelerator.unwrap_model(model).parameters())
+            ema.step(ema_parameters(accelerator.unwrap_model(model)))
             step += 1
             # the global batch's loss: each process's share is scaled so that their mean is it
             global_loss = accelerator.reduce(loss.detach().float(), reduction="mean").item() if num_processes > 1 \

@@ -7,7 +7,7 @@ as the pretrained backbone. ``BACKBONES`` names them for configs (``transformer.
 
 from worldsim.models.backbones.wan import WanWorldModel, check_wan_config
 
-#: ``transformer.backbone`` name -> (adapter class, the diffusers class whose weights it loads)
+#: ``transformer.backbone`` name -> the adapter class
 BACKBONES = {"wan": WanWorldModel}
 
 __all__ = ["BACKBONES", "WanWorldModel", "check_wan_config"]

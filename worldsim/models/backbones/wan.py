@@ -100,6 +100,9 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
     Build one from downloaded weights with :meth:`from_backbone`.
     """
 
+    # Weights are kept in float32 and run under bf16 autocast (the pipeline and the trainer): the timestep embedder,
+    # modulation tables and norms that Wan keeps in float32 stay there. (No ``_keep_in_fp32_modules``: diffusers then
+    # forbids the exact, low_cpu_mem_usage=False loading that worldsim's loader uses to refuse mismatched weights.)
     _supports_gradient_checkpointing = True
     _no_split_modules = ["WanTransformerBlock"]
 
@@ -170,12 +173,18 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
         Raises:
             ValueError: a config :func:`check_wan_config` refuses, or weights that do not match it.
         """
-        pretrained = WanTransformer3DModel.from_pretrained(folder, use_safetensors=True)
-        model = cls(backbone_config=dict(pretrained.config), **kwargs)
-        missing, unexpected = model.backbone.load_state_dict(pretrained.state_dict(), strict=False)
-        if missing or unexpected:
-            raise ValueError(f"{folder}: the backbone's weights do not match its config (missing {missing[:6]}, "
-                             f"unexpected {unexpected[:6]})")
+        try:
+            pretrained, info = WanTransformer3DModel.from_pretrained(folder, use_safetensors=True,
+                                                                     output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as error:  # no folder, no safetensors, shapes that differ, ...
+            raise ValueError(f"{folder}: cannot load the backbone's weights: {str(error)[:400]}") from error
+        wrong = {kind: list(info.get(kind) or [])[:6] for kind in ("missing_keys", "unexpected_keys",
+                                                                   "mismatched_keys", "error_msgs") if info.get(kind)}
+        if wrong:  # diffusers only warns and initialises missing tensors at random: refuse instead
+            raise ValueError(f"{folder}: the backbone's weights do not match its config.json ({wrong})")
+        config = {key: value for key, value in dict(pretrained.config).items() if not key.startswith("_")}
+        model = cls(backbone_config=config, **kwargs)
+        model.backbone.load_state_dict(pretrained.state_dict())
         return model.to(pretrained.dtype)
 
     @property
@@ -211,7 +220,8 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
 
     def merge_lora(self) -> None:
         """Folds the LoRA factors into the backbone's weights and removes the peft layers, leaving a plain model
-        (what a saved folder holds); every weight is trainable again.
+        (what a saved folder holds); the backbone's weights are trainable again (the stored text states stay frozen).
+        The merge is exact for the current factors; merged EMA factors are not the EMA of merged weights.
 
         Raises:
             ValueError: the model has no LoRA layers.
@@ -244,22 +254,39 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
             self.task_text_states[index] = states.to(self.task_text_states)
 
     def rotary(self, num_frames: int, device, first_frame: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(T*N, head_dim/2)` of the backbone's rotary table at frame slots ``first_frame ..``."""
-        positions = torch.arange(first_frame, first_frame + num_frames, device=device)
-        cos, sin = self._angles(positions[None])
-        return cos[0, 0], sin[0, 0]
+        """cos, sin `(T*N, head_dim/2)` of the backbone's rotary table at frame slots ``first_frame ..`` (memoised).
+
+        Raises:
+            ValueError: a slot beyond the backbone's rotary table (``rope_max_seq_len``).
+        """
+        self._check_slot(first_frame + num_frames - 1)
+        key = (num_frames, first_frame, str(device))
+        memo = self.__dict__.setdefault("_rotary_memo", {})
+        if key not in memo:
+            if len(memo) > 256:
+                memo.clear()
+            cos, sin = self._angles(torch.arange(first_frame, first_frame + num_frames, device=device)[None])
+            memo[key] = (cos[0, 0], sin[0, 0])
+        return memo[key]
 
     def rotary_at(self, frame_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin `(B, 1, T*N, head_dim/2)` for per-row frame slots `(B, T)` long (a KV cache's restarted rows)."""
+        """cos, sin `(B, 1, T*N, head_dim/2)` for per-row frame slots `(B, T)` long (a KV cache's restarted rows).
+
+        Raises:
+            ValueError: a slot beyond the backbone's rotary table.
+        """
+        self._check_slot(int(frame_positions.max()))
         return self._angles(frame_positions)
+
+    def _check_slot(self, slot: int) -> None:
+        if slot >= self.backbone.rope.max_seq_len:
+            raise ValueError(f"frame slot {slot} is beyond the backbone's rotary table "
+                             f"({self.backbone.rope.max_seq_len} slots, rope_max_seq_len)")
 
     def _angles(self, frame_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         rope = self.backbone.rope
         device = frame_positions.device
         batch, frames = frame_positions.shape
-        if int(frame_positions.max()) >= rope.max_seq_len:
-            raise ValueError(f"frame slot {int(frame_positions.max())} is beyond the backbone's rotary table "
-                             f"({rope.max_seq_len} slots)")
         parts = []
         for table in (rope.freqs_cos, rope.freqs_sin):
             time, row, col = table.to(device).split([rope.t_dim, rope.h_dim, rope.w_dim], dim=1)
@@ -288,13 +315,12 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
     def _attend(self, block, x, cos, sin, mask, past, keys_only):
         """The block's self-attention over `(B, L, D)` tokens, block-causal, with cached history keys."""
         attn = block.attn1
-        query, key, value = attn.to_q(x), attn.to_k(x), attn.to_v(x)
-        key = attn.norm_k(key)  # Wan normalises across all heads before splitting them
+        key = attn.norm_k(attn.to_k(x))  # Wan normalises across all heads before splitting them
         key = rearrange(key, "b l (h d) -> b h l d", h=self.num_heads)
-        value = rearrange(value, "b l (h d) -> b h l d", h=self.num_heads)
+        value = rearrange(attn.to_v(x), "b l (h d) -> b h l d", h=self.num_heads)
         if keys_only:
             return None, key, value
-        query = rearrange(attn.norm_q(query), "b l (h d) -> b h l d", h=self.num_heads)
+        query = rearrange(attn.norm_q(attn.to_q(x)), "b l (h d) -> b h l d", h=self.num_heads)
         dtype = value.dtype
         q = apply_rope(query.float(), cos, sin).to(dtype)
         k = apply_rope(key.float(), cos, sin).to(dtype)
@@ -359,8 +385,9 @@ class WanWorldModel(FrameCausalVideoModel, ModelMixin, ConfigMixin):
                 hidden, k, v = torch.utils.checkpoint.checkpoint(self._block, *arguments, use_reentrant=False)
             else:
                 hidden, k, v = self._block(*arguments)
-            keys.append(k)
-            values.append(v)
+            if cache is not None or keys_only:  # a full forward pass (training) keeps no keys alive
+                keys.append(k)
+                values.append(v)
         if keys_only:
             return None, keys, values
         # 4. output modulation and unpatchify (Wan orders a token's outputs (p_t, p_h, p_w, C))
