@@ -18,8 +18,9 @@ backbone Astra adapts, Zhu et al. 2025) as ``self.backbone`` and runs its weight
   space, a shared mixture of action experts, a learned null action) and enter every block twice: added to the frame's
   adaLN modulation through a zero-initialised projection, and through a zero-initialised action-aware adapter after
   the cross-attention (Astra). A learned task vector joins the modulation the same way. Every new weight starts at
-  zero, so before fine-tuning the adapted model computes exactly what the backbone computes for the same frames
-  (``tests/test_backbones.py`` checks it against ``WanTransformer3DModel.forward``).
+  zero, so before fine-tuning the adapted model computes exactly what the backbone computes: for one frame what
+  ``WanTransformer3DModel.forward`` computes, for several what it computes with a block-causal attention mask and
+  per-token timesteps (``tests/test_backbones.py`` checks both).
 
 The model maps ``(sample (B, T, C, h, w), timestep (B, T), action (B, T, A)) -> velocity (B, T, C, h, w)``, the
 flow-matching velocity ``noise - sample_0`` that Wan itself is trained on, so worldsim's pipeline, env, ranking and
