@@ -98,8 +98,8 @@ def decode_video(path: str | Path, start_frame: int = 0, num_frames: int | None 
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file holds fewer frames than asked for (truncated or wrong metadata); the message names
-            the file, the range asked for and the count found.
+        ValueError: the file holds fewer frames than asked for (truncated or wrong metadata), no video stream, or
+            data FFmpeg cannot decode; the message names the file (and the range asked for and the count found).
         ImportError: neither PyAV nor OpenCV is installed.
     """
     path = Path(path)
@@ -122,8 +122,18 @@ def decode_video(path: str | Path, start_frame: int = 0, num_frames: int | None 
 
 
 def _decode_with_pyav(av, path: Path, start_frame: int, num_frames: int | None) -> list[np.ndarray]:
+    try:
+        return _pyav_frames(av, path, start_frame, num_frames)
+    except av.error.FFmpegError as error:  # a truncated or damaged file: FFmpeg finds no decoder, bad packets, ...
+        raise ValueError(f"{path}: FFmpeg cannot decode this video ({type(error).__name__}: {error}); the file is "
+                         "truncated or damaged") from error
+
+
+def _pyav_frames(av, path: Path, start_frame: int, num_frames: int | None) -> list[np.ndarray]:
     frames = []
     with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError(f"{path}: holds no video stream (a truncated or damaged file, or not a video)")
         stream = container.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate
         if start_frame > 0 and rate:
