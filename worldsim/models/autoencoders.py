@@ -113,8 +113,9 @@ def latent_normalization(autoencoder) -> tuple[torch.Tensor | float, torch.Tenso
     return autoencoder.config.shift_factor, autoencoder.config.scaling_factor
 
 
-def _as_device(value, like: torch.Tensor):
-    return value.to(like.device, like.dtype) if isinstance(value, torch.Tensor) else value
+def _as_device(value, device, dtype):
+    """A per-channel normalisation tensor moved to ``device`` / ``dtype``; a Python float is left as it is."""
+    return value.to(device, dtype) if isinstance(value, torch.Tensor) else value
 
 
 @torch.no_grad()
@@ -134,6 +135,7 @@ def encode_frames(autoencoder: AutoencoderKL | AutoencoderKLWan, frames: torch.T
     device = next(autoencoder.parameters()).device
     video = isinstance(autoencoder, AutoencoderKLWan)
     shift, scale = latent_normalization(autoencoder)
+    shift, scale = _as_device(shift, device, torch.float32), _as_device(scale, device, torch.float32)
     outputs = []
     for chunk in flat.split(batch_size):
         pixels = frames_to_pixels(chunk.to(device))
@@ -141,7 +143,7 @@ def encode_frames(autoencoder: AutoencoderKL | AutoencoderKLWan, frames: torch.T
             z = autoencoder.encode(pixels.unsqueeze(2)).latent_dist.mean[:, :, 0].float()
         else:
             z = autoencoder.encode(pixels).latent_dist.mean.float()
-        outputs.append((z - _as_device(shift, z)) * _as_device(scale, z))
+        outputs.append((z - shift) * scale)
     latents = torch.cat(outputs)
     return latents.reshape(*lead, *latents.shape[1:])
 
@@ -205,13 +207,16 @@ def decode_latents(decoder: AutoencoderKL | AutoencoderKLWan | LightDecoder, lat
     flat = latents.reshape(-1, *latents.shape[-3:])
     parameter = next(decoder.parameters(), None)  # a statically quantized light decoder has none left
     dtype = torch.float32 if parameter is None else parameter.dtype
+    light = isinstance(decoder, LightDecoder)
+    shift, scale = (0.0, 1.0) if light else latent_normalization(decoder)
+    shift, scale = _as_device(shift, flat.device, dtype), _as_device(scale, flat.device, dtype)
     outputs = []
     for chunk in flat.split(batch_size):
-        if isinstance(decoder, LightDecoder):
-            outputs.append(pixels_to_frames(decoder(chunk.to(dtype))))
+        latent = chunk.to(dtype)
+        if light:
+            outputs.append(pixels_to_frames(decoder(latent)))
             continue
-        shift, scale = latent_normalization(decoder)
-        z = chunk.to(dtype) / _as_device(scale, chunk.to(dtype)) + _as_device(shift, chunk.to(dtype))
+        z = latent / scale + shift
         if isinstance(decoder, AutoencoderKLWan):
             outputs.append(pixels_to_frames(decoder.decode(z.unsqueeze(2)).sample[:, :, 0]))
         else:
