@@ -301,3 +301,120 @@ def test_a_wan_vae_encodes_single_frames_and_serves_as_the_models_autoencoder(pu
 def frames_to_clip(frames: torch.Tensor) -> torch.Tensor:
     """uint8 `(B, H, W, 3)` -> one-frame clips `(B, 3, 1, H, W)` in [-1, 1]."""
     return (frames.permute(0, 3, 1, 2).float() / 127.5 - 1.0).unsqueeze(2)
+
+
+def tiny_wan_vae(temperal_downsample=(True, True)):
+    """A tiny random ``AutoencoderKLWan``: 4 latent channels, 4x spatial and (by default) 4x temporal compression."""
+    from diffusers import AutoencoderKLWan
+
+    torch.manual_seed(4)
+    return AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2, 2], num_res_blocks=1,
+                            temperal_downsample=list(temperal_downsample),
+                            latents_mean=[0.1, -0.2, 0.3, 0.0], latents_std=[2.0, 1.0, 0.5, 1.5]).eval()
+
+
+def decode_whole(vae, latents: torch.Tensor) -> torch.Tensor:
+    """Normalised latents `(B, n, C, h, w)` decoded by the VAE's own ``decode`` in one call -> `(B, F, H, W, 3)`."""
+    from worldsim.models.autoencoders import latent_normalization, pixels_to_frames
+
+    shift, scale = latent_normalization(vae)
+    with torch.no_grad():
+        pixels = vae.decode((latents / scale + shift).transpose(1, 2)).sample
+    return pixels_to_frames(pixels.transpose(1, 2))
+
+
+def test_streaming_decode_through_the_vae_cache_equals_decoding_the_whole_clip():
+    from worldsim.models.autoencoders import VideoDecoderCache, check_video_autoencoder, encode_video
+
+    vae = tiny_wan_vae()
+    frames = torch.randint(0, 255, (3, 13, 16, 16, 3), dtype=torch.uint8)
+    latents = encode_video(vae, frames)
+    assert latents.shape == (3, 4, 4, 4, 4)  # the first frame alone, then 3 latent frames of 4
+    torch.testing.assert_close(encode_video(vae, frames[:, :5]), latents[:, :2])  # causal: later frames change nothing
+    whole = decode_whole(vae, latents)
+    cache = VideoDecoderCache(vae)
+    pieces = [cache.decode(latents[:, :2]), cache.decode(latents[:, 2:3]), cache.decode(latents[:, 3:])]
+    assert [piece.shape[1] for piece in pieces] == [5, 4, 4]
+    assert torch.equal(torch.cat(pieces, dim=1), whole)
+    # a vector env's reset: row 1 restarts from a one-latent context while rows 0 and 2 carry on
+    running = VideoDecoderCache(vae)
+    running.decode(latents[:, :3])
+    fresh = VideoDecoderCache(vae)
+    fresh.decode(latents[2:3, :1])
+    running.select(torch.tensor([0, 0]))  # a copy: the running cache is not touched
+    running.splice(torch.tensor([1]), fresh)
+    stepped = running.decode(torch.stack([latents[0, 3], latents[2, 1], latents[2, 3]])[:, None])
+    assert torch.equal(stepped[0], whole[0, 9:])
+    assert torch.equal(stepped[1], whole[2, 1:5])  # as if row 1 had decoded clip 2 from its start
+    assert torch.equal(stepped[2], whole[2, 9:])
+    with pytest.raises(ValueError, match=r"1 \+ 4 m"):
+        encode_video(vae, frames[:, :4])
+    with pytest.raises(ValueError, match="compresses time 2x"):
+        check_video_autoencoder(tiny_wan_vae((False, True)))
+
+
+def test_grouped_actions_line_up_with_latent_frames():
+    from worldsim.training.train_world_model import grouped_actions, latent_episode_lengths
+
+    episode_from, episode_to = np.array([0, 10]), np.array([10, 13])  # 10 and 3 frames
+    assert latent_episode_lengths(episode_from, episode_to, 4).tolist() == [3, 1]  # 1 + 9 // 4, 1 + 2 // 4
+    action = np.arange(13, dtype=np.float32)[:, None] * np.array([[1.0, -1.0]], dtype=np.float32)
+    grouped = grouped_actions(action, episode_from, episode_to, 4, width=3)
+    assert grouped.shape == (4, 12)
+    rows = grouped.reshape(4, 4, 3)
+    assert rows[0, :, 0].tolist() == [0, 1, 2, 3] and rows[1, :, 0].tolist() == [4, 5, 6, 7]  # after latents 0, 1
+    assert rows[2, :, 0].tolist() == [8, 9, 0, 0]  # the episode ends: padded with zeros
+    assert rows[3, :, 0].tolist() == [10, 11, 12, 0] and rows[0, :, 1].tolist() == [0, -1, -2, -3]
+    assert not rows[..., 2].any()  # each action padded to the width
+
+
+def test_a_time_compressed_model_trains_and_imagines_four_frames_a_step(pusht_dataset, tmp_path):
+    from worldsim.envs import WorldModelVectorEnv
+    from worldsim.models.autoencoders import encode_video
+    from worldsim.training.train_world_model import train_world_model
+
+    vae = tiny_wan_vae()
+    vae.save_pretrained(tmp_path / "vae")
+    config = load_config("configs/pusht.yaml", _wan_overrides(pusht_dataset, tmp_path) + [
+        f"train.autoencoder={tmp_path / 'vae'}", "train.temporal_compression=true", "train.max_steps=2",
+        "train.validation_frames=8"])
+    final = train_world_model(config, progress=False)
+    assert (final / "validation.mp4").is_file()
+    pipeline = WorldModelPipeline.from_pretrained(final)
+    assert pipeline.frames_per_latent == 4 and pipeline.transformer.config.action_dim == 8  # 4 grouped 2-D actions
+    start = pipeline.start_frames
+    assert start["frames"].shape[1:] == (5, 16, 16, 3) and start["action"].shape[1:] == (4, 2)
+    # open loop: 8 actions -> 8 frames, exactly the VAE's decoding of context + imagined latents in one call
+    pipeline.metadata["bf16"] = False  # float32 throughout, so that the two decodings can be compared exactly
+    action = np.random.default_rng(0).uniform(0, 512, (2, 8, 2)).astype(np.float32)
+    frames, latents = pipeline.rollout(start["frames"][:2].numpy(), start["action"][:2].numpy(), action,
+                                       generator=torch.Generator().manual_seed(0), return_latents=True)
+    assert frames.shape == (2, 8, 16, 16, 3) and latents.shape == (2, 2, 4, 4, 4)
+    context = encode_video(pipeline.autoencoder, start["frames"][:2])
+    whole = decode_whole(pipeline.autoencoder, torch.cat([context, torch.from_numpy(latents)], dim=1))
+    assert np.abs(whole[:, 5:].int().numpy() - frames.astype(np.int32)).max() <= 1
+    pipeline.metadata["bf16"] = True
+    with pytest.raises(ValueError, match="multiple of 4"):
+        pipeline.rollout(start["frames"][:1].numpy(), start["action"][:1].numpy(), action[:1, :3])
+    with pytest.raises(ValueError, match="only its video VAE decodes"):
+        pipeline.set_decoder("light")
+    from worldsim.embodiments.pusht.zoo import CentroidPusher, StandStill
+    from worldsim.evaluation.rank import rank_policies
+
+    with pytest.raises(ValueError, match="ranking .* each hold 4 video frames"):
+        rank_policies(pipeline, {"still": StandStill(), "pusher": CentroidPusher()}, num_states=2, horizon=2)
+    # the env: a step is 4 actions and 4 frames
+    env = gym.make("worldsim/WorldModel-v0", model=pipeline)
+    assert env.action_space.shape == (4, 2)
+    check_env(env.unwrapped, skip_render_check=True)
+    observation, _ = env.reset(seed=0)
+    observation, _, _, _, info = env.step(env.action_space.sample())
+    assert info["frames"].shape == (4, 16, 16, 3) and np.array_equal(observation, info["frames"][-1])
+    with pytest.raises(ValueError, match=r"expected \(4, 2\)"):
+        env.step(np.zeros(2, dtype=np.float32))
+    # the vector env: sub-env 0 ends after one step and restarts while sub-env 1 carries on
+    vector = WorldModelVectorEnv(pipeline, num_envs=2, max_episode_steps=1)
+    vector.reset(seed=0)
+    for _ in range(3):
+        observations, _, _, truncations, infos = vector.step(vector.action_space.sample())
+        assert observations.shape == (2, 16, 16, 3) and infos["frames"].shape == (2, 4, 16, 16, 3)

@@ -28,9 +28,9 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.utils import batch_space
 
 from worldsim.constants import ACTION
-from worldsim.data.spaces import flatten_action, space_to_json
-from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space,
-                                          env_sampler, predict_outcomes, start_clips, validate_action)
+from worldsim.data.spaces import space_to_json
+from worldsim.envs.world_model_env import (NO_OUTCOME_NOTE, embodiment_action_space, env_action, env_action_space,
+                                          env_sampler, predict_outcomes, start_clips)
 from worldsim.pipelines.sampler import SamplerSettings
 from worldsim.envs.observations import ObservationLayout
 from worldsim.pipelines.world_model import WorldModelPipeline
@@ -131,12 +131,14 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.layout = ObservationLayout(self.pipeline, self.embodiment.name,
                                         self._start is not None and "state" in self._start[2])
         self.single_observation_space = self.layout.space()
-        self.single_action_space = embodiment_action_space(self.embodiment)
+        self.single_action_space = env_action_space(self.pipeline, self.embodiment)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self._space_json = space_to_json(self.single_action_space)
+        self._space_json = space_to_json(embodiment_action_space(self.embodiment))
+        self._group = self.pipeline.frames_per_latent
         # the flat action fed to a sub-env that is restarting this step (its frame is thrown away)
-        self._placeholder = flatten_action(self._space_json, self.single_action_space.sample())
+        self._placeholder = env_action(self.single_action_space.sample(), self.single_action_space, self._space_json,
+                                       self._group)
         #: the sampler, resolved once (the loose settings above are shorthands for it)
         self.sampler = env_sampler(self.pipeline, sampler, num_inference_steps, timestep_spacing, context_noise,
                                    action_guidance_scale, decoder)
@@ -302,7 +304,9 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         return infos
 
     def step(self, actions):
-        """Imagines the next frame of every sub-env in one batched pass.
+        """Imagines the next frame of every sub-env in one batched pass. For a model of ``k > 1`` frames per latent
+        frame each action is ``k`` actions and ``infos["frames"]`` `(N, k, H, W, 3)` uint8 holds every imagined frame
+        (the observation shows the last).
 
         Raises:
             RuntimeError: called before ``reset``.
@@ -312,13 +316,13 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         if self._state is None:
             raise RuntimeError("call reset() before step()")
         rows = _rows_of(actions, self.single_action_space, self.num_envs)
-        flat = np.empty((self.num_envs, self.embodiment.action_dim), dtype=np.float32)
+        flat = np.empty((self.num_envs, *self._placeholder.shape), dtype=np.float32)
         for index, action in enumerate(rows):
             if self._autoreset[index]:  # NEXT_STEP autoreset: this sub-env's action is ignored
                 flat[index] = self._placeholder
                 continue
             try:
-                flat[index] = flatten_action(self._space_json, validate_action(action, self.single_action_space))
+                flat[index] = env_action(action, self.single_action_space, self._space_json, self._group)
             except ValueError as error:
                 raise ValueError(f"sub-env {index}: {error}") from None
         restarting = np.flatnonzero(self._autoreset)
@@ -333,6 +337,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         else:
             self._state = self.pipeline.step(self._state, flat, generator=generator, **self.sampler.step_kwargs())
         self._frames = self._state.frames.cpu().numpy().copy()
+        chunks = None if self._state.chunk_frames is None else self._state.chunk_frames.cpu().numpy().copy()
         self._steps += 1
         rewards, terminations, outcomes = predict_outcomes(self.pipeline, self._frames, self.scorer, self.task,
                                                            self.embodiment.name, self._state.frame_latents)
@@ -347,7 +352,11 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
             terminations[restarting] = False
             rewards[restarting] = 0.0
         self._autoreset = terminations | truncations
-        return self._observe(), rewards, terminations, truncations, self._infos(outcomes)
+        infos = self._infos(outcomes)
+        if chunks is not None:  # every frame of the step; a restarted sub-env shows its new context's last
+            chunks[restarting] = self._frames[restarting][:, None]
+            infos["frames"] = chunks
+        return self._observe(), rewards, terminations, truncations, infos
 
     def render(self):
         """The N current frames `(N, H, W, 3)` uint8 with ``render_mode="rgb_array"``, else None."""

@@ -132,6 +132,37 @@ def embodiment_action_space(embodiment) -> gym.Space:
     return gym.spaces.Box(bounds.minimum, bounds.maximum, dtype=np.float32)
 
 
+def env_action_space(pipeline: WorldModelPipeline, embodiment) -> gym.Space:
+    """The action space an imagined env of ``embodiment`` steps with: :func:`embodiment_action_space`, or for a model
+    whose latent frames each hold ``k > 1`` video frames (:attr:`WorldModelPipeline.frames_per_latent`) a Box of
+    shape ``(k, *shape)``: the ``k`` actions of one step, in time order, each within the embodiment's Box.
+
+    Raises:
+        ValueError: ``k > 1`` with an action space that is not a Box.
+    """
+    space = embodiment_action_space(embodiment)
+    group = pipeline.frames_per_latent
+    if group == 1:
+        return space
+    if not isinstance(space, gym.spaces.Box):
+        raise ValueError(f"a model of {group} frames per step groups Box actions; {embodiment.name!r} acts in {space}")
+    return gym.spaces.Box(np.broadcast_to(space.low, (group, *space.shape)).copy(),
+                          np.broadcast_to(space.high, (group, *space.shape)).copy(), dtype=space.dtype)
+
+
+def env_action(action: Any, space: gym.Space, space_json: dict, group: int) -> np.ndarray:
+    """A validated env action in the flat layout :meth:`WorldModelPipeline.step` takes: `(A,)` float32, or
+    `(k, A)` for a step of ``group = k > 1`` actions (``space`` from :func:`env_action_space`).
+
+    Raises:
+        ValueError: as :func:`validate_action`.
+    """
+    valid = validate_action(action, space)
+    if group == 1:
+        return flatten_action(space_json, valid)
+    return np.asarray(valid, dtype=np.float32).reshape(group, -1)
+
+
 def validate_action(action: Any, space: gym.Space) -> Any:
     """Checks an action against its space and returns it in canonical form.
 
@@ -241,8 +272,8 @@ class WorldModelEnv(gym.Env):
             raise ValueError(f"render_mode {render_mode!r} not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
         self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.embodiment.fps}
-        self.action_space = embodiment_action_space(self.embodiment)
-        self._space_json = space_to_json(self.action_space)
+        self.action_space = env_action_space(self.pipeline, self.embodiment)
+        self._space_json = space_to_json(embodiment_action_space(self.embodiment))
         #: the sampler, resolved once (the loose settings above are shorthands for it)
         self.sampler = env_sampler(self.pipeline, sampler, num_inference_steps, timestep_spacing, context_noise,
                                    action_guidance_scale, decoder)
@@ -317,7 +348,9 @@ class WorldModelEnv(gym.Env):
         return info
 
     def step(self, action):
-        """Imagines the frame that follows ``action``.
+        """Imagines the frame that follows ``action``. For a model of ``k > 1`` frames per latent frame, ``action``
+        is ``k`` actions (:func:`env_action_space`), the observation shows the last of the ``k`` imagined frames and
+        ``info["frames"]`` holds all of them, `(k, H, W, 3)` uint8.
 
         Raises:
             RuntimeError: called before ``reset``.
@@ -325,7 +358,7 @@ class WorldModelEnv(gym.Env):
         """
         if self._state is None:
             raise RuntimeError("call reset() before step()")
-        action = flatten_action(self._space_json, validate_action(action, self.action_space))
+        action = env_action(action, self.action_space, self._space_json, self.pipeline.frames_per_latent)
         disagreement = None
         self.pipeline.set_decoder(self.decoder)  # the pipeline may be shared with an env that decodes otherwise
         if self.disagreement_samples > 1:
@@ -340,8 +373,10 @@ class WorldModelEnv(gym.Env):
                                                         self.embodiment.name, self._state.frame_latents)
         if disagreement is not None:
             outcomes["disagreement"] = disagreement
-        return self.layout.single(self._observation_batch(), 0), float(reward[0]), bool(terminated[0]), False, \
-            self._info(outcomes)
+        info = self._info(outcomes)
+        if self._state.chunk_frames is not None:
+            info["frames"] = self._state.chunk_frames[0].cpu().numpy()
+        return self.layout.single(self._observation_batch(), 0), float(reward[0]), bool(terminated[0]), False, info
 
     def render(self):
         if self.render_mode == "rgb_array":

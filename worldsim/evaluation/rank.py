@@ -440,6 +440,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
     from worldsim.embodiments import resolve_embodiment
     from worldsim.envs.world_model_env import embodiment_action_space
 
+    pipeline.require_per_frame("ranking (one policy action per video frame)")
     name, plugin = resolve_embodiment(pipeline, embodiment)
     action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
     if len(policies) < 2:
@@ -558,6 +559,7 @@ def rank_from_dataset(pipeline, policies: dict, dataset, num_states: int | None 
     from worldsim.embodiments import resolve_embodiment
     from worldsim.envs.world_model_env import embodiment_action_space
 
+    pipeline.require_per_frame("ranking (one policy action per video frame)")
     name, plugin = resolve_embodiment(pipeline, embodiment)
     action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
     sources = dataset if isinstance(dataset, (list, tuple)) else [dataset]

@@ -223,3 +223,173 @@ def decode_latents(decoder: AutoencoderKL | AutoencoderKLWan | LightDecoder, lat
             outputs.append(pixels_to_frames(decoder.decode(z).sample))
     frames = torch.cat(outputs)
     return frames.reshape(*lead, *frames.shape[1:])
+
+
+#: video frames Wan's causal encoder reads per step after the first frame (``AutoencoderKLWan._encode``)
+WAN_ENCODER_CHUNK = 4
+
+
+def temporal_compression(autoencoder) -> int:
+    """Video frames per latent frame of ``autoencoder`` after its first frame: ``2 ** (temporal downsamplings)`` for an
+    ``AutoencoderKLWan`` (4 for Wan 2.1's VAE), 1 for a per-frame ``AutoencoderKL`` or :class:`LightDecoder`."""
+    if isinstance(autoencoder, AutoencoderKLWan):
+        return 2 ** sum(bool(flag) for flag in autoencoder.config.temperal_downsample)
+    return 1
+
+
+def check_video_autoencoder(autoencoder) -> int:
+    """The frames per latent frame of a VAE used on whole clips (:func:`encode_video`), checked.
+
+    Raises:
+        ValueError: not an ``AutoencoderKLWan``; a temporal compression other than the 4 frames its encoder reads per
+            step (its latents would not line up with its chunks); a VAE that patchifies (Wan 2.2's ``patch_size``).
+    """
+    if not isinstance(autoencoder, AutoencoderKLWan):
+        raise ValueError(f"temporal compression needs an AutoencoderKLWan, got {type(autoencoder).__name__}")
+    factor = temporal_compression(autoencoder)
+    if factor != WAN_ENCODER_CHUNK:
+        raise ValueError(f"the VAE compresses time {factor}x (temperal_downsample="
+                         f"{list(autoencoder.config.temperal_downsample)}); grouping actions needs the {WAN_ENCODER_CHUNK}x "
+                         f"that matches its encoder's {WAN_ENCODER_CHUNK}-frame steps, as Wan 2.1's VAE has")
+    if autoencoder.config.get("patch_size") is not None:
+        raise ValueError(f"a VAE with patch_size {autoencoder.config.patch_size} is not supported for whole clips")
+    return factor
+
+
+@torch.no_grad()
+def encode_video(autoencoder: AutoencoderKLWan, frames: torch.Tensor) -> torch.Tensor:
+    """Encodes clips with a causal video VAE, time compressed: the first frame alone, then every ``k`` frames
+    (:func:`temporal_compression`) into one latent frame, normalised per channel as :func:`encode_frames`.
+
+    Args:
+        frames: `(B, T, H, W, 3)` uint8 with ``T = 1 + k * m``.
+
+    Returns:
+        `torch.Tensor` `(B, 1 + m, C, h, w)` float32 (the posterior mean). Latent ``j >= 1`` holds frames
+        ``k (j - 1) + 1 .. k j``; being causal, it depends on no later frame.
+
+    Raises:
+        ValueError: ``T - 1`` is not a multiple of ``k``, or the VAE is refused by :func:`check_video_autoencoder`.
+    """
+    factor = check_video_autoencoder(autoencoder)
+    if frames.ndim != 5 or (frames.shape[1] - 1) % factor:
+        raise ValueError(f"clips must be (B, 1 + {factor} m, H, W, 3) uint8 for a VAE that compresses time "
+                         f"{factor}x, got {tuple(frames.shape)}")
+    device = next(autoencoder.parameters()).device
+    shift, scale = latent_normalization(autoencoder)
+    shift, scale = _as_device(shift, device, torch.float32), _as_device(scale, device, torch.float32)
+    outputs = []
+    for clip in frames:  # one clip at a time: the encoder's causal cache is per call
+        pixels = rearrange(frames_to_pixels(clip.to(device)), "t c h w -> 1 c t h w")
+        z = autoencoder.encode(pixels).latent_dist.mean[0].float()  # (C, 1 + m, h, w)
+        outputs.append((rearrange(z, "c t h w -> t c h w") - shift) * scale)
+    return torch.stack(outputs)
+
+
+class VideoDecoderCache:
+    """Streaming decoding through a causal video VAE's temporal cache, one latent frame at a time, for a batch of
+    rollouts: what lets an imagined env decode each new latent frame into its ``k`` video frames exactly as decoding
+    the whole latent sequence at once would (diffusers' ``AutoencoderKLWan._decode`` loops over latent frames with the
+    same per-layer cache; this keeps that cache between calls instead of clearing it).
+
+    The cache is one entry per causal convolution of the decoder: None before the first latent frame, the marker
+    ``"Rep"`` (the temporal upsampler's "no previous frame"), or the last one or two frames of that layer's input,
+    `(B, c, 1 or 2, h', w')`. A one-frame entry and the marker both mean zeros before it, which is how rows whose
+    histories differ in length are merged (:meth:`splice`).
+
+    Args:
+        autoencoder: an ``AutoencoderKLWan`` (:func:`check_video_autoencoder`).
+
+    Raises:
+        ValueError: a VAE that :func:`check_video_autoencoder` refuses.
+    """
+
+    def __init__(self, autoencoder: AutoencoderKLWan):
+        from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+
+        self.frames_per_latent = check_video_autoencoder(autoencoder)
+        self.autoencoder = autoencoder
+        self.num_entries = sum(isinstance(module, WanCausalConv3d) for module in autoencoder.decoder.modules())
+        self.entries: list | None = None  # None: nothing decoded yet
+        self.batch_size: int | None = None
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Decodes the next latent frames of every rollout, continuing from those decoded before.
+
+        Args:
+            latents: `(B, n, C, h, w)` normalised latents (as :func:`encode_video` gives), the same ``B`` at every
+                call.
+
+        Returns:
+            `torch.Tensor` `(B, F, H, W, 3)` uint8, ``F = k n``, or ``1 + k (n - 1)`` when these are the first
+            latent frames (the first latent frame holds one video frame).
+
+        Raises:
+            ValueError: a batch size other than the cache's.
+        """
+        if latents.ndim != 5:
+            raise ValueError(f"latents must be (B, n, C, h, w), got {tuple(latents.shape)}")
+        if self.batch_size is not None and latents.shape[0] != self.batch_size:
+            raise ValueError(f"this decoder cache holds {self.batch_size} rollouts, got latents of {latents.shape[0]}")
+        vae = self.autoencoder
+        parameter = next(vae.parameters())
+        shift, scale = latent_normalization(vae)
+        shift, scale = _as_device(shift, latents.device, parameter.dtype), _as_device(scale, latents.device,
+                                                                                      parameter.dtype)
+        z = rearrange(latents.to(parameter.dtype) / scale + shift, "b t c h w -> b c t h w")
+        x = vae.post_quant_conv(z)  # a 1 x 1 x 1 convolution: frame by frame
+        outputs = []
+        for index in range(x.shape[2]):
+            first = self.entries is None
+            if first:
+                self.entries, self.batch_size = [None] * self.num_entries, latents.shape[0]
+            outputs.append(vae.decoder(x[:, :, index:index + 1], feat_cache=self.entries, feat_idx=[0],
+                                       first_chunk=first))
+        pixels = torch.cat(outputs, dim=2).clamp(-1.0, 1.0)
+        return pixels_to_frames(rearrange(pixels, "b c t h w -> b t c h w"))
+
+    def select(self, rows: torch.Tensor) -> "VideoDecoderCache":
+        """A new cache of the rollouts ``rows`` `(R,)` long (repeats allowed); ``self`` is left as it is."""
+        out = VideoDecoderCache.__new__(VideoDecoderCache)
+        out.frames_per_latent, out.autoencoder, out.num_entries = self.frames_per_latent, self.autoencoder, \
+            self.num_entries
+        out.batch_size = None if self.entries is None else len(rows)
+        out.entries = None if self.entries is None else [
+            entry[rows.to(entry.device)].clone() if isinstance(entry, torch.Tensor) else entry
+            for entry in self.entries]
+        return out
+
+    def splice(self, rows: torch.Tensor, fresh: "VideoDecoderCache") -> None:
+        """Replaces the cache of the rollouts ``rows`` `(R,)` with ``fresh``'s (a cache of R rollouts that decoded
+        their own history), in place: what a vector env's reset of some sub-envs needs.
+
+        Raises:
+            ValueError: either cache has decoded nothing yet, or ``fresh`` does not hold ``len(rows)`` rollouts.
+        """
+        if self.entries is None or fresh.entries is None:
+            raise ValueError("splice needs caches that have decoded their context")
+        if fresh.batch_size != len(rows):
+            raise ValueError(f"fresh cache holds {fresh.batch_size} rollouts for {len(rows)} rows")
+        merged = []
+        for mine, theirs in zip(self.entries, fresh.entries):
+            if not isinstance(mine, torch.Tensor) and not isinstance(theirs, torch.Tensor):
+                merged.append(mine)  # both "no previous frame yet"
+                continue
+            like = mine if isinstance(mine, torch.Tensor) else theirs
+            length = max(entry.shape[2] for entry in (mine, theirs) if isinstance(entry, torch.Tensor))
+            mine = _left_padded(mine, self.batch_size, like, length)
+            mine[rows.to(mine.device)] = _left_padded(theirs, len(rows), like, length).to(mine.dtype)
+            merged.append(mine)
+        self.entries = merged
+
+
+def _left_padded(entry, batch: int, like: torch.Tensor, length: int) -> torch.Tensor:
+    """A decoder-cache entry as a `(batch, c, length, h, w)` tensor: the marker becomes zeros, a shorter history gets
+    zero frames before it (what the causal convolution pads with)."""
+    if not isinstance(entry, torch.Tensor):
+        return like.new_zeros((batch, like.shape[1], length, *like.shape[3:]))
+    if entry.shape[2] < length:
+        entry = torch.cat([entry.new_zeros((batch, entry.shape[1], length - entry.shape[2], *entry.shape[3:])), entry],
+                          dim=2)
+    return entry.clone()

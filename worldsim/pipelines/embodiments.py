@@ -49,6 +49,9 @@ def embodiments_from_metadata(metadata: dict, transformer: WorldModelTransformer
     else:
         entries = metadata["embodiments"]
     known = transformer.embodiment_names if transformer.config.embodiments else None
+    # a time-compressed model reads k grouped actions per latent frame, each of the per-step width
+    group = int(metadata.get("frames_per_latent", 1))
+    width = transformer.config.action_dim // group
     out = {}
     for name, entry in entries.items():
         if known is not None and name not in known:
@@ -56,9 +59,9 @@ def embodiments_from_metadata(metadata: dict, transformer: WorldModelTransformer
         spec = Embodiment(name, None if known is None else known.index(name), entry.get("action_space"),
                           ActionNormalizer.from_dict(entry["action_normalizer"]), entry.get("env_id"),
                           int(entry.get("fps", metadata.get("fps", 10))))
-        if spec.action_dim > transformer.config.action_dim or (known is None and
-                                                               spec.action_dim != transformer.config.action_dim):
+        if spec.action_dim > width or (known is None and spec.action_dim != width):
             raise ValueError(f"embodiment {name!r}: action_normalizer has {spec.action_dim} dimensions but the "
-                             f"transformer expects action_dim={transformer.config.action_dim}")
+                             f"transformer expects action_dim={transformer.config.action_dim}"
+                             + (f" ({group} grouped actions of {width})" if group > 1 else ""))
         out[name] = spec
     return out

@@ -33,7 +33,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from worldsim.constants import OBS_IMAGE
-from worldsim.models.autoencoders import LightDecoder, decode_latents, encode_frames
+from worldsim.models.autoencoders import (LightDecoder, VideoDecoderCache, decode_latents, encode_frames, encode_video,
+                                          temporal_compression)
 from worldsim.models.heads import OutcomeHeads
 from worldsim.models.kv_cache import FrameKVCache
 from worldsim.models.world_model import WorldModelTransformer
@@ -77,6 +78,11 @@ class RolloutState:
             given), or None for a model without task conditioning.
         observation_state: `(B, S)` float32 env units, the newest frame's ``observation.state`` (given with the
             context, then predicted by the embodiment's state predictor at every step), or None.
+        decoder_cache: for a model on a time-compressing video VAE (:attr:`WorldModelPipeline.frames_per_latent`
+            ``k > 1``), the VAE decoder's temporal cache over the history
+            (:class:`~worldsim.models.autoencoders.VideoDecoderCache`), else None.
+        chunk_frames: `(B, k, H, W, 3)` uint8, every video frame of the newest latent frame when ``k > 1`` (``frames``
+            is the last of them), else None.
     """
 
     latents: torch.Tensor
@@ -89,6 +95,8 @@ class RolloutState:
     frame_latents: torch.Tensor | None = None
     task: torch.Tensor | None = None
     observation_state: torch.Tensor | None = None
+    decoder_cache: VideoDecoderCache | None = None
+    chunk_frames: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.cache is not None and self.cache_version < 0:
@@ -124,9 +132,11 @@ class RolloutState:
             return None if value is None else value[rows.to(value.device)].clone()
 
         cache = None if self.cache is None else self.cache.reorder(rows.to(self.cache.keys.device))
+        decoder_cache = None if self.decoder_cache is None else self.decoder_cache.select(rows)
         return RolloutState(pick(self.latents), pick(self.action), pick(self.frames), self.num_steps, cache,
                             embodiment=self.embodiment, frame_latents=pick(self.frame_latents), task=pick(self.task),
-                            observation_state=pick(self.observation_state))
+                            observation_state=pick(self.observation_state), decoder_cache=decoder_cache,
+                            chunk_frames=pick(self.chunk_frames))
 
 
 
@@ -180,6 +190,14 @@ class WorldModelPipeline:
         for key in ("window_size", "image_size"):
             if key not in self.metadata:
                 raise ValueError(f"pipeline metadata lacks {key!r}")
+        if self.frames_per_latent != 1:
+            if temporal_compression(self.autoencoder) != self.frames_per_latent:
+                raise ValueError(f"the metadata groups {self.frames_per_latent} frames per latent frame, but the "
+                                 f"autoencoder compresses time {temporal_compression(self.autoencoder)}x")
+            if self.transformer.config.action_dim % self.frames_per_latent:
+                raise ValueError(f"the transformer's action width {self.transformer.config.action_dim} is not "
+                                 f"{self.frames_per_latent} grouped actions")
+            self.frame_decoder = self.autoencoder  # a light decoder is per frame: it cannot follow the VAE's time
         #: outcome heads by embodiment name (None: heads trained before heads named their embodiment, for any)
         #: ``observation.state`` predictors by embodiment name (:class:`~worldsim.models.state.StatePredictor`)
         self.state_predictors: dict = {}
@@ -272,6 +290,9 @@ class WorldModelPipeline:
         if name in (None, "full"):
             self.frame_decoder = self.autoencoder
         elif name == "light":
+            if self.frames_per_latent != 1:
+                raise ValueError("this model's latent frames each hold several video frames, which only its video "
+                                 "VAE decodes; use decoder='full'")
             if self.decoder is None:
                 raise ValueError("this model has no light decoder (no decoder/ folder); train one with "
                                  "`worldsim train-decoder --model <folder> --dataset <data>` or use decoder='full'")
@@ -420,6 +441,24 @@ class WorldModelPipeline:
         return int(self.metadata.get("sink_size", 0))
 
     @property
+    def frames_per_latent(self) -> int:
+        """Video frames (and actions) per latent frame: 1 for a per-frame autoencoder; ``k`` (4 for Wan 2.1's VAE)
+        for a model trained on a time-compressing video VAE (``train.temporal_compression``). Then every
+        :meth:`step` takes ``k`` actions and imagines ``k`` frames, decoded through the VAE's temporal cache."""
+        return int(self.metadata.get("frames_per_latent", 1))
+
+    def require_per_frame(self, what: str) -> None:
+        """Refuses ``what`` (a tool that reads one latent per video frame) for a time-compressed model.
+
+        Raises:
+            ValueError: :attr:`frames_per_latent` ``> 1``; the message names ``what``.
+        """
+        if self.frames_per_latent != 1:
+            raise ValueError(f"{what} reads one latent frame per video frame; this model's latent frames each hold "
+                             f"{self.frames_per_latent} video frames (trained with train.temporal_compression), "
+                             f"which it does not support yet")
+
+    @property
     def action_dim(self) -> int:
         """Flat action size of the default embodiment."""
         return self.embodiments[self.default_embodiment].action_dim
@@ -500,10 +539,14 @@ class WorldModelPipeline:
                 self.start_frames[f"{prefix}{key}"] = extras[key].contiguous()
 
     def _normalize(self, spec: Embodiment, action: np.ndarray) -> torch.Tensor:
-        """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded."""
+        """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded. With ``k =``
+        :attr:`frames_per_latent` ``> 1``, `(..., k, A_e)` -> `(..., k * A_model / k)`: each action normalised and
+        padded, then the ``k`` concatenated in time order (the grouped action of one latent frame)."""
         normalized = torch.from_numpy(spec.normalizer.normalize(action)).to(self.device)
-        pad = self.transformer.config.action_dim - spec.action_dim
-        return torch.nn.functional.pad(normalized, (0, pad)) if pad else normalized
+        group = self.frames_per_latent
+        pad = self.transformer.config.action_dim // group - spec.action_dim
+        normalized = torch.nn.functional.pad(normalized, (0, pad)) if pad else normalized
+        return normalized.flatten(-2) if group > 1 else normalized
 
     def task_ids(self, task, batch: int) -> torch.Tensor | None:
         """`(B,)` long task indices of the transformer (:meth:`~worldsim.models.WorldModelTransformer.task_index`)
@@ -631,7 +674,9 @@ class WorldModelPipeline:
         """Starts rollouts from real context.
 
         Args:
-            frames: `(B, n, H, W, 3)` uint8, ``n >= 1`` context frames at the model's ``image_size``.
+            frames: `(B, n, H, W, 3)` uint8, ``n >= 1`` context frames at the model's ``image_size``; for a model
+                with ``k =`` :attr:`frames_per_latent` ``> 1``, ``n = 1 + k m`` (encoded as one clip by the video
+                VAE: the first frame alone, then ``m`` latent frames of ``k``).
             action: `(B, n - 1, A)` float32 in env units, the actions between the frames.
             context_noise: noise level (sigma in [0, 1)) of history latents; default: the model's.
             generator: torch RNG for the context noise, or a list of B, one per rollout (diffusers'
@@ -674,17 +719,30 @@ class WorldModelPipeline:
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
         check_generator(generator, batch)
         capacity = self.sink_size + self.local_attn_size - 1 if use_cache else self.window_size - 1
-        keep = min(num_context, capacity)
-        frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
-        latents = encode_frames(self.autoencoder, frames.to(self.device))
-        normalized = self._normalize(spec, action.numpy())
+        newest, decoder_cache, group = frames[:, -1].clone(), None, self.frames_per_latent
+        if group > 1:  # the clip through the video VAE at once (causal), then the last latent frames kept
+            if (num_context - 1) % group:
+                raise ValueError(f"this model's latent frames each hold {group} video frames: context must be "
+                                 f"1 + {group} m frames (the first alone, then groups of {group}), got {num_context}")
+            latents = encode_video(self.autoencoder, frames.to(self.device))
+            decoder_cache = VideoDecoderCache(self.autoencoder)
+            decoder_cache.decode(latents)  # the VAE decoder's temporal cache now holds the context
+            normalized = self._normalize(spec, action.numpy().reshape(batch, -1, group, spec.action_dim))
+            keep = min(latents.shape[1], capacity)
+            latents = latents[:, -keep:]
+            normalized = normalized[:, normalized.shape[1] - (keep - 1):] if keep > 1 else normalized[:, :0]
+        else:
+            keep = min(num_context, capacity)
+            frames, action = frames[:, -keep:], action[:, action.shape[1] - (keep - 1):] if keep > 1 else action[:, :0]
+            latents = encode_frames(self.autoencoder, frames.to(self.device))
+            normalized = self._normalize(spec, action.numpy())
         width = normalized.shape[-1]
         # one slot per history frame; the slot of the newest frame is filled by the next step's action
         slots = torch.cat([normalized, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         latents = self._noise_history(latents, context_noise, generator)
         if not use_cache:
-            return RolloutState(latents, slots, frames[:, -1].clone(), embodiment=spec.name, task=task_ids,
-                                observation_state=observation_state)
+            return RolloutState(latents, slots, newest, embodiment=spec.name, task=task_ids,
+                                observation_state=observation_state, decoder_cache=decoder_cache)
         cache = self.transformer.new_cache(batch, self.local_attn_size, self.sink_size, dtype=self._cache_dtype())
         # frame i was produced by action i - 1; the first context frame has no producing action (null embedding)
         producing = torch.cat([torch.zeros(batch, 1, width, device=self.device), normalized], dim=1)
@@ -694,8 +752,8 @@ class WorldModelPipeline:
         with self._autocast():
             self.transformer.forward_cached(latents, timestep, producing, mask, cache, update_cache=True,
                                             embodiment=self._ids(spec, batch), return_output=False, task=task_ids)
-        return RolloutState(latents[:, -1:], slots[:, -1:], frames[:, -1].clone(), cache=cache, embodiment=spec.name,
-                            task=task_ids, observation_state=observation_state)
+        return RolloutState(latents[:, -1:], slots[:, -1:], newest, cache=cache, embodiment=spec.name,
+                            task=task_ids, observation_state=observation_state, decoder_cache=decoder_cache)
 
     @torch.no_grad()
     def step_with_disagreement(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_samples: int,
@@ -788,6 +846,8 @@ class WorldModelPipeline:
         fresh = self.encode_context(frames, action, context_noise, generator, embodiment=state.embodiment, task=task,
                                     observation_state=observation_state)
         state.cache.splice(rows, fresh.cache)
+        if state.decoder_cache is not None:
+            state.decoder_cache.splice(rows, fresh.decoder_cache)
         latents, slots, newest = state.latents.clone(), state.action.clone(), state.frames.clone()
         latents[rows], slots[rows], newest[rows] = fresh.latents, fresh.action, fresh.frames.to(newest.device)
         tasks, observed = state.task, state.observation_state
@@ -797,8 +857,13 @@ class WorldModelPipeline:
         if observed is not None:
             observed = observed.clone()
             observed[rows] = fresh.observation_state.to(observed.device)
+        chunks = state.chunk_frames
+        if chunks is not None:  # a restarted row shows its last context frame until its first step
+            chunks = chunks.clone()
+            chunks[rows] = newest[rows, None].to(chunks.device)
         return RolloutState(latents, slots, newest, state.num_steps, state.cache, embodiment=state.embodiment,
-                            task=tasks, observation_state=observed)
+                            task=tasks, observation_state=observed, decoder_cache=state.decoder_cache,
+                            chunk_frames=chunks)
 
     @torch.no_grad()
     def step(self, state: RolloutState, action: torch.Tensor | np.ndarray, num_inference_steps: int | None = None,
@@ -808,7 +873,9 @@ class WorldModelPipeline:
 
         Args:
             state: from :meth:`encode_context` or a previous :meth:`step`.
-            action: `(B, A)` float32 in env units, applied after the newest frame.
+            action: `(B, A)` float32 in env units, applied after the newest frame; for a model with ``k =``
+                :attr:`frames_per_latent` ``> 1``, `(B, k, A)`: the ``k`` actions of the next latent frame in time
+                order, one after each of its video frames.
             num_inference_steps: Euler steps per frame; default: the model's.
             context_noise: sigma of the finished frame when it joins the history; default: the model's.
             generator: torch RNG (the initial noise and the history noise), or a list of B, one per rollout (see
@@ -820,8 +887,9 @@ class WorldModelPipeline:
             timestep_spacing: ``"linspace"`` or ``"trailing"``, see :meth:`set_timesteps`; default: the model's.
 
         Returns:
-            A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame. On the cached
-            path ``state``'s cache is advanced in place and ``state`` becomes stale.
+            A new :class:`RolloutState`; its ``frames`` `(B, H, W, 3)` uint8 is the imagined frame (with ``k > 1``
+            the last of the ``k`` in ``chunk_frames``, decoded through the VAE's temporal cache). On the cached
+            path ``state``'s caches are advanced in place and ``state`` becomes stale.
 
         Raises:
             ValueError: an action of the wrong shape, a generator list whose length is not B, a stale ``state``
@@ -832,8 +900,12 @@ class WorldModelPipeline:
         context_noise = self.metadata.get("context_noise", 0.0) if context_noise is None else context_noise
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         spec = self.embodiment(state.embodiment)
-        if action.shape != (state.batch_size, spec.action_dim):
-            raise ValueError(f"action has shape {tuple(action.shape)}, expected {(state.batch_size, spec.action_dim)}")
+        group = self.frames_per_latent
+        expected = (state.batch_size, spec.action_dim) if group == 1 else (state.batch_size, group, spec.action_dim)
+        if action.shape != expected:
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected {expected}"
+                             + (f" ({group} actions per step: each latent frame holds {group} video frames)"
+                                if group > 1 else ""))
         check_generator(generator, state.batch_size)
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
@@ -884,13 +956,16 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.frame_decoder, sample[:, 0])  # in the step's bf16 autocast region
+        # the full path may step one state twice: its VAE cache is copied, not advanced
+        decoder_cache = None if state.decoder_cache is None else state.decoder_cache.select(torch.arange(batch))
+        frames, chunk = self._decode_new(sample, decoder_cache)
         latents = torch.cat([state.latents, self._noise_history(sample, context_noise, generator)], dim=1)
         slots = torch.cat([history, torch.zeros(batch, 1, width, device=self.device)], dim=1)
         keep = self.window_size - 1
         return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1, embodiment=spec.name,
                             frame_latents=sample[:, 0], task=state.task,
-                            observation_state=self._next_observation_state(spec, sample[:, 0], state))
+                            observation_state=self._next_observation_state(spec, sample[:, 0], state),
+                            decoder_cache=decoder_cache, chunk_frames=chunk)
 
     def _step_cached(self, state: RolloutState, producing: torch.Tensor, timesteps: torch.Tensor,
                      context_noise: float, generator, action_guidance_scale: float,
@@ -917,7 +992,7 @@ class WorldModelPipeline:
                 conditional, unconditional = model_output.chunk(2)
                 model_output = unconditional + action_guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(model_output, timestep, sample).prev_sample
-        frames = decode_latents(self.frame_decoder, sample[:, 0])  # in the step's bf16 autocast region
+        frames, chunk = self._decode_new(sample, state.decoder_cache)
         # re-encode the finished frame at the history noise level: one extra pass that writes its keys/values
         latents = self._noise_history(sample, context_noise, generator)
         with self._autocast():
@@ -927,7 +1002,17 @@ class WorldModelPipeline:
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache, embodiment=spec.name,
                             frame_latents=sample[:, 0], task=state.task,
-                            observation_state=self._next_observation_state(spec, sample[:, 0], state))
+                            observation_state=self._next_observation_state(spec, sample[:, 0], state),
+                            decoder_cache=state.decoder_cache, chunk_frames=chunk)
+
+    def _decode_new(self, sample: torch.Tensor, decoder_cache: VideoDecoderCache | None):
+        """The new latent frame `(B, 1, C, h, w)` in pixels: ``(frames (B, H, W, 3), chunk)`` uint8, ``chunk`` the
+        `(B, k, H, W, 3)` video frames of a time-compressed latent (decoded through ``decoder_cache``, advanced in
+        place), else None. Runs in the step's bf16 autocast region."""
+        if decoder_cache is None:
+            return decode_latents(self.frame_decoder, sample[:, 0]), None
+        chunk = decoder_cache.decode(sample)
+        return chunk[:, -1], chunk
 
     @torch.no_grad()
     def rollout(self, context_frames, context_action, action, num_inference_steps: int | None = None,
@@ -952,21 +1037,28 @@ class WorldModelPipeline:
 
         Returns:
             `np.ndarray` `(B, S, H, W, 3)` uint8: frame s is the result of ``action[:, s]``; with ``return_latents``
-            the tuple ``(frames, latents)``, latents `(B, S, C, h, w)` float32 (normalised, as the transformer sees
-            them).
+            the tuple ``(frames, latents)``, latents `(B, S / k, C, h, w)` float32 (normalised, as the transformer
+            sees them; ``k =`` :attr:`frames_per_latent`, whose models take ``S`` a multiple of ``k``).
         """
         action = np.asarray(action, dtype=np.float32)
         if action.ndim != 3:
             raise ValueError(f"action must be (B, S, A), got shape {action.shape}")
+        group = self.frames_per_latent
+        if action.shape[1] % group:
+            raise ValueError(f"this model imagines {group} frames per latent frame: the number of actions must be a "
+                             f"multiple of {group}, got {action.shape[1]}")
+        if group > 1:  # (B, S / k, k, A): one step per latent frame
+            action = action.reshape(action.shape[0], action.shape[1] // group, group, action.shape[2])
         state = self.encode_context(context_frames, context_action, context_noise, generator, use_cache, embodiment,
                                     task=task)
         frames, latents = [], []
-        for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame", disable=not progress):
+        for s in tqdm(range(action.shape[1]), desc="imagining", unit="frame" if group == 1 else "latent frame",
+                      disable=not progress):
             state = self.step(state, action[:, s], num_inference_steps, context_noise, generator, action_guidance_scale,
                               timestep_spacing)
-            frames.append(state.frames.cpu().numpy())
+            frames.append(state.frames[:, None].cpu().numpy() if group == 1 else state.chunk_frames.cpu().numpy())
             if return_latents:
                 latents.append(state.frame_latents.float().cpu().numpy())
         if return_latents:
-            return np.stack(frames, axis=1), np.stack(latents, axis=1)
-        return np.stack(frames, axis=1)
+            return np.concatenate(frames, axis=1), np.stack(latents, axis=1)
+        return np.concatenate(frames, axis=1)

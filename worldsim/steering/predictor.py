@@ -124,6 +124,7 @@ class OutcomePredictor:
                  follow_policy=None, follow_steps: int = 0, timestep_spacing: str | None = None,
                  num_samples: int = 1, sampler=None, value_key: str = "reward"):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
+        self.pipeline.require_per_frame("steering (one candidate action per video frame)")
         self.embodiment = self.pipeline.embodiment(embodiment).name
         heads = self.pipeline.heads_for(self.embodiment)
         if scorer is None and heads is None:

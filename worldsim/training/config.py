@@ -214,6 +214,10 @@ class TrainConfig:
     validation_context_frames: int = 4
     validation_frames: int = 32
     resume: bool = True
+    #: group the video frames in time as a video VAE compresses them (``AutoencoderKLWan``: 4 frames per latent frame
+    #: after the first): each episode is encoded as one clip, and the 4 actions behind a latent frame are one grouped
+    #: action. ``dataset.num_frames`` and ``validation_context_frames`` then count latent frames.
+    temporal_compression: bool = False
 
     def __post_init__(self):
         _positive("train", max_steps=self.max_steps, batch_size=self.batch_size,

@@ -307,6 +307,7 @@ def distill_world_model(model: str | Path, datasets: list[str | Path], output: s
     if output.resolve() == model.resolve():
         raise ValueError(f"output {output} is the teacher's folder; write the student elsewhere")
     pipeline = WorldModelPipeline.from_pretrained(model)
+    pipeline.require_per_frame("distillation")
     if pipeline.transformer.action_encoders is not None:
         raise ValueError("distilling a multi-embodiment model is not supported; its datasets need per-embodiment "
                          "batches")

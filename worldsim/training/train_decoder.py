@@ -125,6 +125,7 @@ def train_decoder(model: str | Path, datasets: list[str | Path], config: Decoder
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
+    pipeline.require_per_frame("light-decoder training")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     sources, held_out = [], []

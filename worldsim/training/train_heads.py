@@ -169,6 +169,7 @@ def train_heads(model: str | Path, datasets: list[str | Path], config: HeadsConf
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
+    pipeline.require_per_frame("outcome-head training")
     name = pipeline.embodiment(config.embodiment).name
     try:
         from worldsim.embodiments import make_embodiment

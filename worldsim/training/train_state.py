@@ -218,6 +218,7 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
         raise ValueError("give at least one dataset")
     model = Path(model)
     pipeline = WorldModelPipeline.from_pretrained(model)
+    pipeline.require_per_frame("state-predictor training")
     name = pipeline.embodiment(embodiment).name
     target = Path(output) if output is not None else state_folder(model, name)  # refuses a name unfit for a folder
     torch.manual_seed(config.seed)

@@ -42,7 +42,7 @@ from worldsim.data.frame_cache import load_frame_cache
 from worldsim.data.lerobot import LeRobotDataset
 from worldsim.evaluation.router import router_report
 from worldsim.models.actions import load_balancing_loss, router_mutual_information
-from worldsim.models.autoencoders import encode_frames, load_autoencoder
+from worldsim.models.autoencoders import check_video_autoencoder, encode_frames, encode_video, load_autoencoder
 from worldsim.data.spaces import continuous_mask
 from worldsim.models.tasks import encode_tasks, load_task_encoder
 from worldsim.models.world_model import WorldModelTransformer
@@ -104,6 +104,84 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
     return np.load(path, mmap_mode="r")
 
 
+def latent_episode_lengths(episode_from: np.ndarray, episode_to: np.ndarray, group: int) -> np.ndarray:
+    """Latent frames of each episode under a VAE that puts ``group`` video frames in each latent frame after the
+    first: ``1 + (L - 1) // group`` for an episode of ``L`` frames (trailing frames that fill no group are dropped).
+
+    Returns:
+        `np.ndarray` `(E,)` int64.
+    """
+    lengths = np.asarray(episode_to) - np.asarray(episode_from)
+    return np.where(lengths > 0, 1 + (lengths - 1) // group, 0).astype(np.int64)
+
+
+def load_video_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder, autoencoder_path: Path,
+                            cache_dir: Path, progress: bool = True, camera_keys: list[str] | None = None) -> np.ndarray:
+    """Encodes every episode as one clip with a time-compressing video VAE (:func:`encode_video`) and caches it.
+
+    Args:
+        frames: `(N, H, W, 3)` uint8, every frame of ``dataset``.
+
+    Returns:
+        `np.ndarray` `(N', C, h, w)` float16 (memory map): each episode's latent frames in episode order,
+        :func:`latent_episode_lengths` of them per episode; latent ``j >= 1`` of an episode holds its frames
+        ``k (j - 1) + 1 .. k j``.
+    """
+    group = check_video_autoencoder(autoencoder)
+    digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+    height, width = frames.shape[1:3]
+    size = f"{height}x{width}"
+    if camera_keys and len(camera_keys) > 1:
+        size += "_" + hashlib.sha256("|".join(camera_keys).encode()).hexdigest()[:8]
+    lengths = latent_episode_lengths(dataset.episode_from, dataset.episode_to, group)
+    path = cache_dir / f"video_latents_{group}x_{size}_{len(frames)}_{digest}.npy"
+    if path.is_file():
+        return np.load(path, mmap_mode="r")
+    latents, row = None, 0
+    for episode in tqdm(range(dataset.num_episodes), desc="encoding latents (clips)", disable=not progress):
+        if lengths[episode] == 0:
+            continue
+        start = int(dataset.episode_from[episode])
+        clip = torch.from_numpy(np.array(frames[start:start + 1 + group * (int(lengths[episode]) - 1)]))
+        encoded = encode_video(autoencoder, clip[None])[0]
+        if latents is None:
+            tmp = path.with_suffix(".partial.npy")
+            latents = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16,
+                                                shape=(int(lengths.sum()), *encoded.shape[1:]))
+        latents[row:row + len(encoded)] = encoded.cpu().numpy().astype(np.float16)
+        row += len(encoded)
+    latents.flush()
+    del latents
+    os.replace(path.with_suffix(".partial.npy"), path)
+    return np.load(path, mmap_mode="r")
+
+
+def grouped_actions(action: np.ndarray, episode_from: np.ndarray, episode_to: np.ndarray, group: int,
+                    width: int) -> np.ndarray:
+    """The action of every latent frame of a time-compressed dataset: the ``group`` actions applied after it, each
+    zero-padded to ``width``, concatenated in time order (zeros past an episode's end: the last latent frame's
+    action produces nothing).
+
+    Args:
+        action: `(N, A)` float32 normalised per-frame actions (``action[t]`` leads from frame t to t + 1).
+        episode_from, episode_to: `(E,)` frame ranges.
+
+    Returns:
+        `np.ndarray` `(N', group * width)` float32 aligned with :func:`load_video_latent_cache`'s rows: latent ``j``
+        of an episode starting at frame ``s`` gets actions ``s + group j .. s + group j + group - 1``.
+    """
+    lengths = latent_episode_lengths(episode_from, episode_to, group)
+    out = np.zeros((int(lengths.sum()), group, width), dtype=np.float32)
+    row = 0
+    for start, end, count in zip(episode_from, episode_to, lengths):
+        for j in range(int(count)):
+            first = int(start) + group * j
+            taken = action[first:min(first + group, int(end))]
+            out[row + j, :len(taken), :action.shape[1]] = taken
+        row += int(count)
+    return out.reshape(len(out), group * width)
+
+
 class EmbodimentClips(torch.utils.data.Dataset):
     """A :class:`ClipDataset` tagged with its embodiment index, actions zero-padded to the model's width.
 
@@ -134,15 +212,21 @@ class EmbodimentClips(torch.utils.data.Dataset):
 class Source:
     """One training dataset: its frames and latents, action normalisation, split and embodiment name."""
 
-    def __init__(self, data_config, autoencoder: AutoencoderKL, autoencoder_path: Path, progress: bool):
-        self.config = data_config
+    def __init__(self, data_config, autoencoder: AutoencoderKL, autoencoder_path: Path, progress: bool,
+                 group: int = 1):
+        self.config, self.group = data_config, group
         self.dataset = LeRobotDataset(data_config.root)
         self.frames = load_frame_cache(self.dataset, data_config.frame_size, data_config.cache_dir, progress=progress,
                                        video_keys=data_config.camera_keys)
         cache_dir = Path(data_config.cache_dir) if data_config.cache_dir else self.dataset.root / "cache"
         self.camera_keys = list(data_config.camera_keys or self.dataset.video_keys)
-        self.latents = np.asarray(load_latent_cache(self.dataset, self.frames, autoencoder, autoencoder_path,
-                                                    cache_dir, progress, self.camera_keys))
+        load = load_video_latent_cache if group > 1 else load_latent_cache
+        self.latents = np.asarray(load(self.dataset, self.frames, autoencoder, autoencoder_path, cache_dir, progress,
+                                       self.camera_keys))
+        # the rows of ``latents``: one per frame, or per latent frame of each episode when time is compressed
+        self.latent_to = np.cumsum(latent_episode_lengths(self.dataset.episode_from, self.dataset.episode_to, group))
+        self.latent_from = self.latent_to - latent_episode_lengths(self.dataset.episode_from, self.dataset.episode_to,
+                                                                   group)
         self.normalizer = action_normalizer_for(self.dataset)
         self.train_episodes, self.val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
         self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
@@ -156,19 +240,32 @@ class Source:
         """`(N,)` int64: the index in ``tasks`` of every frame's episode task (``null_index`` for a task not there)."""
         lookup = {text: index for index, text in enumerate(tasks)}
         per_episode = np.array([lookup.get(text, null_index) for text in self.dataset.episode_tasks], dtype=np.int64)
-        out = np.full(self.dataset.num_frames, null_index, dtype=np.int64)
+        out = np.full(len(self.latents), null_index, dtype=np.int64)
         for episode, index in enumerate(per_episode):
-            out[self.dataset.episode_slice(episode)] = index
+            out[self.latent_from[episode]:self.latent_to[episode]] = index
         return out
 
-    def clips(self) -> ClipDataset:
-        return ClipDataset(self.latents, self.normalizer.normalize(self.dataset.action), self.dataset.episode_from,
-                           self.dataset.episode_to, self.config.num_frames, episodes=self.train_episodes)
+    def clips(self, width: int) -> ClipDataset:
+        """Training clips of ``dataset.num_frames`` latent frames, actions normalised (grouped when time is
+        compressed, :func:`grouped_actions`, each action padded to ``width``)."""
+        action = self.normalizer.normalize(self.dataset.action)
+        if self.group > 1:
+            action = grouped_actions(action, self.dataset.episode_from, self.dataset.episode_to, self.group, width)
+        return ClipDataset(self.latents, action, self.latent_from, self.latent_to, self.config.num_frames,
+                           episodes=self.train_episodes)
 
     def metadata(self) -> dict:
         return {"env_id": self.dataset.env_id, "fps": self.dataset.fps, "action_space": self.action_space,
                 "action_normalizer": self.normalizer.to_dict(), "dataset_frame_shape": list(self.dataset.frame_shape),
                 "camera_keys": self.camera_keys}
+
+    def model_action_space(self, width: int) -> dict:
+        """The action space the model's encoder reads: the recorded one, or with time compressed a Box of the
+        ``group`` grouped actions, each padded to ``width``."""
+        if self.group == 1:
+            return self.action_space
+        return {"type": "Box", "low": [-1.0] * (self.group * width), "high": [1.0] * (self.group * width),
+                "shape": [self.group * width], "dtype": "float32"}
 
 
 def share_embodiments(sources: list[Source]) -> None:
@@ -552,9 +649,16 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         if (extra.frame_size, extra.num_frames) != (data_config.frame_size, data_config.num_frames):
             raise ValueError(f"extra dataset {extra.root}: frame size/num_frames {extra.frame_size}/{extra.num_frames}"
                              f" differ from dataset's {data_config.frame_size}/{data_config.num_frames}")
+    frames_per_latent = check_video_autoencoder(autoencoder) if train_config.temporal_compression else 1
     with accelerator.main_process_first():  # the main process writes the frame and latent caches, the others read
-        sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process)
+        sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process,
+                          frames_per_latent)
                    for data in [data_config, *config.extra_datasets]]
+    if frames_per_latent > 1:
+        for source in sources:
+            if source.action_space.get("type") != "Box":
+                raise ValueError(f"train.temporal_compression groups continuous actions; {source.config.root} "
+                                 f"records a {source.action_space.get('type')} action space")
     autoencoder.to("cpu")
     share_embodiments(sources)
     names = list(dict.fromkeys(source.name for source in sources))  # each embodiment once, in order of appearance
@@ -571,7 +675,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     parts = []
     for source in sources:
         frame_task = None if tasks is None else source.frame_tasks(tasks, len(tasks))
-        clips = EmbodimentClips(source.clips(), names.index(source.name), width, frame_task)
+        clips = EmbodimentClips(source.clips(width), names.index(source.name), width * frames_per_latent, frame_task)
         parts.extend([clips] * source.config.repeat)
     clips = torch.utils.data.ConcatDataset(parts)
     dataset, frames, latents = sources[0].dataset, sources[0].frames, sources[0].latents
@@ -597,8 +701,9 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
     single_space = None if multi or continuous_mask(sources[0].action_space).all() else sources[0].action_space
     model = build_transformer(
         config.transformer, in_channels=latents.shape[1], sample_size=size_config(latents.shape[2:4]),
-        action_dim=width,
-        embodiments=[{"name": source.name, "action_space": source.action_space} for source in firsts] if multi else None,
+        action_dim=width * frames_per_latent,
+        embodiments=[{"name": source.name, "action_space": source.model_action_space(width)} for source in firsts]
+        if multi else None,
         action_space=single_space, tasks=tasks, text_encoder=text_encoder)
     if train_config.init_from:
         fresh = load_initial_weights(model, Path(train_config.init_from))
@@ -606,6 +711,8 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
                           + (f" ({', '.join(sorted({name.split('.')[0] for name in fresh}))})" if fresh else ""))
     heads, light_decoder = carried_components(Path(train_config.init_from) if train_config.init_from else None,
                                               autoencoder_path, names)
+    if frames_per_latent > 1:  # per-frame heads and decoders do not read latent frames of several video frames
+        heads, light_decoder = None, None
     if heads is not None or light_decoder is not None:
         accelerator.print("keeping the outcome heads and light decoder of " + str(train_config.init_from)
                           + f" (same autoencoder): heads {'yes' if heads is not None else 'no'}, "
@@ -648,6 +755,8 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         "action_guidance_scale": config.rollout.action_guidance_scale,
         "outcome_heads": heads is not None,
     }
+    if frames_per_latent > 1:
+        metadata["frames_per_latent"] = frames_per_latent
     if multi:
         metadata["embodiments"] = {source.name: source.metadata() for source in firsts}
     else:
@@ -664,7 +773,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         if wanted <= have:
             continue
         start = start_set(source.dataset, source.frames, np.concatenate([source.val_episodes, source.train_episodes]),
-                          train_config.validation_context_frames, wanted - have, tasks)
+                          1 + frames_per_latent * (train_config.validation_context_frames - 1), wanted - have, tasks)
         if have:  # a field that one dataset records and another does not (a state, say) is left out
             for key in [key for key in start_frames if key.startswith(prefix) and key[len(prefix):] not in start]:
                 if "." not in key[len(prefix):]:
@@ -797,8 +906,10 @@ def validation_video(pipeline: WorldModelPipeline, dataset: LeRobotDataset, fram
     imagines the episode's task. Where no video encoder is installed (PyAV), a warning replaces the video: a missing
     video must never cost the checkpoint it belongs to."""
     segment = dataset.episode_slice(episode)
-    context, horizon = config.validation_context_frames, config.validation_frames
-    horizon = min(horizon, segment.stop - segment.start - context)
+    group = pipeline.frames_per_latent  # a time-compressed model takes 1 + k m context frames and k actions a step
+    context = 1 + group * (config.validation_context_frames - 1)
+    horizon = min(config.validation_frames, segment.stop - segment.start - context)
+    horizon -= horizon % group
     if horizon < 1:
         return
     real = np.asarray(frames[segment.start:segment.start + context + horizon])
