@@ -135,7 +135,8 @@ def vector_env_speed(pipeline, num_envs: int, settings: dict, seconds: float, se
     rate, count = steps_per_second(step, seconds, warmup=0)
     out = {"num_envs": num_envs, "steps_per_second": rate, "steps": count}
     if flops:
-        per_step = count_flops(step)
+        with pipeline.graphs_paused():  # a replayed graph runs no operator the FLOP counter can see
+            per_step = count_flops(step)
         out.update({"flops_per_step": per_step, "flops_per_frame": per_step / num_envs,
                     "achieved_flops_per_second": per_step * rate / num_envs})
     envs.close()
@@ -293,7 +294,8 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
                   timestep_spacing: str | None = None, latency_steps: int = 200,
                   memory_steps=(200, 2000), train_steps: int = 10, train_batch_size: int | None = None,
                   real_seconds: float | None = None, device: str = "cpu", peak_seconds: float = 1.0,
-                  progress=print, decoder: str | None = None, quantize: str | None = None) -> dict:
+                  progress=print, decoder: str | None = None, quantize: str | None = None,
+                  cuda_graphs: bool = False) -> dict:
     """Runs every measurement of the module docstring and returns the report (see :func:`markdown_report`).
 
     Args:
@@ -308,6 +310,9 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
             :meth:`~worldsim.pipelines.WorldModelPipeline.quantize` (CPU only). ``FlopCounterMode`` does not see
             quantized matmuls and convolutions, so the achieved FLOP/s are then taken from the config's count, over
             the same bf16 peak. Training is measured in float either way.
+        cuda_graphs: step the imagined envs through captured CUDA graphs once their KV cache is full
+            (:meth:`~worldsim.pipelines.WorldModelPipeline.enable_cuda_graphs`; CUDA only). FLOPs are still counted
+            on an eager step.
         latency_steps: single-env steps timed one by one for the latency percentiles.
         memory_steps: rollout lengths whose peak memory is measured (each in a fresh process); empty: skip.
         train_steps: timed training steps (0: skip training).
@@ -339,6 +344,9 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     if quantize:
         pipeline.quantize(quantize)
         settings["quantize"] = quantize
+    if cuda_graphs:
+        pipeline.enable_cuda_graphs()  # refuses a device other than CUDA
+        settings["cuda_graphs"] = True
     report = {"date": time.strftime("%Y-%m-%d"), "machine": machine_description(device), "model": str(model),
               "sampler": settings, "outcome_heads": pipeline.heads_for() is not None}
     started = time.perf_counter()
@@ -407,6 +415,7 @@ def markdown_report(report: dict, command: str | None = None) -> str:
              f"{sampler['num_inference_steps']} Euler steps, `{sampler['timestep_spacing']}` spacing, KV cache; "
              f"decoder: {sampler.get('decoder', 'full')}"
              + (f"; quantized: {QUANTIZATION_LABELS[sampler['quantize']]}" if sampler.get("quantize") else "")
+             + ("; steady-state steps replayed as CUDA graphs" if sampler.get("cuda_graphs") else "")
              + ".", ""]
     if command:
         lines += ["```bash", command, "```", ""]

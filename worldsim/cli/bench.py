@@ -23,7 +23,7 @@ def cmd_bench(args) -> None:
     report = run_benchmark(args.model, args.num_envs, args.seconds, args.num_inference_steps, args.timestep_spacing,
                            args.latency_steps, args.memory_steps, args.train_steps, args.train_batch_size,
                            device=args.device, progress=lambda line: print(line, flush=True), decoder=args.decoder,
-                           quantize=args.quantize)
+                           quantize=args.quantize, cuda_graphs=args.cuda_graphs)
     command = "worldsim bench " + " ".join(shlex.quote(part) for part in args.argv)
     section = markdown_report(report, command)
     print(section)
@@ -74,6 +74,9 @@ def _add_bench(sub) -> None:
                    help="how multi-frame block-causal attention is computed (training, multi-frame passes): one "
                         "masked SDPA call (default), one unmasked call per frame, or FlexAttention")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="replay each steady-state env step as one captured CUDA graph (CUDA only; "
+                        "docs/backbones.md)")
     p.add_argument("--json", help="write the full report here")
     p.add_argument("--markdown", help="write the table into this markdown file (between bench markers)")
     p.set_defaults(func=cmd_bench)

@@ -76,6 +76,10 @@ class FrameKVCache:
         self.valid = torch.ones(batch_size, self.capacity, dtype=torch.bool, device=device)
         self.num_frames = 0  # frames held now
         self.frames_seen = 0  # frames ever appended (plus one per splice: a version number for stale states)
+        self.splices = 0  # restarts spliced in: a CUDA-graph step captured before one is stale
+        #: set (by a CUDA-graph step, which checked it once) when every row holds every slot: the attention mask is
+        #: then None without reading ``valid`` on the device, which a captured graph cannot do
+        self.assume_all_valid = False
         self._rotated: dict[int, torch.Tensor] = {}  # per layer: rotated keys of the current content
 
     @property
@@ -160,6 +164,8 @@ class FrameKVCache:
 
     def attention_mask(self) -> torch.Tensor | None:
         """`(B, num_frames * N)` bool, True where a row's cached token may be attended to; None when all may."""
+        if self.assume_all_valid:
+            return None
         valid = self.valid[:, :self.num_frames]
         if bool(valid.all()):
             return None
@@ -253,6 +259,8 @@ class FrameKVCache:
                 self.valid[row, end - recent:end] = True
         self._rotated.clear()
         self.frames_seen += 1
+        self.splices += 1
+        self.assume_all_valid = False
 
     def nbytes(self) -> int:
         """Bytes held by keys and values."""

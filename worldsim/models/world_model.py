@@ -493,6 +493,8 @@ class FrameCausalVideoModel:
         embodiment: torch.Tensor | None = None,
         return_output: bool = True,
         task: torch.Tensor | None = None,
+        action_embedding: torch.Tensor | None = None,
+        task_embedding: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
         """Streaming forward pass: ``F`` new frames attend to the cached history and to each other (block-causal).
 
@@ -514,6 +516,11 @@ class FrameCausalVideoModel:
                 computes only its keys and values (no attention output, adapter, MLP or final projection: about a
                 seventh of a pass at the default width), and None is returned. The cache is the same.
             task: `(B',)` long task indices or None (the null task), see :meth:`forward`.
+            action_embedding, task_embedding: the producing actions' embedding `(B', F, D)` (masking applied) and the
+                task embedding `(B', 1, D)` (:meth:`embed_task`; None without task conditioning), computed beforehand
+                instead of from ``producing_action`` / ``task``: a CUDA-graph step computes them outside the graph,
+                since routing actions to experts and checking task indices read the device
+                (:class:`~worldsim.pipelines.cuda_graph.GraphedCachedStep`).
 
         Returns:
             `torch.Tensor` `(B', F, C, h, w)`: predicted velocity per new frame; None when not ``return_output``.
@@ -530,10 +537,13 @@ class FrameCausalVideoModel:
             raise ValueError(f"sample batch {batch} is not a multiple of the cache batch {cache.batch_size}")
         if update_cache and batch != cache.batch_size:
             raise ValueError(f"only a batch equal to the cache's ({cache.batch_size}) can be appended, got {batch}")
-        embedding = self.encode_actions(producing_action.to(self.weight_dtype), embodiment)
-        null = self.null_action.to(embedding.dtype).expand_as(embedding)
-        if producing_action_mask is not None:
-            embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
+        if action_embedding is None:
+            embedding = self.encode_actions(producing_action.to(self.weight_dtype), embodiment)
+            null = self.null_action.to(embedding.dtype).expand_as(embedding)
+            if producing_action_mask is not None:
+                embedding = torch.where(producing_action_mask.unsqueeze(-1), embedding, null)
+        else:
+            embedding = action_embedding
         past = cache.num_frames
         cos, sin = self.rotary(frames, sample.device, first_frame=past)
         dtype = self.weight_dtype if not torch.is_autocast_enabled(sample.device.type) else \
@@ -561,7 +571,8 @@ class FrameCausalVideoModel:
             own = own.expand(cache.batch_size, 1, new_tokens, new_tokens)
             mask = torch.cat([past_valid[:, None, None, :].expand(-1, 1, new_tokens, -1), own], dim=-1)
             mask = mask.repeat(batch // cache.batch_size, 1, 1, 1)
-        task_embedding = self.embed_task(task, batch, embedding.dtype)
+        if task_embedding is None:
+            task_embedding = self.embed_task(task, batch, embedding.dtype)
         out, keys, values = self._run(sample, timestep, embedding, cos, sin, mask, cache, rotate_past,
                                       keys_only=not return_output, task_embedding=task_embedding, task=task)
         if update_cache:

@@ -22,6 +22,7 @@ embodiments a pipeline can be driven by are :mod:`worldsim.pipelines.embodiments
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,9 @@ class WorldModelPipeline:
         self.frame_decoder: AutoencoderKL | LightDecoder = self.autoencoder  # what turns latents into frames
         self.transformer = transformer.eval()
         self.quantization: str | None = None  # set by quantize()
+        self._cuda_graphs: str | None = None  # enable_cuda_graphs(): "capture", "eager" (its body, no graph) or None
+        self._graph = None  # the current GraphedCachedStep
+        self._timesteps_key = None
         self.scheduler = scheduler
         self.metadata = dict(metadata)
         self.start_frames = start_frames
@@ -299,6 +303,62 @@ class WorldModelPipeline:
             self.frame_decoder = self.decoder
         else:
             raise ValueError(f"decoder must be 'full' or 'light', got {name!r}")
+
+    def enable_cuda_graphs(self, enabled: bool = True, capture: bool = True) -> None:
+        """Steps single rollouts and batches in their steady state through a captured CUDA graph
+        (:class:`~worldsim.pipelines.cuda_graph.GraphedCachedStep`): one graph launch per step instead of thousands of
+        kernel launches, for a step that is launch-bound on a GPU. The graph is captured at the first step whose KV
+        cache is full and again whenever the sampler, the context noise, the decoder or the rollouts (a new
+        :meth:`encode_context`, a :meth:`restart`) change; other steps (cache filling, action guidance, attention
+        sinks, restarted rows, a video VAE's temporal cache) run eagerly as before. Results equal the eager step's.
+
+        Args:
+            enabled: on or off (off drops the captured graph).
+            capture: False runs the graph's body eagerly, with its buffers and code path but no graph: for checking
+                it on a machine without a GPU.
+
+        Raises:
+            ValueError: ``capture`` on a pipeline that is not on a CUDA device.
+        """
+        if enabled and capture and self.device.type != "cuda":
+            raise ValueError(f"CUDA graphs need the pipeline on a CUDA device; it is on {self.device} "
+                             f"(pass capture=False to run the graph's body eagerly)")
+        self._cuda_graphs = ("capture" if capture else "eager") if enabled else None
+        self._graph = None
+
+    @contextlib.contextmanager
+    def graphs_paused(self):
+        """Steps eagerly inside the ``with`` block (to count FLOPs, say), keeping a captured CUDA graph for after."""
+        mode, self._cuda_graphs = self._cuda_graphs, None
+        try:
+            yield
+        finally:
+            self._cuda_graphs = mode
+
+    def _graphed_step(self, state: RolloutState, producing: torch.Tensor, context_noise: float, generator,
+                      spec: Embodiment) -> RolloutState | None:
+        """:meth:`_step_cached` through the CUDA graph step, or None when this state needs the eager step."""
+        from worldsim.pipelines.cuda_graph import GraphedCachedStep
+
+        graph = self._graph
+        key = (self._timesteps_key, float(context_noise), self.decoder_name)
+        current = graph is not None and not graph.stale(state) and graph.key == key
+        if not current and GraphedCachedStep.unsupported(self, state, 1.0):
+            return None
+        batch = state.batch_size
+        with self._autocast():
+            embedding = self.transformer.encode_actions(producing.to(self.transformer.weight_dtype),
+                                                        self._ids(spec, batch))
+        if not current:
+            self._graph = graph = GraphedCachedStep(self, state, context_noise, embedding,
+                                                    capture=self._cuda_graphs == "capture")
+            graph.key = key
+        frames, sample, latents = graph(embedding, generator)
+        slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
+        clean = sample[:, 0].clone()
+        return RolloutState(latents.clone(), slots, frames.clone(), state.num_steps + 1, state.cache,
+                            embodiment=spec.name, frame_latents=clean, task=state.task,
+                            observation_state=self._next_observation_state(spec, clean, state))
 
     def quantize(self, mode: str = "int8") -> None:
         """Quantizes for CPU inference, in place.
@@ -654,6 +714,7 @@ class WorldModelPipeline:
         """
         sampler = self.resolve_sampler(num_inference_steps, timestep_spacing)
         steps = sampler["num_inference_steps"]
+        self._timesteps_key = (steps, sampler["timestep_spacing"])  # what a captured CUDA graph step was made for
         if sampler["timestep_spacing"] == "linspace":
             self.scheduler.set_timesteps(steps, device=self.device)
         else:  # trailing
@@ -974,6 +1035,10 @@ class WorldModelPipeline:
         batch = state.batch_size
         guided = action_guidance_scale != 1.0
         producing = producing[:, None]  # (B, 1, A)
+        if self._cuda_graphs is not None and not guided:
+            graphed = self._graphed_step(state, producing, context_noise, generator, spec)
+            if graphed is not None:
+                return graphed
         mask, ids, tasks = None, self._ids(spec, batch), state.task
         if guided:  # [conditional; unconditional] share the cache; the second drops the producing action
             producing = producing.repeat(2, 1, 1)
