@@ -102,7 +102,9 @@ class GraphedCachedStep:
         """The step on the static buffers: denoise, decode, write the finished frame into the cache."""
         pipeline, transformer = self.pipeline, self.pipeline.transformer
         sample = self.noise
-        with pipeline._autocast():
+        # autocast's weight-cast cache must be off inside a capture (PyTorch's CUDA Graphs notes, "Usage with AMP")
+        with torch.autocast(pipeline.device.type, dtype=torch.bfloat16, enabled=pipeline.metadata.get("bf16", True),
+                            cache_enabled=False):
             for timestep, dt in zip(self.timesteps, self.steps):
                 velocity = transformer.forward_cached(sample, timestep, self.embedding, None, self.cache,
                                                       task=self.task, action_embedding=self.embedding,
