@@ -148,3 +148,39 @@ def test_state_only_real_env_steps_the_same_physics():
     assert fast.render().shape == full.render().shape == (64, 128, 3)  # rendered on demand
     full.close()
     fast.close()
+
+
+def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episodes():
+    pytest.importorskip("metaworld")
+    from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+    from worldsim.evaluation.rank import rank_policies
+    from worldsim.pipelines import WorldModelPipeline
+
+    plugin = MetaWorldEmbodiment()
+    # on real states the rule is Meta-World's own: it agrees with info["success"] at every step of expert episodes
+    for task in ("push-v3", "button-press-v3"):
+        env = plugin.make_env(task=task, observe_cameras=False)
+        expert = plugin.task_zoo(task)["expert"]
+        observation, info = env.reset(seed=3)
+        expert.reset(1)
+        states, successes = [], []
+        for _ in range(60):
+            observation, _, _, _, info = env.step(expert.act(observation["observation.state"][None])[0])
+            states.append(observation["observation.state"])
+            successes.append(float(info["success"]))
+        assert max(successes) == 1.0  # the expert succeeds, so both outcomes are compared
+        np.testing.assert_array_equal(plugin.state_success(np.stack(states), task), successes)
+        env.close()
+    assert plugin.state_success(np.zeros((2, 39)), "door-open-v3") is None  # no rule: refused for ranking below
+    with pytest.raises(ValueError, match=r"\(N, 39\)"):
+        plugin.state_success(np.zeros((2, 4)), "reach-v3")
+    pipeline = WorldModelPipeline.from_pretrained(METAWORLD_MODEL)
+    zoo = plugin.task_zoo("reach-v3")
+    report = rank_policies(pipeline, {"expert": zoo["expert"], "wrong": zoo["wrong-task"]}, num_states=2, horizon=3,
+                           num_context=2, progress=False, num_inference_steps=1, timestep_spacing="trailing",
+                           env_id="worldsim/MetaWorld-reach-v3", imagined_value="state_success")
+    assert report["settings"]["imagined_value"] == "state_success"
+    assert set(report["policies"]["expert"]["imagined_values"]) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="no success rule on the state"):
+        rank_policies(pipeline, {"expert": zoo["expert"], "wrong": zoo["wrong-task"]}, num_states=2, horizon=2,
+                      env_id="worldsim/MetaWorld-door-open-v3", imagined_value="state_success", real=False)

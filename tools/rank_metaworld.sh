@@ -16,6 +16,9 @@
 #   STATES     initial states per task (default 50)
 #   HORIZON    policy steps per episode (default 100: the clean expert succeeds within 40-92 steps)
 #   STEPS, SPACING   the imagination's sampler (default 3 trailing Euler steps: 1.65x the default's speed)
+#   VALUE      what values an imagined step (`worldsim rank --imagined-value`): success_probability (the plug-in's
+#              default, the success head on imagined frames) or state_success (Meta-World's success rule on the
+#              predicted observation.state); use another OUT for each
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-checkpoints/metaworld}
@@ -42,7 +45,8 @@ for task in $TASKS; do
     start=$SECONDS
     $WS rank --model "$MODEL" --env-id "$task" "${POLICIES[@]}" --num-states "${STATES:-50}" \
         --horizon "${HORIZON:-100}" --context 4 --num-inference-steps "${STEPS:-3}" \
-        --timestep-spacing "${SPACING:-trailing}" --json "$OUT/$task.json" > "$OUT/$task.log" 2>&1   # written at the end, atomically
+        --timestep-spacing "${SPACING:-trailing}" --imagined-value "${VALUE:-success_probability}" \
+        --json "$OUT/$task.json" > "$OUT/$task.log" 2>&1   # written at the end, atomically
     echo "ranked $task in $(( (SECONDS - start) / 60 )) min"
 done
 ranked=()

@@ -89,6 +89,8 @@ def cmd_rank(args) -> None:
     if args.dataset:
         if state.num_processes > 1 or args.env_id:
             raise ValueError("ranking from a dataset runs in one process, on the datasets' own tasks (no --env-id)")
+        if args.imagined_value is not None:
+            raise ValueError("--imagined-value applies to ranking against the real env, not to --dataset")
         policies = _zoo_and_policies(args.policy, plugin, args.seed)
         report = rank_from_dataset(pipeline, policies, args.dataset, num_states=args.num_states, horizon=args.horizon,
                                    num_context=args.context, samples=args.samples, seed=args.seed,
@@ -100,7 +102,7 @@ def cmd_rank(args) -> None:
         settings = dict(num_states=args.num_states or 50, horizon=args.horizon, num_context=args.context,
                         samples=args.samples, seed=args.seed, real=not args.no_real, batch_size=args.batch_size,
                         progress=state.is_main_process, sampler=sampler, reward_median=median, embodiment=args.embodiment,
-                        **sharding)
+                        imagined_value=args.imagined_value, **sharding)
         if len(env_ids) == 1:
             report = rank_policies(pipeline, _zoo_and_policies(args.policy, plugin, args.seed, env_ids[0]),
                                    env_id=env_ids[0], **settings)
@@ -190,6 +192,9 @@ def _add_rank(sub) -> None:
     p.add_argument("--reward-median", type=int, default=None, help="width of a running median over each imagined "
                    "episode's predicted rewards before its largest is taken (odd; 1: the raw largest reward; "
                    "default: worldsim.evaluation.rank.DEFAULT_REWARD_MEDIAN, 3)")
+    p.add_argument("--imagined-value", choices=["reward", "success_probability", "state_success"], default=None,
+                   help="what values an imagined step: the outcome heads' reward or success probability, or the "
+                        "plug-in's success rule on the predicted observation.state (default: the plug-in's)")
     p.add_argument("--json", help="write the report here")
     p.add_argument("--report", help="write report.html, scatter.png and per-policy videos into this folder")
     p.set_defaults(func=cmd_rank)

@@ -72,7 +72,8 @@ class EmbodimentPlugin:
             as a ratio to the copy-last-frame baseline (e.g. ``"agent_error"``); None: none.
         imagined_value: which per-step number of the imagined env values an imagined episode in ranking and steering:
             ``"reward"`` (the outcome heads' reward, the default) or ``"success_probability"`` (the success head's, for
-            a plug-in whose :meth:`step_value` is success).
+            a plug-in whose :meth:`step_value` is success). Ranking can also be asked for ``"state_success"``
+            (:meth:`state_success` of the predicted state).
         state_only_env_kwargs: :meth:`make_env` keyword arguments for an env that observes ``observation.state``
             alone and renders nothing (faster), which ranking uses for policies whose ``input_keys`` name no camera;
             None: the plug-in has none.
@@ -190,6 +191,20 @@ class EmbodimentPlugin:
         """The value of one real step, aggregated over the episode by :attr:`value_aggregation`. Default: the
         reward."""
         return float(reward)
+
+    def state_success(self, state: np.ndarray, env_id: str | None = None) -> np.ndarray | None:
+        """Success of each step read from its ``observation.state``, by the env's own success rule: what ranking
+        values imagined episodes by with ``imagined_value="state_success"`` (the state predictor's state, not an
+        outcome head on pixels). Default: None, the plug-in cannot tell success from the state.
+
+        Args:
+            state: `(N, S)` float32 states in env units.
+            env_id: which of :attr:`env_ids` (None: the default).
+
+        Returns:
+            `(N,)` float32 in {0, 1}, or None.
+        """
+        return None
 
     def is_success(self, value: float, info: dict) -> bool:
         """Whether a real step is a success: ``info["is_success"]`` / ``info["success"]``, or the step's value

@@ -31,6 +31,7 @@ policy's real value is the value of its own recorded episodes, found by the poli
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -278,7 +279,7 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
                  num_inference_steps: int | None = None, timestep_spacing: str | None = None,
                  reward_median: int = DEFAULT_REWARD_MEDIAN, embodiment: str | None = None,
                  aggregation: str = "max", sampler=None, states: np.ndarray | None = None, task: str | None = None,
-                 value_key: str = "reward") -> dict:
+                 value_key: str = "reward", state_value: Callable | None = None) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
@@ -298,7 +299,10 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         aggregation: ``"max"`` or ``"sum"`` (:func:`episode_values`).
         value_key: the per-step number valued: ``"reward"`` (the heads' reward, or a scorer's) or an entry of the
             env's infos such as ``"success_probability"`` (the plug-in's
-            :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`).
+            :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`), or ``"state_success"``: ``state_value``
+            of each imagined step's predicted ``observation.state``.
+        state_value: ``(N, S) float32 states -> (N,) values`` (the plug-in's
+            :meth:`~worldsim.embodiments.EmbodimentPlugin.state_success`), for ``value_key="state_success"``.
 
     Returns:
         ``{"values": (S,), "returns": (S,) float64 (each episode's summed predicted reward), "rewards": (S, horizon)
@@ -316,6 +320,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
     check_reward_median(reward_median)
     sampler = sampler or pipeline.sampler_settings(num_inference_steps=num_inference_steps,
                                                    timestep_spacing=timestep_spacing)
+    if value_key == "state_success" and (state_value is None or states is None):
+        raise ValueError("value_key='state_success' needs state_value and the start clips' states")
     if aggregation not in ("max", "sum"):
         raise ValueError(f"aggregation must be 'max' or 'sum', got {aggregation!r}")
     if pipeline.heads_for(embodiment) is None:
@@ -339,10 +345,13 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         trace, mask, kept, total = [], [], [], np.zeros(count)
         for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
             observation, reward, terminated, truncated, infos = envs.step(policy.act(observation))
-            if value_key != "reward" and value_key not in infos:
+            if value_key == "state_success":
+                trace.append(np.asarray(state_value(observation["observation.state"]), dtype=np.float32))
+            elif value_key != "reward" and value_key not in infos:
                 raise ValueError(f"the imagined env's infos have no {value_key!r} (they have {sorted(infos)}); "
                                  "train the outcome heads it comes from or value 'reward'")
-            trace.append(np.asarray(reward if value_key == "reward" else infos[value_key], dtype=np.float32))
+            else:
+                trace.append(np.asarray(reward if value_key == "reward" else infos[value_key], dtype=np.float32))
             mask.append(running.copy())
             total += np.where(running, np.asarray(reward, dtype=np.float64), 0.0)
             running &= ~(terminated | truncated)
@@ -387,12 +396,38 @@ def _gather_single(values: list) -> list:
     return values
 
 
+IMAGINED_VALUES = ("reward", "success_probability", "state_success")
+
+
+def _state_value(plugin, pipeline, embodiment: str, env_id: str | None, imagined_value: str) -> Callable | None:
+    """The ``(N, S) -> (N,)`` state-success function ``imagined_value="state_success"`` needs (None otherwise).
+
+    Raises:
+        ValueError: an unknown ``imagined_value``; ``"state_success"`` for a plug-in with no success rule for the
+            env, or a model with no state predictor for the embodiment.
+    """
+    if imagined_value not in IMAGINED_VALUES:
+        raise ValueError(f"imagined_value must be one of {IMAGINED_VALUES}, got {imagined_value!r}")
+    if imagined_value != "state_success":
+        return None
+    if pipeline.state_predictor_for(embodiment) is None:
+        raise ValueError(f"imagined_value='state_success' reads the predicted observation.state, but the model has no "
+                         f"state predictor for {embodiment!r} (worldsim train-state)")
+    predictor = pipeline.state_predictor_for(embodiment)
+    if plugin.state_success(np.zeros((1, predictor.config.state_dim), np.float32), env_id) is None:
+        raise ValueError(f"the {plugin.name!r} plug-in has no success rule on the state for "
+                         f"{env_id or plugin.default_env_id!r}; value imagined episodes by 'reward' or "
+                         f"'success_probability'")
+    return lambda state: plugin.state_success(state, env_id)
+
+
 def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int = 64, num_context: int = 4,
                   samples: int = 1, seed: int = 0, real: bool = True, batch_size: int = 64,
                   progress: bool = True, process_index: int = 0, num_processes: int = 1,
                   gather=_gather_single, num_inference_steps: int | None = None,
                   timestep_spacing: str | None = None, reward_median: int = DEFAULT_REWARD_MEDIAN,
-                  embodiment: str | None = None, sampler=None, env_id: str | None = None) -> dict:
+                  embodiment: str | None = None, sampler=None, env_id: str | None = None,
+                  imagined_value: str | None = None) -> dict:
     """Imagined vs real values of every policy, their intervals, and the ranking agreement.
 
     Args:
@@ -418,6 +453,10 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         reward_median: width of the running median over each imagined episode's rewards before its maximum is
             taken (odd, >= 1; 1: the raw maximum; default 3; :func:`episode_values`). Real values are always the raw
             maximum: the real reward is exact.
+        imagined_value: what values an imagined step: ``"reward"``, ``"success_probability"`` (outcome heads on the
+            imagined latents) or ``"state_success"`` (the plug-in's success rule on the predicted
+            ``observation.state``, :meth:`~worldsim.embodiments.EmbodimentPlugin.state_success`); default: the
+            plug-in's :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`. Recorded in the settings.
         process_index, num_processes, gather: scale-out over several processes (``worldsim rank`` under
             ``accelerate launch``): this process runs its share of the state batches (:func:`state_batches`), and
             ``gather(list)`` (``accelerate.utils.gather_object``) returns the concatenation of every process's list,
@@ -443,6 +482,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
     pipeline.require_per_frame("ranking (one policy action per video frame)")
     name, plugin = resolve_embodiment(pipeline, embodiment)
     action_shape = embodiment_action_space(pipeline.embodiment(name)).shape
+    imagined_value = imagined_value or plugin.imagined_value
+    state_value = _state_value(plugin, pipeline, name, env_id, imagined_value)
     if len(policies) < 2:
         raise ValueError(f"need at least 2 policies to rank, got {len(policies)}")
     if samples < 1 or num_states < 2:
@@ -477,7 +518,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                                         sampler=sampler, reward_median=reward_median, embodiment=name,
                                         aggregation=plugin.value_aggregation,
                                         states=None if states is None else states[start:stop], task=task,
-                                        value_key=plugin.imagined_value)
+                                        value_key=imagined_value, state_value=state_value)
                 part["imagined"].append(imagined["values"])
                 part["imagined_returns"].append(imagined["returns"])
                 if sample == 0:
@@ -504,7 +545,7 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
         videos[policy_name] = (parts[0].get("real_video") if real else None, parts[0]["imagined_video"])
     agreement, intervals = _agreement(results, seed) if real else (None, None)
     settings = {"embodiment": name, "env_id": env_id or plugin.default_env_id, "task": task,
-                "imagined_value": plugin.imagined_value, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
+                "imagined_value": imagined_value, "num_states": num_states, "horizon": horizon, "num_context": num_context, "samples": samples,
                 "num_processes": num_processes, "decoder": sampler.decoder,
                 "quantization": pipeline.quantization,
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
