@@ -393,6 +393,20 @@ def test_a_time_compressed_model_trains_and_imagines_four_frames_a_step(pusht_da
     context = encode_video(pipeline.autoencoder, start["frames"][:2])
     whole = decode_whole(pipeline.autoencoder, torch.cat([context, torch.from_numpy(latents)], dim=1))
     assert np.abs(whole[:, 5:].int().numpy() - frames.astype(np.int32)).max() <= 1
+    # one rollout restarts from new context while the other carries on (what a vector env's reset does): its next
+    # 4 frames are those of a fresh rollout from that context, so its VAE cache was spliced in, not inherited
+    def seeds(*values):
+        return [torch.Generator().manual_seed(value) for value in values]
+
+    clips, clip_action = start["frames"][:2].numpy(), start["action"][:2].numpy()
+    state = pipeline.encode_context(clips, clip_action, generator=seeds(0, 1))
+    state = pipeline.step(state, action[:, :4], generator=seeds(2, 3))
+    state = pipeline.restart(state, [1], clips[:1], clip_action[:1], generator=seeds(4))
+    assert np.array_equal(state.chunk_frames[1].numpy(), np.repeat(clips[:1, -1], 4, axis=0))
+    state = pipeline.step(state, action[:, 4:], generator=seeds(5, 6))
+    fresh = pipeline.encode_context(clips[:1], clip_action[:1], generator=seeds(4))
+    fresh = pipeline.step(fresh, action[1:, 4:], generator=seeds(6))
+    assert np.abs(state.chunk_frames[1].int().numpy() - fresh.chunk_frames[0].int().numpy()).max() <= 1
     pipeline.metadata["bf16"] = True
     with pytest.raises(ValueError, match="multiple of 4"):
         pipeline.rollout(start["frames"][:1].numpy(), start["action"][:1].numpy(), action[:1, :3])
@@ -412,9 +426,14 @@ def test_a_time_compressed_model_trains_and_imagines_four_frames_a_step(pusht_da
     assert info["frames"].shape == (4, 16, 16, 3) and np.array_equal(observation, info["frames"][-1])
     with pytest.raises(ValueError, match=r"expected \(4, 2\)"):
         env.step(np.zeros(2, dtype=np.float32))
-    # the vector env: sub-env 0 ends after one step and restarts while sub-env 1 carries on
-    vector = WorldModelVectorEnv(pipeline, num_envs=2, max_episode_steps=1)
+    assert env.unwrapped.metadata["render_fps"] == pipeline.embodiment().fps / 4
+    with pytest.raises(ValueError, match="start_context 4 does not fit"):
+        gym.make("worldsim/WorldModel-v0", model=pipeline, start_dataset=pusht_dataset, start_context=4)
+    # the vector env: sub-env 1 is reset alone mid-episode while sub-env 0 carries on
+    vector = WorldModelVectorEnv(pipeline, num_envs=2)
     vector.reset(seed=0)
-    for _ in range(3):
-        observations, _, _, truncations, infos = vector.step(vector.action_space.sample())
-        assert observations.shape == (2, 16, 16, 3) and infos["frames"].shape == (2, 4, 16, 16, 3)
+    observations, _, _, _, infos = vector.step(vector.action_space.sample())
+    assert observations.shape == (2, 16, 16, 3) and infos["frames"].shape == (2, 4, 16, 16, 3)
+    observations, _ = vector.reset(options={"reset_mask": np.array([False, True])})
+    observations, _, _, _, infos = vector.step(vector.action_space.sample())
+    assert infos["frames"].shape == (2, 4, 16, 16, 3) and np.array_equal(observations[1], infos["frames"][1, -1])

@@ -31,8 +31,12 @@ for graphs in (False, True):
     action = np.random.default_rng(0).uniform(0, 512, (2, 24, 2)).astype(np.float32)
     frames.append(pipe.rollout(start["frames"][:2].numpy(), start["action"][:2].numpy(), action,
                                generator=torch.Generator().manual_seed(0)))
-    print("graph captured:", pipe._graph is not None and pipe._graph.graph is not None)
-print("largest pixel difference, graph vs eager steps:", int(np.abs(frames[0].astype(int) - frames[1]).max()))
+    if graphs:
+        captured = pipe._graph is not None and pipe._graph.graph is not None
+        print("graph captured:", captured, "- steps replayed:", pipe.graph_steps)
+difference = int(np.abs(frames[0].astype(int) - frames[1]).max())
+print("largest pixel difference, graph vs eager steps:", difference)
+assert captured and pipe.graph_steps > 0 and difference == 0, "the CUDA-graph step does not match the eager step"
 PY
 COMMON=(--model "$MODEL" --device cuda --num-envs 64 1024 --seconds "$SECONDS_EACH" --latency-steps 100 --memory-steps)
 $WS bench "${COMMON[@]}" --train-steps 10 --json "$OUT/bench-eager.json"

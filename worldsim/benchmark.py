@@ -359,14 +359,20 @@ def run_benchmark(model: str, num_envs=(16, 64), seconds: float = 20.0, num_infe
     report["real_env"] = real_env_steps_per_second(resolve_embodiment(pipeline)[1], real_seconds or seconds)
     real = report["real_env"]["steps_per_second"]
     progress(f"real {report['real_env']['env_id']} (pixels): {real:.1f} steps/s")
+    replayed = pipeline.graph_steps
     report["single_env"] = single_env_speed(pipeline, settings, seconds, latency_steps)
     single = report["single_env"]
+    if cuda_graphs:  # what share of the timed steps a CUDA graph replayed (the rest filled the cache, or warmed up)
+        single["graph_steps"] = pipeline.graph_steps - replayed
     progress(f"single imagined env: {single['steps_per_second']:.1f} steps/s" + (
         f", latency median {single['latency_ms_median']:.1f} ms, p95 {single['latency_ms_p95']:.1f} ms"
         if single["latency_ms_median"] is not None else ""))
     report["vector_env"] = {}
     for n in num_envs:
+        replayed = pipeline.graph_steps
         entry = vector_env_speed(pipeline, n, settings, seconds, flops=n == num_envs[-1])
+        if cuda_graphs:
+            entry["graph_steps"] = pipeline.graph_steps - replayed
         entry["speedup_over_single"] = entry["steps_per_second"] / single["steps_per_second"]
         entry["ratio_to_real"] = entry["steps_per_second"] / real
         if "achieved_flops_per_second" in entry:

@@ -126,7 +126,7 @@ class WorldModelVectorEnv(gym.vector.VectorEnv):
         self.num_envs = int(num_envs)
         self.render_mode = render_mode
         self.max_episode_steps = None if max_episode_steps is None else int(max_episode_steps)
-        self.metadata = {**self.metadata, "render_fps": self.embodiment.fps}
+        self.metadata = {**self.metadata, "render_fps": self.embodiment.fps / self.pipeline.frames_per_latent}
         self._start = start_clips(self.pipeline, self.embodiment, start_dataset, start_context)
         self.layout = ObservationLayout(self.pipeline, self.embodiment.name,
                                         self._start is not None and "state" in self._start[2])

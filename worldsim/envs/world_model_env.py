@@ -108,11 +108,16 @@ def start_clips(pipeline: WorldModelPipeline, embodiment, start_dataset=None, st
         where recorded); or None when the model bundles none and no dataset is given.
 
     Raises:
-        ValueError: a dataset whose actions do not fit the embodiment, or with no episode of ``start_context`` frames.
+        ValueError: a dataset whose actions do not fit the embodiment, or with no episode of ``start_context`` frames;
+            a ``start_context`` other than ``1 + k m`` for a model of ``k > 1`` frames per latent frame.
     """
     if start_dataset is None:
         bundled = pipeline.start_set(embodiment.name)
         return None if bundled is None else (*bundled, pipeline.start_extras(embodiment.name))
+    group = pipeline.frames_per_latent
+    if (start_context - 1) % group:
+        raise ValueError(f"start_context {start_context} does not fit a model of {group} frames per latent frame: "
+                         f"it takes 1 + {group} m context frames (e.g. {1 + group})")
     from worldsim.data.starts import dataset_start_set
 
     start = dataset_start_set(start_dataset, pipeline.image_size, start_context, embodiment.action_dim,
@@ -271,7 +276,9 @@ class WorldModelEnv(gym.Env):
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode {render_mode!r} not supported; use None or 'rgb_array'")
         self.render_mode = render_mode
-        self.metadata = {"render_modes": ["rgb_array"], "render_fps": self.embodiment.fps}
+        # a step of a time-compressed model is k frames; render() shows the last, so k times fewer frames per second
+        self.metadata = {"render_modes": ["rgb_array"],
+                         "render_fps": self.embodiment.fps / self.pipeline.frames_per_latent}
         self.action_space = env_action_space(self.pipeline, self.embodiment)
         self._space_json = space_to_json(embodiment_action_space(self.embodiment))
         #: the sampler, resolved once (the loose settings above are shorthands for it)

@@ -52,8 +52,10 @@ def router_statistics(pipeline, datasets: dict[str, "object"], max_actions: int 
         :func:`router_report` over the model's embodiments (those not given have zero dispatches).
 
     Raises:
-        ValueError: the model has no action experts, or a name is not one of its embodiments.
+        ValueError: the model has no action experts, a name is not one of its embodiments, or the model groups
+            several actions per latent frame (``train.temporal_compression``).
     """
+    pipeline.require_per_frame("router statistics")
     transformer = pipeline.transformer
     if transformer.action_experts is None:
         raise ValueError("this model has no mixture of action experts (transformer.num_action_experts is 0)")

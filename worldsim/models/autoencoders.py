@@ -196,19 +196,22 @@ class LightDecoder(ModelMixin, ConfigMixin):
 
 @torch.no_grad()
 def decode_latents(decoder: AutoencoderKL | AutoencoderKLWan | LightDecoder, latents: torch.Tensor,
-                   batch_size: int = 256) -> torch.Tensor:
+                   batch_size: int = 256, normalization: tuple | None = None) -> torch.Tensor:
     """Inverse of :func:`encode_frames`: `(..., C, h, w)` float -> `(..., H, W, 3)` uint8.
 
     Args:
         decoder: the ``AutoencoderKL`` or ``AutoencoderKLWan`` that encoded the latents (its decoder runs; Wan's
             decodes each latent as a one-frame clip), or a :class:`LightDecoder` trained on its latents.
+        normalization: the decoder's :func:`latent_normalization`, already on the latents' device (a CUDA-graph
+            step passes it: built here, a per-channel one would be copied from the host at every call); None:
+            worked out here.
     """
     lead = latents.shape[:-3]
     flat = latents.reshape(-1, *latents.shape[-3:])
     parameter = next(decoder.parameters(), None)  # a statically quantized light decoder has none left
     dtype = torch.float32 if parameter is None else parameter.dtype
     light = isinstance(decoder, LightDecoder)
-    shift, scale = (0.0, 1.0) if light else latent_normalization(decoder)
+    shift, scale = (0.0, 1.0) if light else normalization or latent_normalization(decoder)
     shift, scale = _as_device(shift, flat.device, dtype), _as_device(scale, flat.device, dtype)
     outputs = []
     for chunk in flat.split(batch_size):
@@ -242,7 +245,8 @@ def check_video_autoencoder(autoencoder) -> int:
 
     Raises:
         ValueError: not an ``AutoencoderKLWan``; a temporal compression other than the 4 frames its encoder reads per
-            step (its latents would not line up with its chunks); a VAE that patchifies (Wan 2.2's ``patch_size``).
+            step (its latents would not line up with its chunks); a VAE that patchifies (Wan 2.2's ``patch_size``);
+            tiling turned on (tiles are decoded without the temporal cache this module keeps).
     """
     if not isinstance(autoencoder, AutoencoderKLWan):
         raise ValueError(f"temporal compression needs an AutoencoderKLWan, got {type(autoencoder).__name__}")
@@ -253,6 +257,8 @@ def check_video_autoencoder(autoencoder) -> int:
                          f"that matches its encoder's {WAN_ENCODER_CHUNK}-frame steps, as Wan 2.1's VAE has")
     if autoencoder.config.get("patch_size") is not None:
         raise ValueError(f"a VAE with patch_size {autoencoder.config.patch_size} is not supported for whole clips")
+    if getattr(autoencoder, "use_tiling", False):
+        raise ValueError("the VAE has tiling on (enable_tiling()); turn it off (disable_tiling()) for whole clips")
     return factor
 
 
@@ -272,7 +278,7 @@ def encode_video(autoencoder: AutoencoderKLWan, frames: torch.Tensor) -> torch.T
         ValueError: ``T - 1`` is not a multiple of ``k``, or the VAE is refused by :func:`check_video_autoencoder`.
     """
     factor = check_video_autoencoder(autoencoder)
-    if frames.ndim != 5 or (frames.shape[1] - 1) % factor:
+    if frames.dtype != torch.uint8 or frames.ndim != 5 or (frames.shape[1] - 1) % factor:
         raise ValueError(f"clips must be (B, 1 + {factor} m, H, W, 3) uint8 for a VAE that compresses time "
                          f"{factor}x, got {tuple(frames.shape)}")
     device = next(autoencoder.parameters()).device
@@ -326,10 +332,12 @@ class VideoDecoderCache:
             latent frames (the first latent frame holds one video frame).
 
         Raises:
-            ValueError: a batch size other than the cache's.
+            ValueError: latents that are not `(B, n, C, h, w)` with the VAE's C channels, or a batch size other than
+                the cache's.
         """
-        if latents.ndim != 5:
-            raise ValueError(f"latents must be (B, n, C, h, w), got {tuple(latents.shape)}")
+        if latents.ndim != 5 or latents.shape[2] != self.autoencoder.config.z_dim:
+            raise ValueError(f"latents must be (B, n, {self.autoencoder.config.z_dim}, h, w), got "
+                             f"{tuple(latents.shape)}")
         if self.batch_size is not None and latents.shape[0] != self.batch_size:
             raise ValueError(f"this decoder cache holds {self.batch_size} rollouts, got latents of {latents.shape[0]}")
         vae = self.autoencoder
@@ -350,7 +358,11 @@ class VideoDecoderCache:
         return pixels_to_frames(rearrange(pixels, "b c t h w -> b t c h w"))
 
     def select(self, rows: torch.Tensor) -> "VideoDecoderCache":
-        """A new cache of the rollouts ``rows`` `(R,)` long (repeats allowed); ``self`` is left as it is."""
+        """A new cache of the rollouts ``rows`` `(R,)` long (repeats allowed); ``self`` is left as it is.
+
+        Raises:
+            IndexError: a row outside the cache's batch (torch's message).
+        """
         out = VideoDecoderCache.__new__(VideoDecoderCache)
         out.frames_per_latent, out.autoencoder, out.num_entries = self.frames_per_latent, self.autoencoder, \
             self.num_entries

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from worldsim.models.autoencoders import decode_latents
+from worldsim.models.autoencoders import LightDecoder, decode_latents, latent_normalization
 
 
 class GraphedCachedStep:
@@ -38,24 +38,31 @@ class GraphedCachedStep:
         context_noise: the history noise level of every step.
         example_embedding: `(B, 1, D)` a producing-action embedding as :meth:`__call__` will be given (its dtype
             sizes the input buffer; the warm-up steps of a capture run on it).
-        capture: record a CUDA graph (the pipeline must be on a CUDA device). False runs the same body eagerly at
-            every :meth:`__call__`: what the tests on CPU check against the eager step.
+        capture: record a CUDA graph (the pipeline must be on a CUDA device:
+            :meth:`~worldsim.pipelines.WorldModelPipeline.enable_cuda_graphs` checks). False runs the same body eagerly
+            at every :meth:`__call__`: what the tests on CPU check against the eager step.
 
     Raises:
-        ValueError: a state :meth:`supports` refuses, or ``capture`` off CUDA.
+        ValueError: a state :meth:`unsupported` refuses.
+        RuntimeError: the capture failed (torch's message); the rollout's KV cache is restored first.
     """
 
     def __init__(self, pipeline, state, context_noise: float, example_embedding: torch.Tensor, capture: bool = True):
         reason = self.unsupported(pipeline, state, 1.0)
         if reason:
             raise ValueError(f"this rollout state cannot be stepped by a CUDA graph: {reason}")
-        if capture and pipeline.device.type != "cuda":
-            raise ValueError(f"CUDA graphs need a CUDA device; the pipeline is on {pipeline.device}")
         self.pipeline, self.cache, self.context_noise = pipeline, state.cache, float(context_noise)
         self.splices = state.cache.splices
-        self.cache.assume_all_valid = True  # checked by unsupported(); a splice clears it
         batch, device = state.batch_size, pipeline.device
         transformer = pipeline.transformer
+        # tensors the graph reads that others own must outlive it: the rotary angles (memoised by the model, which
+        # may clear its memo) and the frame decoder's latent normalisation, put on the device once here (built on
+        # the host inside the graph it would be a host-to-device copy, which a capture forbids)
+        capacity = state.cache.capacity
+        self.rotary = (transformer.rotary(1, device, first_frame=capacity), transformer.rotary(capacity, device))
+        decoder = pipeline.frame_decoder
+        self.normalization = None if isinstance(decoder, LightDecoder) else tuple(
+            value.to(device) if isinstance(value, torch.Tensor) else value for value in latent_normalization(decoder))
         timesteps = pipeline.scheduler.timesteps.to(device)
         sigmas = pipeline.scheduler.sigmas.tolist()  # python floats: constants of the graph
         self.timesteps = [timesteps[index:index + 1].float().expand(batch, 1).clone()
@@ -73,6 +80,7 @@ class GraphedCachedStep:
                 self.task_embedding = transformer.embed_task(self.task, batch, self.embedding.dtype).clone()
         self.sample, self.frames, self.latents = None, None, None
         self.graph = None
+        self.cache.assume_all_valid = True  # checked by unsupported() (it stays true until a splice clears it)
         if capture:
             self._capture()
 
@@ -90,6 +98,8 @@ class GraphedCachedStep:
             return "its latent frames are decoded through a video VAE's temporal cache"
         if action_guidance_scale != 1.0:
             return "action guidance is on"
+        if pipeline.scheduler.config.get("stochastic_sampling", False):
+            return "the scheduler samples stochastically"
         if not cache.assume_all_valid and not bool(cache.valid.all()):
             return "some rows were restarted (masked cache slots)"
         return None
@@ -111,7 +121,7 @@ class GraphedCachedStep:
                                                       task_embedding=self.task_embedding).float()
                 # FlowMatchEulerDiscreteScheduler.step (deterministic): x <- x + (sigma_next - sigma) v, in float32
                 sample = sample + dt * velocity
-            frames = decode_latents(pipeline.frame_decoder, sample[:, 0])
+            frames = decode_latents(pipeline.frame_decoder, sample[:, 0], normalization=self.normalization)
             latents = sample if self.context_noise == 0 else \
                 (1.0 - self.context_noise) * sample + self.context_noise * self.history_noise
             transformer.forward_cached(latents, self.history_timestep, self.embedding, None, self.cache,
@@ -125,23 +135,28 @@ class GraphedCachedStep:
             self.latents.copy_(latents)
 
     def _capture(self) -> None:
-        """Warms up on a side stream (lazy initialisation, allocator), restores the cache, then records the body."""
+        """Warms up on a side stream (lazy initialisation, allocator), then records the body. The warm-up steps
+        really run, so the rollout's KV cache is restored afterwards, whether the capture succeeded or not."""
         cache = self.cache
         saved = cache.keys.clone(), cache.values.clone(), cache.valid.clone(), cache.frames_seen
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            for _ in range(2):
-                self._body()
-        torch.cuda.current_stream().wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._body()  # recorded, not run
-        cache.keys.copy_(saved[0])
-        cache.values.copy_(saved[1])
-        cache.valid.copy_(saved[2])
-        cache.frames_seen = saved[3]
-        cache._rotated.clear()
+        try:
+            with torch.cuda.device(self.pipeline.device):
+                stream = torch.cuda.Stream()
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    for _ in range(2):
+                        self._body()
+                torch.cuda.current_stream().wait_stream(stream)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._body()  # recorded, not run
+                self.graph = graph
+        finally:
+            cache.keys.copy_(saved[0])
+            cache.values.copy_(saved[1])
+            cache.valid.copy_(saved[2])
+            cache.frames_seen = saved[3]
+            cache._rotated.clear()
 
     def __call__(self, producing_embedding: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor,
                                                                               torch.Tensor]:

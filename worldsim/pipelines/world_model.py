@@ -180,6 +180,9 @@ class WorldModelPipeline:
         self.quantization: str | None = None  # set by quantize()
         self._cuda_graphs: str | None = None  # enable_cuda_graphs(): "capture", "eager" (its body, no graph) or None
         self._graph = None  # the current GraphedCachedStep
+        self._graph_candidate = None  # (cache, splices, key, eligible steps in a row) before a capture
+        #: steps taken through a CUDA-graph step (a benchmark reports what share of its steps were replayed)
+        self.graph_steps = 0
         self._timesteps_key = None
         self.scheduler = scheduler
         self.metadata = dict(metadata)
@@ -307,9 +310,9 @@ class WorldModelPipeline:
     def enable_cuda_graphs(self, enabled: bool = True, capture: bool = True) -> None:
         """Steps single rollouts and batches in their steady state through a captured CUDA graph
         (:class:`~worldsim.pipelines.cuda_graph.GraphedCachedStep`): one graph launch per step instead of thousands of
-        kernel launches, for a step that is launch-bound on a GPU. The graph is captured at the first step whose KV
-        cache is full and again whenever the sampler, the context noise, the decoder or the rollouts (a new
-        :meth:`encode_context`, a :meth:`restart`) change; other steps (cache filling, action guidance, attention
+        kernel launches, for a step that is launch-bound on a GPU. The graph is captured at the third step in a row whose KV
+        cache is full (branches that step once never pay for a capture) and again whenever the sampler, the context
+        noise, the decoder, bf16 or the rollouts (a new :meth:`encode_context`, a :meth:`restart`) change; other steps (cache filling, action guidance, attention
         sinks, restarted rows, a video VAE's temporal cache) run eagerly as before. Results equal the eager step's.
 
         Args:
@@ -319,12 +322,15 @@ class WorldModelPipeline:
 
         Raises:
             ValueError: ``capture`` on a pipeline that is not on a CUDA device.
+
+        A capture that fails (a kernel that reads the device from the host, memory) warns and turns graphs off; the
+        rollout carries on eagerly from its unchanged state.
         """
         if enabled and capture and self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the pipeline on a CUDA device; it is on {self.device} "
                              f"(pass capture=False to run the graph's body eagerly)")
         self._cuda_graphs = ("capture" if capture else "eager") if enabled else None
-        self._graph = None
+        self._graph, self._graph_candidate = None, None
 
     @contextlib.contextmanager
     def graphs_paused(self):
@@ -341,19 +347,37 @@ class WorldModelPipeline:
         from worldsim.pipelines.cuda_graph import GraphedCachedStep
 
         graph = self._graph
-        key = (self._timesteps_key, float(context_noise), self.decoder_name)
+        key = (self._timesteps_key, float(context_noise), self.decoder_name, bool(self.metadata.get("bf16", True)))
         current = graph is not None and not graph.stale(state) and graph.key == key
-        if not current and GraphedCachedStep.unsupported(self, state, 1.0):
-            return None
+        if not current:
+            self._graph = graph = None  # frees the old graph's memory pool and the old rollout's cache
+            # capture only for a cache that keeps stepping: the third eligible step in a row of the same cache
+            # (branches of steering and disagreement, stepped once each, never pay for a capture)
+            if GraphedCachedStep.unsupported(self, state, 1.0):
+                self._graph_candidate = None
+                return None
+            candidate = (state.cache, state.cache.splices, key)
+            previous = self._graph_candidate
+            same = previous is not None and previous[0] is candidate[0] and previous[1:3] == candidate[1:]
+            self._graph_candidate = (*candidate, previous[3] + 1 if same else 1)
+            if self._graph_candidate[3] < 3:
+                return None
         batch = state.batch_size
         with self._autocast():
             embedding = self.transformer.encode_actions(producing.to(self.transformer.weight_dtype),
                                                         self._ids(spec, batch))
-        if not current:
-            self._graph = graph = GraphedCachedStep(self, state, context_noise, embedding,
-                                                    capture=self._cuda_graphs == "capture")
+        if graph is None:
+            self._graph_candidate = None
+            try:
+                graph = GraphedCachedStep(self, state, context_noise, embedding, capture=self._cuda_graphs == "capture")
+            except RuntimeError as error:  # the cache is restored; step eagerly from now on
+                warnings.warn(f"CUDA graph capture failed, stepping eagerly from now on: {error}")
+                self._cuda_graphs = None
+                return None
             graph.key = key
+            self._graph = graph
         frames, sample, latents = graph(embedding, generator)
+        self.graph_steps += 1
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         clean = sample[:, 0].clone()
         return RolloutState(latents.clone(), slots, frames.clone(), state.num_steps + 1, state.cache,
@@ -569,7 +593,8 @@ class WorldModelPipeline:
             task: `(K,)` long task indices of a task-conditioned model, or None.
 
         Raises:
-            ValueError: shapes, dtype or frame size other than those; nothing changes.
+            ValueError: shapes, dtype or frame size other than those, or a clip length other than ``1 + k m`` for a
+                model of ``k =`` :attr:`frames_per_latent` ``> 1``; nothing changes.
         """
         spec = self.embodiment(embodiment)
         frames, action = torch.as_tensor(np.asarray(frames)), torch.as_tensor(np.asarray(action, dtype=np.float32))
@@ -579,6 +604,9 @@ class WorldModelPipeline:
         if len(frames) < 1 or tuple(action.shape) != (len(frames), frames.shape[1] - 1, spec.action_dim):
             raise ValueError(f"start actions have shape {tuple(action.shape)}, expected "
                              f"{(len(frames), frames.shape[1] - 1, spec.action_dim)}")
+        if (frames.shape[1] - 1) % self.frames_per_latent:
+            raise ValueError(f"start clips of {frames.shape[1]} frames do not fit a model of {self.frames_per_latent} "
+                             f"frames per latent frame: it takes 1 + {self.frames_per_latent} m")
         extras = {}
         if state is not None:
             extras["state"] = torch.as_tensor(np.asarray(state, dtype=np.float32))
@@ -600,8 +628,8 @@ class WorldModelPipeline:
 
     def _normalize(self, spec: Embodiment, action: np.ndarray) -> torch.Tensor:
         """Env-unit flat actions `(..., A_e)` -> normalised `(..., A_model)` float32, zero-padded. With ``k =``
-        :attr:`frames_per_latent` ``> 1``, `(..., k, A_e)` -> `(..., k * A_model / k)`: each action normalised and
-        padded, then the ``k`` concatenated in time order (the grouped action of one latent frame)."""
+        :attr:`frames_per_latent` ``> 1``, `(..., k, A_e)` -> `(..., A_model)`: each action normalised and padded to
+        ``A_model / k``, then the ``k`` concatenated in time order (the grouped action of one latent frame)."""
         normalized = torch.from_numpy(spec.normalizer.normalize(action)).to(self.device)
         group = self.frames_per_latent
         pad = self.transformer.config.action_dim // group - spec.action_dim
@@ -752,7 +780,7 @@ class WorldModelPipeline:
 
         Returns:
             :class:`RolloutState` holding the last ``window_size - 1`` context frames (cached path: the last
-            ``sink_size + local_attn_size - 1``).
+            ``sink_size + local_attn_size - 1``); latent frames when ``k > 1``.
 
         Raises:
             ValueError: wrong shapes, dtype or frame size, or a generator list whose length is not B; the message
@@ -851,7 +879,8 @@ class WorldModelPipeline:
         batch = state.batch_size
         action = torch.as_tensor(np.asarray(action, dtype=np.float32) if not isinstance(action, torch.Tensor) else action)
         if action.ndim < 1 or action.shape[0] != batch:
-            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, A)")
+            raise ValueError(f"action has shape {tuple(action.shape)}, expected ({batch}, A)"
+                             + (f" or ({batch}, {self.frames_per_latent}, A)" if self.frames_per_latent > 1 else ""))
         check_generator(generator, batch)
         copies = torch.arange(batch).repeat_interleave(num_samples)
         if isinstance(generator, list):  # the copies of rollout b draw from generator b, one after the other

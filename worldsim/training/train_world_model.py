@@ -126,6 +126,12 @@ def load_video_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoenc
         `np.ndarray` `(N', C, h, w)` float16 (memory map): each episode's latent frames in episode order,
         :func:`latent_episode_lengths` of them per episode; latent ``j >= 1`` of an episode holds its frames
         ``k (j - 1) + 1 .. k j``.
+
+    Raises:
+        ValueError: a VAE that :func:`~worldsim.models.autoencoders.check_video_autoencoder` refuses.
+
+    Each episode goes to the VAE's device whole, as float32 pixels: an episode of 500 frames at 480 x 832 is 2.4 GB
+    there (the VAE itself encodes it 4 frames at a time).
     """
     group = check_video_autoencoder(autoencoder)
     digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
@@ -159,8 +165,8 @@ def load_video_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoenc
 def grouped_actions(action: np.ndarray, episode_from: np.ndarray, episode_to: np.ndarray, group: int,
                     width: int) -> np.ndarray:
     """The action of every latent frame of a time-compressed dataset: the ``group`` actions applied after it, each
-    zero-padded to ``width``, concatenated in time order (zeros past an episode's end: the last latent frame's
-    action produces nothing).
+    zero-padded to ``width``, concatenated in time order. Only slots past an episode's last action are zeros; the
+    last latent frame's action produces nothing either way.
 
     Args:
         action: `(N, A)` float32 normalised per-frame actions (``action[t]`` leads from frame t to t + 1).
@@ -170,6 +176,8 @@ def grouped_actions(action: np.ndarray, episode_from: np.ndarray, episode_to: np
         `np.ndarray` `(N', group * width)` float32 aligned with :func:`load_video_latent_cache`'s rows: latent ``j``
         of an episode starting at frame ``s`` gets actions ``s + group j .. s + group j + group - 1``.
     """
+    if width < action.shape[1]:
+        raise ValueError(f"width {width} is narrower than the {action.shape[1]}-dimensional actions")
     lengths = latent_episode_lengths(episode_from, episode_to, group)
     out = np.zeros((int(lengths.sum()), group, width), dtype=np.float32)
     row = 0
@@ -223,10 +231,13 @@ class Source:
         load = load_video_latent_cache if group > 1 else load_latent_cache
         self.latents = np.asarray(load(self.dataset, self.frames, autoencoder, autoencoder_path, cache_dir, progress,
                                        self.camera_keys))
-        # the rows of ``latents``: one per frame, or per latent frame of each episode when time is compressed
-        self.latent_to = np.cumsum(latent_episode_lengths(self.dataset.episode_from, self.dataset.episode_to, group))
-        self.latent_from = self.latent_to - latent_episode_lengths(self.dataset.episode_from, self.dataset.episode_to,
-                                                                   group)
+        # the rows of ``latents`` of each episode: its frames, or its latent frames when time is compressed
+        if group == 1:
+            self.latent_from, self.latent_to = np.asarray(self.dataset.episode_from), np.asarray(self.dataset.episode_to)
+        else:
+            lengths = latent_episode_lengths(self.dataset.episode_from, self.dataset.episode_to, group)
+            self.latent_to = np.cumsum(lengths)
+            self.latent_from = self.latent_to - lengths
         self.normalizer = action_normalizer_for(self.dataset)
         self.train_episodes, self.val_episodes = split_episodes(self.dataset.num_episodes, data_config.val_episodes)
         self.name = data_config.embodiment or self.dataset.info.get("robot_type") or Path(data_config.root).name
@@ -237,7 +248,8 @@ class Source:
         self.action_space = space
 
     def frame_tasks(self, tasks: list[str], null_index: int) -> np.ndarray:
-        """`(N,)` int64: the index in ``tasks`` of every frame's episode task (``null_index`` for a task not there)."""
+        """`(N,)` int64: the index in ``tasks`` of every row of ``latents``' episode task (``null_index`` for a task
+        not there): per frame, or per latent frame when time is compressed."""
         lookup = {text: index for index, text in enumerate(tasks)}
         per_episode = np.array([lookup.get(text, null_index) for text in self.dataset.episode_tasks], dtype=np.int64)
         out = np.full(len(self.latents), null_index, dtype=np.int64)
@@ -650,15 +662,16 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
             raise ValueError(f"extra dataset {extra.root}: frame size/num_frames {extra.frame_size}/{extra.num_frames}"
                              f" differ from dataset's {data_config.frame_size}/{data_config.num_frames}")
     frames_per_latent = check_video_autoencoder(autoencoder) if train_config.temporal_compression else 1
+    if frames_per_latent > 1:  # refused before any dataset is encoded
+        for data in [data_config, *config.extra_datasets]:
+            space = LeRobotDataset(data.root).action_space
+            if space and space.get("type") != "Box":
+                raise ValueError(f"train.temporal_compression groups continuous actions; {data.root} records a "
+                                 f"{space.get('type')} action space")
     with accelerator.main_process_first():  # the main process writes the frame and latent caches, the others read
         sources = [Source(data, autoencoder, autoencoder_path, progress and accelerator.is_main_process,
                           frames_per_latent)
                    for data in [data_config, *config.extra_datasets]]
-    if frames_per_latent > 1:
-        for source in sources:
-            if source.action_space.get("type") != "Box":
-                raise ValueError(f"train.temporal_compression groups continuous actions; {source.config.root} "
-                                 f"records a {source.action_space.get('type')} action space")
     autoencoder.to("cpu")
     share_embodiments(sources)
     names = list(dict.fromkeys(source.name for source in sources))  # each embodiment once, in order of appearance
