@@ -34,7 +34,7 @@ class GraphedCachedStep:
 
     Args:
         pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline`.
-        state: a cached-path :class:`~worldsim.pipelines.world_model.RolloutState` that :meth:`supports` accepts.
+        state: a cached-path :class:`~worldsim.pipelines.world_model.RolloutState` that :meth:`unsupported` accepts.
         context_noise: the history noise level of every step.
         example_embedding: `(B, 1, D)` a producing-action embedding as :meth:`__call__` will be given (its dtype
             sizes the input buffer; the warm-up steps of a capture run on it).

@@ -71,6 +71,18 @@ def action_normalizer_for(dataset: LeRobotDataset) -> ActionNormalizer:
     return ActionNormalizer(dataset.stats[ACTION]["min"], dataset.stats[ACTION]["max"], continuous)
 
 
+def _latent_cache_label(frames: np.ndarray, autoencoder_path: Path, camera_keys: list[str] | None,
+                        square_short: bool = True) -> tuple[str, str]:
+    """``(size, digest)`` naming a latent cache: the frame size (``"64"`` for a square one when ``square_short``,
+    else ``"HxW"``), plus a hash of the cameras when several sit side by side, and the autoencoder weights' hash."""
+    digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
+    height, width = frames.shape[1:3]
+    size = str(height) if height == width and square_short else f"{height}x{width}"
+    if camera_keys and len(camera_keys) > 1:
+        size += "_" + hashlib.sha256("|".join(camera_keys).encode()).hexdigest()[:8]
+    return size, digest
+
+
 def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: AutoencoderKL, autoencoder_path: Path,
                       cache_dir: Path, progress: bool = True, camera_keys: list[str] | None = None) -> np.ndarray:
     """Encodes every frame once with the autoencoder (posterior mean, normalised) and caches it.
@@ -82,11 +94,7 @@ def load_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoencoder: 
     Returns:
         `np.ndarray` `(N, C, h, w)` float16 (memory map).
     """
-    digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
-    height, width = frames.shape[1:3]
-    size = str(height) if height == width else f"{height}x{width}"
-    if camera_keys and len(camera_keys) > 1:
-        size += "_" + hashlib.sha256("|".join(camera_keys).encode()).hexdigest()[:8]
+    size, digest = _latent_cache_label(frames, autoencoder_path, camera_keys)
     path = cache_dir / f"latents_{size}_{len(frames)}_{digest}.npy"
     if path.is_file():
         return np.load(path, mmap_mode="r")
@@ -134,11 +142,7 @@ def load_video_latent_cache(dataset: LeRobotDataset, frames: np.ndarray, autoenc
     there (the VAE itself encodes it 4 frames at a time).
     """
     group = check_video_autoencoder(autoencoder)
-    digest = hashlib.sha256((autoencoder_path / "diffusion_pytorch_model.safetensors").read_bytes()).hexdigest()[:12]
-    height, width = frames.shape[1:3]
-    size = f"{height}x{width}"
-    if camera_keys and len(camera_keys) > 1:
-        size += "_" + hashlib.sha256("|".join(camera_keys).encode()).hexdigest()[:8]
+    size, digest = _latent_cache_label(frames, autoencoder_path, camera_keys, square_short=False)
     lengths = latent_episode_lengths(dataset.episode_from, dataset.episode_to, group)
     path = cache_dir / f"video_latents_{group}x_{size}_{len(frames)}_{digest}.npy"
     if path.is_file():
