@@ -213,3 +213,65 @@ def test_random_shift_moves_images_by_at_most_the_given_pixels():
     assert rows.min() >= 2 and rows.max() <= 6 and cols.min() >= 2 and cols.max() <= 6
     assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # the shifts differ from image to image
     assert torch.equal(random_shift(images, 0, torch.Generator()), images)
+
+
+class _ArmEnv:
+    """A two-camera Dict env of SIZE-pixel views whose info holds the task (what plug-in envs give collection)."""
+
+    def __init__(self, task: str):
+        import gymnasium as gym
+
+        self.task = task
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (4,), np.float32)
+        self.rng = np.random.default_rng(0)
+
+    def observation(self):
+        return {CAMERAS[0]: self.rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8),
+                CAMERAS[1]: self.rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8),
+                "observation.state": self.rng.normal(0, 1, STATE_DIM).astype(np.float32)}
+
+    def reset(self, seed=None, options=None):
+        self.rng = np.random.default_rng(seed)
+        return self.observation(), {"task": self.task}
+
+    def step(self, action):
+        return self.observation(), 0.0, False, False, {"task": self.task}
+
+
+def test_a_saved_checkpoint_records_episodes_as_a_collection_policy(tmp_path):
+    """``worldsim collect --policy <train-bc folder>``: the recorded actions are the checkpoint's on each observation
+    and the task of the env's info; noise is seeded by the episode and clipped; a mismatched action space raises."""
+    import gymnasium as gym
+
+    from worldsim.data.collect import record_episode
+    from worldsim.data.policies import CheckpointPolicy, make_policy
+
+    torch.manual_seed(0)
+    network = BCNetwork(camera_keys=list(CAMERAS), image_size=SIZE, state_dim=STATE_DIM, tasks=list(TASKS),
+                        channels=[8, 8], hidden_dim=32)
+    folder = BCPolicy(network).save_pretrained(tmp_path / "policy")
+    env = _ArmEnv(TASKS[1])
+    policy = make_policy(str(folder), env.action_space)
+    assert isinstance(policy, CheckpointPolicy)
+
+    episode = record_episode(env, policy, seed=3, max_steps=5)
+    reference, replay = BCPolicy.from_pretrained(folder), _ArmEnv(TASKS[1])
+    observation, _ = replay.reset(seed=3)
+    for action in episode.action:
+        batch = {key: torch.from_numpy(value[None]).permute(0, 3, 1, 2).float() / 255.0
+                 for key, value in observation.items() if key in CAMERAS}
+        batch.update({"observation.state": torch.from_numpy(observation["observation.state"][None]),
+                      "task": [TASKS[1]]})
+        np.testing.assert_allclose(action, reference.select_action(batch)[0].numpy(), atol=1e-6)
+        observation = replay.step(action)[0]
+    assert not np.allclose(episode.action, record_episode(_ArmEnv(TASKS[0]), policy, seed=3, max_steps=5).action)
+
+    noisy = make_policy(str(folder), env.action_space, noise_std=2.0)
+    first, second = (record_episode(env, noisy, seed=3, max_steps=5).action for _ in range(2))
+    np.testing.assert_array_equal(first, second)  # the noise follows the episode's seed
+    assert np.abs(first - episode.action).max() > 0.1 and np.abs(first).max() <= 1.0
+
+    with pytest.raises(ValueError, match="expected a Box of 4 values"):
+        make_policy(str(folder), gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(ValueError, match="noise_std must be >= 0"):
+        make_policy(str(folder), env.action_space, noise_std=-0.1)

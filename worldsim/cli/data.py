@@ -33,7 +33,7 @@ def cmd_collect(args) -> None:
 def _add_collect(sub) -> None:
     p = sub.add_parser("collect", help="record episodes from a Gymnasium env into a LeRobot v3.0 dataset")
     p.add_argument("--env", required=True, help="Gymnasium id; an embodiment plug-in serving it supplies the pixel-observation settings, task text and state recording; a dict observation with observation.images.<camera> keys records every camera")
-    p.add_argument("--policy", default="random", help="random | zoo:<member> (the plug-in's zoo) | a plug-in's collection policy | module:callable")
+    p.add_argument("--policy", default="random", help="random | zoo:<member> (the plug-in's zoo) | a plug-in's collection policy | module:callable | a policy checkpoint folder (worldsim train-bc; keyword noise_std)")
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--out", required=True, help="dataset folder to create")
     p.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")

@@ -1,4 +1,5 @@
-"""Data-collection policies: ``random``, those of the embodiment plug-ins, and any ``module:callable``.
+"""Data-collection policies: ``random``, those of the embodiment plug-ins, any ``module:callable`` and saved policy
+checkpoints (a ``worldsim train-bc`` folder).
 
 A policy is any callable ``policy(observation, info) -> action`` that returns an action inside the env's
 ``action_space``. Policies with state may define ``reset(seed: int | None)``, called at the start of each
@@ -8,6 +9,7 @@ episode. Policies are looked up by name with :func:`make_policy`.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -90,6 +92,62 @@ class ZooMemberPolicy:
         return self.policy.act(frame[None])[0]
 
 
+class CheckpointPolicy:
+    """A saved policy checkpoint (a ``worldsim train-bc`` folder, :class:`~worldsim.policies.bc.BCPolicy`) driven as
+    a collection policy ``(observation, info) -> action``, so that ``worldsim collect --policy <folder>`` records the
+    episodes of a user's own policy: logs of earlier policy versions, with their failures, to train a world model on.
+
+    Each step the observation becomes a LeRobot batch of one through
+    :class:`~worldsim.evaluation.policy_adapters.LeRobotPolicy`, the adapter ``worldsim rank`` and ``steer-eval``
+    drive the same checkpoint with: every camera ``(1, 3, H, W)`` float32 in [0, 1], ``observation.state``
+    ``(1, S)`` float32 and ``task``, the instruction in ``info["task"]`` (reset and step infos of plug-in envs hold it).
+    The action is the policy's, plus Gaussian noise of standard deviation ``noise_std`` (action units) drawn from
+    a generator seeded by :meth:`reset`, clipped to the Box's bounds.
+
+    Args:
+        folder: the checkpoint folder (``config.json`` and ``model.safetensors``).
+        action_space: the env's action space; a ``Box`` of the checkpoint's action width.
+        noise_std: Gaussian action noise, >= 0 (default 0: the policy as it is).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`~worldsim.policies.bc.load_bc_network`; ValueError: a negative
+            ``noise_std``, or an action space that is not a Box of the checkpoint's ``action_dim`` values.
+    """
+
+    def __init__(self, folder: str | Path, action_space: gym.Space, noise_std: float = 0.0):
+        from worldsim.evaluation.policy_adapters import LeRobotPolicy
+        from worldsim.policies.bc import BCPolicy
+
+        noise_std = float(noise_std)
+        if not noise_std >= 0:
+            raise ValueError(f"noise_std must be >= 0, got {noise_std}")
+        policy = BCPolicy.from_pretrained(folder)
+        width = int(policy.config.action_dim)
+        if not isinstance(action_space, gym.spaces.Box) or int(np.prod(action_space.shape)) != width:
+            raise ValueError(f"the checkpoint {folder} acts with {width} values; the env's action space is "
+                             f"{action_space}, expected a Box of {width} values")
+        self.folder, self.action_space, self.noise_std = Path(folder), action_space, noise_std
+        self.adapter = LeRobotPolicy(policy, action_space.shape)
+        self.rng = np.random.default_rng()
+
+    def reset(self, seed: int | None = None) -> None:
+        """Starts an episode: reseeds the action noise and resets the policy."""
+        self.rng = np.random.default_rng(seed)
+        self.adapter.reset(1)
+
+    def __call__(self, observation: Any, info: dict) -> np.ndarray:
+        task = info.get("task")
+        self.adapter.set_task(task if isinstance(task, str) and task else None)
+        if isinstance(observation, dict):
+            batch = {key: np.asarray(value)[None] for key, value in observation.items()}
+        else:
+            batch = np.asarray(observation)[None]
+        action = np.asarray(self.adapter.act(batch)[0], dtype=np.float64)
+        if self.noise_std:
+            action = action + self.rng.normal(0.0, self.noise_std, size=action.shape)
+        return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+
+
 def plugin_policies(embodiment=None) -> dict[str, Callable]:
     """Collection policies that embodiment plug-ins contribute: ``{name: factory(action_space, **kwargs)}``.
 
@@ -120,7 +178,8 @@ def make_policy(name: str, action_space: gym.Space, embodiment=None, **kwargs) -
             ``image_size``); a policy an embodiment plug-in contributes (:func:`plugin_policies`; e.g.
             a scripted expert); or
             ``"module:callable"``: an importable callable that is itself a policy ``(observation, info) -> action``,
-            or a factory that takes ``action_space`` (and the keyword arguments) and returns one.
+            or a factory that takes ``action_space`` (and the keyword arguments) and returns one; or a folder
+            holding a saved policy checkpoint (:class:`CheckpointPolicy`; keyword ``noise_std``).
         action_space: the env's action space.
         embodiment: the plug-in of the env being recorded (asked first), or None.
         kwargs: keyword arguments for the policy's factory.
@@ -130,6 +189,8 @@ def make_policy(name: str, action_space: gym.Space, embodiment=None, **kwargs) -
     """
     if name == "random":
         return RandomPolicy(action_space)
+    if Path(name).is_dir():
+        return CheckpointPolicy(name, action_space, **kwargs)
     if name.startswith("zoo:"):
         if embodiment is None:
             raise ValueError(f"policy {name!r} needs the env's embodiment plug-in (its zoo), and the env has none")
