@@ -137,11 +137,13 @@ def test_joint_training_of_two_embodiments(pusht_dataset, tmp_path):
     assert observation.shape == (16, 16, 3)
 
 
-def test_fine_tuning_a_pipeline_keeps_its_heads_and_light_decoder(pusht_dataset, tmp_path):
-    """`train.init_from` a pipeline with outcome heads and a light decoder, on the same autoencoder: the fine-tuned
-    checkpoints carry both unchanged (they read latents, not the transformer); another autoencoder drops them."""
+def test_fine_tuning_a_pipeline_keeps_its_heads_light_decoder_and_state_predictor(pusht_dataset, tmp_path):
+    """`train.init_from` a pipeline with outcome heads, a light decoder and a state predictor, on the same autoencoder:
+    the fine-tuned checkpoints carry all three unchanged (they read latents, not the transformer); another autoencoder
+    drops them."""
     from worldsim.models.autoencoders import LightDecoder
     from worldsim.models.heads import OutcomeHeads
+    from worldsim.models.state import StatePredictor
     from worldsim.training.train_world_model import carried_components
 
     from tests.conftest import make_tiny_pipeline, randomize, tiny_autoencoder
@@ -149,21 +151,24 @@ def test_fine_tuning_a_pipeline_keeps_its_heads_and_light_decoder(pusht_dataset,
     source = make_tiny_pipeline()
     source.heads = randomize(OutcomeHeads(in_channels=4, sample_size=4, hidden_dim=8, embodiment="pusht"), seed=1)
     source.decoder = randomize(LightDecoder(latent_channels=4, block_out_channels=8, num_blocks=(1, 1, 0)), seed=2)
+    source.state_predictors = {"pusht": randomize(StatePredictor(in_channels=4, sample_size=4, state_dim=2,
+                                                                 hidden_dim=8), seed=3)}
     source.save_pretrained(tmp_path / "source")
     config = load_config("configs/pusht.yaml", tiny_overrides(pusht_dataset, tmp_path) + [
         "train.max_steps=2", "transformer.num_layers=2", "transformer.action_num_frequencies=2",
         f"train.autoencoder={tmp_path}/source/autoencoder", f"train.init_from={tmp_path}/source"])
     tuned = WorldModelPipeline.from_pretrained(train_world_model(config, progress=False))
     assert tuned.metadata["outcome_heads"] is True
-    for part in ("heads", "decoder"):
-        theirs, ours = getattr(source, part).state_dict(), getattr(tuned, part).state_dict()
+    for theirs, ours in ((source.heads, tuned.heads), (source.decoder, tuned.decoder),
+                         (source.state_predictors["pusht"], tuned.state_predictors["pusht"])):
+        theirs, ours = theirs.state_dict(), ours.state_dict()
         assert theirs.keys() == ours.keys() and all(torch.equal(theirs[k], ours[k]) for k in theirs)
     assert not all(torch.equal(a, b) for a, b in zip(source.transformer.parameters(), tuned.transformer.parameters()))
 
     randomize(tiny_autoencoder(), seed=5).save_pretrained(tmp_path / "other_ae")
-    assert carried_components(tmp_path / "source", tmp_path / "other_ae", ["pusht"]) == (None, None)
-    assert carried_components(tmp_path / "source", tmp_path / "source" / "autoencoder", ["minigrid"]) == (None, None)
-    assert carried_components(None, tmp_path / "source" / "autoencoder", ["pusht"]) == (None, None)
+    assert carried_components(tmp_path / "source", tmp_path / "other_ae", ["pusht"]) == (None, None, None)
+    assert carried_components(tmp_path / "source", tmp_path / "source" / "autoencoder", ["minigrid"]) == (None,) * 3
+    assert carried_components(None, tmp_path / "source" / "autoencoder", ["pusht"]) == (None, None, None)
 
 
 def test_datasets_of_one_embodiment_share_its_action_normaliser():

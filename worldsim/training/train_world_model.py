@@ -309,11 +309,13 @@ def share_embodiments(sources: list[Source]) -> None:
 
 
 def carried_components(source: Path | None, autoencoder_path: Path, embodiments: list[str]) -> tuple:
-    """The outcome heads and light decoder of the pipeline a fine-tune starts from, when they stay valid.
+    """The outcome heads, light decoder and state predictors of the pipeline a fine-tune starts from, when they stay
+    valid.
 
-    Both read the autoencoder's latents (not the transformer's state), so a transformer fine-tuned on the same
+    All three read the autoencoder's latents (not the transformer's state), so a transformer fine-tuned on the same
     autoencoder keeps them: ``worldsim train`` with ``train.init_from`` a shipped pipeline writes checkpoints that
-    still have ``heads/`` and ``decoder/``, and need no ``worldsim train-heads`` / ``train-decoder`` rerun.
+    still have ``heads/``, ``decoder/`` and ``state/``, and need no ``worldsim train-heads`` / ``train-decoder`` /
+    ``train-state`` rerun.
 
     Args:
         source: ``train.init_from`` (a pipeline folder, a transformer folder or None).
@@ -321,8 +323,9 @@ def carried_components(source: Path | None, autoencoder_path: Path, embodiments:
         embodiments: this run's embodiment names (the heads were trained on the source's).
 
     Returns:
-        ``(heads, decoder)``: the source pipeline's outcome heads (``{embodiment: OutcomeHeads}``, every
-        embodiment's) and light decoder, each None where the source is not a pipeline folder,
+        ``(heads, decoder, state_predictors)``: the source pipeline's outcome heads (``{embodiment: OutcomeHeads}``,
+        every embodiment's), light decoder and state predictors (``{embodiment: StatePredictor}``), each None where
+        the source is not a pipeline folder,
         has no such part, its autoencoder's weights differ from this run's (SHA-256 of the safetensors file), or
         its embodiments differ from this run's.
 
@@ -331,15 +334,15 @@ def carried_components(source: Path | None, autoencoder_path: Path, embodiments:
             (:meth:`WorldModelPipeline.from_pretrained`).
     """
     if source is None or not (source / "worldsim.json").is_file():
-        return None, None
+        return None, None, None
     weights = "diffusion_pytorch_model.safetensors"
     ours, theirs = autoencoder_path / weights, source / "autoencoder" / weights
     if not theirs.is_file() or file_digest(theirs) != file_digest(ours):
-        return None, None
+        return None, None, None
     pipeline = WorldModelPipeline.from_pretrained(source)
     if sorted(pipeline.embodiments) != sorted(embodiments):
-        return None, None
-    return dict(pipeline.outcome_heads) or None, pipeline.decoder
+        return None, None, None
+    return dict(pipeline.outcome_heads) or None, pipeline.decoder, dict(pipeline.state_predictors) or None
 
 
 def build_transformer(transformer_config, in_channels: int, sample_size, action_dim: int, embodiments: list | None,
@@ -726,14 +729,15 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         fresh = load_initial_weights(model, Path(train_config.init_from))
         accelerator.print(f"initialised from {train_config.init_from}; fresh tensors: {len(fresh)}"
                           + (f" ({', '.join(sorted({name.split('.')[0] for name in fresh}))})" if fresh else ""))
-    heads, light_decoder = carried_components(Path(train_config.init_from) if train_config.init_from else None,
-                                              autoencoder_path, names)
-    if frames_per_latent > 1:  # per-frame heads and decoders do not read latent frames of several video frames
-        heads, light_decoder = None, None
-    if heads is not None or light_decoder is not None:
-        accelerator.print("keeping the outcome heads and light decoder of " + str(train_config.init_from)
-                          + f" (same autoencoder): heads {'yes' if heads is not None else 'no'}, "
-                          f"decoder {'yes' if light_decoder is not None else 'no'}")
+    heads, light_decoder, state_predictors = carried_components(
+        Path(train_config.init_from) if train_config.init_from else None, autoencoder_path, names)
+    if frames_per_latent > 1:  # per-frame parts do not read latent frames of several video frames
+        heads, light_decoder, state_predictors = None, None, None
+    if heads is not None or light_decoder is not None or state_predictors is not None:
+        accelerator.print("keeping the outcome heads, light decoder and state predictors of "
+                          + str(train_config.init_from) + f" (same autoencoder): heads "
+                          f"{'yes' if heads is not None else 'no'}, decoder {'yes' if light_decoder is not None else 'no'}"
+                          f", state {'yes' if state_predictors is not None else 'no'}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=train_config.learning_rate,
                                   weight_decay=train_config.weight_decay, betas=(0.9, 0.99))
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, train_config.warmup_steps, train_config.max_steps)
@@ -806,7 +810,7 @@ def train_world_model(config: RunConfig, progress: bool = True) -> Path:
         unwrapped = accelerator.unwrap_model(model)
         ema_model = exported_ema_model(unwrapped, ema)
         pipeline = WorldModelPipeline(autoencoder, ema_model, scheduler, metadata, start_frames,
-                                      heads=heads, decoder=light_decoder)
+                                      heads=heads, decoder=light_decoder, state_predictors=state_predictors)
         name = "final" if final else f"checkpoint-{at_step}"
         target = output_dir / name
         tmp = output_dir / f".{name}.partial"
