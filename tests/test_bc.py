@@ -271,7 +271,9 @@ def test_a_saved_checkpoint_records_episodes_as_a_collection_policy(tmp_path):
     np.testing.assert_array_equal(first, second)  # the noise follows the episode's seed
     assert np.abs(first - episode.action).max() > 0.1 and np.abs(first).max() <= 1.0
 
-    with pytest.raises(ValueError, match="expected a Box of 4 values"):
-        make_policy(str(folder), gym.spaces.Box(-1, 1, (2,), np.float32))
+    for space in (gym.spaces.Box(-1, 1, (2,), np.float32), gym.spaces.Box(-1, 1, (2, 2), np.float32),
+                  gym.spaces.Discrete(4)):
+        with pytest.raises(ValueError, match=r"expected a Box of shape \(4,\)"):
+            make_policy(str(folder), space)
     with pytest.raises(ValueError, match="noise_std must be >= 0"):
         make_policy(str(folder), env.action_space, noise_std=-0.1)

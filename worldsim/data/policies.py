@@ -106,12 +106,12 @@ class CheckpointPolicy:
 
     Args:
         folder: the checkpoint folder (``config.json`` and ``model.safetensors``).
-        action_space: the env's action space; a ``Box`` of the checkpoint's action width.
+        action_space: the env's action space; a ``Box`` of shape ``(A,)``, A the checkpoint's ``action_dim``.
         noise_std: Gaussian action noise, >= 0 (default 0: the policy as it is).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`~worldsim.policies.bc.load_bc_network`; ValueError: a negative
-            ``noise_std``, or an action space that is not a Box of the checkpoint's ``action_dim`` values.
+            ``noise_std``, or an action space that is not a Box of shape ``(action_dim,)`` (the checkpoint's).
     """
 
     def __init__(self, folder: str | Path, action_space: gym.Space, noise_std: float = 0.0):
@@ -123,9 +123,9 @@ class CheckpointPolicy:
             raise ValueError(f"noise_std must be >= 0, got {noise_std}")
         policy = BCPolicy.from_pretrained(folder)
         width = int(policy.config.action_dim)
-        if not isinstance(action_space, gym.spaces.Box) or int(np.prod(action_space.shape)) != width:
+        if not isinstance(action_space, gym.spaces.Box) or tuple(action_space.shape) != (width,):
             raise ValueError(f"the checkpoint {folder} acts with {width} values; the env's action space is "
-                             f"{action_space}, expected a Box of {width} values")
+                             f"{action_space}, expected a Box of shape ({width},)")
         self.folder, self.action_space, self.noise_std = Path(folder), action_space, noise_std
         self.adapter = LeRobotPolicy(policy, action_space.shape)
         self.rng = np.random.default_rng()
