@@ -6,7 +6,8 @@
 # state error, and the success head's calibration on imagined frames. Writes one JSON per task and prints the table
 # docs/results.md shows.
 #
-#   tools/eval_metaworld.sh [MODEL] [OUT_DIR]        # env: WS, HORIZON (24), CONTEXT (4)
+#   tools/eval_metaworld.sh [MODEL] [OUT_DIR]        # env: WS, HORIZON (24), CONTEXT (4), TASKS (default: all five)
+#   TASKS="push-v3 pick-place-v3" tools/eval_metaworld.sh runs/metaworld-play/world_model/final outputs/eval-play
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${1:-checkpoints/metaworld}
@@ -14,17 +15,18 @@ OUT=${2:-outputs/metaworld-eval}
 WS=${WS:-.venv/bin/worldsim}
 PY=${PY:-.venv/bin/python}
 mkdir -p "$OUT"
-for task in reach-v3 push-v3 pick-place-v3 drawer-open-v3 button-press-v3; do
+TASKS=${TASKS:-reach-v3 push-v3 pick-place-v3 drawer-open-v3 button-press-v3}
+for task in $TASKS; do
     $WS evaluate --model "$MODEL" --dataset "data/metaworld-$task-heldout" --horizon "${HORIZON:-24}" \
         --context "${CONTEXT:-4}" --starts-per-episode 2 --json "$OUT/$task.json" > "$OUT/$task.log" 2>&1
     echo "evaluated $task"
 done
-$PY - "$OUT" <<'PYTHON'
+$PY - "$OUT" $TASKS <<'PYTHON'
 import json, sys
 from pathlib import Path
 
 out = Path(sys.argv[1])
-tasks = ["reach-v3", "push-v3", "pick-place-v3", "drawer-open-v3", "button-press-v3"]
+tasks = sys.argv[2:]
 reports = {task: json.loads((out / f"{task}.json").read_text()) for task in tasks}
 rows = [("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.3f}"), ("hand position error (mm)", "hand_position_mm", "{:.1f}"),
         ("object position error (mm)", "object_position_mm", "{:.1f}"), ("state error (std units)", "state_error", "{:.3f}")]

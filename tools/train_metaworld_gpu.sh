@@ -5,13 +5,15 @@
 # predictor are trained afterwards on any machine (tools/train_metaworld.sh HEADS_ONLY=1 ...), since they need the
 # Meta-World plug-in's labels and take minutes on a CPU.
 #
-#   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM
+#   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM, CONFIG
+#   CONFIG=configs/metaworld-play.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh   # + policy logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/metaworld-gpu}
 WS=${WS:-worldsim}
+CONFIG=${CONFIG:-configs/metaworld.yaml}
 if [ -z "${INIT_FROM:-}" ]; then
-    $WS train-autoencoder --config configs/metaworld.yaml autoencoder.output_dir="$OUT/autoencoder" \
+    $WS train-autoencoder --config "$CONFIG" autoencoder.output_dir="$OUT/autoencoder" \
         autoencoder.batch_size=128 autoencoder.steps="${AE_STEPS:-20000}" autoencoder.max_minutes="${AE_MINUTES:-2}"
     AE="$OUT/autoencoder/final"
     INIT=()
@@ -19,7 +21,7 @@ else  # a second GPU session continues a model (its autoencoder, its transformer
     AE="$INIT_FROM/autoencoder"
     INIT=(train.init_from="$INIT_FROM")
 fi
-$WS train --config configs/metaworld.yaml train.autoencoder="$AE" train.output_dir="$OUT/world_model" \
+$WS train --config "$CONFIG" train.autoencoder="$AE" train.output_dir="$OUT/world_model" \
     train.batch_size=256 train.max_steps="${STEPS:-20000}" train.max_minutes="${MINUTES:-4.5}" \
     train.checkpointing_steps=1000000 train.learning_rate=5e-4 "${INIT[@]}"
 echo "world model: $OUT/world_model/final"
