@@ -136,6 +136,20 @@ class CheckpointPolicy:
         self.adapter.reset(1)
 
     def __call__(self, observation: Any, info: dict) -> np.ndarray:
+        """One action.
+
+        Args:
+            observation: one env's observation: a Dict of cameras `(H, W, 3)` uint8 and ``observation.state`` `(S,)`
+                float32 (env units), or a single `(H, W, 3)` uint8 image.
+            info: the env's info; its ``"task"`` string, when present, is the instruction passed to the policy.
+
+        Returns:
+            `(A,)` in the action space's dtype and bounds.
+
+        Raises:
+            ValueError: as :meth:`BCPolicy.select_action <worldsim.policies.bc.BCPolicy.select_action>` (a missing
+                camera or state, an unknown task).
+        """
         task = info.get("task")
         self.adapter.set_task(task if isinstance(task, str) and task else None)
         if isinstance(observation, dict):
@@ -189,8 +203,6 @@ def make_policy(name: str, action_space: gym.Space, embodiment=None, **kwargs) -
     """
     if name == "random":
         return RandomPolicy(action_space)
-    if Path(name).is_dir():
-        return CheckpointPolicy(name, action_space, **kwargs)
     if name.startswith("zoo:"):
         if embodiment is None:
             raise ValueError(f"policy {name!r} needs the env's embodiment plug-in (its zoo), and the env has none")
@@ -203,4 +215,6 @@ def make_policy(name: str, action_space: gym.Space, embodiment=None, **kwargs) -
     known = plugin_policies(embodiment)
     if name in known:
         return known[name](action_space, **kwargs)
+    if Path(name).is_dir():  # after the names, so a folder that happens to share a policy's name does not shadow it
+        return CheckpointPolicy(name, action_space, **kwargs)
     raise ValueError(f"unknown policy {name!r}; known: {', '.join(['random', *sorted(known)])} or 'module:callable'")
