@@ -170,10 +170,19 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
             successes.append(float(info["success"]))
         assert max(successes) == 1.0  # the expert succeeds, so both outcomes are compared
         np.testing.assert_array_equal(plugin.state_success(np.stack(states), task), successes)
+        # the dense progress measure steering can score by: it rises along the expert's episode and is higher from
+        # the first success on than anywhere in the first half of the approach
+        progress = plugin.state_progress(np.stack(states), task)
+        assert progress.shape == (60,) and progress.dtype == np.float32 and np.all(progress <= 0)
+        first = successes.index(1.0)
+        assert progress[first] > progress[0] + 0.1 and progress[first:].min() > progress[:first // 2].max()
         env.close()
     assert plugin.state_success(np.zeros((2, 39)), "door-open-v3") is None  # no rule: refused for ranking below
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_success(np.zeros((2, 4)), "reach-v3")
+    assert plugin.state_progress(np.zeros((2, 39)), "door-open-v3") is None
+    with pytest.raises(ValueError, match=r"\(N, 39\)"):
+        plugin.state_progress(np.zeros((2, 4)), "reach-v3")
     pipeline = WorldModelPipeline.from_pretrained(METAWORLD_MODEL)
     zoo = plugin.task_zoo("reach-v3")
     report = rank_policies(pipeline, {"expert": zoo["expert"], "wrong": zoo["wrong-task"]}, num_states=2, horizon=3,

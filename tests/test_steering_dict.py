@@ -114,6 +114,38 @@ def test_predictor_scores_by_the_success_head_and_checks_tasks_and_states(pipeli
         frame_only.encode(np.zeros((3, 16, 16, 3), np.uint8), np.zeros((2, 2), np.float32), states=STATES)
 
 
+def test_predictor_scores_by_a_progress_measure_of_the_predicted_state(pipeline):
+    candidates = RNG.uniform(-1, 1, (3, 2, 4)).astype(np.float32)
+    seen = []
+
+    def progress(states):  # the negated distance of state[4:7] to the origin, as a plug-in's state_progress
+        seen.append(states.shape)
+        return -np.linalg.norm(states[:, 4:7], axis=1)
+
+    predictor = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, seed=5)
+    assert predictor.aggregate == "last"  # the default for a state value: where the chunk leaves the scene
+    prediction = predictor.predict(FRAMES, ACTIONS, candidates, states=STATES)
+    assert seen == [(3 * 2, STATE_DIM)]  # every imagined state of every candidate, in one call
+    np.testing.assert_allclose(prediction.scores, -np.linalg.norm(prediction.states[:, -1, 4:7], axis=1), rtol=1e-5)
+    assert prediction.best == int(np.argmax(prediction.scores))
+    peak = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, aggregate="max", seed=5)
+    np.testing.assert_allclose(peak.predict(FRAMES, ACTIONS, candidates, states=STATES).scores,
+                               (-np.linalg.norm(prediction.states[..., 4:7], axis=2)).max(axis=1), rtol=1e-5)
+    with pytest.raises(ValueError, match="needs state_value"):
+        OutcomePredictor(pipeline, value_key="state_progress")
+    with pytest.raises(ValueError, match="aggregate='value'"):
+        OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, aggregate="value")
+    with pytest.raises(ValueError, match="pass the context frames' states"):
+        predictor.predict(FRAMES, ACTIONS, candidates)
+    broken = OutcomePredictor(pipeline, value_key="state_progress", state_value=lambda states: np.zeros(2), seed=5)
+    with pytest.raises(ValueError, match=r"expected \(6,\) finite numbers"):
+        broken.predict(FRAMES, ACTIONS, candidates, states=STATES)
+    from tests.conftest import make_tiny_pipeline
+
+    with pytest.raises(ValueError, match="no state predictor"):
+        OutcomePredictor(make_tiny_pipeline(), value_key="state_progress", state_value=progress)
+
+
 def test_the_follow_up_policy_observes_the_views_and_the_predicted_state(pipeline):
     recorder = Recorder()
     predictor = OutcomePredictor(pipeline, task=TASKS[0], follow_policy=recorder, follow_steps=2, num_samples=2,
@@ -245,3 +277,10 @@ def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_
     assert written["settings"]["task"] == TASKS[1]
     assert written["settings"]["scorer"] == "heads (max success_probability)"  # the plug-in's imagined value
     assert main([*common, "--env-id", "fly-v3", "--out", str(tmp_path / "fly")]) == 2  # no such task
+    # scored by the plug-in's progress measure of the predicted state instead of a head
+    assert main([*common, "--env-id", "push-v3", "--value-key", "state_progress", "--out",
+                 str(tmp_path / "progress")]) == 0
+    written = json.loads((tmp_path / "progress" / "report.json").read_text())
+    assert written["settings"]["scorer"] == "predicted state (last state_progress)"
+    assert main([*common, "--env-id", "door-open-v3", "--value-key", "state_progress", "--out",
+                 str(tmp_path / "door")]) == 2  # no progress measure for the task

@@ -14,18 +14,21 @@ def cmd_steer_eval(args) -> None:
     from worldsim.cli.rank import _env_ids
     from worldsim.embodiments import resolve_embodiment
     from worldsim.steering import OutcomePredictor
-    from worldsim.steering.evaluate import follow_policy_for, steer_evaluate, steer_table, write_steer_report
+    from worldsim.steering.evaluate import (follow_policy_for, state_progress_for, steer_evaluate, steer_table,
+                                           write_steer_report)
 
     pipeline = inference_pipeline(args, args.device)
     name, plugin = resolve_embodiment(pipeline, args.embodiment)
     env_id = _env_ids([args.env_id] if args.env_id else None, plugin)[0]
     # the base policy's noise-free mode, acting on what the imagined env observes (frames, or views and the state)
     follow = follow_policy_for(plugin, env_id) if args.follow_steps else None
+    value_key = args.value_key or getattr(plugin, "imagined_value", "reward")
+    state_value = state_progress_for(pipeline, plugin, name, env_id) if value_key == "state_progress" else None
     predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed, embodiment=name,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,
                                  timestep_spacing=args.timestep_spacing, num_samples=args.samples,
-                                 value_key=args.value_key or getattr(plugin, "imagined_value", "reward"))
+                                 value_key=value_key, state_value=state_value)
     report = steer_evaluate(predictor, args.candidates, num_states=args.num_states, horizon=args.horizon,
                             num_context=args.context, seed=args.seed, base_noise=args.base_noise,
                             chunk_length=args.chunk_length, oracle_follow=args.oracle_follow, progress_dir=args.out,
@@ -67,9 +70,12 @@ def _add_steer_eval(sub) -> None:
     p.add_argument("--chunk-length", type=int, default=8, help="actions per chunk (H)")
     p.add_argument("--aggregate", choices=["value", "max", "last", "mean"],
                    help="how the heads score an imagined future (default: value if the heads have one, else max)")
-    p.add_argument("--value-key", choices=["reward", "success_probability"], default=None,
-                   help="the heads' per-frame output that max/last/mean aggregate (default: the plug-in's imagined "
-                        "value, as ranking uses it: success_probability for Meta-World, reward otherwise)")
+    p.add_argument("--value-key", choices=["reward", "success_probability", "state_progress"], default=None,
+                   help="the per-frame value that max/last/mean aggregate: a head output, or state_progress, the "
+                        "plug-in's progress measure of the predicted observation.state (Meta-World: minus the "
+                        "object's distance to the goal and the hand's to the object, in m; aggregate default last) "
+                        "(default: the plug-in's imagined value, as ranking uses it: success_probability for "
+                        "Meta-World, reward otherwise)")
     p.add_argument("--oracle-follow", type=int, default=0,
                    help="> 0: also execute every candidate in the real env (then this many steps of the plug-in's "
                         "follow-up policy) to measure how much a perfect predictor would gain")

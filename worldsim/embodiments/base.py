@@ -206,6 +206,21 @@ class EmbodimentPlugin:
         """
         return None
 
+    def state_progress(self, state: np.ndarray, env_id: str | None = None) -> np.ndarray | None:
+        """A dense measure of task progress read from each step's ``observation.state``, higher is better: what
+        steering can score imagined futures by (``value_key="state_progress"`` of
+        :class:`~worldsim.steering.OutcomePredictor`, on the state predictor's states) where the success rule is too
+        sparse to tell candidate chunks apart. Default: None, the plug-in has no such measure.
+
+        Args:
+            state: `(N, S)` float32 states in env units.
+            env_id: which of :attr:`env_ids` (None: the default).
+
+        Returns:
+            `(N,)` float32 (the plug-in's unit; only the order of values matters), or None.
+        """
+        return None
+
     def is_success(self, value: float, info: dict) -> bool:
         """Whether a real step is a success: ``info["is_success"]`` / ``info["success"]``, or the step's value
         reaching :attr:`success_threshold`."""

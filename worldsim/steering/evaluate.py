@@ -82,6 +82,25 @@ def follow_policy_for(plugin, env_id: str | None = None):
     return plugin.follow_policy(**_with_env_id(env_id))
 
 
+def state_progress_for(pipeline, plugin, embodiment: str | None = None, env_id: str | None = None):
+    """The ``state_value`` of ``value_key="state_progress"`` steering: ``states (N, S) -> (N,)``, the plug-in's
+    :meth:`~worldsim.embodiments.EmbodimentPlugin.state_progress` for ``env_id``'s task.
+
+    Raises:
+        ValueError: the model has no state predictor for the embodiment, or the plug-in has no progress measure for
+            the env.
+    """
+    predictor = pipeline.state_predictor_for(embodiment)
+    if predictor is None:
+        raise ValueError(f"state_progress reads the predicted observation.state, but the model has no state predictor "
+                         f"for {embodiment!r} (worldsim train-state)")
+    if plugin.state_progress(np.zeros((1, predictor.config.state_dim), np.float32), env_id) is None:
+        raise ValueError(f"the {plugin.name!r} plug-in has no progress measure of the state for "
+                         f"{env_id or plugin.default_env_id!r}; score futures by the heads' 'reward' or "
+                         f"'success_probability'")
+    return lambda states: plugin.state_progress(states, env_id)
+
+
 def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, layout, space: dict,
                      env_id: str | None = None) -> np.ndarray:
     """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring); the
@@ -269,11 +288,14 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
 
 
 def _scorer_label(predictor) -> str:
-    """How the predictor scores, as the settings record it: ``"user scorer"`` or ``"heads (<aggregate>)"`` (with the
-    valued head output when it is not the reward, so reports of reward scoring read as before)."""
+    """How the predictor scores, as the settings record it: ``"user scorer"``, ``"predicted state (<aggregate>
+    state_progress)"`` or ``"heads (<aggregate>)"`` (with the valued head output when it is not the reward, so reports
+    of reward scoring read as before)."""
     if predictor.scorer is not None:
         return "user scorer"
     valued = getattr(predictor, "value_key", "reward")
+    if getattr(predictor, "state_value", None) is not None:
+        return f"predicted state ({predictor.aggregate} {valued})"
     if predictor.aggregate == "value" or valued == "reward":
         return f"heads ({predictor.aggregate})"
     return f"heads ({predictor.aggregate} {valued})"

@@ -61,8 +61,9 @@ class Prediction:
     states: np.ndarray | None = None
 
 
-#: the per-frame outputs of the outcome heads a future can be scored by (``value_key``)
-VALUE_KEYS = ("reward", "success_probability")
+#: what a future's frames can be valued by (``value_key``): the outcome heads' per-frame outputs, or a dense progress
+#: measure of the predicted ``observation.state`` (``state_value``)
+VALUE_KEYS = ("reward", "success_probability", "state_progress")
 
 
 class OutcomePredictor:
@@ -81,10 +82,16 @@ class OutcomePredictor:
             expected discounted future reward from where the chunk leaves the scene, the default when the heads
             have a value output), ``"max"`` (the best ``value_key`` of any frame, the default otherwise), ``"last"``
             (the final frame's) or ``"mean"``.
-        value_key: which per-frame head output ``"max"``, ``"last"`` and ``"mean"`` aggregate: ``"reward"`` (the
+        value_key: which per-frame value ``"max"``, ``"last"`` and ``"mean"`` aggregate: the heads' ``"reward"`` (the
             default) or ``"success_probability"`` (for a plug-in whose value is success, e.g. Meta-World:
-            :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`). ``"value"`` reads the value head
-            whatever this is.
+            :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`), or ``"state_progress"``: ``state_value``
+            of the state predictor's ``observation.state`` of every imagined frame (no heads needed; the model must
+            predict the state, and :meth:`predict` must be given the context's states; ``aggregate`` defaults to
+            ``"last"``). ``"value"`` reads the value head whatever this is.
+        state_value: ``state_value(states (N, S) float32) -> (N,)`` float, higher is better, for
+            ``value_key="state_progress"``: e.g. a plug-in's
+            :meth:`~worldsim.embodiments.EmbodimentPlugin.state_progress` of the task (the distance of an object to its
+            goal, read from the predicted state).
         num_inference_steps, context_noise, timestep_spacing: sampler settings (default: the model's; see
             :meth:`WorldModelPipeline.step`; 3 ``"trailing"`` steps are as faithful as the default 10 on the
             shipped model, docs/benchmarks.md).
@@ -114,20 +121,36 @@ class OutcomePredictor:
     Raises:
         ValueError: unknown ``aggregate`` or ``value_key``, ``"value"`` for heads without a value output,
             ``"success_probability"`` for heads trained without a success label, no outcome heads and no scorer,
-            ``follow_steps < 0``, ``follow_steps > 0`` without a ``follow_policy``, ``num_samples < 1``, or a task the
-            task-conditioned model does not know (the message lists its tasks).
+            ``follow_steps < 0``, ``follow_steps > 0`` without a ``follow_policy``, ``num_samples < 1``, a task the
+            task-conditioned model does not know (the message lists its tasks), or ``value_key="state_progress"``
+            without a callable ``state_value``, for a model without a state predictor, or with ``aggregate="value"``.
     """
 
     def __init__(self, model: str | Path | WorldModelPipeline, scorer: Callable | None = None,
                  task: str | None = None, aggregate: str | None = None, num_inference_steps: int | None = None,
                  context_noise: float | None = None, embodiment: str | None = None, seed: int = 0,
                  follow_policy=None, follow_steps: int = 0, timestep_spacing: str | None = None,
-                 num_samples: int = 1, sampler=None, value_key: str = "reward"):
+                 num_samples: int = 1, sampler=None, value_key: str = "reward", state_value: Callable | None = None):
         self.pipeline = model if isinstance(model, WorldModelPipeline) else WorldModelPipeline.from_pretrained(model)
         self.pipeline.require_per_frame("steering (one candidate action per video frame)")
         self.embodiment = self.pipeline.embodiment(embodiment).name
         heads = self.pipeline.heads_for(self.embodiment)
-        if scorer is None and heads is None:
+        if value_key not in VALUE_KEYS:
+            raise ValueError(f"value_key must be one of {list(VALUE_KEYS)}, got {value_key!r}")
+        self.layout = ObservationLayout(self.pipeline, self.embodiment, start_state=True)
+        by_state = value_key == "state_progress" and scorer is None
+        if by_state:
+            if not callable(state_value):
+                raise ValueError("value_key='state_progress' needs state_value, a callable of the predicted states "
+                                 "(N, S) -> (N,), e.g. the plug-in's state_progress for the task")
+            if self.layout.state_dim is None:
+                raise ValueError(f"value_key='state_progress' reads the predicted observation.state, but the model has "
+                                 f"no state predictor for {self.embodiment!r} (worldsim train-state)")
+            aggregate = aggregate or "last"
+            if aggregate == "value":
+                raise ValueError("aggregate='value' reads the value head; with value_key='state_progress' use 'last', "
+                                 "'max' or 'mean'")
+        elif scorer is None and heads is None:
             raise ValueError(f"the model has no outcome heads for {self.embodiment!r}; pass a scorer or train heads "
                              f"(worldsim train-heads)")
         has_value = heads is not None and heads.config.value_discount is not None
@@ -138,8 +161,6 @@ class OutcomePredictor:
         if aggregate == "value" and scorer is None and not has_value:
             raise ValueError("aggregate='value' needs heads with a value output (worldsim train-heads "
                              "--value-discount)")
-        if value_key not in VALUE_KEYS:
-            raise ValueError(f"value_key must be one of {list(VALUE_KEYS)}, got {value_key!r}")
         if value_key == "success_probability" and scorer is None and not heads.config.success_trained:
             raise ValueError("value_key='success_probability' needs heads trained with successes in their data (these "
                              "heads never saw one)")
@@ -158,7 +179,7 @@ class OutcomePredictor:
             raise ValueError(f"num_samples must be an integer >= 1, got {num_samples!r}")
         self.num_samples = int(num_samples)
         self.scorer, self.aggregate, self.value_key = scorer, aggregate, value_key
-        self.layout = ObservationLayout(self.pipeline, self.embodiment, start_state=True)
+        self.state_value = state_value if by_state else None
         self.task = task  # checked by the setter
         if sampler is not None and (num_inference_steps or context_noise is not None or timestep_spacing):
             raise ValueError("pass either sampler or num_inference_steps / context_noise / timestep_spacing, not both")
@@ -260,8 +281,8 @@ class OutcomePredictor:
 
         Raises:
             ValueError: malformed frames, actions, states or candidates (the message names the shape expected), no
-                states where the follow-up policy observes them, or a scorer output that is not
-                `(K * num_samples,)` finite numbers.
+                states where the follow-up policy observes them or ``value_key="state_progress"`` values them, or a
+                scorer (``state_value``) output that is not one finite number per future (per imagined state).
         """
         candidates = np.asarray(candidates, dtype=np.float32)
         action_dim = self.pipeline.embodiment(self.embodiment).action_dim
@@ -272,6 +293,9 @@ class OutcomePredictor:
         if self.follow_steps and self.layout.state_dim is not None and states is None:
             raise ValueError(f"the follow-up policy observes observation.state (the model predicts it): pass the "
                              f"context frames' states, shape (n, {self.layout.state_dim})")
+        if self.state_value is not None and states is None:
+            raise ValueError(f"value_key='state_progress' values the predicted observation.state: pass the context "
+                             f"frames' states, shape (n, {self.layout.state_dim})")
         self.pipeline.set_decoder(self.sampler.decoder)  # the pipeline may be shared with an env that decodes otherwise
         shared = self.encode(frames, actions, states)  # the context is encoded once, not K times
         count, horizon = candidates.shape[:2]
@@ -315,7 +339,15 @@ class OutcomePredictor:
         elif self.aggregate == "value":
             scores = values[:, -1].astype(np.float64)
         else:
-            valued = rewards if self.value_key == "reward" else success
+            if self.state_value is not None:
+                flat = np.stack(imagined_states, axis=1).reshape(runs * length, -1)
+                valued = np.asarray(self.state_value(flat), dtype=np.float64)
+                if valued.shape != (runs * length,) or not np.all(np.isfinite(valued)):
+                    raise ValueError(f"state_value returned {valued.shape} values for {runs * length} states; "
+                                     f"expected ({runs * length},) finite numbers")
+                valued = valued.reshape(runs, length)
+            else:
+                valued = rewards if self.value_key == "reward" else success
             reduce = {"max": np.max, "last": lambda r, axis: r[:, -1], "mean": np.mean}[self.aggregate]
             scores = reduce(valued.astype(np.float64), axis=1)
         per_sample = scores.reshape(count, self.num_samples)

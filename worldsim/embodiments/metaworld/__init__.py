@@ -77,6 +77,14 @@ STATE_SUCCESS_RULES: dict[str, tuple[slice, slice, float]] = {
 }
 
 
+def _states_39(state) -> np.ndarray:
+    """``state`` as `(N, 39)` float32; raises ValueError naming the shape otherwise."""
+    state = np.asarray(state, dtype=np.float32)
+    if state.ndim != 2 or state.shape[1] != 39:
+        raise ValueError(f"Meta-World states are (N, 39), got {state.shape}")
+    return state
+
+
 class MetaWorldEmbodiment(EmbodimentPlugin):
     """Meta-World as a worldsim embodiment (see the module docstring).
 
@@ -178,13 +186,40 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         task = task_of(env_id or DEFAULT_TASK)
         if task not in STATE_SUCCESS_RULES:
             return None
-        state = np.asarray(state, dtype=np.float32)
-        if state.ndim != 2 or state.shape[1] != 39:
-            raise ValueError(f"Meta-World states are (N, 39), got {state.shape}")
+        state = _states_39(state)
         part, goal_part, radius = STATE_SUCCESS_RULES[task]
         position = state[:, part] + (TCP_OFFSET if task == "reach-v3" else 0.0)
         distance = np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1)
         return (distance <= radius).astype(np.float32)
+
+    def state_progress(self, state: np.ndarray, env_id: str | None = None) -> np.ndarray | None:
+        """Task progress of 39-D states, in metres, higher is better (0 at the goal): minus the distance of the
+        success rule's part to its goal (:data:`STATE_SUCCESS_RULES`, as :meth:`state_success` measures it), and for
+        tasks with an object, minus the distance from the tool centre (the hand plus :data:`TCP_OFFSET`) to the
+        object ``state[4:7]`` as well: reach the object, then bring it to the goal, the two stages Meta-World's own
+        shaped rewards reward. Tasks outside the rules give None.
+
+        Args:
+            state: `(N, 39)` float32.
+            env_id: a task's id or name (None: the default task).
+
+        Returns:
+            `(N,)` float32 <= 0, or None for a task without a rule.
+
+        Raises:
+            ValueError: an unknown task, or states that are not `(N, 39)`.
+        """
+        task = task_of(env_id or DEFAULT_TASK)
+        if task not in STATE_SUCCESS_RULES:
+            return None
+        state = _states_39(state)
+        part, goal_part, _ = STATE_SUCCESS_RULES[task]
+        tool = state[:, 0:3] + TCP_OFFSET
+        position = tool if task == "reach-v3" else state[:, part]
+        progress = -np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1)
+        if task != "reach-v3":
+            progress -= np.linalg.norm(tool - state[:, 4:7], axis=1)
+        return progress.astype(np.float32)
 
     def recorded_state(self, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
         """``(observation.state (39,), observation.environment_state (E,))`` float32 from the env's ``info`` (None

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Steers a noisy Meta-World expert by best-of-K imagination in the real env, one task at a time: the base policy
+# (K = 1) and best-of-8 on the same 30 initial states (seeds 1000-1029), 100 steps in chunks of 5. Each candidate
+# chunk is imagined from the last 4 real frames and states with 3 trailing Euler steps and scored by VALUE.
+# A task whose report exists is skipped; an interrupted task resumes (`steer-eval --resume`), so the campaign
+# carries across sessions (docs/results.md, "Steering arm policies").
+#
+#   tools/steer_metaworld.sh                                # reach, button-press, push (15-25 min each, 2 cores)
+#   TASKS="reach-v3" tools/steer_metaworld.sh               # some tasks
+#
+# Environment variables:
+#   MODEL    the world model (default checkpoints/metaworld)
+#   VALUE    what scores an imagined chunk (`steer-eval --value-key`): state_progress (the default: the plug-in's
+#            progress measure of the predicted observation.state, the last frame's) or success_probability / reward
+#            (the heads on the imagined frames)
+#   OUT      where the reports go (default outputs/metaworld-steer-<VALUE>); one folder per task
+#   STATES   initial states per task (default 30)
+#   K        candidates of the steered policy (default 8)
+#   NOISE_<task with _ for ->   the base policy's noise per task (defaults: reach 2.0, button-press 0.8, push 0.6, others
+#            1.0; chosen so that the base succeeds on a quarter to a third of the states)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-checkpoints/metaworld}
+VALUE=${VALUE:-state_progress}
+OUT=${OUT:-outputs/metaworld-steer-$VALUE}
+TASKS=${TASKS:-reach-v3 button-press-v3 push-v3}
+WS=${WS:-.venv/bin/worldsim}
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+
+noise_for() {
+    local name="NOISE_${1//-/_}"
+    case "$1" in
+        reach-v3) echo "${!name:-2.0}" ;;
+        button-press-v3) echo "${!name:-0.8}" ;;
+        push-v3) echo "${!name:-0.6}" ;;
+        *) echo "${!name:-1.0}" ;;
+    esac
+}
+
+mkdir -p "$OUT"
+for task in $TASKS; do
+    folder="$OUT/$task"
+    if [ -e "$folder/report.json" ]; then
+        echo "skip    $task (exists; delete $folder to steer it again)"
+        continue
+    fi
+    resume=()
+    [ -e "$folder/steer-progress.json" ] && resume=(--resume)
+    start=$SECONDS
+    $WS steer-eval --model "$MODEL" --env-id "$task" --candidates 1 "${K:-8}" --num-states "${STATES:-30}" \
+        --horizon 100 --chunk-length 5 --base-noise "$(noise_for "$task")" --value-key "$VALUE" --aggregate last \
+        --num-inference-steps 3 --timestep-spacing trailing --seed 1000 --out "$folder" "${resume[@]}" \
+        > "$OUT/$task.log" 2>&1
+    echo "steered $task in $(( (SECONDS - start) / 60 )) min"
+    grep '^|' "$OUT/$task.log" || true
+done
