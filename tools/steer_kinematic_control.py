@@ -1,0 +1,80 @@
+"""Control for Meta-World steering by the predicted state: the same best-of-K loop and the same progress measure, with
+the world model replaced by dead reckoning. Each candidate chunk moves the last real hand position by the summed
+actions times Meta-World's hand step (``action_scale``, 1 cm per unit action per step) and leaves every object
+where it was; the chunk is scored by the plug-in's ``state_progress`` of that state, as ``steer-eval --value-key
+state_progress`` scores the imagined one. What steering by imagination gains beyond this rule is what the model adds
+(docs/results.md, "Steering by the predicted state").
+
+    python tools/steer_kinematic_control.py --env-id reach-v3 --base-noise 2.0 --out outputs/steer-kinematic-reach
+
+The model folder is loaded only for its observation layout (cameras, state size, task); it imagines nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+from worldsim.steering import OutcomePredictor
+from worldsim.steering.predictor import Prediction
+from worldsim.steering.evaluate import steer_evaluate, steer_table
+from worldsim.utils.files import write_json
+
+#: Meta-World's mocap step: the hand target moves by ``action[:3] * HAND_STEP`` metres per step (``action_scale``)
+HAND_STEP = 0.01
+
+
+class DeadReckoningPredictor(OutcomePredictor):
+    """An :class:`OutcomePredictor` whose futures are dead reckoning of the hand, not imagination (see the module
+    docstring). ``predict`` needs the context's states; its frames are blank."""
+
+    def __init__(self, model, env_id: str, **kwargs):
+        plugin = MetaWorldEmbodiment()
+        super().__init__(model, value_key="state_progress",
+                         state_value=lambda states: plugin.state_progress(states, env_id), **kwargs)
+
+    def predict(self, frames, actions, candidates, states=None) -> Prediction:
+        candidates = np.asarray(candidates, dtype=np.float32)
+        if states is None:
+            raise ValueError("dead reckoning starts from the last real state: pass the context's states")
+        count, horizon = candidates.shape[:2]
+        last = np.asarray(states, dtype=np.float32)[-1]
+        ends = np.repeat(last[None], count, axis=0)
+        ends[:, 0:3] += HAND_STEP * candidates[:, :, :3].sum(axis=1)
+        scores = np.asarray(self.state_value(ends), dtype=np.float64)
+        blank = np.zeros((count, horizon, 1, 1, 3), np.uint8)  # nothing is imagined
+        self.last_prediction = Prediction(blank, np.full((count, horizon), np.nan, np.float32), scores,
+                                          int(np.argmax(scores)), horizon, np.zeros(count),
+                                          states=np.repeat(ends[:, None], horizon, axis=1))
+        return self.last_prediction
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="checkpoints/metaworld")
+    parser.add_argument("--env-id", default="reach-v3")
+    parser.add_argument("--base-noise", type=float, default=2.0)
+    parser.add_argument("--candidates", type=int, default=8)
+    parser.add_argument("--num-states", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=1000)
+    parser.add_argument("--out", default="outputs/steer-kinematic")
+    args = parser.parse_args()
+    env_id = args.env_id if args.env_id.startswith("worldsim/") else f"worldsim/MetaWorld-{args.env_id}"
+    predictor = DeadReckoningPredictor(args.model, env_id, seed=args.seed)
+    report = steer_evaluate(predictor, [args.candidates], num_states=args.num_states, horizon=100, num_context=4,
+                            seed=args.seed, base_noise=args.base_noise, chunk_length=5,
+                            embodiment_plugin=MetaWorldEmbodiment(), env_id=env_id)
+    print(steer_table(report))
+    report["settings"]["scorer"] = "dead reckoning of the hand (last state_progress)"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "report.json", {"settings": report["settings"], "results": report["results"],
+                                     "model": "none (dead reckoning)"})
+    print(f"wrote {out / 'report.json'}")
+
+
+if __name__ == "__main__":
+    main()
