@@ -173,13 +173,23 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
         # the dense progress measure steering can score by: it rises along the expert's episode and is higher from
         # the first success on than anywhere in the first half of the approach
         progress = plugin.state_progress(np.stack(states), task)
-        assert progress.shape == (60,) and progress.dtype == np.float32 and np.all(progress <= 0)
+        assert progress.shape == (60,) and progress.dtype == np.float32 and np.all(np.isfinite(progress))
         first = successes.index(1.0)
         assert progress[first] > progress[0] + 0.1 and progress[first:].min() > progress[:first // 2].max()
         env.close()
     assert plugin.state_success(np.zeros((2, 39)), "door-open-v3") is None  # no rule: refused for ranking below
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_success(np.zeros((2, 4)), "reach-v3")
+    # the formula on made-up states: reach compares the tool centre (hand + TCP_OFFSET) with the goal; push adds
+    # the tool centre's distance to the puck; button-press compares only the button's y with the goal's
+    made = np.zeros((1, 39), np.float32)
+    made[0, 0:3] = [0.0, 0.6, 0.2]  # the hand; the tool centre is 4.5 cm below it
+    made[0, 36:39] = [0.0, 0.6, 0.155]
+    np.testing.assert_allclose(plugin.state_progress(made, "reach-v3"), [0.0], atol=1e-6)
+    made[0, 4:7] = [0.0, 0.7, 0.155]  # the object 10 cm from the tool centre and 10 cm from the goal
+    np.testing.assert_allclose(plugin.state_progress(made, "push-v3"), [-0.2], atol=1e-6)
+    made[0, 37] = 0.73  # button-press: only the y travel to the goal (3 cm), plus the tool centre's 10 cm
+    np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.13], atol=1e-6)
     assert plugin.state_progress(np.zeros((2, 39)), "door-open-v3") is None
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_progress(np.zeros((2, 4)), "reach-v3")

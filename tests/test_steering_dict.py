@@ -116,11 +116,12 @@ def test_predictor_scores_by_the_success_head_and_checks_tasks_and_states(pipeli
 
 def test_predictor_scores_by_a_progress_measure_of_the_predicted_state(pipeline):
     candidates = RNG.uniform(-1, 1, (3, 2, 4)).astype(np.float32)
-    seen = []
+    seen, given = [], []
 
     def progress(states):  # the negated distance of state[4:7] to the origin, as a plug-in's state_progress
         seen.append(states.shape)
-        return -np.linalg.norm(states[:, 4:7], axis=1)
+        given.append(-np.linalg.norm(states[:, 4:7], axis=1))
+        return given[-1]
 
     predictor = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, seed=5)
     assert predictor.aggregate == "last"  # the default for a state value: where the chunk leaves the scene
@@ -137,9 +138,23 @@ def test_predictor_scores_by_a_progress_measure_of_the_predicted_state(pipeline)
         OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, aggregate="value")
     with pytest.raises(ValueError, match="pass the context frames' states"):
         predictor.predict(FRAMES, ACTIONS, candidates)
+    # two samples per candidate: each candidate's score is the mean over its own samples (candidate-major rows)
+    sampled = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, num_samples=2, seed=5)
+    twice = sampled.predict(FRAMES, ACTIONS, candidates, states=STATES)
+    assert seen[-1] == (3 * 2 * 2, STATE_DIM)  # K * samples futures of 2 frames
+    last = given[-1].reshape(3, 2, 2)[:, :, -1]  # (candidate, sample), the last frame's value
+    np.testing.assert_allclose(twice.scores, last.mean(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(twice.score_spread, last.std(axis=1), rtol=1e-6, atol=1e-12)
     broken = OutcomePredictor(pipeline, value_key="state_progress", state_value=lambda states: np.zeros(2), seed=5)
-    with pytest.raises(ValueError, match=r"expected \(6,\) finite numbers"):
+    with pytest.raises(ValueError, match=r"expected \(6,\)"):
         broken.predict(FRAMES, ACTIONS, candidates, states=STATES)
+    nan = OutcomePredictor(pipeline, value_key="state_progress", state_value=lambda states: np.full(len(states), np.nan))
+    with pytest.raises(ValueError, match="6 non-finite values of 6"):
+        nan.predict(FRAMES, ACTIONS, candidates, states=STATES)
+    with pytest.raises(ValueError, match="state_value is used only with value_key='state_progress'"):
+        OutcomePredictor(pipeline, value_key="reward", state_value=progress)
+    with pytest.raises(ValueError, match="got int"):
+        OutcomePredictor(pipeline, value_key="state_progress", state_value=3)
     from tests.conftest import make_tiny_pipeline
 
     with pytest.raises(ValueError, match="no state predictor"):
@@ -265,7 +280,7 @@ def test_steer_eval_on_metaworld_steers_a_dict_policy_with_the_oracle(metaworld,
     assert "| 2 |" in steer_table(report)
 
 
-def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_path):
+def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_path, capsys):
     from worldsim.cli.main import main
 
     pipeline.save_pretrained(tmp_path / "model")
@@ -282,5 +297,7 @@ def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_
                  str(tmp_path / "progress")]) == 0
     written = json.loads((tmp_path / "progress" / "report.json").read_text())
     assert written["settings"]["scorer"] == "predicted state (last state_progress)"
+    capsys.readouterr()
     assert main([*common, "--env-id", "door-open-v3", "--value-key", "state_progress", "--out",
-                 str(tmp_path / "door")]) == 2  # no progress measure for the task
+                 str(tmp_path / "door")]) == 2
+    assert "no progress measure of the state" in capsys.readouterr().err

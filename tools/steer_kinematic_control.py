@@ -7,7 +7,9 @@ state_progress`` scores the imagined one. What steering by imagination gains bey
 
     python tools/steer_kinematic_control.py --env-id reach-v3 --base-noise 2.0 --out outputs/steer-kinematic-reach
 
-The model folder is loaded only for its observation layout (cameras, state size, task); it imagines nothing.
+The model folder is loaded only for its observation layout (cameras, state size, task); it imagines nothing. The
+dead reckoning ignores the hand's workspace limits, imagination samples and follow-up steps: it is a control, not a
+predictor.
 """
 
 from __future__ import annotations

@@ -2,11 +2,14 @@
 # Steers a noisy Meta-World expert by best-of-K imagination in the real env, one task at a time: the base policy
 # (K = 1) and best-of-8 on the same 30 initial states (seeds 1000-1029), 100 steps in chunks of 5. Each candidate
 # chunk is imagined from the last 4 real frames and states with 3 trailing Euler steps and scored by VALUE.
-# A task whose report exists is skipped; an interrupted task resumes (`steer-eval --resume`), so the campaign
-# carries across sessions (docs/results.md, "Steering arm policies").
+# A task whose report exists is skipped; an interrupted task resumes (`steer-eval --resume`, which refuses other
+# settings: use another OUT for them), so the campaign carries across sessions (docs/results.md, "Steering by the
+# predicted state").
 #
 #   tools/steer_metaworld.sh                                # reach, button-press, push (15-25 min each, 2 cores)
-#   TASKS="reach-v3" tools/steer_metaworld.sh               # some tasks
+#   TASKS="reach-v3" tools/steer_metaworld.sh               # some tasks (short names, as here)
+#   SEED=1030 OUT=outputs/steer-1030 TASKS=push-v3 tools/steer_metaworld.sh   # 30 more starts, merged by
+#                                                            # `worldsim steer-report a/report.json b/report.json`
 #
 # Environment variables:
 #   MODEL    the world model (default checkpoints/metaworld)
@@ -15,9 +18,11 @@
 #            (the heads on the imagined frames)
 #   OUT      where the reports go (default outputs/metaworld-steer-<VALUE>); one folder per task
 #   STATES   initial states per task (default 30)
+#   SEED     the first initial state (default 1000)
 #   K        candidates of the steered policy (default 8)
-#   NOISE_<task with _ for ->   the base policy's noise per task (defaults: reach 2.0, button-press 0.8, push 0.6, others
-#            1.0; chosen so that the base succeeds on a quarter to a third of the states)
+#   AGGREGATE  how a future's frames are combined (default last: where the chunk leaves the task)
+#   NOISE_<task, - replaced by _>   the base policy's noise, e.g. NOISE_reach_v3=1.5 (defaults: reach 2.0,
+#            button-press 0.8, push 0.6, others 1.0; the base then succeeds on 13-27% of the starts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-checkpoints/metaworld}
@@ -39,6 +44,9 @@ noise_for() {
 
 mkdir -p "$OUT"
 for task in $TASKS; do
+    case "$task" in
+        */*) echo "TASKS takes short task names such as push-v3, got $task" >&2; exit 2 ;;
+    esac
     folder="$OUT/$task"
     if [ -e "$folder/report.json" ]; then
         echo "skip    $task (exists; delete $folder to steer it again)"
@@ -47,10 +55,14 @@ for task in $TASKS; do
     resume=()
     [ -e "$folder/steer-progress.json" ] && resume=(--resume)
     start=$SECONDS
-    $WS steer-eval --model "$MODEL" --env-id "$task" --candidates 1 "${K:-8}" --num-states "${STATES:-30}" \
-        --horizon 100 --chunk-length 5 --base-noise "$(noise_for "$task")" --value-key "$VALUE" --aggregate last \
-        --num-inference-steps 3 --timestep-spacing trailing --seed 1000 --out "$folder" "${resume[@]}" \
-        > "$OUT/$task.log" 2>&1
+    if ! $WS steer-eval --model "$MODEL" --env-id "$task" --candidates 1 "${K:-8}" --num-states "${STATES:-30}" \
+        --horizon 100 --chunk-length 5 --base-noise "$(noise_for "$task")" --value-key "$VALUE" \
+        --aggregate "${AGGREGATE:-last}" --num-inference-steps 3 --timestep-spacing trailing --seed "${SEED:-1000}" \
+        --out "$folder" ${resume[@]+"${resume[@]}"} >> "$OUT/$task.log" 2>&1; then
+        echo "failed  $task; the end of $OUT/$task.log:" >&2
+        tail -5 "$OUT/$task.log" >&2
+        exit 1
+    fi
     echo "steered $task in $(( (SECONDS - start) / 60 )) min"
     grep '^|' "$OUT/$task.log" || true
 done

@@ -56,7 +56,8 @@ def cmd_steer_report(args) -> None:
 
 def _add_steer_eval(sub) -> None:
     p = sub.add_parser("steer-eval", help="run the embodiment plug-in's stochastic chunk policy with and without steering in the real env")
-    p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment")
+    p.add_argument("--model", required=True, help="model folder with outcome heads for the embodiment (or a state "
+                   "predictor, for --value-key state_progress)")
     embodiment_arg(p)
     p.add_argument("--env-id", default=None, help="the plug-in's env to steer in: an id or its last part (a "
                    "Meta-World task such as push-v3); a task-conditioned model imagines its task (default: the "
@@ -69,11 +70,14 @@ def _add_steer_eval(sub) -> None:
                    "plug-in's unit (default: the plug-in's steering_noise)")
     p.add_argument("--chunk-length", type=int, default=8, help="actions per chunk (H)")
     p.add_argument("--aggregate", choices=["value", "max", "last", "mean"],
-                   help="how the heads score an imagined future (default: value if the heads have one, else max)")
+                   help="how an imagined future is scored from its frames (default: value if the heads have one, "
+                        "else max; last for --value-key state_progress)")
     p.add_argument("--value-key", choices=["reward", "success_probability", "state_progress"], default=None,
                    help="the per-frame value that max/last/mean aggregate: a head output, or state_progress, the "
                         "plug-in's progress measure of the predicted observation.state (Meta-World: minus the "
-                        "object's distance to the goal and the hand's to the object, in m; aggregate default last) "
+                        "distance of the success rule's part to its goal, and for tasks with an object minus the "
+                        "tool centre's distance to it, in m; needs a state predictor, no heads; aggregate default "
+                        "last) "
                         "(default: the plug-in's imagined value, as ranking uses it: success_probability for "
                         "Meta-World, reward otherwise)")
     p.add_argument("--oracle-follow", type=int, default=0,

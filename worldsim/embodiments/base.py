@@ -217,7 +217,11 @@ class EmbodimentPlugin:
             env_id: which of :attr:`env_ids` (None: the default).
 
         Returns:
-            `(N,)` float32 (the plug-in's unit; only the order of values matters), or None.
+            `(N,)` float32 in the plug-in's unit, or None. Steering averages it over imagination samples (and over
+            frames with ``aggregate="mean"``), so differences should be comparable across states, e.g. a distance.
+
+        Raises:
+            ValueError: states of the wrong shape (implementations check).
         """
         return None
 

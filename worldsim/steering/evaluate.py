@@ -30,6 +30,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from safetensors.torch import load_file, save_file
@@ -82,9 +83,19 @@ def follow_policy_for(plugin, env_id: str | None = None):
     return plugin.follow_policy(**_with_env_id(env_id))
 
 
-def state_progress_for(pipeline, plugin, embodiment: str | None = None, env_id: str | None = None):
-    """The ``state_value`` of ``value_key="state_progress"`` steering: ``states (N, S) -> (N,)``, the plug-in's
+def state_progress_for(pipeline, plugin, embodiment: str | None = None,
+                       env_id: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """The ``state_value`` of ``value_key="state_progress"`` steering: the plug-in's
     :meth:`~worldsim.embodiments.EmbodimentPlugin.state_progress` for ``env_id``'s task.
+
+    Args:
+        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline` whose state predictor gives the states.
+        plugin: the embodiment plug-in.
+        embodiment: the model's embodiment name (None: its default).
+        env_id: the env (task) whose progress is measured (None: the plug-in's default).
+
+    Returns:
+        ``state_value(states (N, S) float32) -> (N,) float32``, higher is better.
 
     Raises:
         ValueError: the model has no state predictor for the embodiment, or the plug-in has no progress measure for

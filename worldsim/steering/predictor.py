@@ -70,18 +70,19 @@ class OutcomePredictor:
     """Scores candidate action chunks by imagining them from the current real observation.
 
     Args:
-        model: a pipeline folder or a loaded :class:`WorldModelPipeline` (with outcome heads unless ``scorer``).
+        model: a pipeline folder or a loaded :class:`WorldModelPipeline` (with outcome heads, unless ``scorer`` or
+            ``value_key="state_progress"`` scores instead).
         scorer: optional ``scorer(frames (N, H + F, Hf, Wf, 3) uint8, task) -> (N,)`` float, higher is better, with
-            N = K * num_samples futures (candidate-major); replaces the heads' score.
+            N = K * num_samples futures (candidate-major); replaces the heads' score (and ``state_value``).
         task: the task text. It is handed to ``scorer``, and a task-conditioned model
             (``pipeline.transformer.task_embedder``) imagines every candidate under it: it must then be one of the
             model's tasks, and None imagines the null task. A model without task conditioning ignores it (only the
             scorer reads it). Settable later (``predictor.task = text``, checked the same way; ``steer-eval`` sets
             the env's task); a follow-up policy with ``set_task`` is told it.
-        aggregate: how the heads score a future: ``"value"`` (the value head on the final imagined frame: the
-            expected discounted future reward from where the chunk leaves the scene, the default when the heads
+        aggregate: how a future is scored from its frames: ``"value"`` (the value head on the final imagined frame:
+            the expected discounted future reward from where the chunk leaves the scene, the default when the heads
             have a value output), ``"max"`` (the best ``value_key`` of any frame, the default otherwise), ``"last"``
-            (the final frame's) or ``"mean"``.
+            (the final frame's; the default for ``value_key="state_progress"``) or ``"mean"``.
         value_key: which per-frame value ``"max"``, ``"last"`` and ``"mean"`` aggregate: the heads' ``"reward"`` (the
             default) or ``"success_probability"`` (for a plug-in whose value is success, e.g. Meta-World:
             :attr:`~worldsim.embodiments.EmbodimentPlugin.imagined_value`), or ``"state_progress"``: ``state_value``
@@ -139,10 +140,14 @@ class OutcomePredictor:
             raise ValueError(f"value_key must be one of {list(VALUE_KEYS)}, got {value_key!r}")
         self.layout = ObservationLayout(self.pipeline, self.embodiment, start_state=True)
         by_state = value_key == "state_progress" and scorer is None
+        if state_value is not None and not by_state:
+            raise ValueError(f"state_value is used only with value_key='state_progress' and no scorer; got "
+                             f"value_key={value_key!r}" + (" and a scorer" if scorer is not None else ""))
         if by_state:
             if not callable(state_value):
-                raise ValueError("value_key='state_progress' needs state_value, a callable of the predicted states "
-                                 "(N, S) -> (N,), e.g. the plug-in's state_progress for the task")
+                raise ValueError(f"value_key='state_progress' needs state_value, a callable of the predicted states "
+                                 f"(N, S) -> (N,), e.g. the plug-in's state_progress for the task; got "
+                                 f"{type(state_value).__name__}")
             if self.layout.state_dim is None:
                 raise ValueError(f"value_key='state_progress' reads the predicted observation.state, but the model has "
                                  f"no state predictor for {self.embodiment!r} (worldsim train-state)")
@@ -274,7 +279,8 @@ class OutcomePredictor:
             candidates: `(K, H, A)` float32 env-unit action chunks to compare.
             states: `(n, S)` float32 real ``observation.state`` of the frames (a model with a state predictor), or
                 None. Needed when a follow-up policy runs and the model observes the state (it reads the predicted
-                state); otherwise optional (with them, :attr:`Prediction.states` holds the predicted states).
+                state), and with ``value_key="state_progress"`` (it values the predicted state); otherwise optional
+                (with them, :attr:`Prediction.states` holds the predicted states).
 
         Returns:
             :class:`Prediction`.
@@ -342,9 +348,12 @@ class OutcomePredictor:
             if self.state_value is not None:
                 flat = np.stack(imagined_states, axis=1).reshape(runs * length, -1)
                 valued = np.asarray(self.state_value(flat), dtype=np.float64)
-                if valued.shape != (runs * length,) or not np.all(np.isfinite(valued)):
-                    raise ValueError(f"state_value returned {valued.shape} values for {runs * length} states; "
-                                     f"expected ({runs * length},) finite numbers")
+                if valued.shape != (runs * length,):
+                    raise ValueError(f"state_value returned shape {valued.shape} for {runs * length} states; "
+                                     f"expected ({runs * length},)")
+                if not np.all(np.isfinite(valued)):
+                    raise ValueError(f"state_value returned {int((~np.isfinite(valued)).sum())} non-finite values of "
+                                     f"{runs * length}")
                 valued = valued.reshape(runs, length)
             else:
                 valued = rewards if self.value_key == "reward" else success

@@ -193,11 +193,13 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         return (distance <= radius).astype(np.float32)
 
     def state_progress(self, state: np.ndarray, env_id: str | None = None) -> np.ndarray | None:
-        """Task progress of 39-D states, in metres, higher is better (0 at the goal): minus the distance of the
+        """Task progress of 39-D states, in metres, higher is better (at most 0): minus the distance of the
         success rule's part to its goal (:data:`STATE_SUCCESS_RULES`, as :meth:`state_success` measures it), and for
         tasks with an object, minus the distance from the tool centre (the hand plus :data:`TCP_OFFSET`) to the
         object ``state[4:7]`` as well: reach the object, then bring it to the goal, the two stages Meta-World's own
-        shaped rewards reward. Tasks outside the rules give None.
+        shaped rewards reward. Tasks outside the rules give None. The recorded object position is not always where
+        the hand touches it: on button-press the tool centre stays about 11 cm from ``state[4:7]`` even while it
+        presses, so there the measure does not credit the approach well.
 
         Args:
             state: `(N, 39)` float32.
