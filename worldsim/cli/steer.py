@@ -14,8 +14,8 @@ def cmd_steer_eval(args) -> None:
     from worldsim.cli.rank import _env_ids
     from worldsim.embodiments import resolve_embodiment
     from worldsim.steering import OutcomePredictor
-    from worldsim.steering.evaluate import (follow_policy_for, state_progress_for, steer_evaluate, steer_table,
-                                           write_steer_report)
+    from worldsim.evaluation.rank import state_rule_for
+    from worldsim.steering.evaluate import follow_policy_for, steer_evaluate, steer_table, write_steer_report
 
     pipeline = inference_pipeline(args, args.device)
     name, plugin = resolve_embodiment(pipeline, args.embodiment)
@@ -23,7 +23,8 @@ def cmd_steer_eval(args) -> None:
     # the base policy's noise-free mode, acting on what the imagined env observes (frames, or views and the state)
     follow = follow_policy_for(plugin, env_id) if args.follow_steps else None
     value_key = args.value_key or getattr(plugin, "imagined_value", "reward")
-    state_value = state_progress_for(pipeline, plugin, name, env_id) if value_key == "state_progress" else None
+    state_value = state_rule_for(pipeline, plugin, name, env_id, "state_progress") if value_key == "state_progress" \
+        else None
     predictor = OutcomePredictor(pipeline, aggregate=args.aggregate, seed=args.seed, embodiment=name,
                                  follow_policy=follow, follow_steps=args.follow_steps,
                                  num_inference_steps=args.num_inference_steps or None,

@@ -399,26 +399,60 @@ def _gather_single(values: list) -> list:
 IMAGINED_VALUES = ("reward", "success_probability", "state_success")
 
 
+#: the plug-in methods that read ``observation.state``: name -> (what the plug-in lacks without it, what to use instead)
+STATE_RULES = {
+    "state_success": ("success rule on the state", "value imagined episodes by 'reward' or 'success_probability'"),
+    "state_progress": ("progress measure of the state", "score futures by the heads' 'reward' or "
+                                                        "'success_probability'"),
+}
+
+
+def state_rule_for(pipeline, plugin, embodiment: str | None, env_id: str | None,
+                   rule: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A plug-in's rule on the predicted ``observation.state`` for ``env_id``, checked against the model: what
+    ranking values imagined episodes by (``"state_success"``,
+    :meth:`~worldsim.embodiments.EmbodimentPlugin.state_success`) and steering scores futures by
+    (``"state_progress"``, :meth:`~worldsim.embodiments.EmbodimentPlugin.state_progress`).
+
+    Args:
+        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline` whose state predictor gives the states.
+        plugin: the embodiment plug-in.
+        embodiment: the model's embodiment name (None: its default).
+        env_id: the env (task) the rule is for (None: the plug-in's default).
+        rule: a key of :data:`STATE_RULES`.
+
+    Returns:
+        ``rule(states (N, S) float32) -> (N,) float32`` (success in {0, 1}, or progress, higher is better).
+
+    Raises:
+        ValueError: an unknown ``rule``, a model with no state predictor for the embodiment, or a plug-in without
+            the rule for the env.
+    """
+    if rule not in STATE_RULES:
+        raise ValueError(f"rule must be one of {list(STATE_RULES)}, got {rule!r}")
+    predictor = pipeline.state_predictor_for(embodiment)
+    if predictor is None:
+        raise ValueError(f"{rule} reads the predicted observation.state, but the model has no state predictor for "
+                         f"{embodiment!r} (worldsim train-state)")
+    method = getattr(plugin, rule)
+    if method(np.zeros((1, predictor.config.state_dim), np.float32), env_id) is None:
+        lacking, instead = STATE_RULES[rule]
+        raise ValueError(f"the {plugin.name!r} plug-in has no {lacking} for {env_id or plugin.default_env_id!r}; "
+                         f"{instead}")
+    return lambda state: method(state, env_id)
+
+
 def _state_value(plugin, pipeline, embodiment: str, env_id: str | None, imagined_value: str) -> Callable | None:
     """The ``(N, S) -> (N,)`` state-success function ``imagined_value="state_success"`` needs (None otherwise).
 
     Raises:
-        ValueError: an unknown ``imagined_value``; ``"state_success"`` for a plug-in with no success rule for the
-            env, or a model with no state predictor for the embodiment.
+        ValueError: an unknown ``imagined_value``, or what :func:`state_rule_for` raises.
     """
     if imagined_value not in IMAGINED_VALUES:
         raise ValueError(f"imagined_value must be one of {IMAGINED_VALUES}, got {imagined_value!r}")
     if imagined_value != "state_success":
         return None
-    if pipeline.state_predictor_for(embodiment) is None:
-        raise ValueError(f"imagined_value='state_success' reads the predicted observation.state, but the model has no "
-                         f"state predictor for {embodiment!r} (worldsim train-state)")
-    predictor = pipeline.state_predictor_for(embodiment)
-    if plugin.state_success(np.zeros((1, predictor.config.state_dim), np.float32), env_id) is None:
-        raise ValueError(f"the {plugin.name!r} plug-in has no success rule on the state for "
-                         f"{env_id or plugin.default_env_id!r}; value imagined episodes by 'reward' or "
-                         f"'success_probability'")
-    return lambda state: plugin.state_success(state, env_id)
+    return state_rule_for(pipeline, plugin, embodiment, env_id, "state_success")
 
 
 def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int = 64, num_context: int = 4,

@@ -30,7 +30,6 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from safetensors.torch import load_file, save_file
@@ -81,35 +80,6 @@ def follow_policy_for(plugin, env_id: str | None = None):
         NotImplementedError: the plug-in has none.
     """
     return plugin.follow_policy(**_with_env_id(env_id))
-
-
-def state_progress_for(pipeline, plugin, embodiment: str | None = None,
-                       env_id: str | None = None) -> Callable[[np.ndarray], np.ndarray]:
-    """The ``state_value`` of ``value_key="state_progress"`` steering: the plug-in's
-    :meth:`~worldsim.embodiments.EmbodimentPlugin.state_progress` for ``env_id``'s task.
-
-    Args:
-        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline` whose state predictor gives the states.
-        plugin: the embodiment plug-in.
-        embodiment: the model's embodiment name (None: its default).
-        env_id: the env (task) whose progress is measured (None: the plug-in's default).
-
-    Returns:
-        ``state_value(states (N, S) float32) -> (N,) float32``, higher is better.
-
-    Raises:
-        ValueError: the model has no state predictor for the embodiment, or the plug-in has no progress measure for
-            the env.
-    """
-    predictor = pipeline.state_predictor_for(embodiment)
-    if predictor is None:
-        raise ValueError(f"state_progress reads the predicted observation.state, but the model has no state predictor "
-                         f"for {embodiment!r} (worldsim train-state)")
-    if plugin.state_progress(np.zeros((1, predictor.config.state_dim), np.float32), env_id) is None:
-        raise ValueError(f"the {plugin.name!r} plug-in has no progress measure of the state for "
-                         f"{env_id or plugin.default_env_id!r}; score futures by the heads' 'reward' or "
-                         f"'success_probability'")
-    return lambda states: plugin.state_progress(states, env_id)
 
 
 def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, layout, space: dict,

@@ -77,12 +77,19 @@ STATE_SUCCESS_RULES: dict[str, tuple[slice, slice, float]] = {
 }
 
 
-def _states_39(state) -> np.ndarray:
-    """``state`` as `(N, 39)` float32; raises ValueError naming the shape otherwise."""
+def _goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """``(task, distance (N,) in m, state (N, 39) float32)``: the distance of the task's success-rule part to its goal
+    (:data:`STATE_SUCCESS_RULES`; reach: the tool centre, the hand plus :data:`TCP_OFFSET`), or None for a task
+    without a rule. Raises ValueError for an unknown task or states that are not `(N, 39)`."""
+    task = task_of(env_id or DEFAULT_TASK)
+    if task not in STATE_SUCCESS_RULES:
+        return None
     state = np.asarray(state, dtype=np.float32)
     if state.ndim != 2 or state.shape[1] != 39:
         raise ValueError(f"Meta-World states are (N, 39), got {state.shape}")
-    return state
+    part, goal_part, _ = STATE_SUCCESS_RULES[task]
+    position = state[:, part] + (TCP_OFFSET if task == "reach-v3" else 0.0)
+    return task, np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1), state
 
 
 class MetaWorldEmbodiment(EmbodimentPlugin):
@@ -183,14 +190,11 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         Raises:
             ValueError: an unknown task, or states that are not `(N, 39)`.
         """
-        task = task_of(env_id or DEFAULT_TASK)
-        if task not in STATE_SUCCESS_RULES:
+        measured = _goal_distance(state, env_id)
+        if measured is None:
             return None
-        state = _states_39(state)
-        part, goal_part, radius = STATE_SUCCESS_RULES[task]
-        position = state[:, part] + (TCP_OFFSET if task == "reach-v3" else 0.0)
-        distance = np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1)
-        return (distance <= radius).astype(np.float32)
+        task, distance, _ = measured
+        return (distance <= STATE_SUCCESS_RULES[task][2]).astype(np.float32)
 
     def state_progress(self, state: np.ndarray, env_id: str | None = None) -> np.ndarray | None:
         """Task progress of 39-D states, in metres, higher is better (at most 0): minus the distance of the
@@ -211,16 +215,13 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         Raises:
             ValueError: an unknown task, or states that are not `(N, 39)`.
         """
-        task = task_of(env_id or DEFAULT_TASK)
-        if task not in STATE_SUCCESS_RULES:
+        measured = _goal_distance(state, env_id)
+        if measured is None:
             return None
-        state = _states_39(state)
-        part, goal_part, _ = STATE_SUCCESS_RULES[task]
-        tool = state[:, 0:3] + TCP_OFFSET
-        position = tool if task == "reach-v3" else state[:, part]
-        progress = -np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1)
+        task, distance, state = measured
+        progress = -distance
         if task != "reach-v3":
-            progress -= np.linalg.norm(tool - state[:, 4:7], axis=1)
+            progress -= np.linalg.norm(state[:, 0:3] + TCP_OFFSET - state[:, 4:7], axis=1)
         return progress.astype(np.float32)
 
     def recorded_state(self, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
