@@ -152,7 +152,7 @@ def test_state_only_real_env_steps_the_same_physics():
 
 def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episodes():
     pytest.importorskip("metaworld")
-    from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+    from worldsim.embodiments.metaworld import CONTACT_OFFSETS, TCP_OFFSET, MetaWorldEmbodiment
     from worldsim.evaluation.rank import rank_policies
     from worldsim.pipelines import WorldModelPipeline
 
@@ -176,6 +176,12 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
         assert progress.shape == (60,) and progress.dtype == np.float32 and np.all(np.isfinite(progress))
         first = successes.index(1.0)
         assert progress[first] > progress[0] + 0.1 and progress[first:].min() > progress[:first // 2].max()
+        # the contact pose it steers the hand to is where this expert's tool centre is when the object first moves
+        states = np.stack(states)
+        moved = int(np.argmax(np.linalg.norm(states[:, 4:7] - states[0, 4:7], axis=1) > 0.005))
+        assert moved > 0
+        contact = states[moved, 4:7] + CONTACT_OFFSETS[task]
+        assert np.linalg.norm(states[moved, 0:3] + TCP_OFFSET - contact) < 0.02
         env.close()
     assert plugin.state_success(np.zeros((2, 39)), "door-open-v3") is None  # no rule: refused for ranking below
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
@@ -186,10 +192,15 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
     made[0, 0:3] = [0.0, 0.6, 0.2]  # the hand; the tool centre is 4.5 cm below it
     made[0, 36:39] = [0.0, 0.6, 0.155]
     np.testing.assert_allclose(plugin.state_progress(made, "reach-v3"), [0.0], atol=1e-6)
-    made[0, 4:7] = [0.0, 0.7, 0.155]  # the object 10 cm from the tool centre and 10 cm from the goal
-    np.testing.assert_allclose(plugin.state_progress(made, "push-v3"), [-0.2], atol=1e-6)
-    made[0, 37] = 0.73  # button-press: only the y travel to the goal (3 cm), plus the tool centre's 10 cm
-    np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.13], atol=1e-6)
+    made[0, 4:7] = [0.0, 0.7, 0.155]  # the object 10 cm from the goal, its contact pose about 10 cm from the tool
+    to_contact = np.linalg.norm(made[0, 0:3] + TCP_OFFSET - made[0, 4:7] - CONTACT_OFFSETS["push-v3"])
+    assert 0.1 < to_contact < 0.11
+    np.testing.assert_allclose(plugin.state_progress(made, "push-v3"), [-0.1 - to_contact], atol=1e-6)
+    made[0, 37] = 0.73  # button-press: only the y travel to the goal (3 cm), plus the tool centre to the contact pose
+    to_contact = np.linalg.norm(made[0, 0:3] + TCP_OFFSET - made[0, 4:7] - CONTACT_OFFSETS["button-press-v3"])
+    np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.03 - to_contact], atol=1e-6)
+    made[0, 0:3] = made[0, 4:7] + CONTACT_OFFSETS["button-press-v3"] - TCP_OFFSET  # the hand at the contact pose
+    np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.03], atol=1e-6)
     assert plugin.state_progress(np.zeros((2, 39)), "door-open-v3") is None
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_progress(np.zeros((2, 4)), "reach-v3")

@@ -280,6 +280,43 @@ def test_steer_eval_on_metaworld_steers_a_dict_policy_with_the_oracle(metaworld,
     assert "| 2 |" in steer_table(report)
 
 
+def test_the_oracle_of_a_state_scored_predictor_measures_the_real_states(metaworld, pipeline):
+    """With value_key='state_progress' the oracle's real outcome of a chunk is the same progress measure of the real
+    state the chunk ends in (aggregate 'last', no follow-up), so its Spearman compares like with like."""
+    from worldsim.data.spaces import space_to_json
+    from worldsim.evaluation.rank import model_layout
+    from worldsim.steering.evaluate import _oracle_outcomes, steer_evaluate
+
+    progress = lambda states: metaworld.state_progress(states, PUSH)  # noqa: E731
+    env, probe, replay = (metaworld.make_env(PUSH) for _ in range(3))
+    metaworld.reset_start(env, 4)
+    metaworld.reset_start(probe, 4)
+    for _ in range(3):
+        env.step(np.array([0.5, 0.2, -0.3, 0.0], np.float32))
+    candidates = np.stack([np.tile([[1.0, 0.0, -1.0, 0.0]], (3, 1)), np.tile([[-1.0, 0.5, 0.0, 1.0]], (3, 1))])
+    layout, space = model_layout(pipeline, "metaworld"), space_to_json(env.action_space)
+    real = _oracle_outcomes(metaworld, env, probe, candidates.astype(np.float32), 0, layout, space, PUSH,
+                            state_value=progress, aggregate="last")
+    snapshot = metaworld.get_state(env)
+    for chunk, outcome in zip(candidates, real):  # replayed by hand from the same snapshot
+        metaworld.reset_start(replay, 4)
+        metaworld.set_state(replay, snapshot)
+        for action in chunk:
+            observation, *_ = replay.step(action.astype(np.float32))
+        assert outcome == pytest.approx(float(progress(observation["observation.state"][None])[0]), abs=1e-6)
+    assert real[0] != real[1]
+    for world in (env, probe, replay):
+        world.close()
+    # end to end: --oracle-follow with a state-scored predictor reports the ranking of the candidates by real progress
+    predictor = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, seed=3)
+    report = steer_evaluate(predictor, [3], num_states=1, horizon=6, num_context=2, chunk_length=3, oracle_follow=4,
+                            progress=False, embodiment_plugin=metaworld, env_id=PUSH)
+    oracle = report["results"][3]["oracle"]
+    assert report["settings"]["scorer"] == "predicted state (last state_progress)"
+    assert oracle["decisions"] == 2 and oracle["oracle_gain"] >= oracle["captured_gain"] - 1e-12
+    assert oracle["oracle_gain"] < 0.1  # metres of progress over one 3-step chunk, not a reward on Meta-World's 0-10
+
+
 def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_path, capsys):
     from worldsim.cli.main import main
 

@@ -63,11 +63,15 @@ def main() -> None:
     parser.add_argument("--num-states", type=int, default=30)
     parser.add_argument("--seed", type=int, default=1000)
     parser.add_argument("--out", default="outputs/steer-kinematic")
+    parser.add_argument("--oracle", action="store_true",
+                        help="also execute every candidate in the real env and report how well dead reckoning ranks "
+                             "them by the real states' progress (steer-eval --oracle-follow)")
     args = parser.parse_args()
     env_id = args.env_id if args.env_id.startswith("worldsim/") else f"worldsim/MetaWorld-{args.env_id}"
     predictor = DeadReckoningPredictor(args.model, env_id, seed=args.seed)
     report = steer_evaluate(predictor, [args.candidates], num_states=args.num_states, horizon=100, num_context=4,
                             seed=args.seed, base_noise=args.base_noise, chunk_length=5,
+                            oracle_follow=1 if args.oracle else 0,
                             embodiment_plugin=MetaWorldEmbodiment(), env_id=env_id)
     print(steer_table(report))
     report["settings"]["scorer"] = "dead reckoning of the hand (last state_progress)"

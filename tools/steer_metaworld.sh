@@ -21,6 +21,9 @@
 #   SEED     the first initial state (default 1000)
 #   K        candidates of the steered policy (default 8)
 #   AGGREGATE  how a future's frames are combined (default last: where the chunk leaves the task)
+#   ORACLE   1: also execute every candidate in the real env (`--oracle-follow 1`): the report's Spearman column
+#            then says how well the scores rank the candidates by their real outcome (K real 5-step rollouts per
+#            decision, about 1.5x the time)
 #   NOISE_<task, - replaced by _>   the base policy's noise, e.g. NOISE_reach_v3=1.5 (defaults: reach 2.0,
 #            button-press 0.8, push 0.6, others 1.0; the base then succeeds on 13-27% of the starts)
 set -euo pipefail
@@ -52,13 +55,14 @@ for task in $TASKS; do
         echo "skip    $task (exists; delete $folder to steer it again)"
         continue
     fi
-    resume=()
-    [ -e "$folder/steer-progress.json" ] && resume=(--resume)
+    extra=()
+    [ -e "$folder/steer-progress.json" ] && extra=(--resume)
+    [ "${ORACLE:-0}" = 1 ] && extra+=(--oracle-follow 1)
     start=$SECONDS
     if ! $WS steer-eval --model "$MODEL" --env-id "$task" --candidates 1 "${K:-8}" --num-states "${STATES:-30}" \
         --horizon 100 --chunk-length 5 --base-noise "$(noise_for "$task")" --value-key "$VALUE" \
         --aggregate "${AGGREGATE:-last}" --num-inference-steps 3 --timestep-spacing trailing --seed "${SEED:-1000}" \
-        --out "$folder" ${resume[@]+"${resume[@]}"} >> "$OUT/$task.log" 2>&1; then
+        --out "$folder" ${extra[@]+"${extra[@]}"} >> "$OUT/$task.log" 2>&1; then
         echo "failed  $task; the end of $OUT/$task.log:" >&2
         tail -5 "$OUT/$task.log" >&2
         exit 1

@@ -12,7 +12,8 @@ The optional oracle (``oracle_follow > 0``, for plug-ins that can snapshot and r
 a missing gain is lost. At every steering decision each candidate is also executed in a second real env set to the
 current state (:meth:`~worldsim.embodiments.EmbodimentPlugin.get_state` / ``set_state``), followed by
 ``oracle_follow`` steps of the plug-in's follow-up policy (the base policy's mode), and its real outcome (the value of
-those steps) is recorded. Per decision: the oracle gain (best real outcome minus the candidates' mean: what a perfect
+those steps) is recorded; for a predictor that scores by the predicted state, the outcome is the same measure of
+the real states over the chunk and the predictor's follow-up steps. Per decision: the oracle gain (best real outcome minus the candidates' mean: what a perfect
 predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the Spearman
 correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
 simulator, as in runtime steering of VLA policies with a world model and a judge.
@@ -83,17 +84,21 @@ def follow_policy_for(plugin, env_id: str | None = None):
 
 
 def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, layout, space: dict,
-                     env_id: str | None = None) -> np.ndarray:
+                     env_id: str | None = None, state_value=None, aggregate: str = "last") -> np.ndarray:
     """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring); the
-    follow-up policy observes ``probe``'s observations in the model's ``layout`` (a frame or a Dict)."""
+    follow-up policy observes ``probe``'s observations in the model's ``layout`` (a frame or a Dict). With
+    ``state_value`` (a predictor that scores by the state) the outcome is that measure of the real states the chunk
+    and its follow-up steps pass through, reduced by ``aggregate`` as the predictor reduces the predicted ones;
+    otherwise it is the plug-in's value of the steps."""
     outcomes = []
     state = plugin.get_state(env)
     for chunk in candidates:
         observation = plugin.set_state(probe, state)
-        steps = []
+        steps, states = [], []
         for action in chunk:
             observation, reward, terminated, _, info = probe.step(unflatten_action(space, action))
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
+            states.append(layout.from_real(observation, probe)[2])
             if terminated:
                 break
         follower = as_policy(follow_policy_for(plugin, env_id), probe.action_space.shape)
@@ -102,9 +107,14 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, la
             seen = layout.from_real(observation, probe)[0]
             observation, reward, terminated, _, info = probe.step(follower.act(_batched(seen))[0])
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
+            states.append(layout.from_real(observation, probe)[2])
             if terminated:
                 break
-        outcomes.append(_aggregate(plugin, steps))
+        if state_value is None:
+            outcomes.append(_aggregate(plugin, steps))
+            continue
+        valued = np.asarray(state_value(np.stack(states)), dtype=np.float64)
+        outcomes.append(float({"max": valued.max, "mean": valued.mean, "last": lambda: valued[-1]}[aggregate]()))
     return np.asarray(outcomes)
 
 
@@ -133,7 +143,10 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
             :meth:`~worldsim.embodiments.EmbodimentPlugin.steering_policy`; ``base_noise`` None: the plug-in's
             :attr:`~worldsim.embodiments.EmbodimentPlugin.steering_noise`).
         oracle_follow: > 0 also measures every candidate's real outcome at each decision (the follow-up policy then
-            runs this many more steps); 0 skips it (it costs K real rollouts per decision).
+            runs this many more steps); 0 skips it (it costs K real rollouts per decision). With a predictor that
+            scores by the state (``value_key="state_progress"``) the real outcome is its ``state_value`` of the real
+            states, reduced by its ``aggregate``, over the chunk and the predictor's own ``follow_steps`` (the
+            future it imagined), whatever the number given here.
         progress: show a progress bar per K.
         progress_dir: folder where the run saves its progress after every finished episode (``steer-progress.json``,
             and ``steer-progress-video.safetensors`` once the video's episode is done), so that an interrupted run
@@ -196,6 +209,12 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     settings["embodiment"] = plugin.name
     settings["env_id"] = env_id or (plugin.env_ids[0] if plugin.env_ids else None)
     settings["task"] = task
+    oracle_steps, by_state = oracle_follow, {}
+    if oracle_follow > 0 and getattr(predictor, "state_value", None) is not None:
+        # a predictor that scores by the state: the oracle scores the real future as the predictor scores the
+        # imagined one, the chunk and as many follow-up steps as it imagines
+        oracle_steps = predictor.follow_steps
+        by_state = {"state_value": predictor.state_value, "aggregate": predictor.aggregate}
     saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
     env, probe = plugin.make_env(env_id), plugin.make_env(env_id) if oracle_follow > 0 else None
     if probe is not None:  # reset once, so that Gymnasium's wrappers let the restored states step
@@ -236,8 +255,8 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
                             decision_seconds.append(time.perf_counter() - started)
                             decision = policy.last_decision
                             if oracle_follow > 0:
-                                real = _oracle_outcomes(plugin, env, probe, decision["candidates"], oracle_follow,
-                                                        layout, space, env_id)
+                                real = _oracle_outcomes(plugin, env, probe, decision["candidates"], oracle_steps,
+                                                        layout, space, env_id, **by_state)
                                 oracle["oracle"].append(float(real.max() - real.mean()))
                                 oracle["captured"].append(float(real[decision["best"]] - real.mean()))
                                 if real.std() > 1e-6 and np.std(decision["scores"]) > 0:

@@ -66,6 +66,19 @@ def _camera_env(env: gym.Env):
 #: ``observation.state[0:3]`` holds, in metres: measured over noisy expert reach episodes (std below 2 mm)
 TCP_OFFSET = np.array([0.0, 0.0, -0.045], dtype=np.float32)
 
+#: task -> where the tool centre (the hand plus :data:`TCP_OFFSET`) sits relative to the object ``state[4:7]`` when
+#: the task's expert first moves the object (by 5 mm), in metres: the contact pose that :meth:`MetaWorldEmbodiment.
+#: state_progress` steers the hand to. Medians over the successful own-task expert episodes of the training sets
+#: (``python tools/measure_contact_offsets.py``; spread between quartiles under 1 cm, except drawer-open's x, 7 cm,
+#: where the handle is wide). The recorded object position is not always what the hand touches: the button's and
+#: the drawer handle's are 12-13 cm from where the expert presses or pulls.
+CONTACT_OFFSETS: dict[str, np.ndarray] = {
+    "push-v3": np.array([-0.002, 0.004, -0.012], dtype=np.float32),
+    "pick-place-v3": np.array([-0.001, 0.002, -0.006], dtype=np.float32),
+    "drawer-open-v3": np.array([0.007, -0.128, 0.060], dtype=np.float32),
+    "button-press-v3": np.array([-0.001, -0.049, -0.108], dtype=np.float32),
+}
+
 #: task -> (the state dimensions compared with the goal ``state[36:39]``, which goal dimensions, radius in metres):
 #: Meta-World v3's own success rules (``evaluate_state`` of each task); reach compares the tool centre
 STATE_SUCCESS_RULES: dict[str, tuple[slice, slice, float]] = {
@@ -200,10 +213,9 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         """Task progress of 39-D states, in metres, higher is better (at most 0): minus the distance of the
         success rule's part to its goal (:data:`STATE_SUCCESS_RULES`, as :meth:`state_success` measures it), and for
         tasks with an object, minus the distance from the tool centre (the hand plus :data:`TCP_OFFSET`) to the
-        object ``state[4:7]`` as well: reach the object, then bring it to the goal, the two stages Meta-World's own
-        shaped rewards reward. Tasks outside the rules give None. The recorded object position is not always where
-        the hand touches it: on button-press the tool centre stays about 11 cm from ``state[4:7]`` even while it
-        presses, so there the measure does not credit the approach well.
+        task's contact pose as well, the object ``state[4:7]`` plus :data:`CONTACT_OFFSETS`: reach the object where
+        the expert touches it, then bring it to the goal, the two stages Meta-World's own shaped rewards reward.
+        Tasks outside the rules give None.
 
         Args:
             state: `(N, 39)` float32.
@@ -220,8 +232,9 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
             return None
         task, distance, state = measured
         progress = -distance
-        if task != "reach-v3":
-            progress -= np.linalg.norm(state[:, 0:3] + TCP_OFFSET - state[:, 4:7], axis=1)
+        if task in CONTACT_OFFSETS:  # every task with an object; reach has none
+            contact = state[:, 4:7] + CONTACT_OFFSETS[task]
+            progress -= np.linalg.norm(state[:, 0:3] + TCP_OFFSET - contact, axis=1)
         return progress.astype(np.float32)
 
     def recorded_state(self, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -308,6 +321,6 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
 PLUGIN = MetaWorldEmbodiment
 """The plug-in class the registry finds by this package's name."""
 
-__all__ = ["CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "NoisyExpertChunks", "PLUGIN",
+__all__ = ["CONTACT_OFFSETS", "CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "NoisyExpertChunks", "PLUGIN",
            "TASKS", "WRONG_TASKS", "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo",
            "task_of", "task_text", "zoo_member"]
