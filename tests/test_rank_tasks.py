@@ -152,7 +152,8 @@ def test_state_only_real_env_steps_the_same_physics():
 
 def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episodes():
     pytest.importorskip("metaworld")
-    from worldsim.embodiments.metaworld import CONTACT_OFFSETS, TCP_OFFSET, MetaWorldEmbodiment
+    from worldsim.embodiments.metaworld import (CONTACT_OFFSETS, OBJECT_MOVED, STATE_SUCCESS_RULES, TCP_OFFSET,
+                                                MetaWorldEmbodiment, tool_centre)
     from worldsim.evaluation.rank import rank_policies
     from worldsim.pipelines import WorldModelPipeline
 
@@ -178,16 +179,17 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
         assert progress[first] > progress[0] + 0.1 and progress[first:].min() > progress[:first // 2].max()
         # the contact pose it steers the hand to is where this expert's tool centre is when the object first moves
         states = np.stack(states)
-        moved = int(np.argmax(np.linalg.norm(states[:, 4:7] - states[0, 4:7], axis=1) > 0.005))
+        moved = int(np.argmax(np.linalg.norm(states[:, 4:7] - states[0, 4:7], axis=1) > OBJECT_MOVED))
         assert moved > 0
-        contact = states[moved, 4:7] + CONTACT_OFFSETS[task]
-        assert np.linalg.norm(states[moved, 0:3] + TCP_OFFSET - contact) < 0.02
+        assert np.linalg.norm(tool_centre(states[moved]) - states[moved, 4:7] - CONTACT_OFFSETS[task]) < 0.02
         env.close()
     assert plugin.state_success(np.zeros((2, 39)), "door-open-v3") is None  # no rule: refused for ranking below
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_success(np.zeros((2, 4)), "reach-v3")
     # the formula on made-up states: reach compares the tool centre (hand + TCP_OFFSET) with the goal; push adds
-    # the tool centre's distance to the puck; button-press compares only the button's y with the goal's
+    # the tool centre's distance to the puck's contact pose; button-press compares only the button's y with the
+    # goal's, plus the tool centre's distance to the button's contact pose. Every task with an object has one.
+    assert set(CONTACT_OFFSETS) == set(STATE_SUCCESS_RULES) - {"reach-v3"}
     made = np.zeros((1, 39), np.float32)
     made[0, 0:3] = [0.0, 0.6, 0.2]  # the hand; the tool centre is 4.5 cm below it
     made[0, 36:39] = [0.0, 0.6, 0.155]

@@ -280,7 +280,7 @@ def test_steer_eval_on_metaworld_steers_a_dict_policy_with_the_oracle(metaworld,
     assert "| 2 |" in steer_table(report)
 
 
-def test_the_oracle_of_a_state_scored_predictor_measures_the_real_states(metaworld, pipeline):
+def test_the_oracle_of_a_state_scored_predictor_measures_the_real_states(metaworld, pipeline, monkeypatch):
     """With value_key='state_progress' the oracle's real outcome of a chunk is the same progress measure of the real
     state the chunk ends in (aggregate 'last', no follow-up), so its Spearman compares like with like."""
     from worldsim.data.spaces import space_to_json
@@ -305,16 +305,37 @@ def test_the_oracle_of_a_state_scored_predictor_measures_the_real_states(metawor
             observation, *_ = replay.step(action.astype(np.float32))
         assert outcome == pytest.approx(float(progress(observation["observation.state"][None])[0]), abs=1e-6)
     assert real[0] != real[1]
+    # the peak of the measure over the chunk and follow-up steps, as aggregate="max" scores an imagined future
+    peak = _oracle_outcomes(metaworld, env, probe, candidates[:1].astype(np.float32), 2, layout, space, PUSH,
+                            state_value=progress, aggregate="max")
+    metaworld.reset_start(replay, 4)
+    metaworld.set_state(replay, snapshot)
+    seen = [replay.step(action.astype(np.float32))[0]["observation.state"] for action in candidates[0]]
+    follower = metaworld.follow_policy(env_id=PUSH)
+    follower.reset(1)
+    for _ in range(2):
+        seen.append(replay.step(follower.act(seen[-1][None])[0])[0]["observation.state"])
+    assert peak[0] == pytest.approx(float(progress(np.stack(seen)).max()), abs=1e-6)
     for world in (env, probe, replay):
         world.close()
-    # end to end: --oracle-follow with a state-scored predictor reports the ranking of the candidates by real progress
+    # end to end: the oracle runs the chunk and the predictor's own follow-up steps (none here), whatever
+    # oracle_follow says, scores them by the predictor's measure, and the settings say so
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args[4], kwargs))
+        return _oracle_outcomes(*args, **kwargs)
+
+    monkeypatch.setattr("worldsim.steering.evaluate._oracle_outcomes", spy)
     predictor = OutcomePredictor(pipeline, value_key="state_progress", state_value=progress, seed=3)
     report = steer_evaluate(predictor, [3], num_states=1, horizon=6, num_context=2, chunk_length=3, oracle_follow=4,
                             progress=False, embodiment_plugin=metaworld, env_id=PUSH)
     oracle = report["results"][3]["oracle"]
     assert report["settings"]["scorer"] == "predicted state (last state_progress)"
-    assert oracle["decisions"] == 2 and oracle["oracle_gain"] >= oracle["captured_gain"] - 1e-12
-    assert oracle["oracle_gain"] < 0.1  # metres of progress over one 3-step chunk, not a reward on Meta-World's 0-10
+    assert report["settings"]["oracle_outcome"].startswith("real state (last state_progress")
+    assert [follow for follow, _ in calls] == [0, 0]  # two decisions, no follow-up steps
+    assert all(kwargs == {"state_value": progress, "aggregate": "last"} for _, kwargs in calls)
+    assert oracle["decisions"] == 2 and oracle["oracle_gain"] > 0  # the candidates leave the hand in other places
 
 
 def test_steer_eval_cli_takes_a_metaworld_task_by_name(metaworld, pipeline, tmp_path, capsys):

@@ -18,15 +18,13 @@ import numpy as np
 
 from worldsim.constants import OBS_STATE
 from worldsim.data.lerobot import LeRobotDataset
-from worldsim.embodiments.metaworld import CONTACT_OFFSETS, TCP_OFFSET, task_of
-
-#: the object has started to move once it is this far, in metres, from where the episode found it
-MOVED = 0.005
+from worldsim.embodiments.metaworld import CONTACT_OFFSETS, OBJECT_MOVED, task_of, tool_centre
 
 
 def contact_offsets(dataset: LeRobotDataset) -> np.ndarray:
     """`(M, 3)` float32: tool centre minus object position, in metres, at the first moved frame of each of the M
-    successful own-task expert episodes of ``dataset`` in which the object moves. Raises ValueError when none do."""
+    successful own-task expert episodes of ``dataset`` in which the object moves. Raises ValueError when none do, and
+    KeyError when the dataset has no ``observation.state`` or ``next.success`` column."""
     states = dataset.columns[OBS_STATE]
     success = dataset.columns["next.success"]
     offsets = []
@@ -35,13 +33,13 @@ def contact_offsets(dataset: LeRobotDataset) -> np.ndarray:
             continue
         frames = slice(dataset.episode_from[episode], dataset.episode_to[episode])
         state = states[frames]
-        moved = np.linalg.norm(state[:, 4:7] - state[0, 4:7], axis=1) > MOVED
+        moved = np.linalg.norm(state[:, 4:7] - state[0, 4:7], axis=1) > OBJECT_MOVED
         if not success[frames].any() or not moved.any():
             continue
         first = int(np.argmax(moved))
-        offsets.append(state[first, 0:3] + TCP_OFFSET - state[first, 4:7])
+        offsets.append(tool_centre(state[first]) - state[first, 4:7])
     if not offsets:
-        raise ValueError(f"{dataset.root}: no successful own-task expert episode moves the object by {MOVED} m")
+        raise ValueError(f"{dataset.root}: no successful own-task expert episode moves the object by {OBJECT_MOVED} m")
     return np.asarray(offsets, dtype=np.float32)
 
 

@@ -19,15 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from worldsim.embodiments.metaworld import MetaWorldEmbodiment
+from worldsim.embodiments.metaworld import HAND_STEP, MetaWorldEmbodiment, env_id as task_env_id, task_of
 from worldsim.steering import OutcomePredictor
 from worldsim.steering.predictor import Prediction
 from worldsim.steering.evaluate import steer_evaluate, steer_table
 from worldsim.utils.files import write_json
-
-#: Meta-World's mocap step: the hand target moves by ``action[:3] * HAND_STEP`` metres per step (``action_scale``)
-HAND_STEP = 0.01
-
 
 class DeadReckoningPredictor(OutcomePredictor):
     """An :class:`OutcomePredictor` whose futures are dead reckoning of the hand, not imagination (see the module
@@ -67,7 +63,7 @@ def main() -> None:
                         help="also execute every candidate in the real env and report how well dead reckoning ranks "
                              "them by the real states' progress (steer-eval --oracle-follow)")
     args = parser.parse_args()
-    env_id = args.env_id if args.env_id.startswith("worldsim/") else f"worldsim/MetaWorld-{args.env_id}"
+    env_id = task_env_id(task_of(args.env_id))
     predictor = DeadReckoningPredictor(args.model, env_id, seed=args.seed)
     report = steer_evaluate(predictor, [args.candidates], num_states=args.num_states, horizon=100, num_context=4,
                             seed=args.seed, base_noise=args.base_noise, chunk_length=5,

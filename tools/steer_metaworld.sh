@@ -6,7 +6,7 @@
 # settings: use another OUT for them), so the campaign carries across sessions (docs/results.md, "Steering by the
 # predicted state").
 #
-#   tools/steer_metaworld.sh                                # reach, button-press, push (15-25 min each, 2 cores)
+#   tools/steer_metaworld.sh                                # reach, button-press, push, drawer-open (15-25 min each)
 #   TASKS="reach-v3" tools/steer_metaworld.sh               # some tasks (short names, as here)
 #   SEED=1030 OUT=outputs/steer-1030 TASKS=push-v3 tools/steer_metaworld.sh   # 30 more starts, merged by
 #                                                            # `worldsim steer-report a/report.json b/report.json`
@@ -16,22 +16,26 @@
 #   VALUE    what scores an imagined chunk (`steer-eval --value-key`): state_progress (the default: the plug-in's
 #            progress measure of the predicted observation.state, the last frame's) or success_probability / reward
 #            (the heads on the imagined frames)
-#   OUT      where the reports go (default outputs/metaworld-steer-<VALUE>); one folder per task
+#   OUT      where the reports go (default outputs/metaworld-steer-<VALUE>[-oracle]); one folder per task
 #   STATES   initial states per task (default 30)
 #   SEED     the first initial state (default 1000)
 #   K        candidates of the steered policy (default 8)
 #   AGGREGATE  how a future's frames are combined (default last: where the chunk leaves the task)
-#   ORACLE   1: also execute every candidate in the real env (`--oracle-follow 1`): the report's Spearman column
-#            then says how well the scores rank the candidates by their real outcome (K real 5-step rollouts per
-#            decision, about 1.5x the time)
+#   ORACLE   1: also execute every candidate in the real env (`--oracle-follow 1`): with VALUE=state_progress the
+#            report's Spearman column then says how well the scores rank the candidates by the real states' progress
+#            (with the heads' values, by the real success of the chunk and one follow-up step, which rarely differs
+#            between candidates). K real 5-step rollouts per decision: 2.1-2.4x the time. Reports go to OUT's
+#            default with -oracle appended.
 #   NOISE_<task, - replaced by _>   the base policy's noise, e.g. NOISE_reach_v3=1.5 (defaults: reach 2.0,
-#            button-press 0.8, push 0.6, others 1.0; the base then succeeds on 13-27% of the starts)
+#            button-press 0.8, push 0.6, drawer-open 0.55, others 1.0; the base then succeeds on 13-30% of the starts)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODEL=${MODEL:-checkpoints/metaworld}
 VALUE=${VALUE:-state_progress}
-OUT=${OUT:-outputs/metaworld-steer-$VALUE}
-TASKS=${TASKS:-reach-v3 button-press-v3 push-v3}
+SUFFIX=""
+[ "${ORACLE:-0}" = 1 ] && SUFFIX=-oracle
+OUT=${OUT:-outputs/metaworld-steer-$VALUE$SUFFIX}
+TASKS=${TASKS:-reach-v3 button-press-v3 push-v3 drawer-open-v3}
 WS=${WS:-.venv/bin/worldsim}
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 
@@ -41,6 +45,7 @@ noise_for() {
         reach-v3) echo "${!name:-2.0}" ;;
         button-press-v3) echo "${!name:-0.8}" ;;
         push-v3) echo "${!name:-0.6}" ;;
+        drawer-open-v3) echo "${!name:-0.55}" ;;
         *) echo "${!name:-1.0}" ;;
     esac
 }

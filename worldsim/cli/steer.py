@@ -85,8 +85,8 @@ def _add_steer_eval(sub) -> None:
                    help="> 0: also execute every candidate in the real env (then this many steps of the plug-in's "
                         "follow-up policy) to measure how much a perfect predictor would gain; with --value-key "
                         "state_progress the real outcome is the progress measure of the real states over the chunk "
-                        "and --follow-steps, so the Spearman column says how well the predicted state ranks the "
-                        "candidates")
+                        "and --follow-steps (the number given here is then ignored), so the Spearman column says how "
+                        "well the predicted state ranks the candidates")
     p.add_argument("--follow-steps", type=int, default=0,
                    help="> 0: continue each imagined candidate this many steps with the plug-in's noise-free "
                         "follow-up policy (acting on the imagined frames and predicted state) before scoring it")

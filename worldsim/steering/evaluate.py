@@ -8,15 +8,16 @@ base-policy seed. Per K: the mean episode value (the plug-in's, as in ranking) a
 intervals, the gain over the base policy with a paired bootstrap interval (the same states), and the wall time per
 steering decision. K = 1 is the base policy itself (nothing imagined).
 
-The optional oracle (``oracle_follow > 0``, for plug-ins that can snapshot and restore their env's state) says where
-a missing gain is lost. At every steering decision each candidate is also executed in a second real env set to the
-current state (:meth:`~worldsim.embodiments.EmbodimentPlugin.get_state` / ``set_state``), followed by
+The optional oracle (``oracle_follow > 0``, for plug-ins that can snapshot and restore their env's state) says
+where a missing gain is lost. At every steering decision each candidate is also executed in a second real env set to
+the current state (:meth:`~worldsim.embodiments.EmbodimentPlugin.get_state` / ``set_state``), followed by
 ``oracle_follow`` steps of the plug-in's follow-up policy (the base policy's mode), and its real outcome (the value of
-those steps) is recorded; for a predictor that scores by the predicted state, the outcome is the same measure of
-the real states over the chunk and the predictor's follow-up steps. Per decision: the oracle gain (best real outcome minus the candidates' mean: what a perfect
-predictor would win), the captured gain (the chosen candidate's real outcome minus the mean) and the Spearman
-correlation between the predicted scores and the real outcomes. This is best-of-N selection with a learned
-simulator, as in runtime steering of VLA policies with a world model and a judge.
+those steps) is recorded. For a predictor that scores by the predicted state, the outcome is instead the same measure
+of the real states over the chunk and the predictor's own follow-up steps (``settings["oracle_outcome"]`` says so).
+Per decision: the oracle gain (best real outcome minus the candidates' mean: what a perfect predictor would win), the
+captured gain (the chosen candidate's real outcome minus the mean) and the Spearman correlation between the predicted
+scores and the real outcomes. This is best-of-N selection with a learned simulator, as in runtime steering of VLA
+policies with a world model and a judge.
 
 Models of several cameras, with a state predictor or conditioned on a task (e.g. Meta-World) are evaluated the same
 way: every real observation is seen in the model's layout (:meth:`~worldsim.envs.observations.ObservationLayout.
@@ -43,6 +44,7 @@ from worldsim.evaluation.policy_adapters import as_policy
 from worldsim.evaluation.report import (check_contiguous, check_mergeable, check_new_states, format_interval,
                                         markdown_lines, mean_interval, pyplot, save_figure)
 from worldsim.steering.policy import SteeredPolicy
+from worldsim.steering.predictor import reduce_future
 from worldsim.utils.files import read_json_object, write_json
 
 
@@ -85,11 +87,12 @@ def follow_policy_for(plugin, env_id: str | None = None):
 
 def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, layout, space: dict,
                      env_id: str | None = None, state_value=None, aggregate: str = "last") -> np.ndarray:
-    """Real outcome `(K,)` of each flat candidate chunk from ``env``'s current state (see the module docstring); the
-    follow-up policy observes ``probe``'s observations in the model's ``layout`` (a frame or a Dict). With
-    ``state_value`` (a predictor that scores by the state) the outcome is that measure of the real states the chunk
-    and its follow-up steps pass through, reduced by ``aggregate`` as the predictor reduces the predicted ones;
-    otherwise it is the plug-in's value of the steps."""
+    """Real outcome `(K,)` float64 of each flat candidate chunk of ``candidates`` `(K, H, A)` float32 from ``env``'s
+    current state (see the module docstring); the follow-up policy observes ``probe``'s observations in the model's
+    ``layout`` (a frame or a Dict). With ``state_value`` (``(T, S) float32 -> (T,)``: a predictor that scores by the
+    state) the outcome is that measure of the real states the chunk and its ``follow`` follow-up steps pass through,
+    reduced by ``aggregate`` (:func:`~worldsim.steering.predictor.reduce_future`) as the predictor reduces the
+    predicted ones; otherwise it is the plug-in's value of the steps."""
     outcomes = []
     state = plugin.get_state(env)
     for chunk in candidates:
@@ -98,7 +101,8 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, la
         for action in chunk:
             observation, reward, terminated, _, info = probe.step(unflatten_action(space, action))
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
-            states.append(layout.from_real(observation, probe)[2])
+            if state_value is not None:
+                states.append(layout.from_real(observation, probe)[2])
             if terminated:
                 break
         follower = as_policy(follow_policy_for(plugin, env_id), probe.action_space.shape)
@@ -107,14 +111,15 @@ def _oracle_outcomes(plugin, env, probe, candidates: np.ndarray, follow: int, la
             seen = layout.from_real(observation, probe)[0]
             observation, reward, terminated, _, info = probe.step(follower.act(_batched(seen))[0])
             steps.append(plugin.step_value(float(reward), bool(terminated), info))
-            states.append(layout.from_real(observation, probe)[2])
+            if state_value is not None:
+                states.append(layout.from_real(observation, probe)[2])
             if terminated:
                 break
         if state_value is None:
             outcomes.append(_aggregate(plugin, steps))
             continue
         valued = np.asarray(state_value(np.stack(states)), dtype=np.float64)
-        outcomes.append(float({"max": valued.max, "mean": valued.mean, "last": lambda: valued[-1]}[aggregate]()))
+        outcomes.append(float(reduce_future(valued[None], aggregate)[0]))
     return np.asarray(outcomes)
 
 
@@ -212,9 +217,12 @@ def steer_evaluate(predictor, candidates: list[int], num_states: int = 100, hori
     oracle_steps, by_state = oracle_follow, {}
     if oracle_follow > 0 and getattr(predictor, "state_value", None) is not None:
         # a predictor that scores by the state: the oracle scores the real future as the predictor scores the
-        # imagined one, the chunk and as many follow-up steps as it imagines
+        # imagined one, the chunk and as many follow-up steps as it imagines (recorded only then, so that the
+        # settings of other runs still match on --resume and steer-report refuses to mix the two kinds)
         oracle_steps = predictor.follow_steps
         by_state = {"state_value": predictor.state_value, "aggregate": predictor.aggregate}
+        settings["oracle_outcome"] = (f"real state ({predictor.aggregate} {predictor.value_key} over the chunk and "
+                                      f"{oracle_steps} follow-up steps)")
     saved = _SteerProgress(progress_dir, predictor, settings, candidates, resume)
     env, probe = plugin.make_env(env_id), plugin.make_env(env_id) if oracle_follow > 0 else None
     if probe is not None:  # reset once, so that Gymnasium's wrappers let the restored states step

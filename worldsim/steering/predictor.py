@@ -66,6 +66,31 @@ class Prediction:
 VALUE_KEYS = ("reward", "success_probability", "state_progress")
 
 
+def reduce_future(values: np.ndarray, aggregate: str) -> np.ndarray:
+    """One score per future from its per-step values, as :class:`OutcomePredictor` combines them.
+
+    Args:
+        values: `(N, T)` values of N futures of T steps (any float dtype).
+        aggregate: ``"max"``, ``"mean"`` or ``"last"`` (the last step's value).
+
+    Returns:
+        `(N,)` float64.
+
+    Raises:
+        ValueError: another ``aggregate``, or ``values`` that are not `(N, T)` with T >= 1.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"values must be (N, T) with T >= 1, got {values.shape}")
+    if aggregate == "max":
+        return values.max(axis=1)
+    if aggregate == "mean":
+        return values.mean(axis=1)
+    if aggregate == "last":
+        return values[:, -1]
+    raise ValueError(f"aggregate must be 'max', 'mean' or 'last', got {aggregate!r}")
+
+
 class OutcomePredictor:
     """Scores candidate action chunks by imagining them from the current real observation.
 
@@ -357,8 +382,7 @@ class OutcomePredictor:
                 valued = valued.reshape(runs, length)
             else:
                 valued = rewards if self.value_key == "reward" else success
-            reduce = {"max": np.max, "last": lambda r, axis: r[:, -1], "mean": np.mean}[self.aggregate]
-            scores = reduce(valued.astype(np.float64), axis=1)
+            scores = reduce_future(valued, self.aggregate)
         per_sample = scores.reshape(count, self.num_samples)
         scores = per_sample.mean(axis=1)
         first = np.arange(count) * self.num_samples

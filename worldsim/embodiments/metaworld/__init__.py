@@ -66,12 +66,19 @@ def _camera_env(env: gym.Env):
 #: ``observation.state[0:3]`` holds, in metres: measured over noisy expert reach episodes (std below 2 mm)
 TCP_OFFSET = np.array([0.0, 0.0, -0.045], dtype=np.float32)
 
-#: task -> where the tool centre (the hand plus :data:`TCP_OFFSET`) sits relative to the object ``state[4:7]`` when
-#: the task's expert first moves the object (by 5 mm), in metres: the contact pose that :meth:`MetaWorldEmbodiment.
-#: state_progress` steers the hand to. Medians over the successful own-task expert episodes of the training sets
-#: (``python tools/measure_contact_offsets.py``; spread between quartiles under 1 cm, except drawer-open's x, 7 cm,
-#: where the handle is wide). The recorded object position is not always what the hand touches: the button's and
-#: the drawer handle's are 12-13 cm from where the expert presses or pulls.
+#: Meta-World's mocap step: the hand target moves by ``action[:3] * HAND_STEP`` metres per step (``action_scale``)
+HAND_STEP = 0.01
+
+#: an object has started to move once it is this far, in metres, from where its episode found it
+OBJECT_MOVED = 0.005
+
+#: task -> where the tool centre (:func:`tool_centre`) sits relative to the object ``state[4:7]`` when the task's
+#: expert first moves the object (by :data:`OBJECT_MOVED`), in metres: the contact pose that
+#: :meth:`MetaWorldEmbodiment.state_progress` steers the hand to. Medians over the successful own-task expert
+#: episodes of the training sets (``python tools/measure_contact_offsets.py``; spread between quartiles under 1 cm,
+#: except drawer-open's x, 7 cm, where the handle is wide). The recorded object position is not always what the hand
+#: touches: the button's and the drawer handle's are 12-14 cm from where the expert presses or pulls. Every task of
+#: :data:`STATE_SUCCESS_RULES` but reach (which has no object) has one.
 CONTACT_OFFSETS: dict[str, np.ndarray] = {
     "push-v3": np.array([-0.002, 0.004, -0.012], dtype=np.float32),
     "pick-place-v3": np.array([-0.001, 0.002, -0.006], dtype=np.float32),
@@ -90,6 +97,15 @@ STATE_SUCCESS_RULES: dict[str, tuple[slice, slice, float]] = {
 }
 
 
+def tool_centre(state: np.ndarray) -> np.ndarray:
+    """The tool centre (between the finger pads) of 39-D states: the hand ``state[..., 0:3]`` plus
+    :data:`TCP_OFFSET`, `(..., 3)` float32, in metres. Raises ValueError when the last axis is not 39."""
+    state = np.asarray(state, dtype=np.float32)
+    if state.shape[-1:] != (39,):
+        raise ValueError(f"Meta-World states are (..., 39), got {state.shape}")
+    return state[..., 0:3] + TCP_OFFSET
+
+
 def _goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
     """``(task, distance (N,) in m, state (N, 39) float32)``: the distance of the task's success-rule part to its goal
     (:data:`STATE_SUCCESS_RULES`; reach: the tool centre, the hand plus :data:`TCP_OFFSET`), or None for a task
@@ -101,7 +117,7 @@ def _goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarr
     if state.ndim != 2 or state.shape[1] != 39:
         raise ValueError(f"Meta-World states are (N, 39), got {state.shape}")
     part, goal_part, _ = STATE_SUCCESS_RULES[task]
-    position = state[:, part] + (TCP_OFFSET if task == "reach-v3" else 0.0)
+    position = tool_centre(state) if task == "reach-v3" else state[:, part]
     return task, np.linalg.norm(position - state[:, 36:39][:, goal_part], axis=1), state
 
 
@@ -232,9 +248,8 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
             return None
         task, distance, state = measured
         progress = -distance
-        if task in CONTACT_OFFSETS:  # every task with an object; reach has none
-            contact = state[:, 4:7] + CONTACT_OFFSETS[task]
-            progress -= np.linalg.norm(state[:, 0:3] + TCP_OFFSET - contact, axis=1)
+        if task != "reach-v3":  # every other task has an object, and a contact pose for it
+            progress -= np.linalg.norm(tool_centre(state) - state[:, 4:7] - CONTACT_OFFSETS[task], axis=1)
         return progress.astype(np.float32)
 
     def recorded_state(self, info: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -321,6 +336,7 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
 PLUGIN = MetaWorldEmbodiment
 """The plug-in class the registry finds by this package's name."""
 
-__all__ = ["CONTACT_OFFSETS", "CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "MetaWorldEmbodiment", "NoisyExpertChunks", "PLUGIN",
-           "TASKS", "WRONG_TASKS", "ZOO_MEMBERS", "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo",
-           "task_of", "task_text", "zoo_member"]
+__all__ = ["CONTACT_OFFSETS", "CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "HAND_STEP", "MetaWorldEmbodiment",
+           "NoisyExpertChunks", "OBJECT_MOVED", "PLUGIN", "TASKS", "TCP_OFFSET", "WRONG_TASKS", "ZOO_MEMBERS",
+           "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo", "task_of", "task_text", "tool_centre",
+           "zoo_member"]
