@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
+    os.environ["MUJOCO_GL"] = "egl"  # before any test imports MuJoCo (metaworld), which picks its OpenGL backend then
 
 import numpy as np
 import pytest

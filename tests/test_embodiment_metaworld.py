@@ -5,9 +5,7 @@ import os
 
 import pytest
 
-if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-    os.environ["MUJOCO_GL"] = "egl"  # before metaworld imports MuJoCo, which picks its OpenGL backend then
-pytest.importorskip("metaworld")
+pytest.importorskip("metaworld")  # MuJoCo's OpenGL backend is chosen in conftest.py
 
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402

@@ -153,7 +153,7 @@ def test_state_only_real_env_steps_the_same_physics():
 def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episodes():
     pytest.importorskip("metaworld")
     from worldsim.embodiments.metaworld import (CONTACT_OFFSETS, OBJECT_MOVED, STATE_SUCCESS_RULES, TCP_OFFSET,
-                                                MetaWorldEmbodiment, tool_centre)
+                                                MetaWorldEmbodiment, dead_reckon, tool_centre)
     from worldsim.evaluation.rank import rank_policies
     from worldsim.pipelines import WorldModelPipeline
 
@@ -203,6 +203,14 @@ def test_the_state_success_rule_matches_the_real_env_and_values_imagined_episode
     np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.03 - to_contact], atol=1e-6)
     made[0, 0:3] = made[0, 4:7] + CONTACT_OFFSETS["button-press-v3"] - TCP_OFFSET  # the hand at the contact pose
     np.testing.assert_allclose(plugin.state_progress(made, "button-press-v3"), [-0.03], atol=1e-6)
+    # dead reckoning, the no-model control: the hand moves 1 cm per unit action per step, nothing else moves
+    chunks = np.zeros((2, 3, 4), np.float32)
+    chunks[0, :, 0], chunks[1, :, 2], chunks[1, :, 3] = 1.0, -0.5, 1.0
+    ends = dead_reckon(made[0], chunks)
+    np.testing.assert_allclose(ends[:, 0:3] - made[0, 0:3], [[0.03, 0.0, 0.0], [0.0, 0.0, -0.015]], atol=1e-6)
+    np.testing.assert_array_equal(ends[:, 3:], np.repeat(made[:, 3:], 2, axis=0))
+    with pytest.raises(ValueError, match=r"\(K, H, 4\) chunks"):
+        dead_reckon(made[0], chunks[0])
     assert plugin.state_progress(np.zeros((2, 39)), "door-open-v3") is None
     with pytest.raises(ValueError, match=r"\(N, 39\)"):
         plugin.state_progress(np.zeros((2, 4)), "reach-v3")

@@ -209,9 +209,7 @@ def test_steered_policy_gives_the_base_the_dict_and_the_predictor_frames_and_sta
 @pytest.fixture(scope="module")
 def metaworld():
     """The Meta-World plug-in, or a skip where metaworld is missing or MuJoCo cannot render."""
-    if "MUJOCO_GL" not in os.environ and not os.environ.get("DISPLAY"):
-        os.environ["MUJOCO_GL"] = "egl"  # before metaworld imports MuJoCo, which picks its OpenGL backend then
-    pytest.importorskip("metaworld")
+    pytest.importorskip("metaworld")  # MuJoCo's OpenGL backend is chosen in conftest.py
     from worldsim.embodiments import make_embodiment
     from worldsim.embodiments.metaworld.env import MetaWorldCameraEnv
 

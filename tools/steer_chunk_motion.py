@@ -19,9 +19,10 @@ import argparse
 
 import numpy as np
 
-from worldsim.embodiments.metaworld import (HAND_STEP, OBJECT_MOVED, MetaWorldEmbodiment, env_id as task_env_id,
+from worldsim.embodiments.metaworld import (OBJECT_MOVED, MetaWorldEmbodiment, dead_reckon, env_id as task_env_id,
                                             task_of)
-from worldsim.evaluation.rank import model_layout
+from worldsim.evaluation.rank import model_layout, state_rule_for
+from worldsim.pipelines import WorldModelPipeline
 from worldsim.steering import OutcomePredictor
 
 
@@ -36,9 +37,10 @@ def main() -> None:
     args = parser.parse_args()
     plugin = MetaWorldEmbodiment()
     env_id = task_env_id(task_of(args.env_id))
-    predictor = OutcomePredictor(args.model, value_key="state_progress",
-                                 state_value=lambda states: plugin.state_progress(states, env_id),
-                                 num_inference_steps=3, timestep_spacing="trailing", seed=args.seed)
+    pipeline = WorldModelPipeline.from_pretrained(args.model)
+    predictor = OutcomePredictor(pipeline, value_key="state_progress", num_inference_steps=3,
+                                 timestep_spacing="trailing", seed=args.seed,
+                                 state_value=state_rule_for(pipeline, plugin, None, env_id, "state_progress"))
     predictor.task = plugin.task_text(env_id)
     layout = model_layout(predictor.pipeline, predictor.embodiment)
     env = plugin.make_env(env_id)
@@ -67,7 +69,7 @@ def main() -> None:
             prediction = predictor.predict(np.stack(frames[start - 3:start + 1]), actions[start - 3:start], chunk,
                                            states=states[start - 3:start + 1])
             predicted = prediction.states[0, args.chunk_length - 1]
-            dead_reckoned = states[start, 0:3] + HAND_STEP * chunk[0, :, :3].sum(axis=0)
+            dead_reckoned = dead_reckon(states[start], chunk)[0, 0:3]
             rows.append([np.linalg.norm(real_move), np.linalg.norm(predicted[4:7] - states[start, 4:7]),
                          np.linalg.norm(predicted[4:7] - states[end, 4:7]),
                          np.linalg.norm(states[end, 0:3] - states[start, 0:3]),

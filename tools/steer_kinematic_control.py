@@ -19,29 +19,30 @@ from pathlib import Path
 
 import numpy as np
 
-from worldsim.embodiments.metaworld import HAND_STEP, MetaWorldEmbodiment, env_id as task_env_id, task_of
+from worldsim.embodiments.metaworld import MetaWorldEmbodiment, dead_reckon, env_id as task_env_id, task_of
+from worldsim.evaluation.rank import state_rule_for
+from worldsim.pipelines import WorldModelPipeline
 from worldsim.steering import OutcomePredictor
 from worldsim.steering.predictor import Prediction
 from worldsim.steering.evaluate import steer_evaluate, steer_table
 from worldsim.utils.files import write_json
 
+
 class DeadReckoningPredictor(OutcomePredictor):
-    """An :class:`OutcomePredictor` whose futures are dead reckoning of the hand, not imagination (see the module
-    docstring). ``predict`` needs the context's states; its frames are blank."""
+    """An :class:`OutcomePredictor` whose futures are dead reckoning of the hand
+    (:func:`~worldsim.embodiments.metaworld.dead_reckon`), not imagination (see the module docstring), scored by the
+    plug-in's ``state_progress``. ``predict`` needs the context's states; its frames are blank."""
 
     def __init__(self, model, env_id: str, **kwargs):
-        plugin = MetaWorldEmbodiment()
-        super().__init__(model, value_key="state_progress",
-                         state_value=lambda states: plugin.state_progress(states, env_id), **kwargs)
+        pipeline = WorldModelPipeline.from_pretrained(model)
+        super().__init__(pipeline, value_key="state_progress", **kwargs, state_value=state_rule_for(
+            pipeline, MetaWorldEmbodiment(), None, env_id, "state_progress"))
 
     def predict(self, frames, actions, candidates, states=None) -> Prediction:
-        candidates = np.asarray(candidates, dtype=np.float32)
         if states is None:
             raise ValueError("dead reckoning starts from the last real state: pass the context's states")
-        count, horizon = candidates.shape[:2]
-        last = np.asarray(states, dtype=np.float32)[-1]
-        ends = np.repeat(last[None], count, axis=0)
-        ends[:, 0:3] += HAND_STEP * candidates[:, :, :3].sum(axis=1)
+        count, horizon = np.shape(candidates)[:2]
+        ends = dead_reckon(np.asarray(states)[-1], candidates)
         scores = np.asarray(self.state_value(ends), dtype=np.float64)
         blank = np.zeros((count, horizon, 1, 1, 3), np.uint8)  # nothing is imagined
         self.last_prediction = Prediction(blank, np.full((count, horizon), np.nan, np.float32), scores,

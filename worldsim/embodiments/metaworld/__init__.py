@@ -106,6 +106,31 @@ def tool_centre(state: np.ndarray) -> np.ndarray:
     return state[..., 0:3] + TCP_OFFSET
 
 
+def dead_reckon(state: np.ndarray, chunks: np.ndarray) -> np.ndarray:
+    """Where chunks of actions leave the hand if it followed its mocap target exactly and nothing else moved: the hand
+    ``state[0:3]`` moved by the summed ``action[:3]`` times :data:`HAND_STEP`, every other dimension as it was. The
+    no-model control that steering by the predicted state is compared with: it ignores contact, the workspace limits
+    and the mocap's lag.
+
+    Args:
+        state: `(39,)` the state the chunks start from.
+        chunks: `(K, H, 4)` env actions (hand displacement x, y, z in units of :data:`HAND_STEP`, gripper effort).
+
+    Returns:
+        `(K, 39)` float32.
+
+    Raises:
+        ValueError: ``state`` that is not `(39,)`, or ``chunks`` that are not `(K, H, 4)`.
+    """
+    state, chunks = np.asarray(state, dtype=np.float32), np.asarray(chunks, dtype=np.float32)
+    if state.shape != (39,) or chunks.ndim != 3 or chunks.shape[2] != 4:
+        raise ValueError(f"dead reckoning takes a (39,) state and (K, H, 4) chunks, got {state.shape} and "
+                         f"{chunks.shape}")
+    ends = np.repeat(state[None], len(chunks), axis=0)
+    ends[:, 0:3] += HAND_STEP * chunks[:, :, :3].sum(axis=1)
+    return ends
+
+
 def _goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
     """``(task, distance (N,) in m, state (N, 39) float32)``: the distance of the task's success-rule part to its goal
     (:data:`STATE_SUCCESS_RULES`; reach: the tool centre, the hand plus :data:`TCP_OFFSET`), or None for a task
@@ -338,5 +363,5 @@ PLUGIN = MetaWorldEmbodiment
 
 __all__ = ["CONTACT_OFFSETS", "CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "HAND_STEP", "MetaWorldEmbodiment",
            "NoisyExpertChunks", "OBJECT_MOVED", "PLUGIN", "TASKS", "TCP_OFFSET", "WRONG_TASKS", "ZOO_MEMBERS",
-           "ZooPolicy", "collection_policies", "env_id", "metaworld_zoo", "task_of", "task_text", "tool_centre",
+           "ZooPolicy", "collection_policies", "dead_reckon", "env_id", "metaworld_zoo", "task_of", "task_text", "tool_centre",
            "zoo_member"]
