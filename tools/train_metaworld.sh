@@ -23,5 +23,5 @@ for task in "${TASKS[@]}"; do
     HELDOUT+=(--val-dataset "data/metaworld-$task-heldout")
 done
 $WS train-heads --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${HEAD_STEPS:-3000}"
-$WS train-state --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${STATE_STEPS:-3000}"
+$WS train-state --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${STATE_STEPS:-12000}"
 echo "model with heads and state predictor: $MODEL"
