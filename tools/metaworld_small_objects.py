@@ -5,7 +5,7 @@ steering and ranking sampler).
 
     python tools/metaworld_small_objects.py --out docs/media/metaworld-small-objects.png
 
-The image is scaled up 2x (nearest neighbour); the first four columns are the start, the last two the later step.
+The image is scaled up 2x (nearest neighbour); the first two columns are the start, the last two the later step.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main() -> None:
             observation, frames, actions, states = _play_context(plugin, env, args.seed, 4, layout)
             expert = plugin.task_zoo(env_id)["expert"]
             expert.reset(1)
-            real_later, chunk = None, []
+            chunk = []
             for _ in range(args.steps):
                 seen = layout.from_real(observation, env)[0]
                 action = np.asarray(expert.act({key: np.asarray(value)[None] for key, value in seen.items()})[0],
