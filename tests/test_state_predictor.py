@@ -58,7 +58,8 @@ def trained(tiny_pipeline_path, square_dataset, tmp_path_factory):
     shutil.copytree(tiny_pipeline_path, path)
     save_state_predictors({"other": StatePredictor(in_channels=4, sample_size=4, state_dim=2, hidden_dim=8)}, path)
     report = train_state_predictor(path, [square_dataset], steps=400, batch_size=64, learning_rate=2e-3,
-                                   hidden_dim=16, val_episodes=3, progress=False)
+                                   hidden_dim=16, val_episodes=3, action_input=False, latent_noise=0.0,
+                                   progress=False)
     return path, report
 
 
@@ -255,7 +256,8 @@ def test_a_multi_camera_model_reads_the_state_from_its_composed_frames(tmp_path)
                                    truncated=episode.truncated, state=episode.state))
     writer.close()
     report = train_state_predictor(tmp_path / "model", [tmp_path / "data"], steps=300, batch_size=64,
-                                   learning_rate=2e-3, hidden_dim=16, val_episodes=2, progress=False)
+                                   learning_rate=2e-3, hidden_dim=16, val_episodes=2, action_input=False,
+                                   latent_noise=0.0, progress=False)  # what the frames alone tell
     held = report["held_out"]
     assert all(held["mae_per_dim"][dim] < 0.5 * held["copy_previous"]["mae_per_dim"][dim] for dim in (0, 1)), held
     predictor = load_state_predictors(tmp_path / "model")["pusht"]
@@ -277,3 +279,89 @@ def test_train_state_settings_come_from_defaults_file_flags_and_overrides(tmp_pa
     args = build_parser().parse_args(["train-state", "--model", "m", "--dataset", "d", "--steps", "5", "steps=6"])
     with pytest.raises(ValueError, match="both"):
         _verb_config(args, StateConfig)
+
+
+@pytest.fixture(scope="module")
+def odometer_dataset(tmp_path_factory):
+    """The squares plus a fifth state dimension no frame shows but the action sets: the previous action's first
+    coordinate divided by 512 (an arm's commanded velocity, say)."""
+    root = tmp_path_factory.mktemp("state-data") / "odometer"
+    writer = LeRobotDatasetWriter(root, fps=10, robot_type="pusht")
+    rng = np.random.default_rng(1)
+    for _ in range(14):
+        episode = square_episode(rng, 30)
+        commanded = np.concatenate([[0.0], episode.action[:-1, 0] / 512.0]).astype(np.float32)
+        episode.state = np.concatenate([episode.state, commanded[:, None]], axis=1)
+        writer.add_episode(episode)
+    writer.close()
+    return root
+
+
+def test_a_predictor_that_reads_the_action_learns_what_only_the_action_tells(tiny_pipeline_path, odometer_dataset,
+                                                                            tmp_path):
+    settings = dict(steps=400, batch_size=64, learning_rate=2e-3, hidden_dim=16, val_episodes=3, progress=False)
+    blind = train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "blind",
+                                  action_input=False, latent_noise=0.0, **settings)
+    acting = train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "acting",
+                                   action_input=True, latent_noise=0.5, **settings)
+    # the commanded value is uniform in [0, 1) (mean error about 1/3 without the action); the action gives it
+    assert blind["held_out"]["mae_per_dim"][4] > 0.2, blind["held_out"]
+    assert acting["held_out"]["mae_per_dim"][4] < 0.5 * blind["held_out"]["mae_per_dim"][4], acting["held_out"]
+    assert acting["closed_loop"]["mean"]["mae_per_dim"][4] < 0.5 * blind["closed_loop"]["mean"]["mae_per_dim"][4]
+    assert acting["config"]["action_input"] and acting["config"]["latent_noise"] == 0.5
+    assert acting["imagined_frames"] == 0
+
+    # trained on imagined frames only: the tiny model's frames are noise, so what it learns of the commanded value
+    # comes from the actions paired with them, which must be the ones that produced each imagined frame
+    imagined = train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "imagined",
+                                     action_input=True, imagined_fraction=1.0, imagined_horizon=6,
+                                     imagined_context=2, **settings)
+    assert imagined["imagined_frames"] == 11 * 6 and imagined["imagined_seconds"] > 0  # 3 episodes held out
+    assert imagined["held_out"]["mae_per_dim"][4] < 0.5 * blind["held_out"]["mae_per_dim"][4], imagined["held_out"]
+    with pytest.raises(ValueError, match="imagined_horizon"):
+        train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "long",
+                              imagined_fraction=0.5, imagined_horizon=40, **settings)
+
+    predictor = StatePredictor.from_pretrained(tmp_path / "acting")
+    assert predictor.action_dim == 2 and len(predictor.config.action_mean) == 2
+    assert StatePredictor.from_pretrained(tmp_path / "blind").action_dim == 0
+    latents, previous = torch.randn(3, 4, 4, 4), torch.zeros(3, 5)
+    with pytest.raises(ValueError, match="reads the action"):
+        predictor.predict(latents, previous)
+    with pytest.raises(ValueError, match="reads the action"):
+        predictor.predict(latents, previous, np.zeros((3, 3), np.float32))
+    with pytest.raises(ValueError, match="NaN"):
+        predictor.predict(latents, previous, np.full((3, 2), np.nan, np.float32))
+    with pytest.raises(ValueError, match="reads no action"):
+        StatePredictor.from_pretrained(tmp_path / "blind").predict(latents, previous, np.zeros((3, 2)))
+    with pytest.raises(ValueError, match="action"):
+        rollout_states(predictor, [latents], previous[:1].numpy())  # no actions for a predictor that reads them
+
+    # in a pipeline, every imagined step hands the predictor the action that produced the frame
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline_path, model)
+    save_state_predictors({"pusht": predictor}, model)
+    pipeline = WorldModelPipeline.from_pretrained(model)
+    frames = np.full((2, 2, SIZE, SIZE, 3), 20, np.uint8)
+    start = np.array([[4.0, 8.0, 0.3, 0.5, 0.1], [0.0, 4.0, -0.2, 0.5, 0.9]], np.float32)
+    state = pipeline.encode_context(frames, np.full((2, 1, 2), 256.0, np.float32), observation_state=start)
+    action = np.array([[500.0, 10.0], [20.0, 300.0]], np.float32)
+    stepped = pipeline.step(state.clone(), action, generator=torch.Generator().manual_seed(0))
+    expected = predictor.predict(stepped.frame_latents, start, action)
+    torch.testing.assert_close(stepped.observation_state, expected)
+    assert stepped.observation_state[0, 4] > stepped.observation_state[1, 4] + 0.3  # 500 / 512 against 20 / 512
+
+
+def test_state_settings_refuse_negative_latent_noise_and_action_stats_without_actions():
+    with pytest.raises(ValueError, match="latent_noise"):
+        StateConfig(latent_noise=-0.5)
+    with pytest.raises(ValueError, match="imagined_fraction"):
+        StateConfig(imagined_fraction=1.5)
+    with pytest.raises(ValueError, match="imagined_horizon"):
+        StateConfig(imagined_horizon=0)
+    with pytest.raises(ValueError, match="action_dim"):
+        StatePredictor(state_dim=2, action_mean=[0.0])
+    with pytest.raises(ValueError, match="action_dim"):
+        StatePredictor(state_dim=2, action_dim=-1)
+    with pytest.raises(ValueError, match="action_std"):
+        StatePredictor(state_dim=2, action_dim=2, action_std=[1.0])

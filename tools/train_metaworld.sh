@@ -7,12 +7,14 @@
 #   tools/train_metaworld.sh                          # everything, on CPU
 #   HEADS_ONLY=1 MODEL=runs/metaworld-gpu/world_model/final tools/train_metaworld.sh   # heads + state predictor of a
 #                                                     # model trained elsewhere (tools/train_metaworld_gpu.sh)
-# env: WS (the worldsim command), MODEL, HEADS_ONLY, HEAD_STEPS, STATE_STEPS
+#   STATE_ONLY=1 MODEL=checkpoints/metaworld tools/train_metaworld.sh   # the state predictor alone (its default:
+#                                                     # half of each batch from imagined frames, ~17 min of imagination)
+# env: WS (the worldsim command), MODEL, HEADS_ONLY, STATE_ONLY, HEAD_STEPS, STATE_STEPS, STATE_IMAGINED
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WS=${WS:-.venv/bin/worldsim}
 TASKS=(reach-v3 push-v3 pick-place-v3 drawer-open-v3 button-press-v3)
-if [ -z "${HEADS_ONLY:-}" ]; then
+if [ -z "${HEADS_ONLY:-}" ] && [ -z "${STATE_ONLY:-}" ]; then
     [ -d runs/metaworld/autoencoder/final ] || $WS train-autoencoder --config configs/metaworld.yaml
     $WS train --config configs/metaworld.yaml
 fi
@@ -22,6 +24,9 @@ for task in "${TASKS[@]}"; do
     TRAIN+=(--dataset "data/metaworld-$task")
     HELDOUT+=(--val-dataset "data/metaworld-$task-heldout")
 done
-$WS train-heads --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${HEAD_STEPS:-3000}"
-$WS train-state --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${STATE_STEPS:-12000}"
+if [ -z "${STATE_ONLY:-}" ]; then
+    $WS train-heads --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${HEAD_STEPS:-3000}"
+fi
+$WS train-state --model "$MODEL" --embodiment metaworld "${TRAIN[@]}" "${HELDOUT[@]}" --steps "${STATE_STEPS:-12000}" \
+    --imagined-fraction "${STATE_IMAGINED:-0.5}"
 echo "model with heads and state predictor: $MODEL"

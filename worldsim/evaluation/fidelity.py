@@ -251,7 +251,8 @@ def add_state_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobo
 
     From the real ``observation.state`` of the last context frame, the embodiment's state predictor
     (:class:`~worldsim.models.state.StatePredictor`) reads each imagined latent in turn and its own previous
-    prediction, as the env does; each predicted state is compared with the real state of that frame, and so is the
+    prediction (and the action that produced the frame, for a predictor that reads actions), as the env does; each
+    predicted state is compared with the real state of that frame, and so is the
     last context state held still (``copy_last_frame``). Errors: the mean absolute error over dimensions in units of
     each dimension's training standard deviation (``state_error``), and the plug-in's named state groups
     (:attr:`~worldsim.embodiments.EmbodimentPlugin.state_metrics`, e.g. the end-effector's position error in mm: the
@@ -276,8 +277,10 @@ def add_state_report(report: dict, pipeline: WorldModelPipeline, dataset: LeRobo
     predicted, previous = [], torch.from_numpy(last)
     with torch.no_grad():
         for step in range(horizon):
+            # windows.action[:, i] was applied after frame i: imagined frame `step` came from action num_context-1+step
+            action = windows.action[:, num_context - 1 + step] if predictor.action_dim else None
             previous = predictor.predict(torch.from_numpy(np.ascontiguousarray(imagined_latents[:, step])).float(),
-                                         previous)
+                                         previous, action)
             predicted.append(previous.numpy())
     predicted = np.stack(predicted, axis=1)
     scale = np.asarray(predictor.config.state_std, dtype=np.float64)

@@ -5,7 +5,10 @@ Robot datasets (LeRobot layout) store a state vector with every frame: for a Met
 images *and* state needs that vector with every imagined frame too. The world model imagines frames only, so this
 small network reads an imagined frame's autoencoder latent `(C, h, w)` plus the previous frame's state and
 predicts the frame's state: what the frame shows (hand, object) comes from the latent, what it does not show
-(a goal, the previous step's copy) is carried over from the previous state.
+(a goal, the previous step's copy) is carried over from the previous state. Optionally (``action_dim > 0``) it also
+reads the action that produced the frame, the input of a dynamics model: an arm's commanded motion tells where the
+hand went where an imagined frame has blurred it (docs/log.md, "State predictor: the action, noisy latents and
+imagined frames").
 
 It predicts a residual on the previous state in normalised units (``next = previous + delta``), with the last layer
 initialised to zero, so an untrained predictor copies the previous state. On recorded Meta-World episodes this beat
@@ -14,7 +17,7 @@ empty object slot) are *carried*: copied exactly from the previous state, never 
 long rollout; and :meth:`~StatePredictor.predict` clips every state to the range seen in training (as the outcome
 heads clip rewards), so that no dimension can run away. Trained on real frames (``worldsim train-state``,
 :mod:`worldsim.training.train_state`) with noise added to the previous state, so that it stays stable when fed its
-own predictions in an imagined rollout.
+own predictions in an imagined rollout, and optionally with noisy latents and on frames the world model imagined.
 
 Saved and loaded with diffusers' ``ModelMixin`` (safetensors) under ``<pipeline>/state/<embodiment>/``.
 """
@@ -39,13 +42,15 @@ MIN_STATE_STD = 1e-4
 MAX_NORMALIZED_INPUT = 10.0
 
 
-def state_statistics(state_dim: int, state_mean=None, state_std=None) -> tuple[np.ndarray, np.ndarray]:
+def state_statistics(state_dim: int, state_mean=None, state_std=None,
+                     names: tuple[str, str] = ("state_mean", "state_std")) -> tuple[np.ndarray, np.ndarray]:
     """A state normalisation's per-dimension mean and standard deviation, checked (shared by the state predictor and
     the BC policy's config).
 
     Args:
         state_dim: S.
         state_mean, state_std: S floats each (env units), or None for zeros / ones.
+        names: what the two are called in an error message.
 
     Returns:
         ``(mean (S,), std (S,))`` float64, as given (flooring the std is the caller's).
@@ -55,7 +60,7 @@ def state_statistics(state_dim: int, state_mean=None, state_std=None) -> tuple[n
     """
     mean = np.zeros(state_dim) if state_mean is None else np.asarray(state_mean, dtype=np.float64)
     std = np.ones(state_dim) if state_std is None else np.asarray(state_std, dtype=np.float64)
-    for name, value in (("state_mean", mean), ("state_std", std)):
+    for name, value in zip(names, (mean, std)):
         if value.shape != (state_dim,) or not np.all(np.isfinite(value)):
             raise ValueError(f"{name} must be {state_dim} finite floats, got {np.asarray(value).tolist()!r}")
     return mean, std
@@ -81,15 +86,21 @@ class StatePredictor(ModelMixin, ConfigMixin):
             within a training episode); None or empty: every dimension is predicted.
         state_min, state_max: lists of S floats, the range of each dimension in the training data (env units);
             :meth:`predict` clips to it. None: no clipping.
+        action_dim: A, the width of the action that produced the frame, read beside the latent and the previous
+            state; 0 (the default, and every predictor saved before this option): no action input.
+        action_mean, action_std: lists of A floats, the action normalisation (env units; each std floored at
+            :data:`MIN_STATE_STD`); None: zeros / ones.
 
     Shapes:
-        forward: latents `(B, C, h, w)` float, previous_state `(B, S)` float (normalised) -> `(B, S)` float32
-        (normalised). :meth:`predict` takes and returns env units.
+        forward: latents `(B, C, h, w)` float, previous_state `(B, S)` float (normalised), action `(B, A)` float
+        (normalised; only when ``action_dim > 0``) -> `(B, S)` float32 (normalised). :meth:`predict` takes and
+        returns env units.
 
     Raises:
         ValueError: a non-positive size, width or ``state_dim``; ``state_mean`` / ``state_std`` / ``state_names``
             not of length S; a mean or std that is not finite or a negative std; ``carried_dims`` not distinct
-            indices in [0, S); ``state_min`` / ``state_max`` not S finite floats with ``state_min <= state_max``.
+            indices in [0, S); ``state_min`` / ``state_max`` not S finite floats with ``state_min <= state_max``;
+            a negative ``action_dim`` or ``action_mean`` / ``action_std`` not A finite floats.
     """
 
     @register_to_config
@@ -97,13 +108,25 @@ class StatePredictor(ModelMixin, ConfigMixin):
                  hidden_dim: int = 64, state_mean: list[float] | None = None, state_std: list[float] | None = None,
                  embodiment: str | None = None, state_names: list[str] | None = None,
                  carried_dims: list[int] | None = None, state_min: list[float] | None = None,
-                 state_max: list[float] | None = None):
+                 state_max: list[float] | None = None, action_dim: int = 0, action_mean: list[float] | None = None,
+                 action_std: list[float] | None = None):
         super().__init__()
         height, width = size_pair(sample_size, "sample_size")
         for name, value in (("in_channels", in_channels), ("state_dim", state_dim), ("hidden_dim", hidden_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(action_dim, int) or isinstance(action_dim, bool) or action_dim < 0:
+            raise ValueError(f"action_dim must be an int >= 0, got {action_dim!r}")
         mean, std = state_statistics(state_dim, state_mean, state_std)
+        if action_dim:
+            action_shift, action_scale = state_statistics(action_dim, action_mean, action_std,
+                                                          ("action_mean", "action_std"))
+        elif action_mean or action_std:
+            raise ValueError(f"action_mean / action_std need action_dim > 0, got action_dim {action_dim}")
+        else:
+            action_shift, action_scale = np.zeros(0), np.ones(0)
+        if np.any(action_scale < 0):
+            raise ValueError(f"action_std must be >= 0, got {action_scale.tolist()}")
         low = np.full(state_dim, -np.inf) if state_min is None else np.asarray(state_min, dtype=np.float64)
         high = np.full(state_dim, np.inf) if state_max is None else np.asarray(state_max, dtype=np.float64)
         for name, value, given in (("state_min", low, state_min), ("state_max", high, state_max)):
@@ -130,6 +153,9 @@ class StatePredictor(ModelMixin, ConfigMixin):
         self.register_buffer("shift", torch.tensor(mean, dtype=torch.float32), persistent=False)
         self.register_buffer("scale", torch.tensor(np.maximum(std, MIN_STATE_STD), dtype=torch.float32),
                              persistent=False)
+        self.register_buffer("action_shift", torch.tensor(action_shift, dtype=torch.float32), persistent=False)
+        self.register_buffer("action_scale", torch.tensor(np.maximum(action_scale, MIN_STATE_STD),
+                                                          dtype=torch.float32), persistent=False)
         width_mlp = 4 * hidden_dim
         cells = math.ceil(height / 2) * math.ceil(width / 2)  # after the stride-2 convolution (padding 1)
         self.features = nn.Sequential(
@@ -137,7 +163,7 @@ class StatePredictor(ModelMixin, ConfigMixin):
             nn.Conv2d(hidden_dim, hidden_dim, 3, stride=2, padding=1), nn.SiLU(),
             nn.Flatten(), nn.Linear(hidden_dim * cells, width_mlp), nn.SiLU())
         self.head = nn.Sequential(
-            nn.Linear(width_mlp + state_dim, width_mlp), nn.SiLU(),
+            nn.Linear(width_mlp + state_dim + action_dim, width_mlp), nn.SiLU(),
             nn.Linear(width_mlp, width_mlp), nn.SiLU(),
             nn.Linear(width_mlp, state_dim))
         nn.init.zeros_(self.head[-1].weight)  # untrained: the prediction is the previous state
@@ -148,13 +174,29 @@ class StatePredictor(ModelMixin, ConfigMixin):
         """``(h, w)`` of the latents it reads."""
         return size_pair(self.config.sample_size, "sample_size")
 
-    def _check(self, latents: torch.Tensor, previous_state: torch.Tensor) -> None:
+    @property
+    def action_dim(self) -> int:
+        """A, the width of the action it reads (0: none)."""
+        return int(self.config.action_dim)
+
+    def _check(self, latents: torch.Tensor, previous_state: torch.Tensor, action) -> None:
         expected = (self.config.in_channels, *self.latent_size)
         if latents.ndim != 4 or tuple(latents.shape[1:]) != expected:
             raise ValueError(f"latents must be (B, {', '.join(map(str, expected))}), got {tuple(latents.shape)}")
         if previous_state.ndim != 2 or previous_state.shape != (latents.shape[0], self.config.state_dim):
             raise ValueError(f"previous_state must be (B, {self.config.state_dim}) with B = {latents.shape[0]} (the "
                              f"latents' batch), got {tuple(previous_state.shape)}")
+        width = self.action_dim
+        if not width and action is not None:
+            raise ValueError("this state predictor reads no action (action_dim 0), but an action was given")
+        if width and (action is None or tuple(action.shape) != (latents.shape[0], width)):
+            raise ValueError(f"this state predictor reads the action that produced the frame: action must be "
+                             f"(B, {width}) with B = {latents.shape[0]}, got "
+                             f"{None if action is None else tuple(action.shape)}")
+
+    def normalize_action(self, action: torch.Tensor) -> torch.Tensor:
+        """Env units -> normalised units: ``(action - action_mean) / action_std``; `(..., A)` float32 in and out."""
+        return (action.float() - self.action_shift) / self.action_scale
 
     def normalize(self, state: torch.Tensor) -> torch.Tensor:
         """Env units -> normalised units: ``(state - state_mean) / state_std``; `(..., S)` float32 in and out."""
@@ -164,48 +206,64 @@ class StatePredictor(ModelMixin, ConfigMixin):
         """Normalised units -> env units: ``state * state_std + state_mean``; `(..., S)` float32 in and out."""
         return state.float() * self.scale + self.shift
 
-    def forward(self, latents: torch.Tensor, previous_state: torch.Tensor) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, previous_state: torch.Tensor,
+                action: torch.Tensor | None = None) -> torch.Tensor:
         """The frame's normalised state.
 
         Args:
             latents: `(B, C, h, w)` float (any float dtype), the frame's normalised autoencoder latent (what
                 :func:`~worldsim.models.autoencoders.encode_frames` returns and the world model imagines).
             previous_state: `(B, S)` float, the previous frame's state, normalised (:meth:`normalize`).
+            action: `(B, A)` float, the action applied after the previous frame (the one that produced this frame),
+                normalised (:meth:`normalize_action`); required when ``action_dim > 0``, else None.
 
         Returns:
             `(B, S)` float32, the frame's state, normalised (``previous_state`` itself on the carried dimensions).
 
         Raises:
-            ValueError: a shape other than those above (the message gives the expected one).
+            ValueError: a shape other than those above (the message gives the expected one), an action given to a
+                predictor without action input or missing for one with it.
         """
-        self._check(latents, previous_state)
+        self._check(latents, previous_state, action)
         dtype = self.head[0].weight.dtype
         previous = previous_state.float()
         features = self.features(latents.to(dtype))
-        inputs = torch.cat([features, previous.clamp(-MAX_NORMALIZED_INPUT, MAX_NORMALIZED_INPUT).to(dtype)], dim=1)
-        return previous + self.head(inputs).float() * self.moving
+        parts = [features, previous.clamp(-MAX_NORMALIZED_INPUT, MAX_NORMALIZED_INPUT).to(dtype)]
+        if action is not None:
+            parts.append(action.float().clamp(-MAX_NORMALIZED_INPUT, MAX_NORMALIZED_INPUT).to(dtype))
+        return previous + self.head(torch.cat(parts, dim=1)).float() * self.moving
 
     @torch.no_grad()
-    def predict(self, latents: torch.Tensor, previous_state) -> torch.Tensor:
+    def predict(self, latents: torch.Tensor, previous_state, action=None) -> torch.Tensor:
         """The frame's state in env units, clipped to the training range (``state_min``, ``state_max``); carried
         dimensions are the previous state's, exactly.
 
         Args:
             latents: `(B, C, h, w)` float tensor, the frame's normalised autoencoder latent.
             previous_state: `(B, S)` float (tensor or array), the previous frame's state in env units.
+            action: `(B, A)` float (tensor or array), env units, the action that produced the frame; required when
+                ``action_dim > 0`` (:attr:`action_dim`), else None.
 
         Returns:
             `(B, S)` float32 tensor on the predictor's device, env units.
 
         Raises:
-            ValueError: a wrong shape, or a previous state that is not finite.
+            ValueError: a wrong shape, a previous state or action that is not finite, or an action given to a
+                predictor without action input or missing for one with it.
         """
+        device = self.shift.device
         previous = torch.as_tensor(np.asarray(previous_state, dtype=np.float32)
                                    if not isinstance(previous_state, torch.Tensor) else previous_state)
-        previous = previous.to(self.shift.device, torch.float32)
-        self._check(latents, previous)
+        previous = previous.to(device, torch.float32)
+        if action is not None:
+            action = torch.as_tensor(np.asarray(action, dtype=np.float32)
+                                     if not isinstance(action, torch.Tensor) else action).to(device, torch.float32)
+        self._check(latents, previous, action)
         if not torch.isfinite(previous).all():
             raise ValueError("previous_state holds NaN or inf")
-        predicted = self.denormalize(self(latents.to(self.shift.device), self.normalize(previous)))
+        if action is not None and not torch.isfinite(action).all():
+            raise ValueError("action holds NaN or inf")
+        normalized_action = None if action is None else self.normalize_action(action)
+        predicted = self.denormalize(self(latents.to(device), self.normalize(previous), normalized_action))
         predicted = torch.minimum(torch.maximum(predicted, self.low), self.high)
         return torch.where(self.moving.bool(), predicted, previous)  # carried dimensions exactly, not round-tripped

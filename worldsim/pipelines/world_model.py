@@ -381,8 +381,7 @@ class WorldModelPipeline:
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         clean = sample[:, 0].clone()
         return RolloutState(latents.clone(), slots, frames.clone(), state.num_steps + 1, state.cache,
-                            embodiment=spec.name, frame_latents=clean, task=state.task,
-                            observation_state=self._next_observation_state(spec, clean, state))
+                            embodiment=spec.name, frame_latents=clean, task=state.task)
 
     def quantize(self, mode: str = "int8") -> None:
         """Quantizes for CPU inference, in place.
@@ -667,8 +666,10 @@ class WorldModelPipeline:
         """The :class:`~worldsim.models.state.StatePredictor` of an embodiment (default: the model's), or None."""
         return self.state_predictors.get(self.embodiment(embodiment).name)
 
-    def _next_observation_state(self, spec: Embodiment, latents: torch.Tensor, state: RolloutState):
-        """The new frame's predicted ``observation.state`` `(B, S)`, or None when the rollouts carry none."""
+    def _next_observation_state(self, spec: Embodiment, latents: torch.Tensor, state: RolloutState,
+                                action: torch.Tensor):
+        """The new frame's predicted ``observation.state`` `(B, S)`, or None when the rollouts carry none; ``action``
+        `(B, A)` env units is the one that produced the frame (read by a predictor with ``action_dim > 0``)."""
         if state.observation_state is None:
             return None
         predictor = self.state_predictors.get(spec.name)
@@ -676,7 +677,8 @@ class WorldModelPipeline:
             raise RuntimeError(f"the rollouts carry observation.state but the model has no state predictor for "
                                f"{spec.name!r}; train one with `worldsim train-state`")
         with self._fp32():
-            return predictor.predict(latents.float(), state.observation_state.to(latents.device)).float()
+            return predictor.predict(latents.float(), state.observation_state.to(latents.device),
+                                     action if predictor.action_dim else None).float()
 
     def _ids(self, spec: Embodiment, batch: int) -> torch.Tensor | None:
         return None if spec.index is None else torch.full((batch,), spec.index, dtype=torch.long, device=self.device)
@@ -1006,9 +1008,12 @@ class WorldModelPipeline:
         # one autocast region for the whole step: weights are cast to bf16 once, not once per forward pass
         with self._autocast():
             if state.cache is not None:
-                return self._step_cached(state, history[:, -1], timesteps, context_noise, generator,
-                                         action_guidance_scale, spec)
-            return self._step_full(state, history, timesteps, context_noise, generator, action_guidance_scale, spec)
+                new = self._step_cached(state, history[:, -1], timesteps, context_noise, generator,
+                                        action_guidance_scale, spec)
+            else:
+                new = self._step_full(state, history, timesteps, context_noise, generator, action_guidance_scale, spec)
+        new.observation_state = self._next_observation_state(spec, new.frame_latents, state, action)
+        return new
 
     def _step_full(self, state: RolloutState, history: torch.Tensor, timesteps: torch.Tensor,
                    context_noise: float, generator, action_guidance_scale: float,
@@ -1054,7 +1059,6 @@ class WorldModelPipeline:
         keep = self.window_size - 1
         return RolloutState(latents[:, -keep:], slots[:, -keep:], frames, state.num_steps + 1, embodiment=spec.name,
                             frame_latents=sample[:, 0], task=state.task,
-                            observation_state=self._next_observation_state(spec, sample[:, 0], state),
                             decoder_cache=decoder_cache, chunk_frames=chunk)
 
     def _step_cached(self, state: RolloutState, producing: torch.Tensor, timesteps: torch.Tensor,
@@ -1096,7 +1100,6 @@ class WorldModelPipeline:
         slots = torch.zeros(batch, 1, producing.shape[-1], device=self.device)
         return RolloutState(latents, slots, frames, state.num_steps + 1, state.cache, embodiment=spec.name,
                             frame_latents=sample[:, 0], task=state.task,
-                            observation_state=self._next_observation_state(spec, sample[:, 0], state),
                             decoder_cache=state.decoder_cache, chunk_frames=chunk)
 
     def _decode_new(self, sample: torch.Tensor, decoder_cache: VideoDecoderCache | None):

@@ -9,6 +9,14 @@ Dimensions that never change within a training episode (a goal) are copied from 
 (:func:`carried_dims`): noise on a dimension the frame does not show can only be averaged away, which would make it
 drift towards its mean over a long rollout.
 
+With ``action_input`` the predictor also reads the action that produced each frame (the dataset's ``action`` of the
+previous frame; zeros for an episode's first frame, whose target is its own state), and with ``latent_noise`` the
+latents are noised in training, each sample at a level drawn uniformly up to that standard deviation, so that
+the predictor learns to lean on the previous state and the action where a frame is unclear. With
+``imagined_fraction`` a share of every batch comes from frames the model itself imagined (:func:`imagined_pairs`):
+the predictor then learns how imagined frames, which blur and lose small objects over a long rollout, relate to the
+real states, which is what it reads in an imagined env.
+
 The report is measured on held-out episodes (``val_datasets``, else the last ``val_episodes`` episodes of the first
 dataset): the mean absolute error per state dimension against the baseline "copy the previous state", and a
 closed-loop check: the predictor rolled over each whole held-out episode from its first real state, fed its own
@@ -86,6 +94,77 @@ def previous_rows(dataset: LeRobotDataset) -> np.ndarray:
     return previous
 
 
+def producing_actions(dataset: LeRobotDataset, previous: np.ndarray) -> np.ndarray:
+    """The action that produced each frame: the ``action`` of the previous frame, zeros for an episode's first frame.
+
+    Args:
+        previous: `(N,)` int, each frame's previous row within ``dataset`` (:func:`previous_rows`).
+
+    Returns:
+        `(N, A)` float32, env units.
+
+    Raises:
+        ValueError: the dataset's actions are not finite (the message names the first bad frame).
+    """
+    actions = np.asarray(dataset.action, dtype=np.float32).reshape(len(previous), -1)
+    bad = np.flatnonzero(~np.isfinite(actions).all(axis=1))
+    if len(bad):
+        raise ValueError(f"{dataset.root}: action of frame {int(bad[0])} is not finite: {actions[bad[0]].tolist()}")
+    produced = actions[previous].copy()
+    produced[previous == np.arange(len(previous))] = 0.0
+    return produced
+
+
+def imagined_pairs(pipeline, dataset: LeRobotDataset, states: np.ndarray, horizon: int, num_context: int,
+                   rng: np.random.Generator, embodiment: str | None = None, seed: int = 0,
+                   progress: bool = True, episodes=None) -> dict[str, np.ndarray]:
+    """Training pairs on imagined frames: one window per episode of at least ``num_context + horizon`` frames (at a
+    random start), imagined open-loop from its first ``num_context`` real frames under its recorded actions
+    (:func:`~worldsim.evaluation.fidelity.imagine_windows`, the model's default sampler); each imagined frame is
+    paired with the real states around it.
+
+    Args:
+        pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline`.
+        states: `(N, S)` float32, the dataset's every frame's state (:func:`dataset_states`).
+        horizon, num_context: imagined and real frames per window.
+        rng: draws the window starts.
+        embodiment: whose actions the dataset holds (None: the model's default).
+        seed: the imagination's generator seed.
+        episodes: the episode indices to cut windows from (None: all).
+
+    Returns:
+        ``{"latents": (M, C, h, w) float16, "previous": (M, S) float32 the real state of the frame before,
+        "target": (M, S) float32 the real state of the frame, "action": (M, A) float32 the action that produced
+        it (env units)}``, M = windows x ``horizon``; empty arrays when no episode is long enough.
+    """
+    from worldsim.evaluation.fidelity import Windows, imagine_windows
+
+    length = num_context + horizon
+    frames = load_frame_cache(dataset, pipeline.image_size, progress=progress, video_keys=pipeline.composed_cameras)
+    actions = np.asarray(dataset.action, dtype=np.float32).reshape(len(states), -1)
+    starts = []
+    for episode in range(dataset.num_episodes) if episodes is None else episodes:
+        segment = dataset.episode_slice(int(episode))
+        room = segment.stop - segment.start - length
+        if room >= 0:
+            starts.append((int(episode), segment.start + int(rng.integers(0, room + 1))))
+    if not starts:
+        return {"latents": np.empty((0,), np.float16), "previous": np.empty((0, states.shape[1]), np.float32),
+                "target": np.empty((0, states.shape[1]), np.float32),
+                "action": np.empty((0, actions.shape[1]), np.float32)}
+    rows = np.array([row for _, row in starts])
+    episodes = np.array([episode for episode, _ in starts])
+    windows = Windows(np.stack([np.asarray(frames[row:row + length]) for row in rows]),
+                      np.stack([actions[row:row + length - 1] for row in rows]), episodes,
+                      rows - np.array([dataset.episode_slice(int(e)).start for e in episodes]),
+                      [dataset.episode_tasks[int(e)] for e in episodes])
+    _, latents = imagine_windows(pipeline, windows, num_context, seed=seed, progress=progress, embodiment=embodiment,
+                                 return_latents=True)
+    frame_rows = (rows[:, None] + num_context + np.arange(horizon)[None]).reshape(-1)  # each imagined frame's row
+    return {"latents": latents.reshape(-1, *latents.shape[2:]).astype(np.float16), "previous": states[frame_rows - 1],
+            "target": states[frame_rows], "action": actions[frame_rows - 1]}
+
+
 def carried_dims(states: np.ndarray, previous: np.ndarray, rows: np.ndarray) -> list[int]:
     """The state dimensions that never change within an episode of the given rows (a goal, an empty object slot):
     the predictor copies them instead of predicting them.
@@ -127,7 +206,7 @@ def dataset_latents(dataset: LeRobotDataset, pipeline, model: Path, progress: bo
 
 @torch.no_grad()
 def rollout_states(predictor: StatePredictor, latents: list, first_states: np.ndarray,
-                   batch_size: int = 4096) -> list[np.ndarray]:
+                   batch_size: int = 4096, actions: list | None = None) -> list[np.ndarray]:
     """Closed loop: each episode's states predicted frame by frame from its first state, each prediction fed back
     as the next frame's previous state (what an imagined rollout does). Episodes advance together, one frame per
     step.
@@ -136,14 +215,20 @@ def rollout_states(predictor: StatePredictor, latents: list, first_states: np.nd
         latents: one `(T_e, C, h, w)` float array or tensor per episode (frame 0 first; frame 0 is not read).
         first_states: `(E, S)` float, each episode's real first state, env units.
         batch_size: the most episodes in one forward pass.
+        actions: for a predictor that reads actions, one `(T_e, A)` float array per episode, row ``t`` the action
+            that produced frame ``t`` (env units; row 0 is not read); else None.
 
     Returns:
         One `(T_e, S)` float32 array per episode, env units: row 0 is the first state, row ``t`` the prediction for
         frame ``t``.
 
     Raises:
-        ValueError: ``first_states`` is not `(E, S)` for the E episodes, or a latent has the wrong shape.
+        ValueError: ``first_states`` is not `(E, S)` for the E episodes, a latent has the wrong shape, or actions are
+            missing for a predictor that reads them (or given to one that does not).
     """
+    if (actions is None) != (predictor.action_dim == 0):
+        raise ValueError(f"this predictor reads {predictor.action_dim} action dimensions; give actions exactly when "
+                         f"it reads them")
     first_states = np.asarray(first_states, dtype=np.float32)
     if first_states.shape != (len(latents), predictor.config.state_dim):
         raise ValueError(f"first_states must be ({len(latents)}, {predictor.config.state_dim}), got "
@@ -158,7 +243,8 @@ def rollout_states(predictor: StatePredictor, latents: list, first_states: np.nd
         for start in range(0, len(active), batch_size):
             chunk = active[start:start + batch_size]
             frame = torch.stack([torch.as_tensor(np.asarray(latents[e][t])) for e in chunk]).float()
-            predicted = predictor.predict(frame.to(current.device), current[torch.from_numpy(chunk)])
+            action = None if actions is None else np.stack([np.asarray(actions[e][t], np.float32) for e in chunk])
+            predicted = predictor.predict(frame.to(current.device), current[torch.from_numpy(chunk)], action)
             current[torch.from_numpy(chunk)] = predicted
             for row, e in zip(predicted.cpu().numpy(), chunk):
                 out[e][t] = row
@@ -183,8 +269,10 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
         model: pipeline folder (its autoencoder encodes the frames).
         datasets: LeRobot dataset folders with ``observation.state`` (all of one width S), showing ``embodiment``.
         config: the settings (:class:`~worldsim.training.config.StateConfig`: AdamW steps, batch size, learning rate
-            and seed; the predictor's ``hidden_dim``; ``previous_state_noise``, normalised units; ``val_episodes``
-            last episodes of the first dataset held out when no ``val_datasets``). None: the defaults.
+            and seed; the predictor's ``hidden_dim``; ``previous_state_noise``, normalised units; ``action_input``,
+            ``latent_noise``, ``imagined_fraction`` / ``imagined_horizon`` / ``imagined_context`` (see the module
+            docstring); ``val_episodes`` last episodes of the first dataset held out when no ``val_datasets``).
+            None: the defaults.
         val_datasets: datasets used only for the report (all their episodes); then nothing is held out of
             ``datasets``.
         embodiment: the embodiment the datasets show, one of the model's (None: its default); the predictor is
@@ -201,14 +289,16 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
         ``mae_normalized`` of the predictor and ``copy_previous`` of the baseline that repeats the previous state),
         ``closed_loop`` (over whole held-out episodes fed the predictor's own states: ``final`` at each episode's
         last frame and ``mean`` over its frames 1.., each against ``copy_first``, the baseline that repeats the
-        first state), the frame and episode counts, ``state_dim``, ``state_names``, ``carried_dims`` (the
+        first state), the frame and episode counts (``imagined_frames``: the imagined training frames, with
+        ``imagined_seconds`` the wall time spent imagining them), ``state_dim``, ``state_names``, ``carried_dims`` (the
         dimensions that never changed within a training episode, copied rather than predicted,
         :func:`carried_dims`) and the resolved ``config``.
 
     Raises:
         TypeError: an override that is not a :class:`StateConfig` field.
         ValueError: an impossible setting (naming the field), no datasets, an unknown embodiment, a dataset without
-            ``observation.state`` or of another state width, or too few episodes to hold out.
+            ``observation.state`` or of another state or action width, too few episodes to hold out, or an
+            ``imagined_fraction`` with no training episode of ``imagined_context + imagined_horizon`` frames.
     """
     from worldsim.pipelines.loading import save_state_predictor, state_folder
     from worldsim.pipelines.world_model import WorldModelPipeline
@@ -224,6 +314,9 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
     torch.manual_seed(config.seed)
 
     latents, states, previous, held, episodes = [], [], [], [], []  # episodes: (start, stop) held-out row ranges
+    produced = []  # the action that produced each frame (action_input only)
+    imagined, imagined_seconds = [], 0.0  # imagined_pairs of each training dataset (imagined_fraction > 0)
+    rng = np.random.default_rng(config.seed)
     offset, names = 0, None
     sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
     for number, (root, validation_only) in enumerate(sources):
@@ -238,7 +331,18 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
             if dataset.num_episodes <= config.val_episodes:
                 raise ValueError(f"{root} has {dataset.num_episodes} episodes; cannot hold out {config.val_episodes}")
             held_episodes = np.arange(dataset.num_episodes - config.val_episodes, dataset.num_episodes)
+        if config.action_input:
+            produced.append(producing_actions(dataset, previous_rows(dataset)))
+            if produced[-1].shape[1] != produced[0].shape[1]:
+                raise ValueError(f"{root}: action has {produced[-1].shape[1]} dimensions, {sources[0][0]} has "
+                                 f"{produced[0].shape[1]}; one predictor reads one action layout")
         latents.append(np.asarray(dataset_latents(dataset, pipeline, model, progress)))
+        if config.imagined_fraction and not validation_only:
+            started = time.monotonic()
+            imagined.append(imagined_pairs(pipeline, dataset, state, config.imagined_horizon, config.imagined_context,
+                                           rng, name, config.seed, progress,
+                                           np.setdiff1d(np.arange(dataset.num_episodes), held_episodes)))
+            imagined_seconds += time.monotonic() - started
         states.append(state)
         previous.append(previous_rows(dataset) + offset)
         held.append(np.isin(dataset.episode_index, held_episodes))
@@ -247,9 +351,23 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
         offset += len(state)
     latents = torch.from_numpy(np.concatenate(latents))  # float16: converted per batch
     states, previous, held = np.concatenate(states), np.concatenate(previous), np.concatenate(held)
+    produced = np.concatenate(produced) if config.action_input else None
     train_rows = np.flatnonzero(~held)
     if not len(train_rows):
         raise ValueError("no training frames: every frame is held out")
+    if config.imagined_fraction:
+        imagined = {key: np.concatenate([pairs[key] for pairs in imagined if len(pairs["target"])])
+                    if any(len(pairs["target"]) for pairs in imagined) else None for key in imagined[0]}
+        if imagined["target"] is None:
+            raise ValueError(f"imagined_fraction {config.imagined_fraction} needs training episodes of at least "
+                             f"{config.imagined_context + config.imagined_horizon} frames (imagined_context + "
+                             f"imagined_horizon); none is that long")
+    action_stats = {}
+    if produced is not None:
+        moved = train_rows[previous[train_rows] != train_rows]  # first frames' zero actions are not statistics
+        train_actions = produced[moved if len(moved) else train_rows].astype(np.float64)
+        action_stats = {"action_dim": int(produced.shape[1]), "action_mean": train_actions.mean(0).tolist(),
+                        "action_std": np.maximum(train_actions.std(0), MIN_STATE_STD).tolist()}
 
     train_states = states[train_rows].astype(np.float64)
     carried = carried_dims(states, previous, train_rows)
@@ -258,8 +376,17 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
                                state_mean=train_states.mean(0).tolist(),
                                state_std=np.maximum(train_states.std(0), MIN_STATE_STD).tolist(),
                                embodiment=name, state_names=names, carried_dims=carried,
-                               state_min=train_states.min(0).tolist(), state_max=train_states.max(0).tolist())
+                               state_min=train_states.min(0).tolist(), state_max=train_states.max(0).tolist(),
+                               **action_stats)
     normalized = predictor.normalize(torch.from_numpy(states))
+    normalized_action = None if produced is None else predictor.normalize_action(torch.from_numpy(produced))
+    num_imagined = round(config.batch_size * config.imagined_fraction) if config.imagined_fraction else 0
+    if num_imagined:
+        imagined_latents = torch.from_numpy(imagined["latents"])
+        imagined_target = predictor.normalize(torch.from_numpy(imagined["target"]))
+        imagined_previous = predictor.normalize(torch.from_numpy(imagined["previous"]))
+        imagined_action = predictor.normalize_action(torch.from_numpy(imagined["action"])) if produced is not None \
+            else None
     optimizer = torch.optim.AdamW(predictor.parameters(), lr=config.learning_rate, weight_decay=1e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
     generator = torch.Generator().manual_seed(config.seed)
@@ -268,10 +395,20 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
     started = time.monotonic()
     predictor.train()
     for _ in tqdm(range(config.steps), desc="train state predictor", disable=not progress):
-        index = train_index[torch.randint(len(train_index), (config.batch_size,), generator=generator)]
-        before = normalized[previous_index[index]]
+        index = train_index[torch.randint(len(train_index), (config.batch_size - num_imagined,), generator=generator)]
+        before, frame, truth = normalized[previous_index[index]], latents[index].float(), normalized[index]
+        action = None if normalized_action is None else normalized_action[index]
+        if num_imagined:
+            pick = torch.randint(len(imagined_target), (num_imagined,), generator=generator)
+            before = torch.cat([before, imagined_previous[pick]])
+            frame = torch.cat([frame, imagined_latents[pick].float()])
+            truth = torch.cat([truth, imagined_target[pick]])
+            action = None if action is None else torch.cat([action, imagined_action[pick]])
         before = before + config.previous_state_noise * torch.randn(before.shape, generator=generator) * moving
-        loss = F.mse_loss(predictor(latents[index].float(), before), normalized[index])
+        if config.latent_noise:  # each sample at its own level, up to latent_noise
+            level = config.latent_noise * torch.rand(len(frame), 1, 1, 1, generator=generator)
+            frame = frame + level * torch.randn(frame.shape, generator=generator)
+        loss = F.mse_loss(predictor(frame, before, action), truth)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -281,7 +418,8 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
 
     scale = predictor.scale.numpy().astype(np.float64)
     rows = np.flatnonzero(held & (previous != np.arange(len(states))))  # held-out frames with a previous frame
-    predicted = np.concatenate([predictor.predict(latents[chunk].float(), states[previous[chunk]]).numpy()
+    predicted = np.concatenate([predictor.predict(latents[chunk].float(), states[previous[chunk]],
+                                                  None if produced is None else produced[chunk]).numpy()
                                 for chunk in np.array_split(rows, max(1, len(rows) // 4096 + 1))]) \
         if len(rows) else np.empty((0, states.shape[1]), np.float32)
     held_out = _mae(predicted - states[rows], scale)
@@ -289,7 +427,8 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
 
     long_enough = [(start, stop) for start, stop in episodes if stop - start >= 2]
     rolled = rollout_states(predictor, [latents[start:stop] for start, stop in long_enough],
-                            np.array([states[start] for start, _ in long_enough]).reshape(-1, states.shape[1]))
+                            np.array([states[start] for start, _ in long_enough]).reshape(-1, states.shape[1]),
+                            actions=None if produced is None else [produced[start:stop] for start, stop in long_enough])
     truth = [states[start:stop] for start, stop in long_enough]
     final = np.array([r[-1] - s[-1] for r, s in zip(rolled, truth)]).reshape(-1, states.shape[1])
     final_copy = np.array([s[0] - s[-1] for s in truth]).reshape(-1, states.shape[1])
@@ -303,6 +442,8 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
         "date": time.strftime("%Y-%m-%d"), "embodiment": name, "datasets": [str(d) for d in datasets],
         "val_datasets": [str(d) for d in val_datasets or []], "steps": config.steps, "wall_seconds": wall_seconds,
         "train_frames": len(train_rows), "val_frames": len(rows), "val_episodes": len(episodes),
+        "imagined_frames": 0 if not config.imagined_fraction else len(imagined["target"]),
+        "imagined_seconds": imagined_seconds,
         "state_dim": int(states.shape[1]), "state_names": names, "carried_dims": carried,
         "held_out": held_out, "closed_loop": closed_loop, "config": asdict(config),
     }
