@@ -350,6 +350,16 @@ def test_a_predictor_that_reads_the_action_learns_what_only_the_action_tells(tin
     expected = predictor.predict(stepped.frame_latents, start, action)
     torch.testing.assert_close(stepped.observation_state, expected)
     assert stepped.observation_state[0, 4] > stepped.observation_state[1, 4] + 0.3  # 500 / 512 against 20 / 512
+    # a NaN action is refused before the rollout's cache moves: the state can still be stepped
+    with pytest.raises(ValueError, match="NaN"):
+        pipeline.step(state, np.array([[np.nan, 1.0], [2.0, 3.0]], np.float32))
+    assert not state.is_stale
+    pipeline.step(state, action)
+    # a predictor must read the embodiment's action width
+    wide = StatePredictor(in_channels=4, sample_size=4, state_dim=5, action_dim=3)
+    with pytest.raises(ValueError, match="3 action dimensions"):
+        WorldModelPipeline(pipeline.autoencoder, pipeline.transformer, pipeline.scheduler, pipeline.metadata,
+                           state_predictors={"pusht": wide})
 
 
 def test_state_settings_refuse_negative_latent_noise_and_action_stats_without_actions():
@@ -359,6 +369,8 @@ def test_state_settings_refuse_negative_latent_noise_and_action_stats_without_ac
         StateConfig(imagined_fraction=1.5)
     with pytest.raises(ValueError, match="imagined_horizon"):
         StateConfig(imagined_horizon=0)
+    with pytest.raises(ValueError, match="rounds to no imagined frame"):
+        StateConfig(batch_size=8, imagined_fraction=0.05)
     with pytest.raises(ValueError, match="action_dim"):
         StatePredictor(state_dim=2, action_mean=[0.0])
     with pytest.raises(ValueError, match="action_dim"):

@@ -251,6 +251,8 @@ def _add_train_state(sub) -> None:
                         "training episode on 2 CPU cores)")
     p.add_argument("--imagined-horizon", type=int, default=_UNSET,
                    help="imagined frames per training episode (default 40)")
+    p.add_argument("--imagined-context", type=int, default=_UNSET,
+                   help="real frames each imagined window starts from (default 4)")
     p.add_argument("--val-episodes", type=int, default=_UNSET, help="last episodes of the first dataset, held out")
     p.add_argument("--seed", type=int, default=_UNSET)
     _add_verb_config(p)

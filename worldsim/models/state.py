@@ -100,7 +100,8 @@ class StatePredictor(ModelMixin, ConfigMixin):
         ValueError: a non-positive size, width or ``state_dim``; ``state_mean`` / ``state_std`` / ``state_names``
             not of length S; a mean or std that is not finite or a negative std; ``carried_dims`` not distinct
             indices in [0, S); ``state_min`` / ``state_max`` not S finite floats with ``state_min <= state_max``;
-            a negative ``action_dim`` or ``action_mean`` / ``action_std`` not A finite floats.
+            a negative ``action_dim``; ``action_mean`` / ``action_std`` not A finite floats, given with
+            ``action_dim`` 0, or a negative ``action_std``.
     """
 
     @register_to_config

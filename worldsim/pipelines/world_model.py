@@ -214,6 +214,10 @@ class WorldModelPipeline:
             if reads != (transformer.config.in_channels, *transformer.latent_size):
                 raise ValueError(f"the state predictor of {name!r} reads latents {reads}, the model's are "
                                  f"{(transformer.config.in_channels, *transformer.latent_size)}")
+            width = self.embodiment(name).action_dim
+            if predictor.action_dim not in (0, width):
+                raise ValueError(f"the state predictor of {name!r} reads {predictor.action_dim} action dimensions, "
+                                 f"the embodiment's actions have {width}")
             self.state_predictors[name] = predictor.eval()
         self.outcome_heads: dict[str | None, OutcomeHeads] = {}
         for name, module in (heads.items() if isinstance(heads, dict) else [(None, heads)] if heads is not None
@@ -985,7 +989,10 @@ class WorldModelPipeline:
 
         Raises:
             ValueError: an action of the wrong shape, a generator list whose length is not B, a stale ``state``
-                (already stepped; clone to branch), or bad sampler settings. The state is left unchanged.
+                (already stepped; clone to branch), bad sampler settings, or a NaN / inf action for a state predictor
+                that reads actions. The state is left unchanged.
+            RuntimeError: rollouts that carry ``observation.state`` on a model without a state predictor for the
+                embodiment (also left unchanged).
         """
         if action_guidance_scale is None:
             action_guidance_scale = float(self.metadata.get("action_guidance_scale", 1.0))
@@ -1002,6 +1009,13 @@ class WorldModelPipeline:
         if state.is_stale:
             raise ValueError("this rollout state was already stepped and its KV cache has moved on; "
                              "call state.clone() before stepping to branch several futures from one state")
+        if state.observation_state is not None:  # the state predictor's checks, before any cache moves
+            predictor = self.state_predictors.get(spec.name)
+            if predictor is None:
+                raise RuntimeError(f"the rollouts carry observation.state but the model has no state predictor for "
+                                   f"{spec.name!r}; train one with `worldsim train-state`")
+            if predictor.action_dim and not torch.isfinite(action).all():
+                raise ValueError(f"action holds NaN or inf ({action.tolist()}); the state predictor reads it")
         timesteps = self.set_timesteps(num_inference_steps or None, timestep_spacing)  # bad settings fail first
         history = state.action.clone()
         history[:, -1] = self._normalize(spec, action.numpy())

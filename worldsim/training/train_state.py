@@ -98,6 +98,7 @@ def producing_actions(dataset: LeRobotDataset, previous: np.ndarray) -> np.ndarr
     """The action that produced each frame: the ``action`` of the previous frame, zeros for an episode's first frame.
 
     Args:
+        dataset: the episodes (their ``action`` column, env units).
         previous: `(N,)` int, each frame's previous row within ``dataset`` (:func:`previous_rows`).
 
     Returns:
@@ -125,17 +126,23 @@ def imagined_pairs(pipeline, dataset: LeRobotDataset, states: np.ndarray, horizo
 
     Args:
         pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline`.
+        dataset: recorded episodes of the embodiment (frames, finite ``action`` in env units).
         states: `(N, S)` float32, the dataset's every frame's state (:func:`dataset_states`).
         horizon, num_context: imagined and real frames per window.
         rng: draws the window starts.
         embodiment: whose actions the dataset holds (None: the model's default).
         seed: the imagination's generator seed.
+        progress: show progress bars.
         episodes: the episode indices to cut windows from (None: all).
 
     Returns:
         ``{"latents": (M, C, h, w) float16, "previous": (M, S) float32 the real state of the frame before,
         "target": (M, S) float32 the real state of the frame, "action": (M, A) float32 the action that produced
-        it (env units)}``, M = windows x ``horizon``; empty arrays when no episode is long enough.
+        it (env units)}``, M = windows x ``horizon``; M = 0 when no episode is long enough.
+
+    Raises:
+        ValueError: what :func:`~worldsim.evaluation.fidelity.imagine_windows` refuses (an episode task text a
+            task-conditioned model does not know, actions of the wrong width).
     """
     from worldsim.evaluation.fidelity import Windows, imagine_windows
 
@@ -149,7 +156,8 @@ def imagined_pairs(pipeline, dataset: LeRobotDataset, states: np.ndarray, horizo
         if room >= 0:
             starts.append((int(episode), segment.start + int(rng.integers(0, room + 1))))
     if not starts:
-        return {"latents": np.empty((0,), np.float16), "previous": np.empty((0, states.shape[1]), np.float32),
+        size = (pipeline.transformer.config.in_channels, *pipeline.transformer.latent_size)
+        return {"latents": np.empty((0, *size), np.float16), "previous": np.empty((0, states.shape[1]), np.float32),
                 "target": np.empty((0, states.shape[1]), np.float32),
                 "action": np.empty((0, actions.shape[1]), np.float32)}
     rows = np.array([row for _, row in starts])
@@ -297,7 +305,8 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
     Raises:
         TypeError: an override that is not a :class:`StateConfig` field.
         ValueError: an impossible setting (naming the field), no datasets, an unknown embodiment, a dataset without
-            ``observation.state`` or of another state or action width, too few episodes to hold out, or an
+            ``observation.state`` or of another state width, actions that are not finite or not as wide as the
+            embodiment's (read with ``action_input`` or ``imagined_fraction``), too few episodes to hold out, or an
             ``imagined_fraction`` with no training episode of ``imagined_context + imagined_horizon`` frames.
     """
     from worldsim.pipelines.loading import save_state_predictor, state_folder
@@ -317,6 +326,7 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
     produced = []  # the action that produced each frame (action_input only)
     imagined, imagined_seconds = [], 0.0  # imagined_pairs of each training dataset (imagined_fraction > 0)
     rng = np.random.default_rng(config.seed)
+    action_width = pipeline.embodiment(name).action_dim
     offset, names = 0, None
     sources = [(root, False) for root in datasets] + [(root, True) for root in (val_datasets or [])]
     for number, (root, validation_only) in enumerate(sources):
@@ -331,11 +341,13 @@ def train_state_predictor(model: str | Path, datasets: list[str | Path], config:
             if dataset.num_episodes <= config.val_episodes:
                 raise ValueError(f"{root} has {dataset.num_episodes} episodes; cannot hold out {config.val_episodes}")
             held_episodes = np.arange(dataset.num_episodes - config.val_episodes, dataset.num_episodes)
-        if config.action_input:
-            produced.append(producing_actions(dataset, previous_rows(dataset)))
-            if produced[-1].shape[1] != produced[0].shape[1]:
-                raise ValueError(f"{root}: action has {produced[-1].shape[1]} dimensions, {sources[0][0]} has "
-                                 f"{produced[0].shape[1]}; one predictor reads one action layout")
+        if config.action_input or config.imagined_fraction:
+            actions = producing_actions(dataset, previous_rows(dataset))  # checks the actions are finite
+            if actions.shape[1] != action_width:
+                raise ValueError(f"{root}: action has {actions.shape[1]} dimensions, the model's {name!r} actions "
+                                 f"have {action_width}")
+            if config.action_input:
+                produced.append(actions)
         latents.append(np.asarray(dataset_latents(dataset, pipeline, model, progress)))
         if config.imagined_fraction and not validation_only:
             started = time.monotonic()
