@@ -317,6 +317,12 @@ def test_a_predictor_that_reads_the_action_learns_what_only_the_action_tells(tin
                                      action_input=True, imagined_fraction=1.0, imagined_horizon=6,
                                      imagined_context=2, **settings)
     assert imagined["imagined_frames"] == 11 * 6 and imagined["imagined_seconds"] > 0  # 3 episodes held out
+    assert imagined["imagined_cached_datasets"] == 0
+    # a second run with other predictor settings reads the same imagined frames from the dataset's cache
+    again = train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "again",
+                                  action_input=True, imagined_fraction=1.0, imagined_horizon=6, imagined_context=2,
+                                  **{**settings, "steps": 20})
+    assert again["imagined_cached_datasets"] == 1 and again["imagined_frames"] == 11 * 6
     assert imagined["held_out"]["mae_per_dim"][4] < 0.5 * blind["held_out"]["mae_per_dim"][4], imagined["held_out"]
     with pytest.raises(ValueError, match="imagined_horizon"):
         train_state_predictor(tiny_pipeline_path, [odometer_dataset], output=tmp_path / "long",
@@ -360,6 +366,44 @@ def test_a_predictor_that_reads_the_action_learns_what_only_the_action_tells(tin
     with pytest.raises(ValueError, match="3 action dimensions"):
         WorldModelPipeline(pipeline.autoencoder, pipeline.transformer, pipeline.scheduler, pipeline.metadata,
                            state_predictors={"pusht": wide})
+
+
+def test_imagined_pairs_are_cached_under_a_digest_of_what_they_depend_on(tiny_pipeline_path, odometer_dataset,
+                                                                           tmp_path, monkeypatch):
+    from worldsim.data.lerobot import LeRobotDataset
+    from worldsim.evaluation import fidelity
+    from worldsim.training.train_state import dataset_states, imagined_pairs
+
+    pipeline = WorldModelPipeline.from_pretrained(tiny_pipeline_path)
+    dataset = LeRobotDataset(odometer_dataset)
+    states = dataset_states(dataset)
+
+    def pairs(seed=0):
+        return imagined_pairs(pipeline, dataset, states, 4, 2, np.random.default_rng(0), seed=seed, progress=False,
+                              cache_dir=tmp_path / "cache")
+
+    first = pairs()
+    assert not first["cached"] and len(list((tmp_path / "cache").glob("imagined_*.npy"))) == 1
+    calls = []
+    imagine = fidelity.imagine_windows
+    monkeypatch.setattr(fidelity, "imagine_windows", lambda *args, **kwargs: calls.append(1) or imagine(*args, **kwargs))
+    again = pairs()
+    assert again["cached"] and not calls  # read back, not imagined
+    for key in ("latents", "previous", "target", "action"):
+        np.testing.assert_array_equal(again[key], first[key])
+    # another seed or other weights imagine afresh, into another file
+    other = pairs(seed=1)
+    assert not other["cached"] and len(calls) == 1 and not np.array_equal(other["latents"], first["latents"])
+    with torch.no_grad():
+        next(pipeline.transformer.parameters()).add_(0.01)
+    assert not pairs()["cached"] and len(calls) == 2
+    files = sorted((tmp_path / "cache").glob("imagined_*.npy"))
+    assert len(files) == 3 and not list((tmp_path / "cache").glob("*.partial.npy"))
+    # a cache file that does not hold the windows asked for is refused, naming it
+    for path in files:
+        np.save(path, np.zeros((2, 3, 4, 4, 4), np.float16))
+    with pytest.raises(ValueError, match="delete the file"):
+        pairs()
 
 
 def test_state_settings_refuse_negative_latent_noise_and_action_stats_without_actions():

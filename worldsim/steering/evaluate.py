@@ -28,7 +28,6 @@ the views side by side and the real state), the env is the plug-in's ``env_id`` 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -45,6 +44,7 @@ from worldsim.evaluation.report import (check_contiguous, check_mergeable, check
                                         markdown_lines, mean_interval, pyplot, save_figure)
 from worldsim.steering.policy import SteeredPolicy
 from worldsim.steering.predictor import reduce_future
+from worldsim.utils.digest import modules_sha256
 from worldsim.utils.files import read_json_object, write_json
 
 
@@ -406,29 +406,9 @@ class _SteerProgress:
 
 def _weights_sha256(pipeline) -> str:
     """SHA-256 of the pipeline's weights (transformer, every embodiment's outcome heads, autoencoder, light decoder),
-    names included."""
-    digest = hashlib.sha256()
+    names included (:func:`~worldsim.utils.digest.modules_sha256`)."""
     heads = [pipeline.outcome_heads[name] for name in sorted(pipeline.outcome_heads, key=str)]
-    for module in (pipeline.transformer, *heads, pipeline.autoencoder, pipeline.decoder):
-        if module is None:
-            continue
-        for name, value in module.state_dict().items():
-            digest.update(name.encode())
-            _hash_value(digest, value)
-    return digest.hexdigest()
-
-
-def _hash_value(digest, value) -> None:
-    """Feeds a state-dict entry into ``digest``: a tensor's bytes (a quantized one's dequantized values), the parts of
-    a tuple (a quantized layer's packed weight and bias), or the text of anything else (a dtype)."""
-    if isinstance(value, torch.Tensor):
-        tensor = value.dequantize() if value.is_quantized else value
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    elif isinstance(value, (tuple, list)):
-        for part in value:
-            _hash_value(digest, part)
-    else:
-        digest.update(repr(value).encode())
+    return modules_sha256(pipeline.transformer, *heads, pipeline.autoencoder, pipeline.decoder)
 
 
 def _add_intervals(results: dict) -> None:
