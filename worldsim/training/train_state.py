@@ -211,6 +211,11 @@ def imagination_key(pipeline, windows, num_context: int, seed: int, embodiment: 
         pipeline: the :class:`~worldsim.pipelines.WorldModelPipeline`.
         windows: a :class:`~worldsim.evaluation.fidelity.Windows` (frames `(W, L, H, W', 3)` uint8, actions
             `(W, L - 1, A)` float32, task texts).
+        num_context, seed, embodiment: as :func:`imagined_pairs` passes them to
+            :func:`~worldsim.evaluation.fidelity.imagine_windows`.
+
+    Returns:
+        64 hexadecimal characters (:func:`imagined_pairs` names its file by the first 16).
     """
     digest = hashlib.sha256(b"worldsim imagined_pairs 1")
     digest.update(modules_sha256(pipeline.transformer, pipeline.autoencoder).encode())

@@ -14,8 +14,10 @@ import torch
 
 def update_digest(digest, value) -> None:
     """Feeds one value into a :mod:`hashlib` object: a tensor's bytes (a quantized tensor's dequantized values; the
-    shape is left to the name that comes with it in a state dict), an array's shape, dtype and bytes, the parts of a tuple or list in order, the keys and values of a dict in sorted key
-    order, or the ``repr`` of anything else (a dtype, a number, a string).
+    shape is left to the name that comes with it in a state dict), an array's shape, dtype and bytes, the parts of a
+    tuple or list in order (a quantized layer's packed weight and bias), the keys and values of a dict in sorted key
+    order, or the ``repr`` of anything else (a dtype, a number, a string). Tensors and sequences are fed as
+    ``steer-eval`` has always fed them, so its recorded weight digests stay valid.
 
     Args:
         digest: a ``hashlib`` object (``hashlib.sha256()``), updated in place.
@@ -29,7 +31,6 @@ def update_digest(digest, value) -> None:
         digest.update(f"array{array.shape}{array.dtype.str}".encode())
         digest.update(array.view(np.uint8).reshape(-1).data)
     elif isinstance(value, (tuple, list)):
-        digest.update(f"sequence{len(value)}".encode())
         for part in value:
             update_digest(digest, part)
     elif isinstance(value, dict):
@@ -44,8 +45,11 @@ def update_digest(digest, value) -> None:
 def modules_sha256(*modules: torch.nn.Module | None) -> str:
     """SHA-256 (hex) of the modules' state dicts, parameter and buffer names included; None entries are skipped.
 
-    Two modules with equal weights under equal names give the same digest whatever their device; any changed value,
-    dtype or name changes it.
+    Two modules with equal weights under equal names give the same digest whatever their device; a changed value or
+    name changes it.
+
+    Returns:
+        64 hexadecimal characters.
     """
     digest = hashlib.sha256()
     for module in modules:
