@@ -21,6 +21,10 @@
 #   SEED     the first initial state (default 1000)
 #   K        candidates of the steered policy (default 8)
 #   AGGREGATE  how a future's frames are combined (default last: where the chunk leaves the task)
+#   FOLLOW   imagined follow-up steps after each candidate chunk (`steer-eval --follow-steps`, default 0): the
+#            plug-in's noise-free expert continues the candidate on the predicted state, and the score is taken where
+#            the follow-up leaves the task, a longer look-ahead than the chunk's own 5 steps. Each decision imagines
+#            5 + FOLLOW steps per candidate, so it costs about (5 + FOLLOW) / 5 times as much
 #   ORACLE   1: also execute every candidate in the real env (`--oracle-follow 1`): with VALUE=state_progress the
 #            report's Spearman column then says how well the scores rank the candidates by the real states' progress
 #            (with the heads' values, by the real success of the chunk and one follow-up step, which rarely differs
@@ -63,6 +67,7 @@ for task in $TASKS; do
     extra=()
     [ -e "$folder/steer-progress.json" ] && extra=(--resume)
     [ "${ORACLE:-0}" = 1 ] && extra+=(--oracle-follow 1)
+    [ "${FOLLOW:-0}" != 0 ] && extra+=(--follow-steps "$FOLLOW")
     start=$SECONDS
     if ! $WS steer-eval --model "$MODEL" --env-id "$task" --candidates 1 "${K:-8}" --num-states "${STATES:-30}" \
         --horizon 100 --chunk-length 5 --base-noise "$(noise_for "$task")" --value-key "$VALUE" \
