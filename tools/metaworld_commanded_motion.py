@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from worldsim.embodiments.metaworld import (HAND_STEP, STATE_SUCCESS_RULES, MetaWorldEmbodiment, env_id as task_env_id,
-                                            task_of, tool_centre)
+                                            goal_distance, task_of)
 from worldsim.evaluation.rank import model_layout, real_start_clips, run_imagined, run_real, state_rule_for
 from worldsim.pipelines import WorldModelPipeline
 
@@ -134,14 +134,13 @@ def main() -> None:
     # closed loop: the expert on the predicted state
     task = task_of(env_id)
     if task in STATE_SUCCESS_RULES:
-        part, goal_part, radius = STATE_SUCCESS_RULES[task]
+        radius = STATE_SUCCESS_RULES[task][2]
         clips = real_start_clips(plugin, seeds, 4, layout, env_id)
         real, imagined = _run_both(pipeline, plugin, env_id, lambda rows: plugin.task_zoo(env_id)["expert"], seeds,
                                    clips, args.horizon, sampler)
 
-        def distance(states):
-            position = tool_centre(states) if task == "reach-v3" else states[..., part]
-            return np.linalg.norm(position - states[..., 36:39][..., goal_part], axis=-1).min(axis=1)
+        def distance(states):  # (S, T, 39) -> (S,): the closest approach over the episode
+            return goal_distance(states.reshape(-1, 39), env_id)[1].reshape(states.shape[:2]).min(axis=1)
 
         real_d, imagined_d = 1000 * distance(real), 1000 * distance(imagined)
         end_error = 1000 * np.linalg.norm(imagined[:, -1, 0:3] - real[:, -1, 0:3], axis=1)

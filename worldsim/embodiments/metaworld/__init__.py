@@ -131,10 +131,20 @@ def dead_reckon(state: np.ndarray, chunks: np.ndarray) -> np.ndarray:
     return ends
 
 
-def _goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
-    """``(task, distance (N,) in m, state (N, 39) float32)``: the distance of the task's success-rule part to its goal
-    (:data:`STATE_SUCCESS_RULES`; reach: the tool centre, the hand plus :data:`TCP_OFFSET`), or None for a task
-    without a rule. Raises ValueError for an unknown task or states that are not `(N, 39)`."""
+def goal_distance(state, env_id: str | None) -> tuple[str, np.ndarray, np.ndarray] | None:
+    """How far each state's success-rule part is from its goal: what Meta-World v3's own ``evaluate_state`` compares
+    with the task's radius (:data:`STATE_SUCCESS_RULES`; reach: the tool centre, the hand plus :data:`TCP_OFFSET`).
+
+    Args:
+        state: `(N, 39)` Meta-World observations (float, metres), real or predicted.
+        env_id: the task's env id or name (None: :data:`DEFAULT_TASK`).
+
+    Returns:
+        ``(task, distance (N,) float32 in m, state (N, 39) float32)``, or None for a task without a rule.
+
+    Raises:
+        ValueError: an unknown task, or states that are not `(N, 39)`.
+    """
     task = task_of(env_id or DEFAULT_TASK)
     if task not in STATE_SUCCESS_RULES:
         return None
@@ -244,7 +254,7 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         Raises:
             ValueError: an unknown task, or states that are not `(N, 39)`.
         """
-        measured = _goal_distance(state, env_id)
+        measured = goal_distance(state, env_id)
         if measured is None:
             return None
         task, distance, _ = measured
@@ -268,7 +278,7 @@ class MetaWorldEmbodiment(EmbodimentPlugin):
         Raises:
             ValueError: an unknown task, or states that are not `(N, 39)`.
         """
-        measured = _goal_distance(state, env_id)
+        measured = goal_distance(state, env_id)
         if measured is None:
             return None
         task, distance, state = measured
@@ -363,5 +373,5 @@ PLUGIN = MetaWorldEmbodiment
 
 __all__ = ["CONTACT_OFFSETS", "CORE_TASKS", "CorruptedExpert", "DEFAULT_TASK", "HAND_STEP", "MetaWorldEmbodiment",
            "NoisyExpertChunks", "OBJECT_MOVED", "PLUGIN", "TASKS", "TCP_OFFSET", "WRONG_TASKS", "ZOO_MEMBERS",
-           "ZooPolicy", "collection_policies", "dead_reckon", "env_id", "metaworld_zoo", "task_of", "task_text", "tool_centre",
+           "ZooPolicy", "collection_policies", "dead_reckon", "env_id", "goal_distance", "metaworld_zoo", "task_of", "task_text", "tool_centre",
            "zoo_member"]
