@@ -213,9 +213,41 @@ def test_corruption_parameters_change_behaviour(plugin):
     assert run_physics("push-v3", CorruptedExpert(), 0, 150)[1]
     for kwargs, match in (({"noise_std": -1}, "noise_std"), ({"random_prob": 2}, "random_prob"),
                           ({"delay": 1.5}, "delay"), ({"gripper": 3}, "gripper"), ({"wrong_task": "fly"}, "fly"),
-                          ({"speed": "fast"}, "speed")):
+                          ({"speed": "fast"}, "speed"), ({"excursion_prob": -0.1}, "excursion_prob"),
+                          ({"excursion_steps": 0}, "excursion_steps")):
         with pytest.raises(ValueError, match=match):
             CorruptedExpert(**kwargs)
+
+
+def test_excursions_hold_a_random_action_and_move_the_hand_far(plugin):
+    # every excursion holds one uniform random action for excursion_steps steps, then a new one starts (prob 1)
+    policy = CorruptedExpert(excursion_prob=1.0, excursion_steps=5, seed=3)
+    policy.reset(0)
+    state = np.r_[0, 0.6, 0.2, 1, [0] * 35]
+    actions = np.stack([policy.act_state(state, "reach-v3") for _ in range(20)])
+    runs = actions.reshape(4, 5, 4)
+    assert np.all(runs == runs[:, :1]) and len(np.unique(runs[:, 0, 0])) == 4
+    # with probability 0 no RNG draw is added: the noisy expert plays exactly as before the option existed
+    plain, _ = run_physics("reach-v3", CorruptedExpert(noise_std=0.3, seed=2), 0, 40)
+    unused, _ = run_physics("reach-v3", CorruptedExpert(noise_std=0.3, excursion_steps=12, seed=2), 0, 40)
+    np.testing.assert_array_equal(plain, unused)
+
+    def hand_travel(policy):  # mean hand displacement over 10-step spans, metres
+        world = make_metaworld_env("reach-v3")
+        world.seed(0)
+        state, _ = world.reset()
+        policy.reset(0)
+        hands = [state[:3]]
+        for _ in range(60):
+            state = world.step(policy.act_state(state, "reach-v3"))[0]
+            hands.append(state[:3])
+        world.close()
+        hands = np.stack(hands)
+        return np.linalg.norm(hands[10:] - hands[:-10], axis=1).mean()
+
+    # held random actions carry the hand several times as far as per-step random actions, which average out
+    assert hand_travel(CorruptedExpert(excursion_prob=1.0, excursion_steps=10)) > \
+        2 * hand_travel(CorruptedExpert(random_prob=1.0))
 
 
 def test_zoo_and_collection_policies(plugin):

@@ -11,8 +11,13 @@ MetaWorldCameraEnv` and returns a ``(4,)`` float32 action in [-1, 1] (hand displ
   2. ``gripper``: the gripper effort frozen at this value (None: the expert's), e.g. -1, a gripper that never
      closes;
   3. ``delay``: the action of ``delay`` steps earlier is played (the first ``delay`` steps play zeros);
-  4. ``random_prob``: with this probability per step, a uniform random action instead;
-  5. ``noise_std``: Gaussian noise of this standard deviation on all four components, then clipped to [-1, 1].
+  4. ``excursion_prob``: with this probability per step, an excursion starts: one uniform random action held for
+     ``excursion_steps`` steps instead of the expert's, so the hand travels a sustained distance in a random
+     direction (down, back toward the base, sideways) and the expert then has to recover. A per-step random action
+     (``random_prob``) averages out over a few steps and barely moves the hand; an excursion shows a world model what
+     every direction of the action space does;
+  5. ``random_prob``: with this probability per step, a uniform random action instead;
+  6. ``noise_std``: Gaussian noise of this standard deviation on all four components, then clipped to [-1, 1].
 
   ``wrong_task`` plays another task's expert: a clearly failing behaviour.
 - :data:`ZOO_MEMBERS` names settings of graded skill; :func:`metaworld_zoo` makes them batched zoo policies
@@ -123,6 +128,8 @@ class CorruptedExpert:
         noise_std: standard deviation of the Gaussian action noise (action units; >= 0).
         random_prob: per-step probability of a uniform random action instead (in [0, 1]).
         delay: steps by which actions are delayed (int >= 0).
+        excursion_prob: per-step probability, outside an excursion, of starting one (in [0, 1]).
+        excursion_steps: steps an excursion holds its random action (int >= 1).
         speed: factor on the hand displacement (in [0, 1]).
         gripper: the gripper effort frozen at this value (in [-1, 1]), or None for the expert's.
         wrong_task: play this task's expert instead (``"auto"``: :data:`WRONG_TASKS`' choice for the env's task), or
@@ -138,13 +145,18 @@ class CorruptedExpert:
 
     def __init__(self, action_space=None, task: str | None = None, noise_std: float = 0.0, random_prob: float = 0.0,
                  delay: int = 0, speed: float = 1.0, gripper: float | None = None, wrong_task: str | None = None,
-                 seed: int = 0):
+                 excursion_prob: float = 0.0, excursion_steps: int = 8, seed: int = 0):
         self.task = None if task is None else check_task(task)
         self.noise_std = _number(noise_std, "noise_std", 0.0, np.inf)
         self.random_prob = _number(random_prob, "random_prob", 0.0, 1.0)
         if isinstance(delay, bool) or not isinstance(delay, (int, np.integer)) or delay < 0:
             raise ValueError(f"delay must be an int >= 0 (steps), got {delay!r}")
         self.delay = int(delay)
+        self.excursion_prob = _number(excursion_prob, "excursion_prob", 0.0, 1.0)
+        if isinstance(excursion_steps, bool) or not isinstance(excursion_steps, (int, np.integer)) \
+                or excursion_steps < 1:
+            raise ValueError(f"excursion_steps must be an int >= 1 (steps), got {excursion_steps!r}")
+        self.excursion_steps = int(excursion_steps)
         self.speed = _number(speed, "speed", 0.0, 1.0)
         self.gripper = None if gripper is None else _number(gripper, "gripper", -1.0, 1.0)
         if wrong_task is not None and wrong_task != "auto":
@@ -156,9 +168,11 @@ class CorruptedExpert:
         self.reset(None)
 
     def reset(self, seed: int | None = None) -> None:
-        """Starts an episode: an empty delay queue and the RNG restarted from ``(seed, episode seed)``."""
+        """Starts an episode: an empty delay queue, no excursion and the RNG restarted from ``(seed, episode
+        seed)``."""
         self.rng = np.random.default_rng([self.seed, 0 if seed is None else int(seed) % 2 ** 32])
         self.queue: deque = deque()
+        self.excursion_action, self.excursion_left = np.zeros(ACTION_DIM), 0
         self._expert, self._expert_task = None, None
 
     def played_task(self, env_task: str | None) -> str:
@@ -191,6 +205,11 @@ class CorruptedExpert:
         if self.delay:
             self.queue.append(action)
             action = self.queue.popleft() if len(self.queue) > self.delay else np.zeros(ACTION_DIM)
+        if not self.excursion_left and self.excursion_prob and self.rng.random() < self.excursion_prob:
+            self.excursion_action = self.rng.uniform(-1.0, 1.0, ACTION_DIM)
+            self.excursion_left = self.excursion_steps
+        if self.excursion_left:
+            action, self.excursion_left = self.excursion_action.copy(), self.excursion_left - 1
         if self.random_prob and self.rng.random() < self.random_prob:
             action = self.rng.uniform(-1.0, 1.0, ACTION_DIM)
         if self.noise_std:
