@@ -7,6 +7,7 @@
 #
 #   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM, CONFIG
 #   CONFIG=configs/metaworld-play.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh   # + policy logs
+#   CONFIG=configs/metaworld-excursions.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh  # + excursions
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/metaworld-gpu}
