@@ -15,11 +15,17 @@
 #                                   (wrong_task=auto: a clearly failing behaviour)
 #   $OUT/metaworld-<task>-heldout   HELDOUT episodes (seeds 100000..), noise_std 0.2 with a 2-step delay: a noise
 #                                   level between the training ones combined with a delay no training episode has
+#   $OUT/metaworld-<task>-excursions   EXCURSIONS episodes (seeds 300000..), only when EXCURSIONS > 0: the expert
+#                                   with excursions, a uniform random action held for 6 / 10 / 14 steps (cycled)
+#                                   with probability 0.06 per step, noise_std 0 / 0.1 / 0.3, so the hand moves back
+#                                   toward the base and sideways, which the training mix rarely shows
+#                                   (configs/metaworld-excursions.yaml fine-tunes on them; 40 per task: 8.5 min)
 #   $OUT/logs/<dataset>.log         each recording's output
 #
 # Environment variables:
 #   EPISODES   training episodes per task (default 140)
 #   HELDOUT    held-out episodes per task (default EPISODES / 5, at least 1)
+#   EXCURSIONS episodes with excursions per task (default 0: none; EXCURSIONS=40 adds them to existing data)
 #   JOBS       recordings run in parallel, one process each (default 2; 10 recordings in all, so more than 10 does
 #              not help)
 #   SIZE       image size of each camera, pixels (default 64, the shipped model's size; the frame cache resizes
@@ -39,6 +45,7 @@ cd "$(dirname "$0")/.."
 
 EPISODES=${EPISODES:-140}
 HELDOUT=${HELDOUT:-$(( EPISODES / 5 > 0 ? EPISODES / 5 : 1 ))}
+EXCURSIONS=${EXCURSIONS:-0}
 JOBS=${JOBS:-2}
 SIZE=${SIZE:-64}
 MAX_STEPS=${MAX_STEPS:-150}
@@ -72,6 +79,7 @@ record() {  # record <dataset name> <task> <episodes> <seed> <policy kwargs...>
 TRAIN_KWARGS=("noise_std=[0,0.1,0.3,0.6]" "random_prob=[0,0.1,0,0.3,0.5]" "delay=[0,0,3,0,6,0]"
               "wrong_task=[null,null,null,null,null,null,auto]")
 HELDOUT_KWARGS=("noise_std=0.2" "delay=2")
+EXCURSION_KWARGS=("noise_std=[0,0.1,0.3]" "excursion_prob=0.06" "excursion_steps=[6,10,14]")
 
 # the long training recordings first, then the held-out ones
 COMMANDS=()
@@ -81,8 +89,14 @@ done
 for task in "${TASKS[@]}"; do
     COMMANDS+=("record metaworld-$task-heldout $task $HELDOUT 100000 ${HELDOUT_KWARGS[*]}")
 done
+if [ "$EXCURSIONS" -gt 0 ]; then
+    for task in "${TASKS[@]}"; do
+        COMMANDS+=("record metaworld-$task-excursions $task $EXCURSIONS 300000 ${EXCURSION_KWARGS[*]}")
+    done
+fi
 
-echo "recording ${#TASKS[@]} tasks x ($EPISODES training + $HELDOUT held-out episodes) at ${SIZE} px, $JOBS in parallel, into $OUT"
+echo "recording ${#TASKS[@]} tasks x ($EPISODES training + $HELDOUT held-out + $EXCURSIONS excursion episodes)" \
+     "at ${SIZE} px, $JOBS in parallel, into $OUT"
 begin=$SECONDS
 status=$(mktemp)
 trap 'rm -f "$status"' EXIT

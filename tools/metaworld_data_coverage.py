@@ -20,23 +20,8 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
-
-def load(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(state (N, 39), action (N, 4), episode_index (N,))`` of one dataset, in frame order.
-
-    Raises:
-        FileNotFoundError: no ``data/*/*.parquet`` under ``root``.
-    """
-    files = sorted(root.glob("data/*/*.parquet"))
-    if not files:
-        raise FileNotFoundError(f"no data/*/*.parquet under {root}: expected a dataset written by worldsim collect")
-    table = pa.concat_tables([pq.read_table(path, columns=["observation.state", "action", "episode_index"])
-                              for path in files])
-    return (np.array(table["observation.state"].to_pylist()), np.array(table["action"].to_pylist()),
-            np.array(table["episode_index"].to_pylist()))
+from worldsim.data.lerobot import LeRobotDataset
 
 
 def main() -> None:
@@ -46,7 +31,8 @@ def main() -> None:
     print("| dataset | frames | mean y command | steps back | steps sideways | hand more than 10 cm sideways |")
     print("|---|---|---|---|---|---|")
     for root in args.datasets:
-        state, action, episode = load(root)
+        dataset = LeRobotDataset(root)  # raises DatasetError on a missing or inconsistent folder
+        state, action, episode = dataset.columns["observation.state"], dataset.action, dataset.episode_index
         within = episode[1:] == episode[:-1]  # steps inside one episode
         dy, dx = np.diff(state[:, 1])[within], np.diff(state[:, 0])[within]
         print(f"| {root.name} | {len(state):,} | {action[:, 1].mean():+.2f} | {np.mean(dy < -0.002):.1%} | "
