@@ -8,7 +8,14 @@ import pytest
 from worldsim.constants import ACTION, OBS_ENV_STATE
 from worldsim.data.clips import ActionNormalizer, ClipDataset, clip_starts
 from worldsim.data.frame_cache import load_frame_cache
-from worldsim.data.lerobot import DatasetError, Episode, LeRobotDataset, LeRobotDatasetWriter, RunningStats
+from worldsim.data.lerobot import (
+    DatasetError,
+    Episode,
+    LeRobotDataset,
+    LeRobotDatasetWriter,
+    RunningStats,
+    copy_first_episodes,
+)
 
 
 def synthetic_episode(length: int, offset: int, size: int = 32) -> Episode:
@@ -227,3 +234,73 @@ def test_opencv_decoder_gives_pyav_frames(tmp_path, monkeypatch):
     np.testing.assert_array_equal(video.decode_video(tmp_path / "v.mp4", 9, 14), expected)
     with pytest.raises(ValueError, match=r"asked for frames \[20, 40\)"):
         video.decode_video(tmp_path / "v.mp4", 20, 20)
+
+
+def test_copy_first_episodes_is_the_source_cut_at_an_episode(tmp_path):
+    source_root = write_synthetic(tmp_path / "ds", (12, 9, 15, 7))
+    (source_root / "cache").mkdir()
+    (source_root / "cache" / "frames.npy").write_bytes(b"x" * 100)
+    source = LeRobotDataset(source_root)
+    copy = LeRobotDataset(copy_first_episodes(source_root, tmp_path / "head", 2))
+    assert copy.num_episodes == 2 and copy.num_frames == 21 and copy.info["splits"] == {"train": "0:2"}
+    np.testing.assert_array_equal(copy.action, source.action[:21])
+    np.testing.assert_array_equal(copy.columns["next.reward"], source.columns["next.reward"][:21])
+    for episode in range(2):  # the video files are the source's, byte for byte: the same decoded frames
+        np.testing.assert_array_equal(copy.decode_episode(episode), source.decode_episode(episode))
+    assert not (tmp_path / "head" / "cache").exists()
+    assert not (tmp_path / "head" / "data/chunk-000/file-002.parquet").exists()
+    stats = json.loads((tmp_path / "head" / "meta/stats.json").read_text())
+    assert stats["action"]["count"] == [21] and stats["action"]["max"] == source.action[:21].max(0).tolist()
+    assert stats["observation.image"] == source.stats["observation.image"]  # sampled image statistics: the source's
+    # the whole dataset copied gives the recorder's own statistics back
+    whole = json.loads((copy_first_episodes(source_root, tmp_path / "all", 4) / "meta/stats.json").read_text())
+    for key in ("action", "next.reward"):
+        for moment in ("min", "max", "mean", "std", "count"):
+            np.testing.assert_allclose(whole[key][moment], source.stats[key][moment], rtol=1e-9, err_msg=key)
+
+
+def test_copy_first_episodes_refuses_bad_requests_and_leaves_nothing(tmp_path):
+    source_root = write_synthetic(tmp_path / "ds", (12, 9))
+    for bad in (0, 3, 1.5, True):
+        with pytest.raises(ValueError, match=rf"num_episodes must be an integer in \[1, 2\].*got {bad!r}"):
+            copy_first_episodes(source_root, tmp_path / "out", bad)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(FileExistsError, match="taken exists already"):
+        copy_first_episodes(source_root, tmp_path / "taken", 1)
+    with pytest.raises(DatasetError, match="dataset folder missing"):
+        copy_first_episodes(tmp_path / "nowhere", tmp_path / "out", 1)
+    # a layout with two episodes in one data file cannot be cut between them
+    data = source_root / "data/chunk-000"
+    pq.write_table(pa.concat_tables([pq.read_table(data / "file-000.parquet"), pq.read_table(data / "file-001.parquet")]),
+                   data / "file-000.parquet")
+    (data / "file-001.parquet").unlink()
+    _edit_parquet(source_root / "meta/episodes/chunk-000/file-000.parquet", "data/file_index", lambda v: [0 for _ in v])
+    assert LeRobotDataset(source_root).num_frames == 21  # a readable dataset in LeRobot's shared-file layout
+    with pytest.raises(DatasetError, match=r"file-000\.parquet holds frames of episodes on both sides of episode 1"):
+        copy_first_episodes(source_root, tmp_path / "out", 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "taken"]
+
+
+def test_pack_gpu_data_keeps_one_fraction_of_episodes_within_the_budget(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("pack_gpu_data", Path(__file__).parents[1] / "tools/pack_gpu_data.py")
+    pack = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pack)
+    whole = write_synthetic(tmp_path / "small", (10, 10))
+    cut = [write_synthetic(tmp_path / name, (12,) * 10) for name in ("a", "b")]
+    sizes = [pack.episode_bytes(LeRobotDataset(root)) for root in cut]
+    fixed = sum(pack.episode_bytes(LeRobotDataset(whole))) + sum(
+        pack.meta_bytes(LeRobotDataset(root)) for root in (whole, *cut))
+    budget = fixed + sum(sum(size[:6]) for size in sizes) + 1  # room for 6 episodes of each, not for 7 of both
+    pack.main(["--out", str(tmp_path / "out"), "--budget-mb", str(budget / pack.MB), "--whole", str(whole),
+               "--cut", *map(str, cut)])
+    assert LeRobotDataset(tmp_path / "out" / "small").num_episodes == 2
+    assert [LeRobotDataset(tmp_path / "out" / name).num_episodes for name in ("a", "b")] == [6, 6]
+    assert "keep 60% of their episodes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # the folder exists now
+        pack.main(["--out", str(tmp_path / "out"), "--budget-mb", "10", "--cut", str(cut[0])])
+    with pytest.raises(SystemExit):  # not even the whole dataset fits
+        pack.main(["--out", str(tmp_path / "out2"), "--budget-mb", str(fixed / 2 / pack.MB), "--whole", str(whole)])
+    assert not (tmp_path / "out2").exists()

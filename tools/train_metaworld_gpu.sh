@@ -5,9 +5,11 @@
 # predictor are trained afterwards on any machine (tools/train_metaworld.sh HEADS_ONLY=1 ...), since they need the
 # Meta-World plug-in's labels and take minutes on a CPU.
 #
-#   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM, CONFIG
+#   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM,
+#                                               #      CONFIG, RETURN_TO (a folder for the model as a split tar)
 #   CONFIG=configs/metaworld-play.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh   # + policy logs
 #   CONFIG=configs/metaworld-excursions.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh  # + excursions
+# tools/prepare_metaworld_gpu.sh packs the data and the missing packages for a lent GPU machine and prints the call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/metaworld-gpu}
@@ -26,3 +28,9 @@ $WS train --config "$CONFIG" train.autoencoder="$AE" train.output_dir="$OUT/worl
     train.batch_size=256 train.max_steps="${STEPS:-20000}" train.max_minutes="${MINUTES:-4.5}" \
     train.checkpointing_steps=1000000 train.learning_rate=5e-4 "${INIT[@]}"
 echo "world model: $OUT/world_model/final"
+if [ -n "${RETURN_TO:-}" ]; then  # a GPU call returns at most 8 files of 16 MiB, 2 folders deep: a split tar
+    mkdir -p "$RETURN_TO"
+    tar -C "$OUT/world_model" -cf - final | split -b 15m - "$RETURN_TO/world_model.tar.part-"
+    cp "$OUT/world_model/train_log.jsonl" "$RETURN_TO/" 2>/dev/null || true
+    ls -l "$RETURN_TO"
+fi

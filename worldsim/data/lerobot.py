@@ -820,3 +820,85 @@ class LeRobotDataset:
 
     def episode_slice(self, episode_index: int) -> slice:
         return slice(int(self.episode_from[episode_index]), int(self.episode_to[episode_index]))
+
+
+def copy_first_episodes(root: str | Path, out: str | Path, num_episodes: int) -> Path:
+    """Copies the first ``num_episodes`` episodes of a LeRobot v3.0 dataset into a new dataset folder.
+
+    For a smaller copy of a recording (a data-scaling study, or the part of a dataset that fits an upload to a GPU
+    machine). The episodes' data and video files are copied byte for byte, so frames and actions are the source's
+    exactly; the cached frames and latents (``cache/``) are not copied, they are rebuilt where the copy is used.
+    ``meta/episodes`` keeps the first rows, ``meta/info.json`` gets the new totals and split, ``meta/tasks.parquet``
+    is copied whole (task indices stay valid). ``meta/stats.json`` gets the kept frames' numeric statistics
+    (action, reward, states, as the recorder computes them); the image statistics, which the recorder samples from the
+    frames, are the source's. Like LeRobot's dataset editing, the copy is a new folder; the source is only read. The
+    copy appears at ``out`` in one rename, so an interrupted copy leaves no dataset.
+
+    Args:
+        root: the source dataset folder.
+        out: the new dataset folder; must not exist.
+        num_episodes: how many episodes to keep, from episode 0; ``1 <= num_episodes <=`` the source's episodes.
+
+    Returns:
+        ``out``, a dataset :class:`LeRobotDataset` reads.
+
+    Raises:
+        DatasetError: the source is not a readable dataset (see :class:`LeRobotDataset`), or a data or video file
+            holds frames of both a kept and a dropped episode (a layout that packs episodes into shared files
+            cannot be cut at this episode).
+        ValueError: ``num_episodes`` out of range.
+        FileExistsError: ``out`` exists.
+    """
+    source = LeRobotDataset(root)
+    if isinstance(num_episodes, bool) or not isinstance(num_episodes, (int, np.integer)) \
+            or not 1 <= num_episodes <= source.num_episodes:
+        raise ValueError(f"num_episodes must be an integer in [1, {source.num_episodes}] (the episodes of "
+                         f"{source.root}), got {num_episodes!r}")
+    out = Path(out)
+    if out.exists():
+        raise FileExistsError(f"dataset folder {out} exists already; choose a new folder for the copy")
+    num_episodes = int(num_episodes)
+
+    def files_of(rows) -> set[Path]:
+        files = set()
+        for row in rows:
+            files.add(Path(source.info["data_path"].format(chunk_index=row["data/chunk_index"],
+                                                           file_index=row["data/file_index"])))
+            files.update(source.video_path(row[EPISODE_INDEX], key).relative_to(source.root)
+                         for key in source.video_keys)
+        return files
+
+    kept = files_of(source.episodes[:num_episodes])
+    shared = kept & files_of(source.episodes[num_episodes:])
+    if shared:
+        raise DatasetError(f"{source.root}: {sorted(map(str, shared))[0]} holds frames of episodes on both sides of "
+                           f"episode {num_episodes}; this dataset cannot be cut there")
+    frames = int(source.episode_to[num_episodes - 1])
+    if frames != int((source.episode_to - source.episode_from)[:num_episodes].sum()):
+        raise DatasetError(f"{source.root}: the first {num_episodes} episodes are not the first frames of the data "
+                           f"(meta/episodes 'dataset_from_index' / 'dataset_to_index')")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        for relative in sorted(kept) + [Path("meta/tasks.parquet")]:
+            (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source.root / relative, tmp / relative)
+        rows = [dict(row, **{"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+                for row in source.episodes[:num_episodes]]
+        _write_parquet_atomic(pa.Table.from_pylist(rows), tmp / EPISODES_PATH.format(chunk_index=0, file_index=0))
+        keep = slice(0, frames)
+        stats = dict(source.stats)
+        stats[ACTION] = _stats(np.asarray(source.action[keep], np.float64))
+        for key in (REWARD, OBS_STATE, OBS_ENV_STATE):
+            if key in source.columns:
+                stats[key] = _stats(np.asarray(source.columns[key][keep], np.float64).reshape(frames, -1))
+        info = dict(source.info, total_episodes=num_episodes, total_frames=frames,
+                    splits={"train": f"0:{num_episodes}"})
+        write_text_atomic(tmp / "meta" / "stats.json", json.dumps(stats, indent=2))
+        write_text_atomic(tmp / "meta" / "info.json", json.dumps(info, indent=2))
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
