@@ -303,4 +303,6 @@ def test_pack_gpu_data_keeps_one_fraction_of_episodes_within_the_budget(tmp_path
         pack.main(["--out", str(tmp_path / "out"), "--budget-mb", "10", "--cut", str(cut[0])])
     with pytest.raises(SystemExit):  # not even the whole dataset fits
         pack.main(["--out", str(tmp_path / "out2"), "--budget-mb", str(fixed / 2 / pack.MB), "--whole", str(whole)])
-    assert not (tmp_path / "out2").exists()
+    with pytest.raises(SystemExit):  # a missing dataset
+        pack.main(["--out", str(tmp_path / "out2"), "--budget-mb", "10", "--cut", str(tmp_path / "nowhere")])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a", "b", "out", "small"]  # nothing half-written

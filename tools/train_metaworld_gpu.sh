@@ -6,6 +6,7 @@
 # Meta-World plug-in's labels and take minutes on a CPU.
 #
 #   tools/train_metaworld_gpu.sh [OUT_DIR]      # env: WS (the worldsim command), AE_MINUTES, MINUTES, STEPS, INIT_FROM,
+#                                               #      AUTOENCODER (a trained one: only the transformer is trained),
 #                                               #      CONFIG, RETURN_TO (a folder for the model as a split tar)
 #   CONFIG=configs/metaworld-play.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh   # + policy logs
 #   CONFIG=configs/metaworld-excursions.yaml INIT_FROM=checkpoints/metaworld tools/train_metaworld_gpu.sh  # + excursions
@@ -15,11 +16,14 @@ cd "$(dirname "$0")/.."
 OUT=${1:-runs/metaworld-gpu}
 WS=${WS:-worldsim}
 CONFIG=${CONFIG:-configs/metaworld.yaml}
-if [ -z "${INIT_FROM:-}" ]; then
+if [ -n "${AUTOENCODER:-}" ] && [ -z "${INIT_FROM:-}" ]; then  # a new transformer on a trained autoencoder
+    AE="$AUTOENCODER"
+    INIT=(train.init_from=null)
+elif [ -z "${INIT_FROM:-}" ]; then
     $WS train-autoencoder --config "$CONFIG" autoencoder.output_dir="$OUT/autoencoder" \
         autoencoder.batch_size=128 autoencoder.steps="${AE_STEPS:-20000}" autoencoder.max_minutes="${AE_MINUTES:-2}"
     AE="$OUT/autoencoder/final"
-    INIT=()
+    INIT=(train.init_from=null)
 else  # a second GPU session continues a model (its autoencoder, its transformer)
     AE="$INIT_FROM/autoencoder"
     INIT=(train.init_from="$INIT_FROM")
@@ -33,4 +37,6 @@ if [ -n "${RETURN_TO:-}" ]; then  # a GPU call returns at most 8 files of 16 MiB
     tar -C "$OUT/world_model" -cf - final | split -b 15m - "$RETURN_TO/world_model.tar.part-"
     cp "$OUT/world_model/train_log.jsonl" "$RETURN_TO/" 2>/dev/null || true
     ls -l "$RETURN_TO"
+    parts=$(ls "$RETURN_TO"/world_model.tar.part-* | wc -l)
+    [ "$parts" -le 7 ] || echo "warning: $parts parts of 15 MiB; a call returns at most 8 files, 64 MiB in all" >&2
 fi

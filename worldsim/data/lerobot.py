@@ -829,10 +829,11 @@ def copy_first_episodes(root: str | Path, out: str | Path, num_episodes: int) ->
     machine). The episodes' data and video files are copied byte for byte, so frames and actions are the source's
     exactly; the cached frames and latents (``cache/``) are not copied, they are rebuilt where the copy is used.
     ``meta/episodes`` keeps the first rows, ``meta/info.json`` gets the new totals and split, ``meta/tasks.parquet``
-    is copied whole (task indices stay valid). ``meta/stats.json`` gets the kept frames' numeric statistics
-    (action, reward, states, as the recorder computes them); the image statistics, which the recorder samples from the
-    frames, are the source's. Like LeRobot's dataset editing, the copy is a new folder; the source is only read. The
-    copy appears at ``out`` in one rename, so an interrupted copy leaves no dataset.
+    is copied whole (task indices stay valid). ``meta/stats.json`` gets the kept frames' statistics of action,
+    reward and states, as the recorder computes them; its other entries (the image statistics, which the recorder
+    samples from the frames, and in datasets from elsewhere such columns as ``timestamp``) are the source's. Like
+    LeRobot's dataset editing, the copy is a new folder; the source is only read. The copy appears at ``out`` in one
+    rename, so an interrupted or refused copy leaves no dataset (``out``'s parent folders may have been created).
 
     Args:
         root: the source dataset folder.
@@ -843,10 +844,10 @@ def copy_first_episodes(root: str | Path, out: str | Path, num_episodes: int) ->
         ``out``, a dataset :class:`LeRobotDataset` reads.
 
     Raises:
-        DatasetError: the source is not a readable dataset (see :class:`LeRobotDataset`), or a data or video file
+        DatasetError: the source is not a readable dataset (see :class:`LeRobotDataset`); a data or video file
             holds frames of both a kept and a dropped episode (a layout that packs episodes into shared files
-            cannot be cut at this episode).
-        ValueError: ``num_episodes`` out of range.
+            cannot be cut at this episode); or the first episodes' frames are not the first rows of the data.
+        ValueError: ``num_episodes`` is not an integer (a bool, float or string) or is out of range.
         FileExistsError: ``out`` exists.
     """
     source = LeRobotDataset(root)
@@ -884,10 +885,17 @@ def copy_first_episodes(root: str | Path, out: str | Path, num_episodes: int) ->
         for relative in sorted(kept) + [Path("meta/tasks.parquet")]:
             (tmp / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source.root / relative, tmp / relative)
-        rows = [dict(row, **{"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-                for row in source.episodes[:num_episodes]]
-        _write_parquet_atomic(pa.Table.from_pylist(rows), tmp / EPISODES_PATH.format(chunk_index=0, file_index=0))
-        keep = slice(0, frames)
+        # the source's episode rows with their own schema (LeRobot's float32 statistics columns stay float32)
+        tables = [_read_parquet(path, "episode metadata")
+                  for path in sorted((source.root / "meta" / "episodes").glob("chunk-*/file-*.parquet"))]
+        episodes = pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+        episodes = episodes.sort_by(EPISODE_INDEX).slice(0, num_episodes)
+        for column in ("meta/episodes/chunk_index", "meta/episodes/file_index"):  # now all in one file
+            if column in episodes.column_names:
+                episodes = episodes.set_column(episodes.column_names.index(column), column,
+                                               pa.array(np.zeros(num_episodes, np.int64)))
+        _write_parquet_atomic(episodes, tmp / EPISODES_PATH.format(chunk_index=0, file_index=0))
+        keep = source.episode_index < num_episodes
         stats = dict(source.stats)
         stats[ACTION] = _stats(np.asarray(source.action[keep], np.float64))
         for key in (REWARD, OBS_STATE, OBS_ENV_STATE):
