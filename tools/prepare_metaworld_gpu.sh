@@ -20,8 +20,8 @@
 # Environment variables:
 #   BUDGET_MB  the data's share of the upload, MiB (default 46: the excursion sets whole, about a third of each
 #              training set's episodes; with the wheels, the autoencoder and the code about 60 MiB travel)
-#   MINUTES    the transformer's training minutes on the GPU (default 6.5: with building the caches and saving,
-#              one 10-minute call; the shipped transformer had 4.2)
+#   MINUTES    the transformer's training minutes on the GPU (default 6.5: with building the caches, about 25 s of
+#              OpenCV decoding for the default data, and saving, one 10-minute call; the shipped transformer had 4.2)
 #   OUT_NAME   the run's name, runs/<OUT_NAME> there and here (default metaworld-gpu-excursions)
 set -euo pipefail
 cd "$(dirname "$0")/.."
