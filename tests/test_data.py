@@ -306,3 +306,11 @@ def test_pack_gpu_data_keeps_one_fraction_of_episodes_within_the_budget(tmp_path
     with pytest.raises(SystemExit):  # a missing dataset
         pack.main(["--out", str(tmp_path / "out2"), "--budget-mb", "10", "--cut", str(tmp_path / "nowhere")])
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a", "b", "out", "small"]  # nothing half-written
+
+
+def test_episode_files_names_the_data_and_video_files_of_an_episode(tmp_path):
+    dataset = LeRobotDataset(write_synthetic(tmp_path / "ds"))
+    assert dataset.episode_files(1) == {dataset.root / "data/chunk-000/file-001.parquet",
+                                        dataset.root / "videos/observation.image/chunk-000/file-001.mp4"}
+    with pytest.raises(IndexError, match=r"episode 3 out of range \[0, 3\)"):
+        dataset.episode_files(3)

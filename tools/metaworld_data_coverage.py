@@ -25,6 +25,11 @@ from worldsim.data.lerobot import LeRobotDataset
 
 
 def main() -> None:
+    """Prints the table of the module docstring for the datasets named on the command line.
+
+    Raises:
+        DatasetError: a missing or inconsistent dataset folder (:class:`~worldsim.data.lerobot.LeRobotDataset`).
+    """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("datasets", nargs="+", type=Path)
     args = parser.parse_args()

@@ -37,10 +37,8 @@ def episode_bytes(dataset: LeRobotDataset) -> list[int]:
     earlier episode counts once)."""
     seen: set[Path] = set()
     sizes = []
-    for row in dataset.episodes:
-        files = {dataset.root / dataset.info["data_path"].format(chunk_index=row["data/chunk_index"],
-                                                                 file_index=row["data/file_index"])}
-        files.update(dataset.video_path(row["episode_index"], key) for key in dataset.video_keys)
+    for episode in range(dataset.num_episodes):
+        files = dataset.episode_files(episode)
         sizes.append(sum(path.stat().st_size for path in files - seen))
         seen |= files
     return sizes

@@ -786,6 +786,20 @@ class LeRobotDataset:
             file_index=row[f"videos/{video_key}/file_index"],
         )
 
+    def episode_files(self, episode_index: int) -> set[Path]:
+        """The files holding episode ``episode_index``: its data file and each camera's video file (absolute paths;
+        in layouts that pack episodes together, files other episodes share).
+
+        Raises:
+            IndexError: no such episode.
+        """
+        if not 0 <= episode_index < self.num_episodes:
+            raise IndexError(f"episode {episode_index} out of range [0, {self.num_episodes})")
+        row = self.episodes[episode_index]
+        data = self.root / self.info["data_path"].format(chunk_index=row["data/chunk_index"],
+                                                         file_index=row["data/file_index"])
+        return {data, *(self.video_path(episode_index, key) for key in self.video_keys)}
+
     def decode_episode(self, episode_index: int, video_key: str | None = None) -> np.ndarray:
         """Decodes one episode's frames of one camera.
 
@@ -860,17 +874,11 @@ def copy_first_episodes(root: str | Path, out: str | Path, num_episodes: int) ->
         raise FileExistsError(f"dataset folder {out} exists already; choose a new folder for the copy")
     num_episodes = int(num_episodes)
 
-    def files_of(rows) -> set[Path]:
-        files = set()
-        for row in rows:
-            files.add(Path(source.info["data_path"].format(chunk_index=row["data/chunk_index"],
-                                                           file_index=row["data/file_index"])))
-            files.update(source.video_path(row[EPISODE_INDEX], key).relative_to(source.root)
-                         for key in source.video_keys)
-        return files
+    def files_of(episodes: range) -> set[Path]:  # relative to the dataset folder
+        return {path.relative_to(source.root) for episode in episodes for path in source.episode_files(episode)}
 
-    kept = files_of(source.episodes[:num_episodes])
-    shared = kept & files_of(source.episodes[num_episodes:])
+    kept = files_of(range(num_episodes))
+    shared = kept & files_of(range(num_episodes, source.num_episodes))
     if shared:
         raise DatasetError(f"{source.root}: {sorted(map(str, shared))[0]} holds frames of episodes on both sides of "
                            f"episode {num_episodes}; this dataset cannot be cut there")
