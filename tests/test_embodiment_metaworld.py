@@ -260,6 +260,18 @@ def test_zoo_and_collection_policies(plugin):
         actions = zoo[name].act({STATE_KEY: states, SCENE_KEY: np.zeros((3, 8, 8, 3), np.uint8)})
         assert actions.shape == (3, 4) and actions.dtype == np.float32
     np.testing.assert_array_equal(zoo["idle"].act(states), 0)
+    # start seeds: env i draws start seeds[i]'s noise, alone or in a batch (ranking's real and imagined episodes)
+    noisy = zoo["noise-0.6"]
+    noisy.reset(3, seeds=[7, 4, 9])
+    batch = [noisy.act(states) for _ in range(3)]
+    for index, seed in enumerate([7, 4, 9]):
+        noisy.reset(1, seeds=[seed])
+        alone = [noisy.act(states[index:index + 1])[0] for _ in range(3)]
+        np.testing.assert_array_equal(np.stack(alone), np.stack(batch)[:, index])
+    noisy.reset(3)  # without seeds: env i draws stream i, not its start seed's
+    assert not np.array_equal(noisy.act(states), batch[0])
+    with pytest.raises(ValueError, match="seeds must be 2 ints"):
+        noisy.reset(2, seeds=[1])
     with pytest.raises(ValueError, match="read the state"):
         zoo["expert"].act(np.zeros((3, 8, 8, 3), np.uint8))
     space = gym.spaces.Box(-1, 1, (4,), np.float32)

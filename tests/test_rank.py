@@ -9,8 +9,8 @@ import pytest
 from worldsim.cli.main import main
 from worldsim.embodiments.pusht.zoo import CentroidPusher, RandomTargets, StandStill, pusht_zoo
 from worldsim.embodiments.pusht import PushTEmbodiment
-from worldsim.evaluation.rank import (episode_values, rank_policies, rank_table, real_starts, run_real, run_imagined,
-                                      write_rank_report)
+from worldsim.evaluation.rank import (episode_values, rank_policies, rank_table, real_starts, reset_policy, run_real,
+                                      run_imagined, write_rank_report)
 from worldsim.pipelines.world_model import WorldModelPipeline
 
 
@@ -202,3 +202,108 @@ def test_run_imagined_values_are_the_smoothed_maximum_of_its_reward_traces(model
     np.testing.assert_allclose(runs[1]["values"], masked.max(1), rtol=1e-6)
     np.testing.assert_allclose(runs[3]["values"], episode_values(runs[3]["rewards"], runs[3]["in_episode"], 3))
     assert np.all(runs[3]["values"] <= runs[1]["values"] + 1e-6)
+
+
+class _SeedRecorder(StandStill):
+    """StandStill that records how ranking resets it."""
+
+    def __init__(self):
+        self.resets = []
+
+    def reset(self, num_envs: int, seeds=None) -> None:
+        super().reset(num_envs)
+        self.resets.append((num_envs, None if seeds is None else list(seeds)))
+
+
+def test_each_start_hands_its_seed_to_the_policy_in_both_worlds(model_with_heads):
+    """Common random numbers: a policy whose reset takes seeds gets each episode's start seed, in the real env (one
+    episode at a time) and in imagination (the batch); others get reset(num_envs) as before."""
+    recorder = _SeedRecorder()
+    run_real(PushTEmbodiment(), recorder, [0, 2, 3], num_context=2, horizon=2, image_size=64, keep_frames=0)
+    assert recorder.resets == [(1, [0]), (1, [2]), (1, [3])]
+    pipeline = WorldModelPipeline.from_pretrained(model_with_heads[0])
+    frames, actions = real_starts(PushTEmbodiment(), [0, 2, 3], num_context=2, image_size=pipeline.image_size)
+    recorder.resets.clear()
+    run_imagined(pipeline, recorder, frames, actions, horizon=1, keep_frames=0, policy_seeds=[0, 2, 3], batch_size=2)
+    assert recorder.resets == [(2, [0, 2]), (1, [3])]
+    with pytest.raises(ValueError, match="one int per start clip"):
+        run_imagined(pipeline, recorder, frames, actions, horizon=1, keep_frames=0, policy_seeds=[0, 2])
+    plain = StandStill()  # reset(num_envs) only
+    reset_policy(plain, 2, [5, 6])
+    with pytest.raises(ValueError, match="one seed per env"):
+        reset_policy(recorder, 2, [5])
+
+
+def test_batch_random_shared_draws_are_numpys_and_per_env_draws_do_not_depend_on_the_batch():
+    from worldsim.utils.batch_random import BatchRandom
+
+    shared = BatchRandom(3, 4)
+    expected = np.random.default_rng(3)
+    np.testing.assert_array_equal(shared.uniform(0, 512, shared.rows(4), (2,)), expected.uniform(0, 512, (4, 2)))
+    np.testing.assert_array_equal(shared.random(shared.rows(4)), expected.random(4))
+    batch = BatchRandom(3, 3, seeds=[10, 11, 12])
+    together = batch.normal(0.0, 1.0, batch.rows(3), (2,))
+    alone = BatchRandom(3, 1, seeds=[11])
+    np.testing.assert_array_equal(alone.normal(0.0, 1.0, alone.rows(1), (2,))[0], together[1])
+    with pytest.raises(ValueError, match="reset\\(\\) seeded 3 envs"):
+        batch.rows(2)
+    with pytest.raises(ValueError, match="seeds must be 2 ints >= 0"):
+        BatchRandom(0, 2, seeds=[1, -1])
+
+
+def test_pusht_zoo_draws_each_starts_noise_alone_or_in_a_batch():
+    frames = np.zeros((3, 64, 64, 3), np.uint8)
+    for policy in (RandomTargets(seed=1), CentroidPusher(noise_std=20.0, wander_prob=0.3, seed=1),
+                   pusht_zoo(seed=1)["wanderer"]):
+        policy.reset(3, seeds=[4, 5, 6])
+        together = np.stack([policy.act(frames) for _ in range(3)])
+        policy.reset(1, seeds=[5])
+        alone = np.stack([policy.act(frames[1:2])[0] for _ in range(3)])
+        np.testing.assert_array_equal(alone, together[:, 1])
+    old = RandomTargets(seed=1)  # without seeds: the batch shares numpy's generator, as before
+    old.reset(3)
+    np.testing.assert_array_equal(old.act(frames), np.random.default_rng(1).uniform(0, 512, (3, 2)).astype(np.float32))
+
+
+def test_minigrid_zoo_draws_each_starts_noise_alone_or_in_a_batch():
+    from worldsim.embodiments.minigrid.policies import RandomActions, ShortestPathPlanner
+
+    frames = np.zeros((3, 64, 64, 3), np.uint8)  # nothing perceived: the planner plays its random actions
+    for policy in (RandomActions(seed=2), ShortestPathPlanner(random_prob=0.5, seed=2)):
+        policy.reset(3, seeds=[7, 8, 9])
+        together = np.stack([policy.act(frames) for _ in range(4)])
+        policy.reset(1, seeds=[9])
+        alone = np.stack([policy.act(frames[2:])[0] for _ in range(4)])
+        np.testing.assert_array_equal(alone, together[:, 2])
+    old = RandomActions(seed=2)  # without seeds: numpy's generator shared by the batch, as before
+    old.reset(3)
+    np.testing.assert_array_equal(old.act(frames), np.random.default_rng(2).choice([0, 1, 2], 3))
+
+
+def test_rerun_rank_real_replaces_the_real_side_and_recomputes_the_agreement():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("rerun_rank_real",
+                                                  Path(__file__).parents[1] / "tools/rerun_rank_real.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def entry(imagined, real):
+        return {"imagined": {"mean": float(np.mean(imagined))}, "imagined_values": imagined,
+                "real": {"mean": float(np.mean(real))}, "real_values": real, "real_success_values": real,
+                "real_success": {"mean": float(np.mean(real))}, "real_returns": real, "imagined_returns": imagined}
+
+    report = {"policies": {"a": entry([1.0, 1.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.0]),
+                           "b": entry([0.0, 1.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]),
+                           "c": entry([0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0])},
+              "agreement": {}, "settings": {"embodiment": "metaworld"}}
+    outcome = {"values": np.array([1.0, 1.0, 1.0, 0.0]), "success": np.array([True, True, True, False]),
+               "returns": np.array([5.0, 5.0, 5.0, 1.0])}
+    fixed = tool.with_real(report, {"a": outcome}, "old.json", seed=0)
+    assert fixed["policies"]["a"]["real_success"]["mean"] == 0.75 and fixed["policies"]["b"] == report["policies"]["b"]
+    assert report["policies"]["a"]["real_values"] == [0.0, 0.0, 0.0, 0.0]  # the source report is left as it was
+    assert fixed["agreement"]["spearman"] > 0 and set(fixed["agreement_intervals"]) >= {"spearman", "mmrv"}
+    assert fixed["settings"]["real_rerun"]["policies"] == ["a"] and fixed["settings"]["policy_seeds"] == "per start"
+    with pytest.raises(ValueError, match="3 real episodes for 4 imagined"):
+        tool.with_real(report, {"a": {**outcome, "values": np.ones(3)}}, "old.json", seed=0)

@@ -20,7 +20,12 @@ Protocol (the same for every embodiment; what is specific to an env comes from i
    ``reward_median`` (default 3; :func:`episode_values`), which keeps a trend and drops single-frame spikes. With
    ``samples > 1`` the imagination is repeated with other seeds; the spread across samples is reported per policy
    and widens its interval.
-4. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
+4. A stochastic policy draws the same randomness in both worlds from the same start (common random numbers): a
+   policy whose ``reset`` takes ``seeds`` (:func:`reset_policy`) is reset with each episode's start seed, in the
+   real env one episode at a time and in imagination for the whole batch, so the real and the imagined episode of a
+   start differ only by the world. Without it, a policy reset for one real episode at a time would replay its first
+   env's random stream in every real episode: every start would share one draw of its noise.
+5. Across policies: Pearson, Spearman, Kendall and MMRV (:mod:`worldsim.evaluation.ranking_metrics`) between the
    imagined and the real mean values, each with a paired bootstrap 95% interval over the initial states (another
    set of states would give another ranking); per policy, bootstrap 95% intervals of the values.
 
@@ -30,6 +35,7 @@ policy's real value is the value of its own recorded episodes, found by the poli
 
 from __future__ import annotations
 
+import inspect
 import time
 from typing import Callable
 
@@ -218,6 +224,31 @@ def _reads_state_only(policy, layout) -> bool:
     return bool(layout.is_dict and keys is not None and not set(keys) & set(layout.cameras))
 
 
+def reset_policy(policy, num_envs: int, seeds) -> None:
+    """Starts ``num_envs`` episodes of ``policy``, each with its own random stream where the policy allows it.
+
+    A policy whose ``reset`` accepts a ``seeds`` keyword (a Meta-World zoo member,
+    :class:`~worldsim.embodiments.metaworld.policies.ZooPolicy`) gets ``seeds``, one int per env: the start seed of
+    each episode, so that the same start draws the same noise in the real env (one episode at a time) and in
+    imagination (a batch). Any other policy gets ``reset(num_envs)``, as the policy protocol of
+    :func:`~worldsim.evaluation.policy_adapters.as_policy` defines it.
+
+    Raises:
+        ValueError: ``seeds`` not ``num_envs`` ints.
+    """
+    seeds = [int(seed) for seed in seeds]
+    if len(seeds) != num_envs:
+        raise ValueError(f"reset_policy needs one seed per env: {num_envs} envs, got {len(seeds)} seeds")
+    try:
+        takes_seeds = "seeds" in inspect.signature(policy.reset).parameters
+    except (TypeError, ValueError):  # a builtin or C callable without a signature
+        takes_seeds = False
+    if takes_seeds:
+        policy.reset(num_envs, seeds=seeds)
+    else:
+        policy.reset(num_envs)
+
+
 def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, image_size,
              keep_frames: int = 1, progress: bool = False, env_id: str | None = None) -> dict:
     """Runs ``policy`` in the plug-in's real env from each seed's start (see the module docstring).
@@ -225,7 +256,7 @@ def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, i
     A policy that declares ``input_keys`` naming no camera (it reads the state alone, such as the Meta-World zoo)
     runs in the plug-in's state-only env (:attr:`~worldsim.embodiments.EmbodimentPlugin.state_only_env_kwargs`, where
     the plug-in has one): the same physics without rendering, except on the ``keep_frames`` episodes whose video is
-    kept.
+    kept. A policy whose ``reset`` takes ``seeds`` is reset with each episode's seed (:func:`reset_policy`).
 
     Args:
         image_size: the model's observation (:func:`model_layout`: the policy gets each real observation as the
@@ -246,7 +277,7 @@ def run_real(plugin, policy, seeds: list[int], num_context: int, horizon: int, i
             filmed = index < keep_frames
             world = fast if state_only and not filmed else env
             observation, _, _, _ = _play_context(plugin, world, seed, num_context, layout, frames=False)
-            policy.reset(1)
+            reset_policy(policy, 1, [seed])
             steps, success, video, total = [], False, [], 0.0
             for _ in range(horizon):
                 seen = ({OBS_STATE: np.asarray(observation[OBS_STATE], np.float32)} if world is fast
@@ -279,7 +310,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
                  num_inference_steps: int | None = None, timestep_spacing: str | None = None,
                  reward_median: int = DEFAULT_REWARD_MEDIAN, embodiment: str | None = None,
                  aggregation: str = "max", sampler=None, states: np.ndarray | None = None, task: str | None = None,
-                 value_key: str = "reward", state_value: Callable | None = None) -> dict:
+                 value_key: str = "reward", state_value: Callable | None = None,
+                 policy_seeds=None) -> dict:
     """Runs ``policy`` in the vector env from real start clips, ``batch_size`` states per batch.
 
     The batch of states ``[start, stop)`` is reset with seed ``seed + offset + start``: ``offset`` is the index of
@@ -303,6 +335,9 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
             of each imagined step's predicted ``observation.state``.
         state_value: ``(N, S) float32 states -> (N,) values`` (the plug-in's
             :meth:`~worldsim.embodiments.EmbodimentPlugin.state_success`), for ``value_key="state_success"``.
+        policy_seeds: S ints, each clip's start seed, handed to a policy whose ``reset`` takes ``seeds``
+            (:func:`reset_policy`), so that it draws the noise it draws from that start in the real env; None:
+            ``reset(count)`` for every policy.
 
     Returns:
         ``{"values": (S,), "returns": (S,) float64 (each episode's summed predicted reward), "rewards": (S, horizon)
@@ -312,8 +347,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
 
     Raises:
         RuntimeError: the model has no outcome heads for the embodiment (nothing to score imagined frames with).
-        ValueError: a bad ``reward_median`` or ``aggregation``, before anything runs; a ``value_key`` the env's
-            infos do not have, at the first step.
+        ValueError: a bad ``reward_median`` or ``aggregation``, or ``policy_seeds`` not one per clip, before
+            anything runs; a ``value_key`` the env's infos do not have, at the first step.
     """
     from worldsim.envs import WorldModelVectorEnv
 
@@ -324,6 +359,8 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         raise ValueError("value_key='state_success' needs state_value and the start clips' states")
     if aggregation not in ("max", "sum"):
         raise ValueError(f"aggregation must be 'max' or 'sum', got {aggregation!r}")
+    if policy_seeds is not None and len(policy_seeds) != len(frames):
+        raise ValueError(f"policy_seeds must be one int per start clip ({len(frames)}), got {len(policy_seeds)}")
     if pipeline.heads_for(embodiment) is None:
         raise RuntimeError(f"ranking needs predicted rewards: train the model's outcome heads for "
                            f"{pipeline.embodiment(embodiment).name!r} (worldsim train-heads)")
@@ -340,7 +377,10 @@ def run_imagined(pipeline, policy, frames: np.ndarray, actions: np.ndarray, hori
         if states is not None and envs.layout.state_dim is not None:
             context["observation.state"] = states[chunk]
         observation, _ = envs.reset(seed=seed + offset + start, options={"context": context})
-        policy.reset(count)
+        if policy_seeds is None:
+            policy.reset(count)
+        else:
+            reset_policy(policy, count, policy_seeds[chunk])
         running = np.ones(count, dtype=bool)  # an episode that ended is autoreset: later frames are not its own
         trace, mask, kept, total = [], [], [], np.zeros(count)
         for _ in tqdm(range(horizon), desc="imagined steps", disable=not progress, leave=False):
@@ -552,7 +592,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                                         sampler=sampler, reward_median=reward_median, embodiment=name,
                                         aggregation=plugin.value_aggregation,
                                         states=None if states is None else states[start:stop], task=task,
-                                        value_key=imagined_value, state_value=state_value)
+                                        value_key=imagined_value, state_value=state_value,
+                                        policy_seeds=seeds[start:stop])
                 part["imagined"].append(imagined["values"])
                 part["imagined_returns"].append(imagined["returns"])
                 if sample == 0:
@@ -585,7 +626,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
                             "timestep_spacing": sampler.timestep_spacing},
                 "context_noise": sampler.context_noise, "action_guidance_scale": sampler.action_guidance_scale,
-                "seed": seed, "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d"),
+                "seed": seed, "policy_seeds": "per start", "seconds": time.perf_counter() - started,
+                "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description,
                 "reward_median": reward_median}
     return {"policies": results, "agreement": agreement, "agreement_intervals": intervals,

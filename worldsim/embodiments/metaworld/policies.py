@@ -225,11 +225,12 @@ class ZooPolicy:
 
     Args:
         task: the task the envs run (its expert plays, or ``wrong_task``'s).
-        seed: RNG seed (env ``i`` of a batch uses ``seed * 1000 + i``).
+        seed: RNG seed (env ``i`` of a batch uses ``seed * 1000 + i``, or ``seed * 1000 + seeds[i]`` when
+            :meth:`reset` is given the episodes' start seeds).
         settings: :class:`CorruptedExpert` keyword arguments.
 
-    ``reset(num_envs)``, then ``act(observations) -> (N, 4) float32``, where ``observations`` is a batched Dict
-    observation ``{"observation.state": (N, 39), ...}`` or a `(N, 39)` state array.
+    ``reset(num_envs, seeds=None)``, then ``act(observations) -> (N, 4) float32``, where ``observations`` is a
+    batched Dict observation ``{"observation.state": (N, 39), ...}`` or a `(N, 39)` state array.
 
     Attributes:
         input_keys: ``("observation.state",)``, what ``act`` reads from a Dict observation (a caller that drives
@@ -247,9 +248,21 @@ class ZooPolicy:
         CorruptedExpert(task=self.task, **self.settings)  # checks the settings now
         self.policies: list[CorruptedExpert] = []
 
-    def reset(self, num_envs: int) -> None:
-        self.policies = [CorruptedExpert(task=self.task, seed=self.seed * 1000 + index, **self.settings)
-                         for index in range(int(num_envs))]
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Starts ``num_envs`` episodes. Env ``i``'s random stream is seeded ``seed * 1000 + seeds[i]`` (``seeds``:
+        each episode's start seed, which ranking passes in the real env and in imagination alike, so that a start
+        draws the same noise in both) or, without ``seeds``, ``seed * 1000 + i``.
+
+        Raises:
+            ValueError: ``seeds`` not ``num_envs`` ints >= 0.
+        """
+        if seeds is None:
+            seeds = range(int(num_envs))
+        elif len(seeds) != num_envs or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
+                                                and s >= 0 for s in seeds):
+            raise ValueError(f"seeds must be {num_envs} ints >= 0 (one per env), got {list(seeds)!r}")
+        self.policies = [CorruptedExpert(task=self.task, seed=self.seed * 1000 + int(seed), **self.settings)
+                         for seed in seeds]
 
     def act(self, observations: Any) -> np.ndarray:
         states = observations.get(STATE_KEY) if isinstance(observations, dict) else observations

@@ -26,6 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from worldsim.embodiments.minigrid.perception import DIRECTION_VECTORS, GRID_CELLS, agent_pose, locate_goal, wall_cells
+from worldsim.utils.batch_random import BatchRandom
 
 LEFT, RIGHT, FORWARD, PICKUP, DROP, TOGGLE, DONE = range(7)
 NUM_ACTIONS = 7
@@ -167,9 +168,15 @@ class ShortestPathPlanner:
         self.seed = _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        """Restarts the RNG; ``num_envs`` is how many envs the next ``act`` calls hold."""
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Restarts the RNG; ``num_envs`` is how many envs the next ``act`` calls hold. With ``seeds`` (each env's
+        episode seed, as ``worldsim rank`` passes them) every env draws its own stream, the same alone or in a batch
+        (:class:`~worldsim.utils.batch_random.BatchRandom`); without, the batch shares one generator.
+
+        Raises:
+            ValueError: ``seeds`` not ``num_envs`` ints >= 0.
+        """
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.num_envs = int(num_envs)
 
     def plan(self, frames: np.ndarray) -> np.ndarray:
@@ -198,8 +205,9 @@ class ShortestPathPlanner:
             ValueError: frames of the wrong shape.
         """
         actions = self.plan(frames)
-        explore = self.rng.random(len(actions)) < self.random_prob
-        random = self.rng.choice(MOVES, len(actions)).astype(np.int64)
+        rows = self.rng.rows(len(actions))
+        explore = self.rng.random(rows) < self.random_prob
+        random = self.rng.choice(MOVES, rows).astype(np.int64)
         return np.where(explore | (actions < 0), random, actions)
 
 
@@ -238,9 +246,10 @@ class WallFollower:
         self.hand, self.seed = hand, _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        """Restarts the RNG and every env's phase (seeking a wall)."""
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`) and every env's
+        phase (seeking a wall)."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.following = np.zeros(num_envs, dtype=bool)
         self.turned = np.zeros(num_envs, dtype=bool)  # just turned towards the hand: step forward next
 
@@ -251,7 +260,7 @@ class WallFollower:
             ValueError: frames of the wrong shape, or a batch size other than ``reset``'s.
         """
         frames, (agents, directions), free = _observe(frames, len(self.following))
-        actions = self.rng.choice(MOVES, len(frames)).astype(np.int64)
+        actions = self.rng.choice(MOVES, self.rng.rows(len(frames))).astype(np.int64)
         toward, away = (RIGHT, LEFT) if self.hand == "right" else (LEFT, RIGHT)
         side = 1 if self.hand == "right" else -1
         for index in range(len(frames)):
@@ -295,9 +304,10 @@ class Bouncer:
         self.turn, self.seed = turn, _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        """Restarts the RNG and every env's turn."""
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`) and every env's
+        turn."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.turning = np.zeros(num_envs, dtype=bool)  # half-way through turning around
 
     def act(self, frames: np.ndarray) -> np.ndarray:
@@ -307,7 +317,7 @@ class Bouncer:
             ValueError: frames of the wrong shape, or a batch size other than ``reset``'s.
         """
         frames, (agents, directions), free = _observe(frames, len(self.turning))
-        actions = self.rng.choice(MOVES, len(frames)).astype(np.int64)
+        actions = self.rng.choice(MOVES, self.rng.rows(len(frames))).astype(np.int64)
         found = directions >= 0
         index = np.flatnonzero(found)
         ahead = agents[index].astype(np.int64) + DIRECTION_VECTORS[directions[index]]  # (K, 2) col, row
@@ -337,13 +347,13 @@ class RandomActions:
         self.seed = _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        """Restarts the RNG."""
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`)."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         """Actions for a batch: `(N, ...)` frames -> `(N,)` int64 in 0..2."""
-        return self.rng.choice(MOVES, len(frames)).astype(np.int64)
+        return self.rng.choice(MOVES, self.rng.rows(len(frames))).astype(np.int64)
 
 
 class Spinner:

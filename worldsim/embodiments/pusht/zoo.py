@@ -21,6 +21,7 @@ from collections import deque
 import numpy as np
 
 from worldsim.embodiments.pusht.perception import PUSHT_WORKSPACE, locate_agent, locate_block
+from worldsim.utils.batch_random import BatchRandom
 
 GOAL = np.array([256.0, 256.0])
 
@@ -37,7 +38,9 @@ class CentroidPusher:
         max_step: largest target move per step (px), so the agent does not fly through the block.
         seed: RNG seed of the noise and wandering (``reset`` restarts it).
 
-    ``reset(num_envs)`` then ``act(frames (N, H, W, 3) uint8) -> (N, 2) float32``.
+    ``reset(num_envs, seeds=None)`` then ``act(frames (N, H, W, 3) uint8) -> (N, 2) float32``. With ``seeds`` (each
+    env's episode seed, as ``worldsim rank`` passes them) every env draws its own stream, the same alone or in a
+    batch; without, the batch shares one generator (:class:`~worldsim.utils.batch_random.BatchRandom`).
     """
 
     def __init__(self, noise_std: float = 0.0, reaction_delay: int = 0, wander_prob: float = 0.0,
@@ -51,8 +54,9 @@ class CentroidPusher:
         self.wander_steps, self.seed = wander_steps, seed
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Starts ``num_envs`` episodes. Raises ValueError: ``seeds`` not ``num_envs`` ints >= 0."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.history: deque = deque(maxlen=self.reaction_delay + 1)
         self.wander_left = np.zeros(num_envs, dtype=np.int64)
         self.wander_target = np.zeros((num_envs, 2))
@@ -92,14 +96,14 @@ class CentroidPusher:
         self.history.append(frames)
         target = self._targets(self.history[0])
         wandering = self.wander_left > 0
-        start = ~wandering & (self.rng.random(len(frames)) < self.wander_prob)
-        self.wander_target[start] = self.rng.uniform(0, PUSHT_WORKSPACE, (int(start.sum()), 2))
+        start = ~wandering & (self.rng.random(self.rng.rows(len(frames))) < self.wander_prob)
+        self.wander_target[start] = self.rng.uniform(0, PUSHT_WORKSPACE, np.flatnonzero(start), (2,))
         self.wander_left[start] = self.wander_steps
         active = self.wander_left > 0
         target[active] = self.wander_target[active]
         self.wander_left[active] -= 1
         if self.noise_std:
-            target = target + self.rng.normal(0.0, self.noise_std, target.shape)
+            target = target + self.rng.normal(0.0, self.noise_std, self.rng.rows(len(frames)), (2,))
         return np.clip(target, 0.0, PUSHT_WORKSPACE).astype(np.float32)
 
 
@@ -110,14 +114,15 @@ class Wanderer:
         self.step, self.seed = step, seed
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        self.rng = np.random.default_rng(self.seed)
-        self.heading = self.rng.uniform(0, 2 * np.pi, num_envs)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`)."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
+        self.heading = self.rng.uniform(0, 2 * np.pi, np.arange(num_envs))
 
     def act(self, frames: np.ndarray) -> np.ndarray:
         agent = locate_agent(frames)
         agent = np.where(np.isnan(agent), PUSHT_WORKSPACE / 2, agent)
-        self.heading = self.heading + self.rng.normal(0.0, 0.5, len(frames))
+        self.heading = self.heading + self.rng.normal(0.0, 0.5, self.rng.rows(len(frames)))
         target = agent + self.step * np.stack([np.cos(self.heading), np.sin(self.heading)], axis=-1)
         return np.clip(target, 0.0, PUSHT_WORKSPACE).astype(np.float32)
 
@@ -129,11 +134,12 @@ class RandomTargets:
         self.seed = seed
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds=None) -> None:
+        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`)."""
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
 
     def act(self, frames: np.ndarray) -> np.ndarray:
-        return self.rng.uniform(0.0, PUSHT_WORKSPACE, (len(frames), 2)).astype(np.float32)
+        return self.rng.uniform(0.0, PUSHT_WORKSPACE, self.rng.rows(len(frames)), (2,)).astype(np.float32)
 
 
 class StandStill:

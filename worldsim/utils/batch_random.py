@@ -1,0 +1,88 @@
+"""Random draws for a batch of envs: one generator shared by the batch, or one per env seeded by its episode.
+
+A batched zoo policy (``reset(num_envs)``, ``act(observations (N, ...))``) draws its noise for all N envs at once.
+With one shared generator, env ``i``'s draws depend on how many envs share the batch and on its position in it, so
+the same start cannot draw the same noise in a real episode run alone and in an imagined batch. With ``seeds`` (one
+per env, the episode's start seed, which ``worldsim rank`` passes), each env gets its own generator, seeded
+``(seed, seeds[i])``: its draws are the same alone or in any batch (common random numbers, as numpy's
+``SeedSequence`` spawns independent streams from a list of ints).
+
+Imports nothing from worldsim above :mod:`worldsim.utils`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class BatchRandom:
+    """Uniform and normal draws for a batch of envs.
+
+    Args:
+        seed: the policy's seed.
+        num_envs: N, the batch size.
+        seeds: N ints >= 0, each env's episode seed (one generator per env, seeded ``[seed, seeds[i]]``); None: one
+            generator seeded ``seed`` shared by the batch, whose draws for all N envs are exactly those of
+            ``numpy.random.default_rng(seed)`` drawing ``(N, *size)`` at once.
+
+    Every draw takes ``rows``, the envs to draw for (an int array of indices into the batch, in order), and returns
+    ``(len(rows), *size)`` float64.
+
+    Raises:
+        ValueError: ``num_envs`` < 1, or ``seeds`` not N ints >= 0 (the message shows them).
+    """
+
+    def __init__(self, seed: int, num_envs: int, seeds=None):
+        num_envs = int(num_envs)
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.num_envs = num_envs
+        if seeds is None:
+            self.shared, self.generators = np.random.default_rng(seed), None
+            return
+        seeds = list(seeds)
+        if len(seeds) != num_envs or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+                                             for s in seeds):
+            raise ValueError(f"seeds must be {num_envs} ints >= 0 (one per env), got {seeds!r}")
+        self.shared = None
+        self.generators = [np.random.default_rng([int(seed), int(s)]) for s in seeds]
+
+    def rows(self, count: int) -> np.ndarray:
+        """The rows of a batch of ``count`` observations, ``arange(count)``.
+
+        Raises:
+            ValueError: per-env generators (``seeds`` given) and ``count`` other than N: the streams belong to N envs.
+        """
+        if self.generators is not None and count != self.num_envs:
+            raise ValueError(f"got {count} observations, but reset() seeded {self.num_envs} envs")
+        return np.arange(count)
+
+    def _draw(self, rows, size: tuple, method: str, *args) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.shared is not None:
+            return getattr(self.shared, method)(*args, (len(rows), *size))
+        if not len(rows):
+            return np.zeros((0, *size))
+        return np.stack([getattr(self.generators[row], method)(*args, size) for row in rows])
+
+    def random(self, rows) -> np.ndarray:
+        """Uniform in [0, 1), `(len(rows),)`."""
+        if self.shared is not None:
+            return self.shared.random(len(np.asarray(rows).reshape(-1)))
+        return self._draw(rows, (), "uniform", 0.0, 1.0)
+
+    def uniform(self, low: float, high: float, rows, size: tuple = ()) -> np.ndarray:
+        """Uniform in [low, high), `(len(rows), *size)`."""
+        return self._draw(rows, tuple(size), "uniform", low, high)
+
+    def normal(self, loc: float, scale: float, rows, size: tuple = ()) -> np.ndarray:
+        """Gaussian, `(len(rows), *size)`."""
+        return self._draw(rows, tuple(size), "normal", loc, scale)
+
+    def choice(self, options, rows) -> np.ndarray:
+        """One of ``options`` (a 1-D array) per row, uniformly, `(len(rows),)` of its dtype."""
+        options = np.asarray(options)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.shared is not None:
+            return self.shared.choice(options, len(rows))
+        return np.array([self.generators[row].choice(options) for row in rows], dtype=options.dtype)
