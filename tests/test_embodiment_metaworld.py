@@ -270,6 +270,10 @@ def test_zoo_and_collection_policies(plugin):
         np.testing.assert_array_equal(np.stack(alone), np.stack(batch)[:, index])
     noisy.reset(3)  # without seeds: env i draws stream i, not its start seed's
     assert not np.array_equal(noisy.act(states), batch[0])
+    noisy.reset(3)  # so a one-batch run from seed 0 drew what seeds 0, 1, 2 draw (what rerun_rank_real.py relies on)
+    unseeded = [noisy.act(states) for _ in range(3)]
+    noisy.reset(3, seeds=[0, 1, 2])
+    np.testing.assert_array_equal(np.stack(unseeded), np.stack([noisy.act(states) for _ in range(3)]))
     with pytest.raises(ValueError, match="seeds must be 2 ints"):
         noisy.reset(2, seeds=[1])
     with pytest.raises(ValueError, match="read the state"):

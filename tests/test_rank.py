@@ -228,10 +228,25 @@ def test_each_start_hands_its_seed_to_the_policy_in_both_worlds(model_with_heads
     assert recorder.resets == [(2, [0, 2]), (1, [3])]
     with pytest.raises(ValueError, match="one int per start clip"):
         run_imagined(pipeline, recorder, frames, actions, horizon=1, keep_frames=0, policy_seeds=[0, 2])
-    plain = StandStill()  # reset(num_envs) only
+    recorder.resets.clear()  # rank_policies: the real episodes one at a time, then the batch, per batch of starts
+    rank_policies(pipeline, {"recorder": recorder, "still": StandStill()}, num_states=3, horizon=1, num_context=2,
+                  batch_size=2, seed=5, progress=False)
+    assert recorder.resets == [(1, [5]), (1, [6]), (2, [5, 6]), (1, [7]), (1, [7])]
+
+    class Plain(StandStill):  # reset(num_envs) only: no seeds reach it
+        def reset(self, num_envs: int) -> None:
+            super().reset(num_envs)
+            self.count = num_envs
+
+    plain = Plain()
     reset_policy(plain, 2, [5, 6])
-    with pytest.raises(ValueError, match="one seed per env"):
+    assert plain.count == 2
+    with pytest.raises(ValueError, match="one integer seed per env"):
         reset_policy(recorder, 2, [5])
+    with pytest.raises(ValueError, match="integer seeds"):
+        reset_policy(recorder, 2, [5, 6.0])
+    with pytest.raises(ValueError, match="integer seeds"):
+        reset_policy(recorder, 1, [True])
 
 
 def test_batch_random_shared_draws_are_numpys_and_per_env_draws_do_not_depend_on_the_batch():
@@ -249,6 +264,15 @@ def test_batch_random_shared_draws_are_numpys_and_per_env_draws_do_not_depend_on
         batch.rows(2)
     with pytest.raises(ValueError, match="seeds must be 2 ints >= 0"):
         BatchRandom(0, 2, seeds=[1, -1])
+    from worldsim.embodiments.breakout import RandomJoystick
+
+    joystick, frames = RandomJoystick(seed=4), np.zeros((3, 8, 8, 3), np.uint8)
+    joystick.reset(3)  # without seeds: numpy's generator shared by the batch, as before
+    np.testing.assert_array_equal(joystick.act(frames), np.random.default_rng(4).integers(0, 4, 3))
+    joystick.reset(3, seeds=[1, 2, 3])
+    together = np.stack([joystick.act(frames) for _ in range(5)])
+    joystick.reset(1, seeds=[2])
+    np.testing.assert_array_equal(np.stack([joystick.act(frames[:1])[0] for _ in range(5)]), together[:, 1])
 
 
 def test_pusht_zoo_draws_each_starts_noise_alone_or_in_a_batch():

@@ -8,17 +8,20 @@ each episode's start seed to a policy whose ``reset`` takes ``seeds`` (:func:`~w
 and the Meta-World zoo seeds start ``s`` with ``seed * 1000 + s``, the stream the imagined episode of start ``s``
 already drew in a one-batch run (rank's default batch of 64 holds all 50 starts). So the imagined values of those
 reports are what the fixed protocol imagines (up to float differences between machines), and only the real side
-needs running again.
+needs running again. That holds only for a report ranked from seed 0 (the CLI also seeds the zoo with ``--seed``)
+with all its starts in one batch; the tool refuses any other.
 
 For every report given, this runs each zoo member of the report in the real env (state only, no rendering: about
 a minute per task on 2 CPU cores), keeps every other policy's entry (the BC checkpoints are deterministic: their
 real episodes do not change), recomputes the agreement, its bootstrap intervals and the returns' agreement, and
 writes the report under ``--out`` with the same name. Reports of one task share one real run.
 
-    python tools/rerun_rank_real.py docs/media/metaworld-rank-state-imagined-*-v3.json --out outputs/rank-fixed
+    python tools/rerun_rank_real.py \
+        docs/media/metaworld-rank-state-imagined-{reach,push,pick-place,drawer-open,button-press}-v3.json \
+        --out outputs/rank-fixed
     .venv/bin/worldsim rank-report outputs/rank-fixed/metaworld-rank-state-imagined-*-v3.json   # pooled
 
-A full `worldsim rank` under the fixed protocol gives the same figures (compared in docs/results.md).
+How close a full `worldsim rank` under the fixed protocol comes is measured in docs/results.md.
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ from worldsim.utils.files import write_json
 
 def real_outcomes(plugin, layout, env_id: str, members: list[str], seeds: list[int], num_context: int,
                   horizon: int, policy_seed: int = 0) -> dict:
-    """``{member: run_real(...) outcome}`` for zoo members of ``env_id``'s task, each start with its own noise."""
+    """Each zoo member's real episodes, each start with its own noise (:func:`~worldsim.evaluation.rank.run_real`).
+
+    Args:
+        plugin, layout: the Meta-World plug-in and the model's observation layout (the policies read the state).
+        env_id: the task's env id; members: zoo member names; seeds: the start seeds; num_context, horizon: the
+            report's context frames and policy steps; policy_seed: the zoo's seed.
+
+    Returns:
+        ``{member: {"values": (S,), "success": (S,) bool, "returns": (S,), "frames": ...}}``.
+    """
     zoo = metaworld_zoo(task_of(env_id), seed=policy_seed)
     outcomes = {}
     for member in members:
@@ -103,6 +115,13 @@ def main() -> None:
             raise SystemExit(f"{path}: not a Meta-World ranking report")
         if (args.out / path.name).resolve() == path.resolve():
             raise SystemExit(f"--out {args.out} would overwrite {path}; choose another folder")
+        settings = report["settings"]
+        if settings.get("seed") != 0 or settings["num_states"] > settings.get("batch_size", 64):
+            raise SystemExit(f"{path}: ranked from seed {settings.get('seed')} with {settings['num_states']} starts; "
+                             f"only a report from seed 0 with every start in one batch imagined each start's own "
+                             f"stream, so only its real side can be re-run alone")
+        if settings.get("policy_seeds") == "per start":
+            raise SystemExit(f"{path}: already ranked with each start's own noise")
     pipeline = WorldModelPipeline.from_pretrained(args.model)
     name, plugin = resolve_embodiment(pipeline, None)
     layout = model_layout(pipeline, name)

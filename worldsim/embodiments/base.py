@@ -282,8 +282,9 @@ class EmbodimentPlugin:
 
     def policy_zoo(self, seed: int = 0) -> dict[str, Any]:
         """Named frame-only policies of graded skill, best first: ``{name: policy}`` with ``reset(num_envs)`` and
-        ``act(frames (N, H, W, 3) uint8) -> (N, *action_shape)`` (:mod:`worldsim.evaluation.policy_adapters`).
-        Default: none."""
+        ``act(frames (N, H, W, 3) uint8) -> (N, *action_shape)`` (:mod:`worldsim.evaluation.policy_adapters`). A
+        stochastic policy should also take ``reset(num_envs, seeds=[...])``, one stream per env seeded by its episode's
+        start (:func:`~worldsim.evaluation.rank.reset_policy`). Default: none."""
         return {}
 
     def collection_policies(self) -> dict[str, Callable]:

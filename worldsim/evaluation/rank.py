@@ -36,6 +36,7 @@ policy's real value is the value of its own recorded episodes, found by the poli
 from __future__ import annotations
 
 import inspect
+import operator
 import time
 from typing import Callable
 
@@ -227,18 +228,28 @@ def _reads_state_only(policy, layout) -> bool:
 def reset_policy(policy, num_envs: int, seeds) -> None:
     """Starts ``num_envs`` episodes of ``policy``, each with its own random stream where the policy allows it.
 
-    A policy whose ``reset`` accepts a ``seeds`` keyword (a Meta-World zoo member,
-    :class:`~worldsim.embodiments.metaworld.policies.ZooPolicy`) gets ``seeds``, one int per env: the start seed of
-    each episode, so that the same start draws the same noise in the real env (one episode at a time) and in
-    imagination (a batch). Any other policy gets ``reset(num_envs)``, as the policy protocol of
-    :func:`~worldsim.evaluation.policy_adapters.as_policy` defines it.
+    A policy whose ``reset`` accepts a ``seeds`` keyword (the built-in zoos of PushT, MiniGrid, Breakout and
+    Meta-World) gets ``seeds``, one int per env: the start seed of each episode, so that the same start draws the
+    same noise in the real env (one episode at a time) and in imagination (a batch). Any other policy gets
+    ``reset(num_envs)``, as the policy protocol of :func:`~worldsim.evaluation.policy_adapters.as_policy` defines it.
+
+    Args:
+        policy: a batched policy (``reset``, ``act``).
+        num_envs: N, the episodes about to run together.
+        seeds: N ints (Python or numpy integers), each episode's start seed.
 
     Raises:
-        ValueError: ``seeds`` not ``num_envs`` ints.
+        ValueError: ``seeds`` not N integers (a float or bool among them, or another count).
     """
-    seeds = [int(seed) for seed in seeds]
+    given = list(seeds)
+    try:
+        if any(isinstance(seed, bool) for seed in given):
+            raise TypeError
+        seeds = [operator.index(seed) for seed in given]
+    except TypeError:
+        raise ValueError(f"reset_policy needs integer seeds, got {given!r}") from None
     if len(seeds) != num_envs:
-        raise ValueError(f"reset_policy needs one seed per env: {num_envs} envs, got {len(seeds)} seeds")
+        raise ValueError(f"reset_policy needs one integer seed per env: {num_envs} envs, got {seeds!r}")
     try:
         takes_seeds = "seeds" in inspect.signature(policy.reset).parameters
     except (TypeError, ValueError):  # a builtin or C callable without a signature
@@ -626,7 +637,8 @@ def rank_policies(pipeline, policies: dict, num_states: int = 50, horizon: int =
                 "sampler": {"num_inference_steps": sampler.num_inference_steps,
                             "timestep_spacing": sampler.timestep_spacing},
                 "context_noise": sampler.context_noise, "action_guidance_scale": sampler.action_guidance_scale,
-                "seed": seed, "policy_seeds": "per start", "seconds": time.perf_counter() - started,
+                "seed": seed, "policy_seeds": "per start", "batch_size": batch_size,
+                "seconds": time.perf_counter() - started,
                 "date": time.strftime("%Y-%m-%d"),
                 "value": plugin.value_description,
                 "reward_median": reward_median}
@@ -881,7 +893,7 @@ def rank_tasks(pipeline, policies, env_ids: list[str], progress: bool = True, **
 
 
 # settings that may differ between runs of one protocol on other initial states
-_RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes")
+_RUN_KEYS = ("seed", "num_states", "seconds", "date", "num_processes", "batch_size", "real_rerun")
 _SETTING_DEFAULTS = {"reward_median": 1}  # settings added later: what reports written before them used
 # settings added later with no value that fits every earlier report: compared only when both reports have them
 _COMPARED_IF_PRESENT = ("embodiment", "env_id", "context_noise", "action_guidance_scale")

@@ -25,8 +25,9 @@ class BatchRandom:
             generator seeded ``seed`` shared by the batch, whose draws for all N envs are exactly those of
             ``numpy.random.default_rng(seed)`` drawing ``(N, *size)`` at once.
 
-    Every draw takes ``rows``, the envs to draw for (an int array of indices into the batch, in order), and returns
-    ``(len(rows), *size)`` float64.
+    Every draw takes ``rows``, the envs to draw for (an int array of indices into the batch, in order; all of them:
+    :meth:`rows`), and returns ``(len(rows), *size)``: float64 for :meth:`random`, :meth:`uniform` and
+    :meth:`normal`, int64 for :meth:`integers`, the options' dtype for :meth:`choice`.
 
     Raises:
         ValueError: ``num_envs`` < 1, or ``seeds`` not N ints >= 0 (the message shows them).
@@ -86,3 +87,10 @@ class BatchRandom:
         if self.shared is not None:
             return self.shared.choice(options, len(rows))
         return np.array([self.generators[row].choice(options) for row in rows], dtype=options.dtype)
+
+    def integers(self, low: int, high: int, rows) -> np.ndarray:
+        """Integers in [low, high), uniformly, `(len(rows),)` int64."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if self.shared is not None:
+            return self.shared.integers(low, high, len(rows))
+        return np.array([self.generators[row].integers(low, high) for row in rows], dtype=np.int64)

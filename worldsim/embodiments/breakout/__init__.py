@@ -11,6 +11,7 @@ import gymnasium as gym
 import numpy as np
 
 from worldsim.embodiments.base import EmbodimentPlugin
+from worldsim.utils.batch_random import BatchRandom
 
 BREAKOUT_ENV = "ALE/Breakout-v5"
 
@@ -38,17 +39,28 @@ def locate_paddle(frames: np.ndarray) -> np.ndarray:
 
 
 class RandomJoystick:
-    """Uniformly random joystick actions (frame-only batched policy: ``reset(num_envs)``, ``act(frames)``)."""
+    """Uniformly random joystick actions (frame-only batched policy: ``reset(num_envs, seeds=None)``,
+    ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..3).
+
+    With ``seeds`` (each env's episode seed, as ``worldsim rank`` passes them) every env draws its own stream, the
+    same alone or in a batch; without, the batch shares one generator
+    (:class:`~worldsim.utils.batch_random.BatchRandom`).
+    """
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.reset(1)
 
-    def reset(self, num_envs: int) -> None:
-        self.rng = np.random.default_rng(self.seed)
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Starts ``num_envs`` episodes.
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
+        self.rng = BatchRandom(self.seed, num_envs, seeds)
 
     def act(self, frames: np.ndarray) -> np.ndarray:
-        return self.rng.integers(0, 4, len(frames)).astype(np.int64)
+        return self.rng.integers(0, 4, self.rng.rows(len(frames))).astype(np.int64)
 
 
 class Idle:

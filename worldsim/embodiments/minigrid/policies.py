@@ -4,11 +4,11 @@ Every policy here sees only frames (:mod:`worldsim.embodiments.minigrid.percepti
 the goal and the walls by colour) and returns MiniGrid actions: 0 turn left, 1 turn right, 2 forward, 3 pickup,
 4 drop, 5 toggle, 6 done (3-6 change nothing in MiniGrid-Empty).
 
-- Batched zoo policies (``reset(num_envs)``, ``act(frames (N, H, W, 3) uint8) -> (N,) int64``,
-  :mod:`worldsim.evaluation.policy_adapters`): :class:`ShortestPathPlanner` (breadth-first search over the cells
-  that are not walls, with random actions mixed in and an optional wrong goal), :class:`WallFollower`,
-  :class:`Bouncer`, :class:`RandomActions`, :class:`Spinner` and :class:`StandStill`; :func:`minigrid_zoo` names
-  them, best first.
+- Batched zoo policies (``reset(num_envs)``, with ``seeds=None`` where they draw random actions; ``act(frames
+  (N, H, W, 3) uint8) -> (N,) int64``; :mod:`worldsim.evaluation.policy_adapters`): :class:`ShortestPathPlanner`
+  (breadth-first search over the cells that are not walls, with random actions mixed in and an optional wrong
+  goal), :class:`WallFollower`, :class:`Bouncer`, :class:`RandomActions`, :class:`Spinner` and
+  :class:`StandStill`; :func:`minigrid_zoo` names them, best first.
 - :class:`NoisyPlannerChunks`: the stochastic chunk policy ``worldsim steer-eval`` steers.
 - :class:`ZooCollectionPolicy`: a zoo member (or a mix of them, one per episode) as a data-collection policy
   ``(observation, info) -> action`` that reads the frame from ``info["pixels"]``
@@ -148,8 +148,8 @@ class ShortestPathPlanner:
             None: the perceived goal.
         seed: RNG seed of the random actions (``reset`` restarts it).
 
-    ``reset(num_envs)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..6. Where the agent, its
-    direction or the goal is not found, or the goal cannot be reached, the action is random.
+    ``reset(num_envs, seeds=None)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..6. Where the agent,
+    its direction or the goal is not found, or the goal cannot be reached, the action is random.
 
     Raises:
         ValueError: ``random_prob`` outside [0, 1], ``goal`` not a cell, a non-int ``seed``; ``act``: frames not
@@ -168,13 +168,13 @@ class ShortestPathPlanner:
         self.seed = _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
         """Restarts the RNG; ``num_envs`` is how many envs the next ``act`` calls hold. With ``seeds`` (each env's
         episode seed, as ``worldsim rank`` passes them) every env draws its own stream, the same alone or in a batch
         (:class:`~worldsim.utils.batch_random.BatchRandom`); without, the batch shares one generator.
 
         Raises:
-            ValueError: ``seeds`` not ``num_envs`` ints >= 0.
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
         """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.num_envs = int(num_envs)
@@ -234,7 +234,7 @@ class WallFollower:
         hand: ``"right"`` (right-hand rule) or ``"left"``.
         seed: RNG seed of the random actions played where perception fails.
 
-    ``reset(num_envs)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
+    ``reset(num_envs, seeds=None)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
 
     Raises:
         ValueError: an unknown ``hand`` or a non-int ``seed``; ``act``: frames of the wrong shape.
@@ -246,9 +246,13 @@ class WallFollower:
         self.hand, self.seed = hand, _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
         """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`) and every env's
-        phase (seeking a wall)."""
+        phase (seeking a wall).
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.following = np.zeros(num_envs, dtype=bool)
         self.turned = np.zeros(num_envs, dtype=bool)  # just turned towards the hand: step forward next
@@ -291,7 +295,7 @@ class Bouncer:
         turn: ``"left"`` or ``"around"``.
         seed: RNG seed of the random actions played where perception fails.
 
-    ``reset(num_envs)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
+    ``reset(num_envs, seeds=None)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
 
     Raises:
         ValueError: an unknown ``turn`` or a non-int ``seed``; ``act``: frames of the wrong shape, or a batch size
@@ -304,9 +308,13 @@ class Bouncer:
         self.turn, self.seed = turn, _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
         """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`) and every env's
-        turn."""
+        turn.
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.turning = np.zeros(num_envs, dtype=bool)  # half-way through turning around
 
@@ -337,7 +345,7 @@ class RandomActions:
     Args:
         seed: RNG seed (``reset`` restarts it).
 
-    ``reset(num_envs)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
+    ``reset(num_envs, seeds=None)`` then ``act(frames (N, H, W, 3) uint8) -> (N,) int64`` in 0..2.
 
     Raises:
         ValueError: a non-int ``seed``.
@@ -347,8 +355,12 @@ class RandomActions:
         self.seed = _check_seed(seed)
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
-        """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`)."""
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Restarts the RNG (one stream per env with ``seeds``, as :meth:`ShortestPathPlanner.reset`).
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
 
     def act(self, frames: np.ndarray) -> np.ndarray:

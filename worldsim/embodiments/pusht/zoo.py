@@ -54,8 +54,12 @@ class CentroidPusher:
         self.wander_steps, self.seed = wander_steps, seed
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
-        """Starts ``num_envs`` episodes. Raises ValueError: ``seeds`` not ``num_envs`` ints >= 0."""
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Starts ``num_envs`` episodes, one random stream per env with ``seeds``.
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.history: deque = deque(maxlen=self.reaction_delay + 1)
         self.wander_left = np.zeros(num_envs, dtype=np.int64)
@@ -114,8 +118,12 @@ class Wanderer:
         self.step, self.seed = step, seed
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
-        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`)."""
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`).
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
         self.heading = self.rng.uniform(0, 2 * np.pi, np.arange(num_envs))
 
@@ -134,8 +142,12 @@ class RandomTargets:
         self.seed = seed
         self.reset(1)
 
-    def reset(self, num_envs: int, seeds=None) -> None:
-        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`)."""
+    def reset(self, num_envs: int, seeds: list[int] | None = None) -> None:
+        """Starts ``num_envs`` episodes, one random stream per env with ``seeds`` (as :class:`CentroidPusher`).
+
+        Raises:
+            ValueError: ``num_envs`` < 1, or ``seeds`` not ``num_envs`` ints >= 0.
+        """
         self.rng = BatchRandom(self.seed, num_envs, seeds)
 
     def act(self, frames: np.ndarray) -> np.ndarray:
