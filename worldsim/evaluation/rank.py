@@ -228,8 +228,8 @@ def _reads_state_only(policy, layout) -> bool:
 def reset_policy(policy, num_envs: int, seeds) -> None:
     """Starts ``num_envs`` episodes of ``policy``, each with its own random stream where the policy allows it.
 
-    A policy whose ``reset`` accepts a ``seeds`` keyword (the built-in zoos of PushT, MiniGrid, Breakout and
-    Meta-World) gets ``seeds``, one int per env: the start seed of each episode, so that the same start draws the
+    A policy whose ``reset`` accepts a ``seeds`` keyword (every built-in plug-in's stochastic zoo policies do) gets
+    ``seeds``, one int per env: the start seed of each episode, so that the same start draws the
     same noise in the real env (one episode at a time) and in imagination (a batch). Any other policy gets
     ``reset(num_envs)``, as the policy protocol of :func:`~worldsim.evaluation.policy_adapters.as_policy` defines it.
 
