@@ -37,8 +37,10 @@ import numpy as np
 from worldsim.embodiments import resolve_embodiment
 from worldsim.embodiments.metaworld.policies import ZOO_MEMBERS, metaworld_zoo
 from worldsim.embodiments.metaworld.tasks import task_of
+from worldsim.evaluation.rank import _agreement as rank_agreement  # what rank_policies reports, recomputed
+from worldsim.evaluation.rank import _return_agreement as return_agreement
 from worldsim.evaluation.rank import model_layout, run_real, set_policy_task
-from worldsim.evaluation.ranking_metrics import agreement_intervals, bootstrap_mean_interval, ranking_agreement
+from worldsim.evaluation.ranking_metrics import bootstrap_mean_interval
 from worldsim.pipelines import WorldModelPipeline
 from worldsim.utils.files import write_json
 
@@ -87,13 +89,8 @@ def with_real(report: dict, outcomes: dict, source: str, seed: int) -> dict:
         entry["real_values"] = np.asarray(outcome["values"], float).tolist()
         entry["real_success_values"] = success.tolist()
         entry["real_returns"] = np.asarray(outcome["returns"], float).tolist()
-    names = list(policies)
-    report["agreement"] = ranking_agreement([policies[n]["imagined"]["mean"] for n in names],
-                                            [policies[n]["real"]["mean"] for n in names])
-    report["agreement_intervals"] = agreement_intervals([policies[n]["imagined_values"] for n in names],
-                                                        [policies[n]["real_values"] for n in names], seed=seed)
-    report["return_agreement"] = ranking_agreement([float(np.mean(policies[n]["imagined_returns"])) for n in names],
-                                                   [float(np.mean(policies[n]["real_returns"])) for n in names])
+    report["agreement"], report["agreement_intervals"] = rank_agreement(policies, seed)
+    report["return_agreement"] = return_agreement(policies)
     report["settings"]["policy_seeds"] = "per start"
     report["settings"]["real_rerun"] = {"date": time.strftime("%Y-%m-%d"), "source": source,
                                         "policies": sorted(outcomes),

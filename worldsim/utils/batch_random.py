@@ -15,6 +15,22 @@ from __future__ import annotations
 import numpy as np
 
 
+def check_seeds(seeds, num_envs: int) -> list[int]:
+    """Episode seeds for a batch, checked: ``num_envs`` ints >= 0 (Python or numpy integers, not bools).
+
+    Returns:
+        the seeds as a list of Python ints.
+
+    Raises:
+        ValueError: another count, or a seed that is not an int >= 0 (the message shows them).
+    """
+    seeds = list(seeds)
+    if len(seeds) != num_envs or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
+                                         for s in seeds):
+        raise ValueError(f"seeds must be {num_envs} ints >= 0 (one per env), got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
 class BatchRandom:
     """Uniform and normal draws for a batch of envs.
 
@@ -41,12 +57,8 @@ class BatchRandom:
         if seeds is None:
             self.shared, self.generators = np.random.default_rng(seed), None
             return
-        seeds = list(seeds)
-        if len(seeds) != num_envs or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 0
-                                             for s in seeds):
-            raise ValueError(f"seeds must be {num_envs} ints >= 0 (one per env), got {seeds!r}")
         self.shared = None
-        self.generators = [np.random.default_rng([int(seed), int(s)]) for s in seeds]
+        self.generators = [np.random.default_rng([int(seed), s]) for s in check_seeds(seeds, num_envs)]
 
     def rows(self, count: int) -> np.ndarray:
         """The rows of a batch of ``count`` observations, ``arange(count)``.
@@ -68,9 +80,7 @@ class BatchRandom:
 
     def random(self, rows) -> np.ndarray:
         """Uniform in [0, 1), `(len(rows),)`."""
-        if self.shared is not None:
-            return self.shared.random(len(np.asarray(rows).reshape(-1)))
-        return self._draw(rows, (), "uniform", 0.0, 1.0)
+        return self._draw(rows, (), "random")
 
     def uniform(self, low: float, high: float, rows, size: tuple = ()) -> np.ndarray:
         """Uniform in [low, high), `(len(rows), *size)`."""
@@ -82,15 +92,8 @@ class BatchRandom:
 
     def choice(self, options, rows) -> np.ndarray:
         """One of ``options`` (a 1-D array) per row, uniformly, `(len(rows),)` of its dtype."""
-        options = np.asarray(options)
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if self.shared is not None:
-            return self.shared.choice(options, len(rows))
-        return np.array([self.generators[row].choice(options) for row in rows], dtype=options.dtype)
+        return self._draw(rows, (), "choice", np.asarray(options))
 
     def integers(self, low: int, high: int, rows) -> np.ndarray:
         """Integers in [low, high), uniformly, `(len(rows),)` int64."""
-        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
-        if self.shared is not None:
-            return self.shared.integers(low, high, len(rows))
-        return np.array([self.generators[row].integers(low, high) for row in rows], dtype=np.int64)
+        return self._draw(rows, (), "integers", low, high)

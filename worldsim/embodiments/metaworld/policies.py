@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from worldsim.embodiments.metaworld.tasks import DEFAULT_TASK, check_task, import_metaworld
+from worldsim.utils.batch_random import check_seeds
 
 STATE_KEY = "observation.state"
 STATE_DIM = 39
@@ -256,12 +257,8 @@ class ZooPolicy:
         Raises:
             ValueError: ``seeds`` not ``num_envs`` ints >= 0.
         """
-        if seeds is None:
-            seeds = range(int(num_envs))
-        elif len(seeds) != num_envs or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool)
-                                                and s >= 0 for s in seeds):
-            raise ValueError(f"seeds must be {num_envs} ints >= 0 (one per env), got {list(seeds)!r}")
-        self.policies = [CorruptedExpert(task=self.task, seed=self.seed * 1000 + int(seed), **self.settings)
+        seeds = range(int(num_envs)) if seeds is None else check_seeds(seeds, num_envs)
+        self.policies = [CorruptedExpert(task=self.task, seed=self.seed * 1000 + seed, **self.settings)
                          for seed in seeds]
 
     def act(self, observations: Any) -> np.ndarray:
